@@ -1,0 +1,3 @@
+from infraplan.cli import main
+
+main()

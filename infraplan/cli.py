@@ -1,0 +1,492 @@
+"""The `infraplan` command line: click commands that call the library and turn its
+errors into one-line messages and exit codes.
+
+Exit codes: 0 success; 1 error; 2 with --detailed-exitcode when the plan has changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from infraplan import __version__
+
+
+class Ctx:
+    def __init__(self, no_color: bool):
+        self.no_color = no_color or bool(os.environ.get("NO_COLOR"))
+
+    def console(self, stderr: bool = False):
+        from infraplan.render import make_console
+
+        return make_console(no_color=self.no_color, stderr=stderr)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def _handle(fn):
+    """Run a command body; user-facing errors become a located one-line message."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from infraplan.errors import ConfigError, InfraplanError, PlanError
+
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            for d in exc.diagnostics:
+                click.echo(d.one_line(), err=True)
+            n = sum(1 for d in exc.diagnostics if d.severity == "error")
+            _fail(f"configuration has {n} error{'s' if n != 1 else ''}; nothing was planned or applied")
+        except PlanError as exc:
+            for d in exc.diagnostics[1:]:
+                if d.severity == "error":
+                    click.echo(d.one_line(), err=True)
+            _fail(exc.one_line())
+        except InfraplanError as exc:
+            _fail(exc.one_line(), exc.exit_code)
+
+    return wrapper
+
+
+def config_options(fn):
+    fn = click.option("--var", "var_args", multiple=True, metavar="NAME=VALUE", help="Set a variable.")(fn)
+    fn = click.option("--var-file", "var_files", multiple=True, type=click.Path(), help="A YAML/JSON file of variable values.")(fn)
+    fn = click.option("--state", "state_path", type=click.Path(), default=None,
+                      help="State file (default: infraplan.db beside the config).")(fn)
+    return fn
+
+
+def _workspace(path, state_path, var_args, var_files):
+    from infraplan.workspace import Workspace
+
+    if not Path(path).exists():
+        from infraplan.errors import ConfigError
+        from infraplan.diagnostics import Diagnostic
+
+        raise ConfigError([Diagnostic(f"configuration path {path} does not exist")])
+    return Workspace(path, state_path=state_path, var_args=var_args, var_files=var_files)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="infraplan")
+@click.option("--no-color", is_flag=True, help="No colour (also NO_COLOR=1; off anyway when not a TTY).")
+@click.pass_context
+def cli(ctx, no_color):
+    """Plan, apply and watch fleets of LLM model servers."""
+    ctx.obj = Ctx(no_color)
+
+
+# -- validate -------------------------------------------------------------------
+@cli.command()
+@click.argument("path", default=".", type=click.Path())
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable diagnostics.")
+@_handle
+def validate(path, state_path, var_args, var_files, as_json):
+    """Check the configuration; report every error at once."""
+    from infraplan.config import validate_config
+
+    config, diags = validate_config(path, var_args=list(var_args), var_files=list(var_files), env=os.environ)
+    errors = [d for d in diags if d.severity == "error"]
+    if as_json:
+        click.echo(json.dumps({"valid": not errors, "diagnostics": [d.to_json() for d in diags]}, indent=2))
+    else:
+        for d in diags:
+            click.echo(d.one_line(), err=bool(errors))
+        if not errors:
+            n = len(config.models) + len(config.fleets)
+            click.echo(f"Success! The configuration is valid ({n} resource blocks).")
+    sys.exit(1 if errors else 0)
+
+
+# -- plan -----------------------------------------------------------------------
+def plan_options(fn):
+    fn = click.option("--refresh", type=click.BOOL, default=True, show_default=True,
+                      help="Ask providers what really runs before planning (--refresh=false to skip).")(fn)
+    fn = click.option("--target", "targets", multiple=True, metavar="ADDR", help="Limit to ADDR and its dependencies.")(fn)
+    fn = click.option("--replace", "replace", multiple=True, metavar="ADDR", help="Force replacement of ADDR.")(fn)
+    fn = click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 1000),
+                      help="Concurrent provider calls.")(fn)
+    return fn
+
+
+@cli.command()
+@click.argument("path", default=".", type=click.Path())
+@config_options
+@plan_options
+@click.option("--destroy", is_flag=True, help="Plan to destroy everything in state.")
+@click.option("--out", "out", type=click.Path(), help="Save the plan for `infraplan apply FILE`.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 no changes, 1 error, 2 changes.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (format_version 1.0).")
+@click.pass_obj
+@_handle
+def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, destroy, out,
+         detailed_exitcode, as_json):
+    """Show what apply would change."""
+    from infraplan.planner import PlanOptions
+    from infraplan.render import render_plan
+
+    ws = _workspace(path, state_path, var_args, var_files)
+    the_plan = ws.plan(PlanOptions(refresh=refresh, targets=targets, replace=replace, destroy=destroy,
+                                   parallelism=parallelism))
+    if as_json:
+        click.echo(json.dumps(the_plan.to_json(), indent=2, sort_keys=True, default=str))
+    else:
+        render_plan(the_plan, obj.console())
+    if out:
+        saved = the_plan.to_json()
+        saved["apply_options"] = {"refresh": refresh, "targets": list(targets), "replace": list(replace),
+                                  "destroy": destroy, "var_args": _public_vars(ws, var_args),
+                                  "var_files": list(var_files), "state": str(ws.state_path)}
+        Path(out).write_text(json.dumps(saved, indent=1, sort_keys=True, default=str))
+        if not as_json:
+            click.echo(f"\nSaved the plan to {out}. To carry it out exactly, run: infraplan apply {out}")
+    if detailed_exitcode and the_plan.has_changes:
+        sys.exit(2)
+
+
+def _public_vars(ws, var_args):
+    """--var values to store in a saved plan: sensitive ones are left out (give them again)."""
+    sensitive = {n for n, v in ws.config.variables.items() if n in getattr(ws.config, "sensitive_variables", set())}
+    return [a for a in var_args if a.split("=", 1)[0] not in sensitive]
+
+
+# -- apply / destroy ----------------------------------------------------------------
+def _approve(console, the_plan, auto_approve: bool, verb: str) -> bool:
+    if auto_approve:
+        return True
+    if not sys.stdin.isatty():
+        from infraplan.errors import InfraplanError
+
+        raise InfraplanError(f"refusing to {verb} without approval: no terminal to ask; pass --auto-approve")
+    console.print(f"\nDo you want to perform these actions? Only 'yes' will be accepted.")
+    answer = click.prompt("  Enter a value", default="", show_default=False)
+    return answer.strip() == "yes"
+
+
+def _progress(obj, as_json):
+    import time as _t
+
+    console = obj.console()
+    starts: dict[str, float] = {}
+
+    def on_event(ev):
+        if as_json:
+            click.echo(json.dumps({"@timestamp": _t.time(), **ev}, default=str))
+            return
+        key = f"{ev['op']}:{ev['address']}"
+        label = {"create": "Creating", "update": "Updating", "delete": "Destroying", "write": "Recording",
+                 "forget": "Forgetting"}.get(ev["op"], ev["op"])
+        old = " (old)" if ev.get("deposed") or (ev["op"] == "delete" and ev.get("action") == "replace") else ""
+        if ev["type"] == "start":
+            starts[key] = _t.monotonic()
+            if ev["op"] in ("create", "update", "delete"):
+                console.print(f"{ev['address']}{old}: {label}...")
+        elif ev["type"] == "done":
+            if ev["op"] in ("create", "update", "delete"):
+                done = {"create": "Creation", "update": "Update", "delete": "Destruction"}[ev["op"]]
+                console.print(f"{ev['address']}{old}: {done} complete after {ev.get('elapsed', 0):.1f}s")
+        elif ev["type"] == "failed":
+            console.print(f"[red]{ev['address']}{old}: failed: {ev.get('error')}[/red]", markup=True)
+        elif ev["type"] == "skipped":
+            console.print(f"[yellow]{ev['address']}{old}: skipped (a dependency failed)[/yellow]", markup=True)
+
+    return on_event
+
+
+def _finish(obj, ws, result, as_json, the_plan):
+    from infraplan.render import fmt
+
+    summary = result.summary()
+    if as_json:
+        click.echo(json.dumps({"type": "summary", **summary, "outputs": ws.compute_outputs(ws.store())
+                               if not the_plan.destroy else {}}, default=str))
+    else:
+        c = obj.console()
+        s = the_plan.summary()
+        style = "green" if result.ok else "red"
+        verb = "Destroy" if the_plan.destroy else "Apply"
+        c.print(f"\n[{style}]{verb} {'complete' if result.ok else 'finished with errors'}! "
+                f"Resources: {s['add']} added, {s['change']} changed, {s['destroy']} destroyed. "
+                f"Steps: {summary['done']} done, {summary['failed']} failed, {summary['skipped']} skipped.[/{style}]",
+                markup=True)
+        for nid, reason in result.failed.items():
+            c.print(f"  failed  {nid}: {reason}")
+        for nid in result.skipped:
+            c.print(f"  skipped {nid}")
+        if not the_plan.destroy and result.ok:
+            outs = ws.store().outputs()
+            if outs:
+                c.print("\nOutputs:")
+                sens = ws.config.outputs
+                for k, v in sorted(outs.items()):
+                    shown = "(sensitive value)" if k in sens and sens[k].sensitive else fmt(v)
+                    c.print(f"  {k} = {shown}")
+    if not result.ok:
+        sys.exit(1)
+
+
+def _looks_like_plan_file(path: str) -> bool:
+    p = Path(path)
+    if not p.is_file():
+        return False
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(64).lstrip()
+    except OSError:
+        return False
+    return head.startswith(b"{")
+
+
+@cli.command()
+@click.argument("path", default=".", type=click.Path())
+@config_options
+@plan_options
+@click.option("--auto-approve", is_flag=True, help="Skip the interactive approval.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+@click.pass_obj
+@_handle
+def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, auto_approve, as_json):
+    """Create, update and destroy resources to match the configuration (or a saved plan FILE)."""
+    from infraplan.planner import PlanOptions
+    from infraplan.plan import Plan
+    from infraplan.render import render_plan
+
+    if _looks_like_plan_file(path):
+        raw = json.loads(Path(path).read_text())
+        saved = Plan.load(path)
+        opts = raw.get("apply_options", {})
+        ws = _workspace(saved.config_path, state_path or opts.get("state"),
+                        list(opts.get("var_args", [])) + list(var_args), list(opts.get("var_files", [])) + list(var_files))
+        options = PlanOptions(refresh=opts.get("refresh", True), targets=tuple(opts.get("targets", ())),
+                              replace=tuple(opts.get("replace", ())), destroy=opts.get("destroy", False),
+                              parallelism=parallelism)
+        the_plan = ws.check_saved_plan(saved, options)
+        approved = True  # a saved plan was reviewed when it was made
+    else:
+        ws = _workspace(path, state_path, var_args, var_files)
+        the_plan = ws.plan(PlanOptions(refresh=refresh, targets=targets, replace=replace, parallelism=parallelism))
+        if not as_json:
+            render_plan(the_plan, obj.console())
+        if not the_plan.has_changes and not any(c.action == "refresh" for c in the_plan.changes):
+            if as_json:
+                click.echo(json.dumps({"type": "summary", "done": 0, "failed": 0, "skipped": 0}))
+            return
+        approved = _approve(obj.console(), the_plan, auto_approve, "apply")
+    if not approved:
+        _fail("apply cancelled; nothing was changed")
+    result = ws.apply(the_plan, parallelism=parallelism, on_event=_progress(obj, as_json))
+    _finish(obj, ws, result, as_json, the_plan)
+
+
+@cli.command()
+@click.argument("path", default=".", type=click.Path())
+@config_options
+@click.option("--target", "targets", multiple=True, metavar="ADDR")
+@click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--refresh", type=click.BOOL, default=True)
+@click.option("--auto-approve", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@_handle
+def destroy(obj, path, state_path, var_args, var_files, targets, parallelism, refresh, auto_approve, as_json):
+    """Destroy everything this state manages."""
+    from infraplan.planner import PlanOptions
+    from infraplan.render import render_plan
+
+    ws = _workspace(path, state_path, var_args, var_files)
+    the_plan = ws.plan(PlanOptions(destroy=True, targets=targets, parallelism=parallelism, refresh=refresh))
+    if not as_json:
+        render_plan(the_plan, obj.console())
+    if not the_plan.has_changes:
+        return
+    if not _approve(obj.console(), the_plan, auto_approve, "destroy"):
+        _fail("destroy cancelled; nothing was changed")
+    result = ws.apply(the_plan, parallelism=parallelism, on_event=_progress(obj, as_json))
+    _finish(obj, ws, result, as_json, the_plan)
+
+
+# -- read-only views -------------------------------------------------------------------
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--state", "state_path", type=click.Path(), default="infraplan.db")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--raw", is_flag=True, help="Print a string output without quotes (for scripts).")
+@_handle
+def output(name, state_path, as_json, raw):
+    """Show outputs from the state."""
+    from infraplan.state import StateStore
+
+    outs = StateStore.open_readonly(state_path).snapshot().outputs
+    if name:
+        if name not in outs:
+            _fail(f"no output named {name!r} (have: {', '.join(sorted(outs)) or 'none'})")
+        v = outs[name]
+        click.echo(v if raw and isinstance(v, str) else json.dumps(v, default=str))
+        return
+    if as_json:
+        click.echo(json.dumps(outs, indent=2, default=str))
+    else:
+        for k, v in sorted(outs.items()):
+            click.echo(f"{k} = {json.dumps(v, default=str)}")
+
+
+@cli.command()
+@click.argument("path", default=".", type=click.Path())
+@config_options
+@_handle
+def graph(path, state_path, var_args, var_files):
+    """Print the dependency graph as Graphviz DOT."""
+    from infraplan.desired import expand
+    from infraplan.graph import build_graph, to_dot
+
+    ws = _workspace(path, state_path, var_args, var_files)
+    desired = expand(ws.config)
+    click.echo(to_dot(build_graph({a: d.depends_on for a, d in desired.items()})), nl=False)
+
+
+@cli.command()
+@click.option("--out", "out", type=click.Path(), help="Write to this file instead of stdout.")
+def schema(out):
+    """Print the JSON Schema of the configuration language."""
+    from infraplan.schema import schema_json
+
+    text = schema_json()
+    if out:
+        Path(out).write_text(text)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command("providers")
+def providers_cmd():
+    """List installed providers (and why one is unavailable)."""
+    from infraplan.errors import ProviderUnavailable
+    from infraplan.provider import available_providers, load_provider_class
+
+    for name in sorted(available_providers()):
+        try:
+            load_provider_class(name)
+            click.echo(f"{name}: available")
+        except ProviderUnavailable as exc:
+            click.echo(f"{name}: {exc}")
+
+
+@cli.command()
+@click.option("--state", "state_path", type=click.Path(), default="infraplan.db")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_handle
+def history(state_path, limit, as_json):
+    """Show past applies and destroys."""
+    from infraplan.state import StateStore
+
+    rows = StateStore.open_readonly(state_path).history(limit=limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("No history yet.")
+    for r in rows:
+        s = r.get("summary") or {}
+        click.echo(f"#{r.get('id')} {r.get('finished_at') or r.get('started_at')} {r.get('operation')} "
+                   f"{r.get('status')} by {r.get('who')}: +{s.get('add', 0)} ~{s.get('change', 0)} -{s.get('destroy', 0)} "
+                   f"plan {str(r.get('plan_hash'))[:12]}")
+
+
+@cli.command("force-unlock")
+@click.argument("lock_id")
+@click.option("--state", "state_path", type=click.Path(), default="infraplan.db")
+@_handle
+def force_unlock(lock_id, state_path):
+    """Break a stale state lock (audited)."""
+    from infraplan.state import StateStore
+
+    StateStore(state_path).force_unlock(lock_id)
+    click.echo(f"Lock {lock_id} broken. The state is unlocked.")
+
+
+# -- state ------------------------------------------------------------------------------
+@cli.group()
+def state():
+    """Inspect and edit the state."""
+
+
+@state.command("list")
+@click.option("--state", "state_path", type=click.Path(), default="infraplan.db")
+@_handle
+def state_list(state_path):
+    """List resource addresses in state."""
+    from infraplan.state import StateStore
+
+    for r in StateStore.open_readonly(state_path).snapshot().resources:
+        suffix = f" (deposed {r.deposed})" if r.deposed else ""
+        status = "" if r.status == "ready" else f" [{r.status}]"
+        click.echo(f"{r.address}{suffix}{status}")
+
+
+@state.command("show")
+@click.argument("address")
+@click.option("--state", "state_path", type=click.Path(), default="infraplan.db")
+@_handle
+def state_show(address, state_path):
+    """Show one resource's attributes."""
+    from infraplan.redact import redact
+    from infraplan.state import StateStore
+
+    rec = StateStore.open_readonly(state_path).get(address)
+    if rec is None:
+        _fail(f"no resource {address} in state")
+    click.echo(json.dumps({"address": rec.address, "kind": rec.kind, "provider": rec.provider,
+                           "status": rec.status, "attributes": redact(rec.attributes),
+                           "dependencies": rec.dependencies, "created_at": rec.created_at,
+                           "updated_at": rec.updated_at}, indent=2, default=str))
+
+
+@state.command("rm")
+@click.argument("addresses", nargs=-1, required=True)
+@click.option("--state", "state_path", type=click.Path(), default="infraplan.db")
+@_handle
+def state_rm(addresses, state_path):
+    """Forget resources (the real servers keep running)."""
+    from infraplan.state import StateStore
+    from infraplan.workspace import who
+
+    store = StateStore(state_path)
+    with store.lock("state rm", who=who()):
+        for a in addresses:
+            if store.get(a) is None:
+                _fail(f"no resource {a} in state")
+            store.remove(a)
+            store.audit("state-rm", address=a, who=who())
+            click.echo(f"Removed {a}")
+
+
+@state.command("mv")
+@click.argument("src")
+@click.argument("dst")
+@click.option("--state", "state_path", type=click.Path(), default="infraplan.db")
+@_handle
+def state_mv(src, dst, state_path):
+    """Rename a resource in state (and its replicas)."""
+    from infraplan.state import StateStore
+    from infraplan.workspace import who
+
+    store = StateStore(state_path)
+    with store.lock("state mv", who=who()):
+        store.move(src, dst)
+        store.audit("state-mv", address=src, details={"to": dst}, who=who())
+    click.echo(f"Moved {src} to {dst}")
+
+
+def main() -> None:
+    cli(prog_name="infraplan")

@@ -1,0 +1,112 @@
+"""Expand a loaded Config into the resource instances the planner compares with state.
+
+    model.NAME            kind "model"    registry entry; no provider
+    fleet.NAME            kind "fleet"    aggregate of its replicas (endpoint, endpoints)
+    fleet.NAME[i]         kind "replica"  one server process / cluster, owned by a provider
+
+With for_each, the fleet address carries its key: ``fleet.NAME["us"]`` and its
+replicas ``fleet.NAME["us"][0]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MODEL_ATTRS = ("source", "revision", "served_name", "parameters", "dtype", "owner", "compliance", "architecture")
+
+
+@dataclass
+class DesiredResource:
+    """One resource instance as the config wants it."""
+
+    address: str
+    kind: str
+    provider: str | None  # provider block key (replicas only)
+    provider_type: str | None
+    attributes: dict[str, Any]
+    depends_on: set[str] = field(default_factory=set)  # instance addresses
+    lifecycle: Any = None
+    location: Any = None
+    fleet: str | None = None  # aggregate address, for replicas
+
+
+def replica_address(fleet_address: str, index: int) -> str:
+    return f"{fleet_address}[{index}]"
+
+
+def model_attributes(block) -> dict[str, Any]:
+    data = block.model_dump(mode="json")
+    attrs = {k: data.get(k) for k in MODEL_ATTRS}
+    attrs["served_name"] = block.default_served_name()
+    return attrs
+
+
+def expand(config) -> dict[str, DesiredResource]:
+    """Desired resources keyed by address, in a stable order."""
+    out: dict[str, DesiredResource] = {}
+    block_instances: dict[str, list[str]] = {}
+    for addr, rc in config.models.items():
+        out[addr] = DesiredResource(
+            address=addr, kind="model", provider=None, provider_type=None,
+            attributes=model_attributes(rc.block), location=rc.location,
+        )
+        block_instances.setdefault(f"model.{rc.name}", []).append(addr)
+    for addr, rc in config.fleets.items():
+        block_instances.setdefault(f"fleet.{rc.name}", []).append(addr)
+
+    for addr, rc in config.fleets.items():
+        fb = rc.block
+        model_addr = fb.model
+        model = config.models.get(model_addr)
+        provider_key = fb.provider
+        pblock = config.providers.get(provider_key)
+        provider_type = (pblock.type if pblock and pblock.type else provider_key)
+        deps = set()
+        for d in rc.depends_on:
+            deps.update(block_instances.get(d, [d]))
+        deps.discard(addr)
+        engine = fb.engine
+        m_attrs = out[model_addr].attributes if model_addr in out else {}
+        replica_template = {
+            "fleet": addr,
+            "engine": engine.type,
+            "model": model_addr,
+            "model_source": m_attrs.get("source"),
+            "model_revision": m_attrs.get("revision"),
+            "served_name": m_attrs.get("served_name"),
+            "args": engine.args,
+            "sim": engine.sim.model_dump(mode="json"),
+            "env": engine.env,
+            "accelerators": fb.accelerators,
+            "labels": fb.labels,
+            "region": fb.region,
+            "cloud": fb.cloud,
+        }
+        replica_addrs = []
+        for i in range(fb.replicas):
+            raddr = replica_address(addr, i)
+            attrs = dict(replica_template, index=i, port=(fb.port + i) if fb.port else None)
+            out[raddr] = DesiredResource(
+                address=raddr, kind="replica", provider=provider_key, provider_type=provider_type,
+                attributes=attrs, depends_on=set(deps) | ({model_addr} if model else set()),
+                lifecycle=fb.lifecycle, location=rc.location, fleet=addr,
+            )
+            replica_addrs.append(raddr)
+        out[addr] = DesiredResource(
+            address=addr, kind="fleet", provider=provider_key, provider_type=provider_type,
+            attributes={
+                "provider": provider_key,
+                "model": model_addr,
+                "served_name": m_attrs.get("served_name"),
+                "replicas": fb.replicas,
+                "accelerators": fb.accelerators,
+                "engine": engine.type,
+                "region": fb.region,
+                "cloud": fb.cloud,
+                "labels": fb.labels,
+            },
+            depends_on=set(deps) | set(replica_addrs) | ({model_addr} if model else set()),
+            lifecycle=fb.lifecycle, location=rc.location,
+        )
+    return out

@@ -1,0 +1,91 @@
+"""The one exception tree of infraplan.
+
+The CLI turns any of these into a one-line message and a non-zero exit code;
+anything else escaping is a bug and keeps its traceback.
+
+    InfraplanError
+    ├── ConfigError            bad configuration; carries every located Diagnostic
+    ├── StateError             the state file cannot be read or written as asked
+    │   ├── LockError          another run holds the state lock (names the holder)
+    │   └── StalePlanError     a saved plan no longer matches state or config
+    ├── PlanError              a plan cannot be made (provider plan-time errors)
+    ├── ApplyError             one or more resources failed during apply
+    └── ProviderError          a provider call failed
+        ├── ProviderUnavailable    the provider's extra is not installed / unknown name
+        ├── TransientProviderError worth a retry (timeouts, connection refused, 5xx)
+        └── ResourceNotFound       the real object is gone
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from infraplan.diagnostics import Diagnostic
+
+
+class InfraplanError(Exception):
+    """Base of every error infraplan raises on purpose."""
+
+    exit_code = 1
+
+    def one_line(self) -> str:
+        """The message the CLI prints."""
+        return str(self)
+
+
+class ConfigError(InfraplanError):
+    """The configuration has errors; `diagnostics` lists all of them."""
+
+    def __init__(self, diagnostics: list[Diagnostic]):
+        self.diagnostics = list(diagnostics)
+        errors = [d for d in self.diagnostics if d.severity == "error"]
+        first = errors[0] if errors else (self.diagnostics[0] if self.diagnostics else None)
+        msg = first.one_line() if first else "invalid configuration"
+        if len(errors) > 1:
+            msg += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+        super().__init__(msg)
+
+
+class StateError(InfraplanError):
+    """The state file cannot be used as asked."""
+
+
+class LockError(StateError):
+    """The state is locked by another operation."""
+
+    def __init__(self, message: str, holder: dict | None = None):
+        super().__init__(message)
+        self.holder = holder or {}
+
+
+class StalePlanError(StateError):
+    """A saved plan was made against another state serial, lineage or config."""
+
+
+class PlanError(InfraplanError):
+    """A plan could not be made."""
+
+    def __init__(self, message: str, diagnostics: list[Diagnostic] | None = None):
+        super().__init__(message)
+        self.diagnostics = list(diagnostics or [])
+
+
+class ApplyError(InfraplanError):
+    """Apply finished with failed resources."""
+
+
+class ProviderError(InfraplanError):
+    """A provider call failed."""
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider is unknown, or its optional extra is not installed."""
+
+
+class TransientProviderError(ProviderError):
+    """A failure worth retrying: timeouts, refused connections, 5xx."""
+
+
+class ResourceNotFound(ProviderError):
+    """The real object behind a state entry no longer exists."""

@@ -1,0 +1,310 @@
+"""Carry out a Plan: walk the apply graph concurrently, one provider call per node.
+
+Every state write happens on the calling thread (SQLite connections are not shared);
+worker threads only make provider calls. For each provider call the intent is
+written before it and the result right after it, each in its own transaction, so a
+``kill -9`` at any point leaves a state from which the next plan is correct.
+
+Apply graph nodes (``op``, key):
+    write     a model or fleet entry (no provider) or a refreshed replica
+    forget    remove a model or fleet entry
+    create    create a replica (for a create-before-destroy replacement: depose the old one first)
+    update    update a replica in place
+    delete    delete a replica (or a deposed one: ``address#deposed``)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from infraplan.errors import InfraplanError, TransientProviderError
+from infraplan.plan import Change, Plan
+from infraplan.provider import ProviderSet
+
+Event = dict[str, Any]
+
+
+@dataclass
+class Node:
+    op: str
+    change: Change
+    deposed: str = ""  # for deletes of deposed objects; filled in at run time for CBD
+
+    @property
+    def id(self) -> str:
+        suffix = ":old" if self.op == "delete" and self.change.action == "replace" else ""
+        return f"{self.op}:{self.change.key}{suffix}"
+
+
+@dataclass
+class ApplyResult:
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped and not self.interrupted
+
+    def summary(self) -> dict[str, Any]:
+        return {"done": len(self.done), "failed": len(self.failed), "skipped": len(self.skipped),
+                "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3)}
+
+
+def build_apply_graph(plan: Plan) -> nx.DiGraph:
+    """Nodes are Node objects keyed by id; an edge u -> v means u must finish before v."""
+    g = nx.DiGraph()
+    by_addr: dict[str, Change] = {c.address: c for c in plan.changes if not c.deposed}
+    fwd: dict[str, str] = {}   # address -> id of its create/update/write node
+    rem: dict[str, str] = {}   # address -> id of the node removing the current object
+    old: dict[str, str] = {}   # address -> id of the CBD "delete old" node
+
+    def add(node: Node) -> str:
+        g.add_node(node.id, node=node)
+        return node.id
+
+    for c in plan.changes:
+        if c.action == "noop":
+            continue
+        provider_backed = c.kind == "replica"
+        if c.action in ("create", "update", "refresh") and not c.deposed:
+            op = ("create" if c.action == "create" else "update" if c.action == "update" else "write") if provider_backed else "write"
+            fwd[c.address] = add(Node(op, c))
+        elif c.action == "delete":
+            nid = add(Node("delete" if provider_backed else "forget", c, deposed=c.deposed))
+            if not c.deposed:
+                rem[c.address] = nid
+        elif c.action == "replace":
+            if c.create_before_destroy:
+                fwd[c.address] = add(Node("create", c))
+                old[c.address] = add(Node("delete", c))
+                g.add_edge(fwd[c.address], old[c.address])
+            else:
+                rem[c.address] = add(Node("delete", c))
+                fwd[c.address] = add(Node("create", c))
+                g.add_edge(rem[c.address], fwd[c.address])
+
+    for c in plan.changes:
+        if c.action == "noop":
+            continue
+        me_fwd = fwd.get(c.address) if not c.deposed else None
+        if me_fwd:
+            for dep in c.dependencies:
+                if dep in fwd:
+                    g.add_edge(fwd[dep], me_fwd)
+                # a create-before-destroy replacement's old object goes after its dependents are done
+                if dep in old:
+                    g.add_edge(me_fwd, old[dep])
+        # deletions: a dependent goes before what it depends on
+        my_delete = [n for n in (rem.get(c.address) if not c.deposed else f"delete:{c.key}",) if n]
+        for nid in my_delete:
+            for dep in c.dependencies:
+                if dep in rem:
+                    g.add_edge(nid, rem[dep])
+            # removing a replica changes its fleet's endpoints: update the fleet after
+            if c.kind == "replica" and c.fleet in fwd and c.action == "delete":
+                g.add_edge(nid, fwd[c.fleet])
+    _ = by_addr
+    return g
+
+
+class Executor:
+    """Runs an apply graph against a state store and providers."""
+
+    def __init__(self, store, providers: ProviderSet, *, parallelism: int = 10,
+                 on_event: Callable[[Event], None] | None = None, retries: int = 3,
+                 resolve: Callable[[dict[str, Any], list[str]], dict[str, Any]] | None = None):
+        self.store = store
+        self.providers = providers
+        self.parallelism = max(1, parallelism)
+        self.on_event = on_event or (lambda e: None)
+        self.retries = retries
+        self.resolve = resolve or (lambda attrs, unknown: attrs)
+        self._deposed: dict[str, str] = {}
+
+    # -- the walk --------------------------------------------------------------
+    def run(self, plan: Plan) -> ApplyResult:
+        g = build_apply_graph(plan)
+        result = ApplyResult()
+        started = time.monotonic()
+        remaining_preds = {n: g.in_degree(n) for n in g.nodes}
+        ready = sorted(n for n, d in remaining_preds.items() if d == 0)
+        running: dict[Future, tuple[str, float, Any]] = {}
+        blocked: set[str] = set()
+        stop = False
+        with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
+            try:
+                while ready or running:
+                    while ready and len(running) < self.parallelism and not stop:
+                        nid = ready.pop(0)
+                        if nid in blocked:
+                            continue
+                        node: Node = g.nodes[nid]["node"]
+                        t0 = time.monotonic()
+                        self._emit("start", node)
+                        try:
+                            job = self._begin(node)
+                        except InfraplanError as exc:
+                            self._fail(node, str(exc), g, result, blocked, time.monotonic() - t0)
+                            continue
+                        if job is None:  # no provider call needed
+                            self._finish_ok(node, None, g, result, remaining_preds, ready, blocked, t0)
+                            continue
+                        running[pool.submit(self._call, job)] = (nid, t0, job)
+                    if not running:
+                        break
+                    finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        nid, t0, job = running.pop(fut)
+                        node = g.nodes[nid]["node"]
+                        exc = fut.exception()
+                        if exc is not None:
+                            self._record_failure(node, exc)
+                            self._fail(node, _reason(exc), g, result, blocked, time.monotonic() - t0)
+                        else:
+                            try:
+                                self._complete(node, fut.result())
+                            except InfraplanError as e:
+                                self._fail(node, str(e), g, result, blocked, time.monotonic() - t0)
+                                continue
+                            self._finish_ok(node, fut.result(), g, result, remaining_preds, ready, blocked, t0)
+            except KeyboardInterrupt:
+                stop = True
+                result.interrupted = True
+                # let in-flight provider calls finish and record them: nothing is lost
+                for fut in list(running):
+                    nid, t0, job = running.pop(fut)
+                    node = g.nodes[nid]["node"]
+                    try:
+                        self._complete(node, fut.result())
+                        result.done.append(nid)
+                    except Exception as exc:  # noqa: BLE001 - recorded, reported
+                        self._record_failure(node, exc)
+                        result.failed[nid] = _reason(exc)
+        done_or_failed = set(result.done) | set(result.failed)
+        result.skipped = sorted(n for n in g.nodes if n not in done_or_failed)
+        for nid in result.skipped:
+            self._emit("skipped", g.nodes[nid]["node"])
+        result.elapsed_s = time.monotonic() - started
+        return result
+
+    def _finish_ok(self, node, value, g, result, remaining_preds, ready, blocked, t0) -> None:
+        result.done.append(node.id)
+        self._emit("done", node, elapsed=time.monotonic() - t0)
+        for succ in g.successors(node.id):
+            remaining_preds[succ] -= 1
+            if remaining_preds[succ] == 0 and succ not in blocked:
+                ready.append(succ)
+        ready.sort()
+
+    def _fail(self, node, reason, g, result, blocked, elapsed) -> None:
+        result.failed[node.id] = reason
+        self._emit("failed", node, error=reason, elapsed=elapsed)
+        blocked |= nx.descendants(g, node.id)
+
+    def _emit(self, kind: str, node: Node, **extra) -> None:
+        self.on_event({"type": kind, "op": node.op, "address": node.change.address,
+                       "deposed": node.deposed or None, "action": node.change.action, **extra})
+
+    # -- one node: begin (main thread), call (worker), complete (main thread) --
+    def _begin(self, node: Node):
+        c = node.change
+        s = self.store
+        if node.op == "write":
+            attrs = self.resolve(dict(c.after or {}), c.after_unknown)
+            if c.kind == "fleet":
+                attrs.update(self._fleet_endpoints(c.address))
+            s.record_result(c.address, attributes=attrs, kind=c.kind, provider=c.provider,
+                            dependencies=c.dependencies)
+            return None
+        if node.op == "forget":
+            s.remove(c.address)
+            return None
+        provider = self.providers.get(c.provider)
+        if node.op == "create":
+            attrs = self.resolve(dict(c.after or {}), c.after_unknown)
+            attrs = {k: v for k, v in attrs.items() if k not in provider.computed}
+            if c.action == "replace" and c.create_before_destroy and s.get(c.address) is not None:
+                self._deposed[c.address] = s.depose(c.address)
+            attrs = provider.prepare_create(c.address, attrs)
+            s.record_intent(c.address, action="create", kind=c.kind, provider=c.provider,
+                            attributes=attrs, dependencies=c.dependencies)
+            return ("create", provider, c.address, attrs)
+        if node.op == "update":
+            attrs = self.resolve(dict(c.after or {}), c.after_unknown)
+            s.record_intent(c.address, action="update", kind=c.kind, provider=c.provider,
+                            attributes=attrs, dependencies=c.dependencies)
+            return ("update", provider, c.address, dict(c.before or {}), attrs)
+        if node.op == "delete":
+            deposed = node.deposed
+            if c.action == "replace" and c.create_before_destroy:
+                deposed = self._deposed.get(c.address, "")
+                node.deposed = deposed
+                if not deposed:
+                    return None  # nothing was deposed (the old object was already gone)
+            rec = s.get(c.address, deposed=deposed)
+            if rec is None:
+                return None
+            s.record_intent(c.address, action="delete", kind=c.kind, provider=c.provider,
+                            attributes=rec.attributes, deposed=deposed)
+            return ("delete", provider, c.address, dict(rec.attributes))
+        raise AssertionError(node.op)
+
+    def _call(self, job):
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+        op, provider, address, *args = job
+        fn = getattr(provider, op)
+        for attempt in Retrying(
+            retry=retry_if_exception_type(TransientProviderError),
+            stop=stop_after_attempt(self.retries),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            reraise=True,
+        ):
+            with attempt:
+                return fn(address, *args)
+        return None  # pragma: no cover
+
+    def _complete(self, node: Node, value) -> None:
+        c = node.change
+        s = self.store
+        if node.op == "create":
+            s.record_result(c.address, attributes=value, dependencies=c.dependencies)
+        elif node.op == "update":
+            s.record_result(c.address, attributes=value, dependencies=c.dependencies)
+        elif node.op == "delete":
+            s.remove(c.address, deposed=node.deposed)
+
+    def _record_failure(self, node: Node, exc: BaseException) -> None:
+        c = node.change
+        try:
+            self.store.record_failure(c.address, _reason(exc), deposed=node.deposed if node.op == "delete" else "")
+        except InfraplanError:
+            pass
+        if node.op == "create" and c.action == "replace" and c.address in self._deposed:
+            # the new object did not come up: keep serving with the old one
+            self.store.remove(c.address)
+            self.store.undepose(c.address, self._deposed.pop(c.address))
+
+    def _fleet_endpoints(self, fleet_address: str) -> dict[str, Any]:
+        reps = []
+        for rec in self.store.resources(include_deposed=False):
+            if rec.kind == "replica" and (rec.attributes or {}).get("fleet") == fleet_address:
+                reps.append(rec)
+        reps.sort(key=lambda r: (r.attributes or {}).get("index", 0))
+        endpoints = [r.attributes.get("endpoint") for r in reps if r.attributes.get("endpoint")]
+        return {"endpoints": endpoints, "endpoint": endpoints[0] if endpoints else None}
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, InfraplanError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

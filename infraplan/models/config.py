@@ -1,0 +1,172 @@
+"""The blocks of an infraplan configuration.
+
+Resource blocks are validated *after* variables, locals, ``each`` and model
+references are interpolated; a string that still holds ``${fleet...}`` is a
+deferred value resolved at plan/apply time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from infraplan.models.base import StrictModel
+
+Scalar = str | int | float | bool
+
+
+class VariableValidation(StrictModel):
+    """One validation rule on a variable's value; every set check must pass."""
+
+    regex: str | None = Field(None, description="The value (as a string) must match this regular expression.")
+    allowed: list[Any] | None = Field(None, description="The value must be one of these.")
+    min: float | None = Field(None, description="Numbers: the smallest allowed value.")
+    max: float | None = Field(None, description="Numbers: the largest allowed value.")
+    min_length: int | None = Field(None, description="Strings and lists: the smallest allowed length.")
+    max_length: int | None = Field(None, description="Strings and lists: the largest allowed length.")
+    error_message: str = Field(..., description="What to tell the user when the rule fails.")
+
+
+class VariableBlock(StrictModel):
+    """An input variable, set with --var, --var-file or INFRAPLAN_VAR_<name>."""
+
+    type: Literal["string", "number", "bool", "list", "map", "any"] = Field(
+        "any", description="The value's type; values from the command line are converted to it."
+    )
+    default: Any = Field(None, description="The value when none is given; without a default the variable is required.")
+    description: str | None = Field(None, description="What the variable is for.")
+    sensitive: bool = Field(False, description="Redact the value in plans, output, state history and logs.")
+    nullable: bool = Field(False, description="Whether null is an acceptable value.")
+    validation: list[VariableValidation] = Field(default_factory=list, description="Rules the value must pass.")
+
+
+class ProviderBlock(StrictModel):
+    """Settings for one provider instance; `type` names the provider plugin."""
+
+    type: str | None = Field(None, description="Provider plugin name (entry point in `infraplan.providers`); defaults to the block's key.")
+    settings: dict[str, Any] = Field(default_factory=dict, description="Provider-specific settings, checked by the provider.")
+
+
+class ModelArchitecture(StrictModel):
+    """Architecture figures used for GPU-fit checks."""
+
+    num_layers: int | None = Field(None, description="Transformer layers.", gt=0)
+    num_kv_heads: int | None = Field(None, description="Key/value attention heads.", gt=0)
+    head_dim: int | None = Field(None, description="Dimension of one attention head.", gt=0)
+    hidden_size: int | None = Field(None, description="Model hidden size.", gt=0)
+
+
+class ModelBlock(StrictModel):
+    """A model version: a registry entry in state, with no infrastructure of its own."""
+
+    source: str = Field(..., description="Where the weights come from, e.g. `hf://org/name` or a local path.")
+    revision: str = Field("main", description="The exact revision (commit, tag or branch) to serve.")
+    served_name: str | None = Field(None, description="The name clients use (`--served-model-name`); defaults to the source's name.")
+    parameters: float | None = Field(None, description="Parameter count, e.g. 8.03e9, for GPU-fit checks.", gt=0)
+    dtype: Literal["auto", "float16", "bfloat16", "float32", "fp8", "int8", "int4"] = Field(
+        "auto", description="Weight data type, for GPU-fit checks."
+    )
+    architecture: ModelArchitecture | None = Field(None, description="Architecture figures for KV-cache sizing.")
+    owner: str | None = Field(None, description="Who answers for this model version.")
+    compliance: dict[str, Any] = Field(default_factory=dict, description="Free-form compliance metadata (license, data class, approvals).")
+    description: str | None = Field(None, description="Free text.")
+
+    @field_validator("source")
+    @classmethod
+    def _source_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("source must not be empty")
+        return v
+
+    def default_served_name(self) -> str:
+        return self.served_name or self.source.rstrip("/").split("/")[-1]
+
+
+class SimSettings(StrictModel):
+    """Knobs of the `sim` engine: a simulator of SGLang's HTTP API, not inference."""
+
+    ttft_ms: float = Field(20.0, description="Simulated time to first token, in milliseconds.", ge=0)
+    tpot_ms: float = Field(5.0, description="Simulated time per output token, in milliseconds.", ge=0)
+    error_rate: float = Field(0.0, description="Fraction of generation requests that fail with HTTP 500.", ge=0, le=1)
+    startup_s: float = Field(0.0, description="Seconds before /health reports ready.", ge=0)
+    seed: int = Field(0, description="Seed for the deterministic text.")
+
+
+class EngineBlock(StrictModel):
+    """How replicas serve the model."""
+
+    type: Literal["sim", "sglang"] = Field("sim", description="`sglang` runs SGLang's server; `sim` runs infraplan's SGLang API simulator.")
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="SGLang server args in snake_case (tp_size, context_length, mem_fraction_static, ...); mapped to `--tp-size` etc.",
+    )
+    sim: SimSettings = Field(default_factory=SimSettings, description="Simulator settings (engine `sim` only).")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the server process.")
+
+
+class Lifecycle(StrictModel):
+    """Lifecycle rules, as in Terraform."""
+
+    prevent_destroy: bool = Field(False, description="Refuse any plan that destroys or replaces this resource.")
+    create_before_destroy: bool | None = Field(
+        None, description="Create the replacement before destroying the old one (default for fleet replicas)."
+    )
+    ignore_changes: list[str] = Field(default_factory=list, description="Attributes whose changes are ignored when planning.")
+
+
+class FleetBlock(StrictModel):
+    """Replicas of a model served on given accelerators by one provider."""
+
+    provider: str = Field("local", description="Provider block name (or plugin name) that runs the replicas.")
+    model: str = Field(..., description="The model to serve: `model.NAME`.")
+    replicas: int = Field(1, description="How many replicas (addresses `fleet.NAME[i]`).", ge=0)
+    accelerators: str | None = Field(None, description="GPUs per replica, e.g. `H100:1`.")
+    engine: EngineBlock = Field(default_factory=EngineBlock, description="The serving engine and its arguments.")
+    port: int | None = Field(None, description="Base port; replica i listens on port+i. Chosen by the provider when unset.", ge=1, le=65535)
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels copied to every replica.")
+    region: str | None = Field(None, description="Cloud region, where the provider has regions.")
+    cloud: str | None = Field(None, description="Cloud, where the provider spans clouds.")
+    depends_on: list[str] = Field(default_factory=list, description="Explicit dependencies: addresses such as `fleet.other`.")
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle, description="Lifecycle rules.")
+    for_each: list[Any] | dict[str, Any] | str | None = Field(
+        None,
+        description="One fleet instance per item (`fleet.NAME[\"key\"]`); use `${each.key}` and `${each.value}` inside.",
+    )
+    description: str | None = Field(None, description="Free text.")
+
+    @field_validator("model")
+    @classmethod
+    def _model_ref(cls, v: str) -> str:
+        if not v.startswith("model.") or len(v.split(".")) != 2:
+            raise ValueError("must reference a model as `model.NAME`")
+        return v
+
+    @field_validator("accelerators")
+    @classmethod
+    def _accelerators(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        name, _, count = v.partition(":")
+        if not name or (count and not count.isdigit()) or (count and int(count) < 1):
+            raise ValueError("must look like `H100:1` (name and a positive count)")
+        return v
+
+
+class OutputBlock(StrictModel):
+    """A value shown after apply and by `infraplan output`."""
+
+    value: Any = Field(..., description="The value; may reference resources, e.g. `${fleet.chat.endpoint}`.")
+    description: str | None = Field(None, description="Free text.")
+    sensitive: bool = Field(False, description="Redact the value in output.")
+
+
+class ConfigFile(StrictModel):
+    """One configuration file; a directory's files are merged."""
+
+    variable: dict[str, VariableBlock] = Field(default_factory=dict, description="Input variables.")
+    locals: dict[str, Any] = Field(default_factory=dict, description="Named values computed once.")
+    provider: dict[str, ProviderBlock] = Field(default_factory=dict, description="Provider settings.")
+    model: dict[str, ModelBlock] = Field(default_factory=dict, description="Model versions.")
+    fleet: dict[str, FleetBlock] = Field(default_factory=dict, description="Fleets of model servers.")
+    output: dict[str, OutputBlock] = Field(default_factory=dict, description="Outputs.")

@@ -1,0 +1,379 @@
+"""Compare the desired resources with (refreshed) state and decide one action per address.
+
+The steps, in order, as Terraform's plan graph builder does them:
+expand config -> refresh state -> walk the graph in creation order resolving
+deferred references -> diff each resource -> deletions for what config no longer
+has -> targets -> outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from infraplan.desired import DesiredResource, expand
+from infraplan.diagnostics import Diagnostic
+from infraplan.diff import diff_attributes
+from infraplan.errors import PlanError
+from infraplan.graph import build_graph, creation_order, find_cycle, with_ancestors
+from infraplan.plan import Change, Plan
+from infraplan.provider import ProviderSet
+from infraplan.refresh import Observation, record_key, refresh
+
+# Attributes of the fleet aggregate computed from its replicas at apply time.
+FLEET_COMPUTED = ("endpoint", "endpoints")
+
+
+@dataclass
+class PlanOptions:
+    refresh: bool = True
+    targets: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
+    destroy: bool = False
+    parallelism: int = 10
+
+
+@dataclass
+class _Ctx:
+    state: dict[str, Any]  # address -> current record
+    changes: dict[str, Change] = field(default_factory=dict)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | None = None,
+              observations: dict[str, Observation] | None = None) -> Plan:
+    """Build the Plan for `config` against the state `snapshot`."""
+    from infraplan.config.expressions import UNKNOWN, has_deferred, resolve_deferred
+
+    opts = options or PlanOptions()
+    desired = {} if opts.destroy else expand(config)
+    current = {r.address: r for r in snapshot.resources if not r.deposed}
+    deposed = [r for r in snapshot.resources if r.deposed]
+    if observations is None:
+        observations = refresh(snapshot.resources, providers, parallelism=opts.parallelism) if opts.refresh else {}
+
+    ctx = _Ctx(state=current)
+    for key, obs in observations.items():
+        if obs.error:
+            ctx.diagnostics.append(Diagnostic(f"refresh of {key} failed: {obs.error}", severity="warning", path=key))
+
+    graph = build_graph({a: d.depends_on for a, d in desired.items()})
+    cycle = find_cycle(graph)
+    if cycle:
+        raise PlanError("dependency cycle: " + " -> ".join(cycle))
+
+    def lookup(ref) -> Any:
+        addr, attr = _ref_target(ref)
+        change = ctx.changes.get(addr)
+        if change is None:
+            rec = current.get(addr)
+            return rec.attributes.get(attr, UNKNOWN) if rec else UNKNOWN
+        if attr in change.after_unknown:
+            return UNKNOWN
+        return (change.after or {}).get(attr, UNKNOWN)
+
+    for addr in creation_order(graph):
+        d = desired[addr]
+        attrs = d.attributes
+        unknown: set[str] = set()
+        if has_deferred(attrs):
+            resolved = {}
+            for k, v in attrs.items():
+                rv = resolve_deferred(v, lookup) if has_deferred(v) else v
+                if rv is UNKNOWN or _contains_unknown(rv, UNKNOWN):
+                    unknown.add(k)
+                resolved[k] = v if k in unknown else rv
+            attrs = resolved
+        if d.kind == "replica":
+            change = _plan_replica(d, attrs, unknown, ctx, providers, observations, opts)
+        elif d.kind == "fleet":
+            change = _plan_fleet(d, attrs, unknown, ctx)
+        else:
+            change = _plan_plain(d, attrs, unknown, ctx)
+        if addr in opts.replace and change.action in ("update", "noop", "refresh"):
+            change.action = "replace"
+            change.reasons.append("replacement requested with --replace")
+        ctx.changes[addr] = change
+
+    # what config no longer declares
+    for addr, rec in current.items():
+        if addr in desired:
+            continue
+        obs = observations.get(addr)
+        gone = obs is not None and obs.result is not None and not obs.result.exists
+        reason = "destroy requested" if opts.destroy else "no longer in the configuration"
+        if gone:
+            reason += " (already gone: only the state entry is removed)"
+        ctx.changes[addr] = Change(
+            address=addr, kind=rec.kind, action="delete", provider=rec.provider,
+            provider_type=(rec.attributes or {}).get("provider_type"), reasons=[reason],
+            before=rec.attributes, after=None, dependencies=list(rec.dependencies or []),
+            fleet=(rec.attributes or {}).get("fleet") if rec.kind == "replica" else None,
+        )
+    for rec in deposed:
+        ctx.changes[record_key(rec)] = Change(
+            address=rec.address, kind=rec.kind, action="delete", provider=rec.provider,
+            reasons=["deposed object left by an interrupted replacement"], before=rec.attributes,
+            dependencies=list(rec.dependencies or []), deposed=rec.deposed,
+            fleet=(rec.attributes or {}).get("fleet"),
+        )
+
+    _check_prevent_destroy(desired, current, ctx)
+    _mark_risks(ctx, desired)
+
+    changes = list(ctx.changes.values())
+    if opts.targets:
+        keep = with_ancestors(graph, _expand_targets(opts.targets, desired, current))
+        keep |= {t for t in opts.targets if t in current}
+        changes = [c for c in changes if c.address in keep or _targets_fleet(c, opts.targets)]
+
+    errors = [d for d in ctx.diagnostics if d.severity == "error"]
+    if errors:
+        raise PlanError(errors[0].one_line(), ctx.diagnostics)
+
+    outputs = _plan_outputs(config, lookup, UNKNOWN, resolve_deferred, has_deferred) if not opts.destroy else {}
+    return Plan(
+        changes=_ordered(changes),
+        lineage=snapshot.lineage,
+        serial=snapshot.serial,
+        config_digest=config.digest,
+        config_path=str(config.root),
+        refreshed=opts.refresh,
+        outputs=outputs,
+        diagnostics=[d.to_json() for d in ctx.diagnostics],
+        destroy=opts.destroy,
+    )
+
+
+def _ref_target(ref) -> tuple[str, str]:
+    """(instance address, attribute) for a deferred reference such as fleet.chat.endpoint."""
+    addr = getattr(ref, "address", None) or getattr(ref, "block", None)
+    attr = getattr(ref, "attribute", None) or getattr(ref, "attr", None)
+    return addr, attr
+
+
+def _contains_unknown(value, unknown) -> bool:
+    if value is unknown:
+        return True
+    if isinstance(value, dict):
+        return any(_contains_unknown(v, unknown) for v in value.values())
+    if isinstance(value, list):
+        return any(_contains_unknown(v, unknown) for v in value)
+    return False
+
+
+def _plan_plain(d: DesiredResource, attrs, unknown, ctx: _Ctx) -> Change:
+    rec = ctx.state.get(d.address)
+    ignore = set(d.lifecycle.ignore_changes) if d.lifecycle else set()
+    if rec is None:
+        return Change(address=d.address, kind=d.kind, action="create", reasons=["not in state"],
+                      after=attrs, after_unknown=sorted(unknown),
+                      attributes=diff_attributes(None, attrs, unknown=unknown), dependencies=sorted(d.depends_on))
+    after = {k: (rec.attributes.get(k) if k in ignore else v) for k, v in attrs.items()}
+    attr_changes = diff_attributes(rec.attributes, after, unknown=unknown)
+    action = "update" if attr_changes else "noop"
+    return Change(address=d.address, kind=d.kind, action=action, before=rec.attributes, after=after,
+                  after_unknown=sorted(unknown), attributes=attr_changes, dependencies=sorted(d.depends_on),
+                  reasons=[f"{len(attr_changes)} attribute(s) changed"] if attr_changes else [])
+
+
+def _plan_fleet(d: DesiredResource, attrs, unknown, ctx: _Ctx) -> Change:
+    rec = ctx.state.get(d.address)
+    replica_changes = [c for c in ctx.changes.values() if c.fleet == d.address and c.kind == "replica"]
+    endpoints_change = any(c.action in ("create", "replace", "delete") for c in replica_changes)
+    prior = rec.attributes if rec else None
+    after = dict(attrs)
+    ignore = set(d.lifecycle.ignore_changes) if d.lifecycle else set()
+    if prior:
+        for k in ignore:
+            if k in prior:
+                after[k] = prior[k]
+    if endpoints_change or rec is None:
+        unknown = set(unknown) | set(FLEET_COMPUTED)
+    elif prior:
+        for k in FLEET_COMPUTED:
+            if k in prior:
+                after[k] = prior[k]
+    if rec is None:
+        return Change(address=d.address, kind="fleet", action="create", provider=d.provider,
+                      provider_type=d.provider_type, reasons=["not in state"], after=after,
+                      after_unknown=sorted(unknown), attributes=diff_attributes(None, after, unknown=unknown - set(FLEET_COMPUTED)),
+                      dependencies=sorted(d.depends_on))
+    attr_changes = diff_attributes(prior, after, unknown=unknown)
+    reasons = []
+    before_n, after_n = prior.get("replicas"), after.get("replicas")
+    if before_n != after_n:
+        reasons.append(f"replicas {before_n} -> {after_n}")
+    return Change(address=d.address, kind="fleet", action="update" if attr_changes else "noop",
+                  provider=d.provider, provider_type=d.provider_type, before=prior, after=after,
+                  after_unknown=sorted(unknown), attributes=attr_changes, dependencies=sorted(d.depends_on),
+                  reasons=reasons)
+
+
+def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: ProviderSet,
+                  observations: dict[str, Observation], opts: PlanOptions) -> Change:
+    provider = providers.get(d.provider)
+    rec = ctx.state.get(d.address)
+    obs = observations.get(d.address)
+    base = dict(address=d.address, kind="replica", provider=d.provider, provider_type=d.provider_type,
+                dependencies=sorted(d.depends_on), fleet=d.fleet)
+    cbd = True if d.lifecycle is None or d.lifecycle.create_before_destroy is None else d.lifecycle.create_before_destroy
+    attrs = dict(attrs, provider_type=d.provider_type)
+
+    if rec is None or (obs and obs.result is not None and not obs.result.exists and rec.status == "creating"):
+        pplan = provider.plan(None, attrs)
+        ctx.diagnostics.extend(_locate(pplan.diagnostics, d))
+        reasons = ["not in state"] if rec is None else ["an interrupted create left no server behind"]
+        return Change(**base, action="create", reasons=reasons, after=pplan.attributes, after_unknown=sorted(unknown),
+                      attributes=diff_attributes(None, pplan.attributes, unknown=unknown), create_before_destroy=cbd)
+
+    prior = dict(rec.attributes)
+    reasons: list[str] = []
+    gone = False
+    if obs is not None and obs.result is not None:
+        if obs.result.exists:
+            prior.update(obs.result.attributes)
+        else:
+            gone = True
+    ignore = set(d.lifecycle.ignore_changes) if d.lifecycle else set()
+    desired_attrs = {k: (prior.get(k) if k in ignore and k in prior else v) for k, v in attrs.items()}
+    pplan = provider.plan(prior, desired_attrs)
+    ctx.diagnostics.extend(_locate(pplan.diagnostics, d))
+    after = pplan.attributes
+    computed = set(provider.computed)
+    attr_changes = diff_attributes(
+        {k: v for k, v in prior.items() if k not in computed},
+        {k: v for k, v in after.items() if k not in computed},
+        unknown=unknown, forces=set(pplan.requires_replace) - ignore,
+    )
+    forces = [k for k in pplan.requires_replace if k not in ignore]
+    if gone:
+        detail = f": {obs.result.detail}" if obs.result.detail else ""
+        return Change(**base, action="create", before=rec.attributes, after=_strip(after, computed),
+                      after_unknown=sorted(unknown | computed & set(after)),
+                      attributes=attr_changes, create_before_destroy=cbd,
+                      reasons=[f"the real server is gone (refresh found nothing{detail}); it will be created again"])
+    if rec.status in ("tainted", "failed", "deleting") or rec.pending:
+        what = {"tainted": "tainted", "failed": "a previous apply failed on it",
+                "deleting": "an interrupted delete"}.get(rec.status, f"an interrupted {(rec.pending or {}).get('action', 'apply')}")
+        reasons.append(f"replaced because {what}")
+        forces = forces or ["(status)"]
+    if forces and forces != ["(status)"]:
+        for a in attr_changes:
+            if a.forces_replace:
+                reasons.append(f"{a.path}: {_short(a.before)} -> {_short(a.after)} forces replacement")
+    cbd_ok = pplan.create_before_destroy_ok
+    if forces:
+        if cbd and not cbd_ok:
+            cbd = False
+            ctx.diagnostics.append(Diagnostic(
+                f"{d.address} cannot be replaced create-before-destroy (fixed port); it will be stopped before its replacement starts",
+                severity="warning", location=d.location, path=d.address))
+        return Change(**base, action="replace", before=rec.attributes,
+                      after=_strip(after, computed), after_unknown=sorted(unknown | (computed & set(after))),
+                      attributes=attr_changes, requires_replace=forces, create_before_destroy=cbd, reasons=reasons)
+    if attr_changes:
+        return Change(**base, action="update", before=rec.attributes, after=after, after_unknown=sorted(unknown),
+                      attributes=attr_changes, reasons=[f"{a.path} changes in place" for a in attr_changes][:3])
+    refreshed = obs is not None and obs.result is not None and obs.result.exists and _observed_differs(rec.attributes, prior)
+    if refreshed:
+        return Change(**base, action="refresh", before=rec.attributes, after=prior,
+                      reasons=["state updated from what refresh found"])
+    return Change(**base, action="noop", before=rec.attributes, after=prior)
+
+
+def _observed_differs(stored: dict, observed: dict) -> bool:
+    return any(stored.get(k) != v for k, v in observed.items())
+
+
+def _strip(attrs: dict, computed: set[str]) -> dict:
+    return {k: (None if k in computed else v) for k, v in attrs.items()}
+
+
+def _short(v) -> str:
+    s = repr(v) if not isinstance(v, str) else f'"{v}"'
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _locate(diags: list[Diagnostic], d: DesiredResource) -> list[Diagnostic]:
+    for diag in diags:
+        if diag.location is None:
+            diag.location = d.location
+        if diag.path is None:
+            diag.path = d.address
+    return diags
+
+
+def _check_prevent_destroy(desired, current, ctx: _Ctx) -> None:
+    for c in ctx.changes.values():
+        if c.action not in ("delete", "replace") or c.deposed:
+            continue
+        d = desired.get(c.address) or desired.get(c.fleet or "")
+        lifecycle = d.lifecycle if d else None
+        if lifecycle is None and c.address not in desired:
+            rec = current.get(c.address)
+            lifecycle_prevent = bool(rec and (rec.attributes or {}).get("prevent_destroy"))
+        else:
+            lifecycle_prevent = bool(lifecycle and lifecycle.prevent_destroy)
+        if lifecycle_prevent:
+            ctx.diagnostics.append(Diagnostic(
+                f"{c.address} has lifecycle.prevent_destroy set, but the plan would {'destroy' if c.action == 'delete' else 'replace'} it",
+                location=d.location if d else None, path=c.address,
+                detail="; ".join(c.reasons)))
+
+
+def _mark_risks(ctx: _Ctx, desired) -> None:
+    by_fleet: dict[str, list[Change]] = {}
+    for c in ctx.changes.values():
+        if c.kind == "replica" and c.fleet:
+            by_fleet.setdefault(c.fleet, []).append(c)
+        if c.action == "delete":
+            c.risks.append("destroys" + (" a serving replica" if c.kind == "replica" else ""))
+        elif c.action == "replace":
+            c.risks.append("replaces" + ("" if c.create_before_destroy else " (stops the old one first)"))
+    for fleet, reps in by_fleet.items():
+        live_before = sum(1 for c in reps if c.before is not None and not c.deposed)
+        dbd = sum(1 for c in reps if c.action == "replace" and not c.create_before_destroy)
+        deleted = sum(1 for c in reps if c.action == "delete" and not c.deposed)
+        created = sum(1 for c in reps if c.action == "create" and c.before is None)
+        low = live_before - deleted - dbd
+        if live_before and low < live_before:
+            fc = ctx.changes.get(fleet)
+            msg = f"serving capacity of {fleet} drops from {live_before} to {max(low, 0)} replica(s)"
+            if created:
+                msg += f" before {created} new one(s) come up" if low < live_before - deleted else ""
+            if fc is not None:
+                fc.risks.append(msg)
+            else:
+                reps[0].risks.append(msg)
+
+
+def _expand_targets(targets, desired, current) -> set[str]:
+    out = set()
+    for t in targets:
+        out.add(t)
+        for a in list(desired) + list(current):
+            if a.startswith(t + "[") or a.startswith(t + '["'):
+                out.add(a)
+    return out
+
+
+def _targets_fleet(change: Change, targets) -> bool:
+    return any(change.address.startswith(t + "[") or change.fleet == t for t in targets)
+
+
+_ORDER = {"delete": 0, "replace": 1, "update": 2, "create": 3, "refresh": 4, "noop": 5}
+
+
+def _ordered(changes: list[Change]) -> list[Change]:
+    """Risky changes first (destroys, replacements), then the rest, each by address."""
+    return sorted(changes, key=lambda c: (_ORDER[c.action], c.address, c.deposed))
+
+
+def _plan_outputs(config, lookup, UNKNOWN, resolve_deferred, has_deferred) -> dict:
+    out = {}
+    for name, o in config.outputs.items():
+        value = resolve_deferred(o.value, lookup) if has_deferred(o.value) else o.value
+        unknown = _contains_unknown(value, UNKNOWN)
+        out[name] = {"value": None if unknown else value, "unknown": unknown, "sensitive": o.sensitive}
+    return out

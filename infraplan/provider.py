@@ -1,0 +1,175 @@
+"""The provider contract and the entry-point registry.
+
+A provider turns one resource instance (a fleet replica) into a real thing and
+back. The engine calls it in this order:
+
+    plan(prior, desired)      -> ProviderPlan   (pure; no side effects)
+    prepare_create(address, attrs) -> attrs     (allocate identity: port, token)
+        ... the engine records the intent in state ...
+    create(address, attrs)    -> attrs          (with ids: pid, cluster name, endpoint)
+    read(address, attrs)      -> ReadResult     (refresh; exists / attributes / healthy)
+    update(address, prior, desired) -> attrs    (only for attributes not forcing replace)
+    delete(address, attrs)    -> None           (idempotent: already gone is success)
+
+Providers are found through the entry-point group ``infraplan.providers``; the
+built-in ones register there too. Providers never import the CLI or renderer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from infraplan.diagnostics import Diagnostic
+from infraplan.errors import ProviderUnavailable
+
+ENTRY_POINT_GROUP = "infraplan.providers"
+
+
+@dataclass
+class ProviderContext:
+    """What a provider may know about the run it serves."""
+
+    project_dir: Path
+    state_path: Path
+    runtime_dir: Path  # per-project scratch space (logs, pid files)
+    settings: dict[str, Any] = field(default_factory=dict)
+    name: str = ""  # the provider block's key
+
+
+@dataclass
+class ProviderPlan:
+    """The provider's view of one planned change."""
+
+    attributes: dict[str, Any]
+    requires_replace: list[str] = field(default_factory=list)  # attribute names forcing replacement
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    create_before_destroy_ok: bool = True  # False when old and new cannot run side by side
+
+
+@dataclass
+class ReadResult:
+    """What the real world says about one resource."""
+
+    exists: bool
+    attributes: dict[str, Any] = field(default_factory=dict)
+    healthy: bool | None = None
+    detail: str | None = None
+
+
+class Provider:
+    """Base class for providers. Subclass and register under ``infraplan.providers``."""
+
+    name: ClassVar[str] = "base"
+    #: attributes whose change the provider can apply in place
+    updatable: ClassVar[frozenset[str]] = frozenset({"labels"})
+    #: attributes written by the provider (ids, endpoints): never diffed against config
+    computed: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, context: ProviderContext):
+        self.context = context
+
+    # -- plan time ---------------------------------------------------------
+    def validate_settings(self) -> list[Diagnostic]:
+        """Check the provider block's settings."""
+        return []
+
+    def plan(self, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
+        """Planned attributes and the attributes that force a replacement."""
+        attrs = dict(desired)
+        replace: list[str] = []
+        if prior is not None:
+            for key in sorted(set(prior) | set(desired)):
+                if key in self.computed:
+                    if key in prior:
+                        attrs.setdefault(key, prior[key])
+                    continue
+                if prior.get(key) != desired.get(key) and key not in self.updatable:
+                    replace.append(key)
+        return ProviderPlan(attributes=attrs, requires_replace=replace)
+
+    # -- apply time --------------------------------------------------------
+    def prepare_create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
+        """Allocate identity (ports, tokens) before the intent is written to state."""
+        return dict(attributes)
+
+    def create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def read(self, address: str, attributes: dict[str, Any]) -> ReadResult:
+        raise NotImplementedError
+
+    def update(self, address: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+        merged = dict(prior)
+        merged.update({k: v for k, v in desired.items() if k not in self.computed})
+        return merged
+
+    def delete(self, address: str, attributes: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release clients and pools."""
+
+
+def available_providers() -> dict[str, str]:
+    """Provider names -> entry-point target, without importing them."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+_EXTRAS = {"skypilot": "skypilot", "sglang": "sglang", "libcloud": "libcloud"}
+
+
+def load_provider_class(name: str) -> type[Provider]:
+    """Import a provider by entry-point name; a missing extra is a clear error."""
+    from importlib.metadata import entry_points
+
+    matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not matches:
+        known = ", ".join(sorted(available_providers())) or "none"
+        raise ProviderUnavailable(f"unknown provider {name!r} (installed: {known})")
+    try:
+        cls = matches[0].load()
+    except ImportError as exc:
+        extra = _EXTRAS.get(name, name)
+        raise ProviderUnavailable(
+            f"provider {name!r} is unavailable: pip install 'infraplan[{extra}]' ({exc})"
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise ProviderUnavailable(f"entry point {name!r} is not an infraplan Provider")
+    return cls
+
+
+class ProviderSet:
+    """Provider instances for one run, created on first use, keyed by provider block name."""
+
+    def __init__(self, blocks: dict[str, Any], *, project_dir: Path, state_path: Path):
+        self.blocks = blocks
+        self.project_dir = project_dir
+        self.state_path = state_path
+        self._instances: dict[str, Provider] = {}
+
+    def type_of(self, key: str) -> str:
+        block = self.blocks.get(key)
+        return (getattr(block, "type", None) or key) if block is not None else key
+
+    def get(self, key: str) -> Provider:
+        if key not in self._instances:
+            cls = load_provider_class(self.type_of(key))
+            block = self.blocks.get(key)
+            runtime = self.state_path.parent / ".infraplan" / self.state_path.stem
+            ctx = ProviderContext(
+                project_dir=self.project_dir,
+                state_path=self.state_path,
+                runtime_dir=runtime,
+                settings=dict(getattr(block, "settings", {}) or {}),
+                name=key,
+            )
+            self._instances[key] = cls(ctx)
+        return self._instances[key]
+
+    def close(self) -> None:
+        for p in self._instances.values():
+            p.close()

@@ -1,0 +1,45 @@
+"""Ask providers what really runs for each resource in state (bounded concurrency)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from infraplan.errors import InfraplanError
+from infraplan.provider import ProviderSet, ReadResult
+
+
+@dataclass
+class Observation:
+    """The refresh outcome for one state record: a ReadResult, or the error asking for it."""
+
+    key: str
+    result: ReadResult | None
+    error: str | None = None
+
+
+def record_key(rec) -> str:
+    return f"{rec.address}#{rec.deposed}" if rec.deposed else rec.address
+
+
+def refresh(records, providers: ProviderSet, *, parallelism: int = 10) -> dict[str, Observation]:
+    """Read every provider-backed record; results keyed by ``address`` or ``address#deposed``."""
+    todo = [r for r in records if r.provider and r.kind == "replica"]
+    out: dict[str, Observation] = {}
+
+    def one(rec) -> Observation:
+        key = record_key(rec)
+        try:
+            provider = providers.get(rec.provider)
+            return Observation(key, provider.read(rec.address, dict(rec.attributes)))
+        except InfraplanError as exc:
+            return Observation(key, None, str(exc))
+        except Exception as exc:  # a provider bug must not hide the other resources
+            return Observation(key, None, f"{type(exc).__name__}: {exc}")
+
+    if not todo:
+        return out
+    with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(todo)))) as pool:
+        for obs in pool.map(one, todo):
+            out[obs.key] = obs
+    return out

@@ -1,0 +1,142 @@
+"""Plan and apply output for people. No diff logic here: the Plan already says it all."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from infraplan.plan import Change, Plan
+from infraplan.redact import REDACTED
+
+SYMBOL = {"create": "+", "update": "~", "delete": "-", "replace": "-/+", "refresh": "~", "noop": " "}
+STYLE = {"create": "green", "update": "yellow", "delete": "red", "replace": "magenta", "refresh": "cyan", "noop": "dim"}
+UNKNOWN_TEXT = "(known after apply)"
+
+
+def make_console(*, no_color: bool = False, stderr: bool = False) -> Console:
+    """Colour only on a TTY (rich decides) and never with --no-color / NO_COLOR."""
+    return Console(stderr=stderr, no_color=no_color or None, highlight=False, soft_wrap=True)
+
+
+def fmt(value: Any) -> str:
+    if value == REDACTED:
+        return REDACTED
+    if isinstance(value, str):
+        return json.dumps(value)
+    if value is None:
+        return "null"
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def headline(c: Change) -> str:
+    where = f" (deposed object {c.deposed})" if c.deposed else ""
+    return {
+        "create": f"{c.address} will be created",
+        "update": f"{c.address} will be updated in place",
+        "delete": f"{c.address}{where} will be destroyed",
+        "replace": f"{c.address} must be replaced",
+        "refresh": f"{c.address} will be refreshed in state (no real change)",
+        "noop": f"{c.address} is up to date",
+    }[c.action]
+
+
+def render_change(c: Change) -> Text:
+    t = Text()
+    style = STYLE[c.action]
+    t.append(f"  # {headline(c)}\n", style="bold")
+    for r in c.reasons:
+        t.append(f"  # ({r})\n", style="dim")
+    if c.action == "replace":
+        order = "create before destroy" if c.create_before_destroy else "destroy before create"
+        t.append(f"  # ({order})\n", style="dim")
+    sym = SYMBOL[c.action] if not (c.action == "replace" and c.create_before_destroy) else "+/-"
+    t.append(f"{sym:>3} ", style=style)
+    t.append(f'{c.kind} "{c.address}"' + (f" ({c.provider})" if c.provider else "") + " {\n")
+    if c.action == "create":
+        for k in sorted((c.after or {})):
+            v = c.after[k]
+            if v is None and k not in c.after_unknown:
+                continue
+            shown = UNKNOWN_TEXT if k in c.after_unknown else fmt(v)
+            t.append("      + ", style="green")
+            t.append(f"{k} = {shown}\n")
+    elif c.action == "delete":
+        for k in sorted((c.before or {})):
+            v = c.before[k]
+            if v is None:
+                continue
+            t.append("      - ", style="red")
+            t.append(f"{k} = {fmt(v)}\n")
+    else:
+        shown = 0
+        for a in c.attributes:
+            top = a.path.split(".")[0]
+            after = UNKNOWN_TEXT if top in c.after_unknown else fmt(a.after)
+            mark = "~" if a.before is not None and (a.after is not None or top in c.after_unknown) else ("+" if a.before is None else "-")
+            t.append(f"      {mark} ", style=STYLE["update"] if mark == "~" else ("green" if mark == "+" else "red"))
+            t.append(f"{a.path} = {fmt(a.before)} -> {after}" if mark == "~" else f"{a.path} = {fmt(a.after) if mark == '+' else fmt(a.before)}")
+            if a.forces_replace and c.action == "replace":
+                t.append("  # forces replacement", style="magenta")
+            t.append("\n")
+            shown += 1
+        hidden = len(c.after or {}) - len({a.path.split('.')[0] for a in c.attributes})
+        if hidden > 0:
+            t.append(f"        # ({hidden} unchanged attributes hidden)\n", style="dim")
+    t.append("    }\n")
+    return t
+
+
+def render_plan(plan: Plan, console: Console, *, show_noop: bool = False) -> None:
+    """Print the plan: warnings and risks first, then each change, then the summary line."""
+    warnings = [d for d in plan.diagnostics if d.get("severity") == "warning"]
+    risks = [(c.address, r) for c in plan.changes for r in c.risks if "serving capacity" in r]
+    if risks or warnings:
+        console.print(Text("Warnings:", style="bold yellow"))
+        for addr, r in risks:
+            console.print(Text(f"  ! {r}", style="yellow"))
+        for d in warnings:
+            loc = d.get("location")
+            where = f"{loc['file']}:{loc['line']}:{loc['col']}: " if loc else ""
+            console.print(Text(f"  ! {where}{d['summary']}", style="yellow"))
+        console.print()
+    visible = [c for c in plan.changes if c.action != "noop" or show_noop]
+    if not plan.has_changes and not any(c.action == "refresh" for c in plan.changes):
+        console.print(Text("No changes. Your fleets match the configuration.", style="bold green"))
+        _render_outputs(plan, console)
+        return
+    console.print("infraplan will perform the following actions:\n")
+    risky = [c for c in visible if c.action in ("delete", "replace")]
+    rest = [c for c in visible if c.action not in ("delete", "replace")]
+    if risky:
+        console.print(Text("Destroys and replacements (review these first):", style="bold red"))
+        for c in risky:
+            console.print(render_change(c))
+    for c in rest:
+        console.print(render_change(c))
+    console.print(summary_line(plan))
+    _render_outputs(plan, console)
+
+
+def summary_line(plan: Plan) -> Text:
+    s = plan.summary()
+    verb = "Destroy" if plan.destroy else "Plan"
+    t = Text(f"{verb}: ", style="bold")
+    t.append(f"{s['add']} to add, {s['change']} to change, {s['destroy']} to destroy")
+    if s["replace"]:
+        t.append(f" ({s['replace']} replaced)")
+    if s["refresh"]:
+        t.append(f", {s['refresh']} refreshed in state")
+    t.append(".")
+    return t
+
+
+def _render_outputs(plan: Plan, console: Console) -> None:
+    if not plan.outputs:
+        return
+    console.print("\nOutputs:")
+    for name, o in sorted(plan.outputs.items()):
+        v = REDACTED if o.get("sensitive") else (UNKNOWN_TEXT if o.get("unknown") else fmt(o.get("value")))
+        console.print(f"  {name} = {v}")

@@ -1,0 +1,184 @@
+"""One config directory and its state: the library entry points the CLI calls.
+
+    ws = Workspace("examples/quickstart")
+    plan = ws.plan()
+    result = ws.apply(plan)
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from infraplan.errors import ApplyError, StalePlanError
+from infraplan.plan import Plan
+from infraplan.planner import PlanOptions, make_plan
+from infraplan.provider import ProviderSet
+
+STATE_FILE = "infraplan.db"
+
+
+def who() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user in some containers
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def default_state_path(config_path: Path) -> Path:
+    base = config_path if config_path.is_dir() else config_path.parent
+    return base / STATE_FILE
+
+
+class Workspace:
+    """A config path, its variables and its state file."""
+
+    def __init__(self, config_path: str | Path = ".", *, state_path: str | Path | None = None,
+                 var_args: Sequence[str] = (), var_files: Sequence[str] = (),
+                 env: Mapping[str, str] | None = None):
+        self.config_path = Path(config_path)
+        self.state_path = Path(state_path) if state_path else default_state_path(self.config_path)
+        self.var_args = list(var_args)
+        self.var_files = list(var_files)
+        self.env = dict(os.environ if env is None else env)
+        self._config = None
+
+    # -- config and state ------------------------------------------------------
+    @property
+    def config(self):
+        if self._config is None:
+            from infraplan.config import load_config
+
+            self._config = load_config(self.config_path, var_args=self.var_args,
+                                       var_files=self.var_files, env=self.env)
+        return self._config
+
+    def store(self):
+        from infraplan.state import StateStore
+
+        return StateStore(self.state_path)
+
+    def snapshot(self):
+        """A consistent read of the state; a missing state file reads as empty (and is not created)."""
+        from infraplan.state import StateStore
+
+        return StateStore.open_readonly(self.state_path).snapshot()
+
+    def providers(self, config=None) -> ProviderSet:
+        blocks = config.providers if config is not None else {}
+        project = self.config_path if self.config_path.is_dir() else self.config_path.parent
+        return ProviderSet(blocks, project_dir=project.resolve(), state_path=self.state_path.resolve())
+
+    # -- plan ------------------------------------------------------------------
+    def plan(self, options: PlanOptions | None = None) -> Plan:
+        """Refresh (unless told not to) and plan. Takes no lock and writes nothing."""
+        config = self.config
+        providers = self.providers(config)
+        try:
+            plan = make_plan(config, self.snapshot(), providers, options)
+        finally:
+            providers.close()
+        plan.secrets = frozenset(getattr(config, "sensitive_values", ()) or ())
+        plan.desired_config = self._desired_snapshot(plan)
+        return plan
+
+    def _desired_snapshot(self, plan: Plan) -> dict[str, Any]:
+        from infraplan.redact import redact
+
+        body = {"variables": {k: v for k, v in self.config.variables.items()}}
+        return redact(body, plan.secrets)
+
+    def check_saved_plan(self, saved: Plan, options: PlanOptions) -> Plan:
+        """Re-plan and refuse if anything differs from the saved plan (state, config or world)."""
+        from infraplan.state import StateStore
+
+        snap = StateStore.open_readonly(self.state_path).snapshot()
+        if saved.lineage and snap.lineage and saved.lineage != snap.lineage:
+            raise StalePlanError(
+                f"the saved plan belongs to another state (lineage {saved.lineage[:8]}, state has {snap.lineage[:8]})")
+        if saved.serial != snap.serial:
+            raise StalePlanError(
+                f"the saved plan is stale: it was made at state serial {saved.serial}, the state is now at "
+                f"serial {snap.serial}; run `infraplan plan` again")
+        if saved.config_digest != self.config.digest:
+            raise StalePlanError(
+                "the saved plan is stale: the configuration or variable values changed since it was made; "
+                "run `infraplan plan` again")
+        fresh = self.plan(options)
+        if fresh.digest() != saved.digest():
+            raise StalePlanError(
+                "the saved plan is stale: refreshing found the real fleet changed since it was made; "
+                "run `infraplan plan` again")
+        return fresh
+
+    # -- apply -----------------------------------------------------------------
+    def apply(self, plan: Plan, *, parallelism: int = 10, on_event: Callable[[dict], None] | None = None,
+              operation: str | None = None, plan_is_fresh: bool = True):
+        """Carry out `plan` under the state lock; writes history, audit and outputs."""
+        from infraplan.executor import Executor
+
+        op = operation or ("destroy" if plan.destroy else "apply")
+        store = self.store()
+        config = self.config
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        t0 = time.monotonic()
+        with store.lock(op, who=who()):
+            if store.serial != plan.serial or (plan.lineage and store.lineage != plan.lineage):
+                raise StalePlanError(
+                    f"the state changed while planning (serial {plan.serial} -> {store.serial}); run the command again")
+            providers = self.providers(config)
+            executor = Executor(store, providers, parallelism=parallelism, on_event=on_event,
+                                resolve=self._resolver(store))
+            try:
+                result = executor.run(plan)
+            finally:
+                providers.close()
+            outputs = self.compute_outputs(store) if not plan.destroy else {}
+            store.set_outputs(outputs, sensitive={n for n, o in config.outputs.items() if o.sensitive})
+            status = "ok" if result.ok else ("interrupted" if result.interrupted else "failed")
+            summary = dict(plan.summary(), **result.summary())
+            store.add_history(operation=op, plan_hash=plan.digest(), summary=summary, who=who(),
+                              started_at=started, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                              status=status, config_digest=plan.config_digest, desired_config=plan.desired_config)
+            store.audit(op, details={"status": status, "summary": summary, "plan_hash": plan.digest(),
+                                     "failed": result.failed, "seconds": round(time.monotonic() - t0, 3)}, who=who())
+        if result.interrupted:
+            raise ApplyError("apply interrupted: in-flight steps finished and were recorded; run `infraplan plan` to see what is left")
+        return result
+
+    def _resolver(self, store):
+        from infraplan.config.expressions import UNKNOWN, has_deferred, resolve_deferred
+
+        def lookup(ref):
+            addr = getattr(ref, "address", None)
+            attr = getattr(ref, "attribute", None)
+            rec = store.get(addr)
+            return (rec.attributes or {}).get(attr, UNKNOWN) if rec else UNKNOWN
+
+        def resolve(attrs: dict, unknown: list[str]) -> dict:
+            if not unknown:
+                return attrs
+            return {k: (resolve_deferred(v, lookup) if k in unknown and has_deferred(v) else v)
+                    for k, v in attrs.items()}
+
+        return resolve
+
+    def compute_outputs(self, store) -> dict[str, Any]:
+        from infraplan.config.expressions import UNKNOWN, has_deferred, resolve_deferred
+
+        def lookup(ref):
+            rec = store.get(getattr(ref, "address", None))
+            return (rec.attributes or {}).get(getattr(ref, "attribute", None), UNKNOWN) if rec else UNKNOWN
+
+        out = {}
+        for name, o in self.config.outputs.items():
+            v = resolve_deferred(o.value, lookup) if has_deferred(o.value) else o.value
+            out[name] = None if v is UNKNOWN else v
+        return out

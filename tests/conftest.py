@@ -1,0 +1,46 @@
+"""Shared fixtures. Every server process a test starts inherits INFRAPLAN_TEST_RUN, so the
+session can make sure none is left behind, even when a test fails half-way."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+
+import psutil
+import pytest
+
+RUN_ID = uuid.uuid4().hex
+os.environ["INFRAPLAN_TEST_RUN"] = RUN_ID
+
+
+def _our_processes() -> list[psutil.Process]:
+    me = os.getpid()
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        if p.pid == me:
+            continue
+        try:
+            if p.environ().get("INFRAPLAN_TEST_RUN") == RUN_ID and "sim" in " ".join(p.cmdline()):
+                found.append(p)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_servers():
+    yield
+    left = _our_processes()
+    for p in left:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass
+    assert not left, f"tests left server processes behind: {[p.pid for p in left]}"
+
+
+@pytest.fixture
+def leftover_servers():
+    """A callable listing server processes started by this test run that are still alive."""
+    return lambda: [p for p in _our_processes() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
