@@ -1,0 +1,393 @@
+"""The `local` provider: every fleet replica is a server process on 127.0.0.1.
+
+Servers are started detached so they outlive the CLI, recorded in state with
+their pid, start time and instance id, refreshed by checking the process and
+probing `/health`, and stopped with SIGTERM then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import json
+import os
+import re
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from pydantic import Field, ValidationError, field_validator
+
+from infraplan.diagnostics import Diagnostic
+from infraplan.errors import ProviderError
+from infraplan.models.base import StrictModel
+from infraplan.provider import Provider, ProviderContext, ProviderPlan, ReadResult
+from infraplan_providers.local import process
+from infraplan_providers.sglang.args import build_launch_argv, model_path_from_source
+from infraplan_providers.sglang.client import SGLangClient
+
+#: Attribute changes that need a new server process.
+REPLACE_ON = (
+    "engine",
+    "model_source",
+    "model_revision",
+    "served_name",
+    "args",
+    "sim",
+    "env",
+    "accelerators",
+    "port",
+)
+
+SGLANG_MISSING = "engine sglang needs SGLang installed: pip install 'infraplan[sglang]'"
+
+
+class LocalSettings(StrictModel):
+    """Settings of a `local` provider block."""
+
+    host: str = Field("127.0.0.1", description="Loopback address servers listen on.")
+    port_range: str = Field("30000-39999", description="Ports chosen from when a fleet sets none, `LOW-HIGH`.")
+    ready_timeout_s: float = Field(60.0, gt=0, description="Seconds a new server has to answer /health.")
+    stop_timeout_s: float = Field(5.0, ge=0, description="Seconds between SIGTERM and SIGKILL.")
+    python: str = Field(default_factory=lambda: sys.executable, description="Interpreter that runs the servers.")
+
+    @field_validator("host")
+    @classmethod
+    def _loopback(cls, v: str) -> str:
+        try:
+            ok = ipaddress.ip_address(v).is_loopback
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"must be a loopback IP address such as 127.0.0.1, got {v!r}")
+        return v
+
+    @field_validator("port_range")
+    @classmethod
+    def _range(cls, v: str) -> str:
+        process.parse_port_range(v)
+        return v
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        return process.parse_port_range(self.port_range)
+
+
+def _sglang_installed() -> bool:
+    try:
+        return importlib.util.find_spec("sglang") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _model_path(source: str | None) -> str | None:
+    """The path a server reports for `source` (`hf://org/name` -> `org/name`)."""
+    if source is None:
+        return None
+    try:
+        return model_path_from_source(source).rstrip("/")
+    except ProviderError:
+        return source
+
+
+def _same_model(source: str | None, reported: str | None) -> bool:
+    if reported is None:
+        return True
+    return reported.rstrip("/") in {source, _model_path(source)}
+
+
+def _safe_name(address: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", address).strip("_") or "replica"
+
+
+class LocalProvider(Provider):
+    """Runs each replica as a detached local process (engine `sim` or `sglang`)."""
+
+    name = "local"
+    updatable = frozenset({"labels"})
+    computed = frozenset({"instance_id", "host", "endpoint", "pid", "started_at", "log_path"})
+
+    def __init__(self, context: ProviderContext):
+        super().__init__(context)
+        self._settings: LocalSettings | None = None
+
+    # -- settings ----------------------------------------------------------
+    @property
+    def settings(self) -> LocalSettings:
+        """The parsed settings; ProviderError when they are invalid."""
+        if self._settings is None:
+            try:
+                self._settings = LocalSettings.model_validate(self.context.settings or {})
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise ProviderError(f"provider {self._block_name()}: settings.{where}: {first['msg']}") from exc
+        return self._settings
+
+    def _block_name(self) -> str:
+        return self.context.name or self.name
+
+    def validate_settings(self) -> list[Diagnostic]:
+        try:
+            LocalSettings.model_validate(self.context.settings or {})
+        except ValidationError as exc:
+            return [
+                Diagnostic(
+                    summary=f"local provider setting: {err['msg']}",
+                    path=".".join(["provider", self._block_name(), "settings", *map(str, err["loc"])]),
+                )
+                for err in exc.errors()
+            ]
+        return []
+
+    # -- plan --------------------------------------------------------------
+    def plan(self, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
+        attrs = {k: v for k, v in desired.items() if k not in self.computed}
+        replace: list[str] = []
+        if prior is not None:
+            for key in REPLACE_ON:
+                if key == "port":
+                    want = desired.get("port")
+                    if want is not None and want != prior.get("port"):
+                        replace.append("port")
+                elif prior.get(key) != desired.get(key):
+                    replace.append(key)
+            if not replace:
+                # Same process stays: it keeps its identity and its chosen port.
+                for key in self.computed:
+                    if key in prior:
+                        attrs[key] = prior[key]
+                if desired.get("port") is None:
+                    attrs["port"] = prior.get("port")
+        fixed_port = desired.get("port") is not None
+        return ProviderPlan(
+            attributes=attrs,
+            requires_replace=replace,
+            diagnostics=self._plan_diagnostics(desired),
+            create_before_destroy_ok=not fixed_port,
+        )
+
+    def _plan_diagnostics(self, desired: dict[str, Any]) -> list[Diagnostic]:
+        fleet = desired.get("fleet") or "fleet"
+        diags: list[Diagnostic] = []
+        if desired.get("engine") == "sglang" and not _sglang_installed():
+            diags.append(Diagnostic(summary=SGLANG_MISSING, path=f"{fleet}.engine.type"))
+        if desired.get("accelerators"):
+            diags.append(
+                Diagnostic(
+                    summary=f"accelerators {desired['accelerators']} are recorded but not allocated by the local provider",
+                    severity="warning",
+                    path=f"{fleet}.accelerators",
+                )
+            )
+        for key in ("region", "cloud"):
+            if desired.get(key):
+                diags.append(
+                    Diagnostic(
+                        summary=f"{key} {desired[key]!r} is ignored by the local provider",
+                        severity="warning",
+                        path=f"{fleet}.{key}",
+                    )
+                )
+        return diags
+
+    # -- create ------------------------------------------------------------
+    def prepare_create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
+        s = self.settings
+        attrs = {k: v for k, v in attributes.items() if k not in self.computed}
+        instance_id = uuid.uuid4().hex
+        port = attrs.get("port")
+        if port is not None:
+            process.ports.claim(int(port), instance_id)
+        else:
+            lo, hi = s.ports
+            try:
+                port = process.ports.allocate(s.host, lo, hi, instance_id)
+            except RuntimeError as exc:
+                raise ProviderError(f"{address}: {exc}") from exc
+        log_dir = Path(self.context.runtime_dir) / "logs"
+        attrs.update(
+            instance_id=instance_id,
+            port=int(port),
+            host=s.host,
+            endpoint=f"http://{s.host}:{port}",
+            log_path=str(log_dir / f"{_safe_name(address)}-{instance_id[:8]}.log"),
+        )
+        return attrs
+
+    def create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
+        s = self.settings
+        attrs = dict(attributes)
+        if not attrs.get("instance_id") or attrs.get("port") is None or not attrs.get("log_path"):
+            attrs = self.prepare_create(address, attrs)
+        instance_id, port = attrs["instance_id"], int(attrs["port"])
+        endpoint = f"http://{s.host}:{port}"
+        log_path = Path(attrs["log_path"])
+        try:
+            argv = self._argv(attrs, s, port)
+            if not process.port_is_free(s.host, port):
+                raise ProviderError(f"{address}: port {port} on {s.host} is already in use")
+        except BaseException:
+            process.ports.release(port, instance_id)
+            raise
+        env = {**os.environ, **{str(k): str(v) for k, v in (attrs.get("env") or {}).items()}}
+        env[process.INSTANCE_ENV] = instance_id
+        try:
+            popen = process.spawn_detached(argv, log_path, env=env, cwd=Path(self.context.runtime_dir))
+        except OSError as exc:
+            process.ports.release(port, instance_id)
+            raise ProviderError(f"{address}: cannot start {argv[0]}: {exc}") from exc
+        try:
+            outcome = process.wait_for_health(endpoint, popen, s.ready_timeout_s)
+            if not outcome.ready:
+                raise ProviderError(self._start_failure(address, outcome, s.ready_timeout_s, log_path))
+            self._check_model(address, endpoint, attrs, log_path)
+            try:
+                started_at = psutil.Process(popen.pid).create_time()
+            except psutil.Error as exc:
+                raise ProviderError(f"{address}: server process {popen.pid} vanished after start") from exc
+        except BaseException:
+            process.stop_pid(popen.pid, s.stop_timeout_s)
+            process.ports.release(port, instance_id)
+            raise
+        attrs.update(pid=popen.pid, started_at=started_at, host=s.host, endpoint=endpoint)
+        return attrs
+
+    def _argv(self, attrs: dict[str, Any], s: LocalSettings, port: int) -> list[str]:
+        engine = attrs.get("engine") or "sim"
+        source = attrs.get("model_source") or ""
+        if engine == "sim":
+            sim = attrs.get("sim") or {}
+            argv = [
+                s.python, "-m", "infraplan_providers.local.sim",
+                "--host", s.host, "--port", str(port),
+                "--model-path", source,
+                *(["--revision", str(attrs["model_revision"])] if attrs.get("model_revision") else []),
+                *(["--served-model-name", str(attrs["served_name"])] if attrs.get("served_name") else []),
+                "--ttft-ms", str(sim.get("ttft_ms", 20.0)),
+                "--tpot-ms", str(sim.get("tpot_ms", 5.0)),
+                "--error-rate", str(sim.get("error_rate", 0.0)),
+                "--startup-s", str(sim.get("startup_s", 0.0)),
+                "--seed", str(sim.get("seed", 0)),
+                "--instance-id", attrs["instance_id"],
+                "--server-args-json", json.dumps(attrs.get("args") or {}, sort_keys=True),
+            ]  # fmt: skip
+            return argv
+        if engine == "sglang":
+            if not _sglang_installed():
+                raise ProviderError(SGLANG_MISSING)
+            argv = build_launch_argv(
+                model_source=source,
+                revision=attrs.get("model_revision"),
+                served_name=attrs.get("served_name"),
+                host=s.host,
+                port=port,
+                args=attrs.get("args") or {},
+            )
+            return [s.python, *argv[1:]]
+        raise ProviderError(f"unknown engine {engine!r} (local provider runs `sim` or `sglang`)")
+
+    @staticmethod
+    def _start_failure(address: str, outcome: process.ReadyOutcome, timeout: float, log_path: Path) -> str:
+        if outcome.exit_code is not None:
+            why = f"server exited with code {outcome.exit_code} before /health answered"
+        else:
+            seen = f"last /health status {outcome.last_status}" if outcome.last_status else outcome.last_error
+            why = f"server not healthy after {timeout:g}s" + (f" ({seen})" if seen else "")
+        log_tail = process.tail(log_path) or "(log is empty)"
+        return f"{address}: {why}; log {log_path}, last lines:\n{log_tail}"
+
+    def _check_model(self, address: str, endpoint: str, attrs: dict[str, Any], log_path: Path) -> None:
+        with _client(endpoint, attrs, timeout=5.0) as client:
+            try:
+                info = client.model_info()
+            except ProviderError as exc:
+                raise ProviderError(f"{address}: /model_info failed ({exc}); log {log_path}") from exc
+        other = info.get("instance_id")
+        if other and other != attrs.get("instance_id"):
+            raise ProviderError(f"{address}: {endpoint} is served by another server (instance {other})")
+        reported = info.get("model_path")
+        if not _same_model(attrs.get("model_source"), reported):
+            raise ProviderError(
+                f"{address}: server reports model {reported!r}, expected {attrs.get('model_source')!r}"
+            )
+        want_rev, got_rev = attrs.get("model_revision"), info.get("revision")
+        if want_rev and got_rev and got_rev != want_rev:
+            raise ProviderError(f"{address}: server reports revision {got_rev!r}, expected {want_rev!r}")
+
+    # -- read --------------------------------------------------------------
+    def _find(self, attrs: dict[str, Any]) -> psutil.Process | None:
+        return process.find_server(attrs.get("pid"), attrs.get("started_at"), attrs.get("instance_id"))
+
+    def read(self, address: str, attributes: dict[str, Any]) -> ReadResult:
+        attrs = dict(attributes)
+        proc = self._find(attrs)
+        if proc is None:
+            return ReadResult(exists=False, attributes=attrs, detail="no server process found")
+        try:
+            attrs.update(pid=proc.pid, started_at=proc.create_time())
+        except psutil.NoSuchProcess:
+            return ReadResult(exists=False, attributes=dict(attributes), detail="server process exited")
+        endpoint = attrs.get("endpoint") or f"http://{attrs.get('host') or self.settings.host}:{attrs.get('port')}"
+        problems: list[str] = []
+        with _client(endpoint, attrs, timeout=1.5) as client:
+            healthy = client.health()
+            if not healthy:
+                problems.append(f"{endpoint}/health does not answer 200")
+            elif self._observe(client, attrs, problems):
+                healthy = False  # our process lives, but the port answers for another server
+        return ReadResult(exists=True, attributes=attrs, healthy=healthy, detail="; ".join(problems) or None)
+
+    def _observe(self, client: SGLangClient, attrs: dict[str, Any], problems: list[str]) -> str | None:
+        """Overwrite model attributes with what the server reports, noting differences in `problems`.
+
+        Returns the instance id of another server answering on the endpoint, if so.
+        """
+        model_info = _ask(client.model_info, problems)
+        server_info = _ask(client.server_info, problems)
+        other = model_info.get("instance_id")
+        if other and other != attrs.get("instance_id"):
+            problems.append(f"{client.base_url} is answered by another server (instance {other})")
+            return other
+        reported = model_info.get("model_path") or server_info.get("model_path")
+        if reported and not _same_model(attrs.get("model_source"), reported):
+            problems.append(f"server serves model {reported!r}, state has {attrs.get('model_source')!r}")
+            attrs["model_source"] = reported
+        revision = model_info.get("revision") or server_info.get("revision")
+        if revision and revision != attrs.get("model_revision"):
+            problems.append(f"server serves revision {revision!r}, state has {attrs.get('model_revision')!r}")
+            attrs["model_revision"] = revision
+        served = server_info.get("served_model_name") or model_info.get("served_model_name")
+        if isinstance(served, list):  # SGLang accepts one name given as a list
+            served = served[0] if len(served) == 1 else served
+        if served and attrs.get("served_name") and served != attrs.get("served_name"):
+            problems.append(f"server serves name {served!r}, state has {attrs.get('served_name')!r}")
+            attrs["served_name"] = served
+        return None
+
+    # -- delete ------------------------------------------------------------
+    def delete(self, address: str, attributes: dict[str, Any]) -> None:
+        proc = self._find(attributes)
+        if proc is not None and not process.stop_process(proc, self.settings.stop_timeout_s):
+            raise ProviderError(f"{address}: process {proc.pid} survived SIGKILL")
+        if attributes.get("port") is not None and attributes.get("instance_id"):
+            process.ports.release(int(attributes["port"]), attributes["instance_id"])
+
+
+def _client(endpoint: str, attrs: dict[str, Any], timeout: float) -> SGLangClient:
+    """A client for the replica's server; no env proxies (it is on loopback), one try per call."""
+    api_key = (attrs.get("args") or {}).get("api_key")
+    return SGLangClient(endpoint, api_key=api_key, timeout=timeout, retries=1, transport=httpx.HTTPTransport())
+
+
+def _ask(call: Any, problems: list[str]) -> dict[str, Any]:
+    """The JSON object a client call returns; {} (and a note in `problems`) when it fails."""
+    try:
+        data = call()
+    except ProviderError as exc:
+        problems.append(str(exc))
+        return {}
+    return data if isinstance(data, dict) else {}
