@@ -390,7 +390,9 @@ def history(state_path, limit, as_json):
     """Show past applies and destroys."""
     from infraplan.state import StateStore
 
-    rows = StateStore.open_readonly(state_path).history(limit=limit)
+    from dataclasses import asdict
+
+    rows = [asdict(h) for h in StateStore.open_readonly(state_path).history(limit=limit)]
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return

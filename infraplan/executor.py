@@ -222,11 +222,11 @@ class Executor:
             attrs = self.resolve(dict(c.after or {}), c.after_unknown)
             if c.kind == "fleet":
                 attrs.update(self._fleet_endpoints(c.address))
-            s.record_result(c.address, attributes=attrs, kind=c.kind, provider=c.provider,
-                            dependencies=c.dependencies)
+            s.put(c.address, kind=c.kind, attributes=attrs, provider=c.provider,
+                  dependencies=c.dependencies)
             return None
         if node.op == "forget":
-            s.remove(c.address)
+            s.remove(c.address, missing_ok=True)
             return None
         provider = self.providers.get(c.provider)
         if node.op == "create":
@@ -281,7 +281,7 @@ class Executor:
         elif node.op == "update":
             s.record_result(c.address, attributes=value, dependencies=c.dependencies)
         elif node.op == "delete":
-            s.remove(c.address, deposed=node.deposed)
+            s.remove(c.address, deposed=node.deposed, missing_ok=True)
 
     def _record_failure(self, node: Node, exc: BaseException) -> None:
         c = node.change
@@ -291,7 +291,7 @@ class Executor:
             pass
         if node.op == "create" and c.action == "replace" and c.address in self._deposed:
             # the new object did not come up: keep serving with the old one
-            self.store.remove(c.address)
+            self.store.remove(c.address, missing_ok=True)
             self.store.undepose(c.address, self._deposed.pop(c.address))
 
     def _fleet_endpoints(self, fleet_address: str) -> dict[str, Any]:

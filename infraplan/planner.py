@@ -62,15 +62,15 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
     if cycle:
         raise PlanError("dependency cycle: " + " -> ".join(cycle))
 
-    def lookup(ref) -> Any:
-        addr, attr = _ref_target(ref)
+    def attrs_of(addr: str, attr: str) -> dict | None:
         change = ctx.changes.get(addr)
         if change is None:
             rec = current.get(addr)
-            return rec.attributes.get(attr, UNKNOWN) if rec else UNKNOWN
-        if attr in change.after_unknown:
-            return UNKNOWN
-        return (change.after or {}).get(attr, UNKNOWN)
+            return rec.attributes if rec else None
+        return None if attr in change.after_unknown else change.after
+
+    def lookup(ref) -> Any:
+        return ref_value(ref, attrs_of, UNKNOWN)
 
     for addr in creation_order(graph):
         d = desired[addr]
@@ -145,11 +145,23 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
     )
 
 
-def _ref_target(ref) -> tuple[str, str]:
-    """(instance address, attribute) for a deferred reference such as fleet.chat.endpoint."""
-    addr = getattr(ref, "address", None) or getattr(ref, "block", None)
-    attr = getattr(ref, "attribute", None) or getattr(ref, "attr", None)
-    return addr, attr
+def ref_value(ref, attrs_of, unknown) -> Any:
+    """The value a deferred reference (``fleet.chat.endpoint``) points at, or `unknown`.
+
+    `attrs_of(address, attribute)` returns the attributes known for an address, or None.
+    """
+    if not ref.path:
+        return unknown
+    attrs = attrs_of(ref.instance_address, str(ref.path[0]))
+    if attrs is None or ref.path[0] not in attrs:
+        return unknown
+    value = attrs[ref.path[0]]
+    for step in ref.path[1:]:
+        try:
+            value = value[step]
+        except (KeyError, IndexError, TypeError):
+            return unknown
+    return unknown if value is None else value
 
 
 def _contains_unknown(value, unknown) -> bool:
@@ -190,6 +202,8 @@ def _plan_fleet(d: DesiredResource, attrs, unknown, ctx: _Ctx) -> Change:
                 after[k] = prior[k]
     if endpoints_change or rec is None:
         unknown = set(unknown) | set(FLEET_COMPUTED)
+        for k in FLEET_COMPUTED:
+            after[k] = None
     elif prior:
         for k in FLEET_COMPUTED:
             if k in prior:
@@ -224,8 +238,9 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
         pplan = provider.plan(None, attrs)
         ctx.diagnostics.extend(_locate(pplan.diagnostics, d))
         reasons = ["not in state"] if rec is None else ["an interrupted create left no server behind"]
-        return Change(**base, action="create", reasons=reasons, after=pplan.attributes, after_unknown=sorted(unknown),
-                      attributes=diff_attributes(None, pplan.attributes, unknown=unknown), create_before_destroy=cbd)
+        after, unknown = _with_computed(pplan.attributes, unknown, provider)
+        return Change(**base, action="create", reasons=reasons, after=after, after_unknown=sorted(unknown),
+                      attributes=diff_attributes(None, after, unknown=unknown), create_before_destroy=cbd)
 
     prior = dict(rec.attributes)
     reasons: list[str] = []
@@ -249,8 +264,9 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
     forces = [k for k in pplan.requires_replace if k not in ignore]
     if gone:
         detail = f": {obs.result.detail}" if obs.result.detail else ""
-        return Change(**base, action="create", before=rec.attributes, after=_strip(after, computed),
-                      after_unknown=sorted(unknown | computed & set(after)),
+        after, unknown = _with_computed(_strip(after, computed), unknown, provider)
+        return Change(**base, action="create", before=rec.attributes, after=after,
+                      after_unknown=sorted(unknown),
                       attributes=attr_changes, create_before_destroy=cbd,
                       reasons=[f"the real server is gone (refresh found nothing{detail}); it will be created again"])
     if rec.status in ("tainted", "failed", "deleting") or rec.pending:
@@ -269,8 +285,9 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
             ctx.diagnostics.append(Diagnostic(
                 f"{d.address} cannot be replaced create-before-destroy (fixed port); it will be stopped before its replacement starts",
                 severity="warning", location=d.location, path=d.address))
+        after, unknown = _with_computed(_strip(after, computed), unknown, provider)
         return Change(**base, action="replace", before=rec.attributes,
-                      after=_strip(after, computed), after_unknown=sorted(unknown | (computed & set(after))),
+                      after=after, after_unknown=sorted(unknown),
                       attributes=attr_changes, requires_replace=forces, create_before_destroy=cbd, reasons=reasons)
     if attr_changes:
         return Change(**base, action="update", before=rec.attributes, after=after, after_unknown=sorted(unknown),
@@ -280,6 +297,17 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
         return Change(**base, action="refresh", before=rec.attributes, after=prior,
                       reasons=["state updated from what refresh found"])
     return Change(**base, action="noop", before=rec.attributes, after=prior)
+
+
+def _with_computed(attrs: dict, unknown: set[str], provider) -> tuple[dict, set[str]]:
+    """Add the provider's computed attributes as known-after-apply to a new object's attributes."""
+    after = dict(attrs)
+    unknown = set(unknown)
+    for k in provider.computed | ({"port"} if attrs.get("port") is None else set()):
+        after.setdefault(k, None)
+        if after[k] is None:
+            unknown.add(k)
+    return after, unknown
 
 
 def _observed_differs(stored: dict, observed: dict) -> bool:

@@ -91,7 +91,12 @@ def render_change(c: Change) -> Text:
 
 def render_plan(plan: Plan, console: Console, *, show_noop: bool = False) -> None:
     """Print the plan: warnings and risks first, then each change, then the summary line."""
-    warnings = [d for d in plan.diagnostics if d.get("severity") == "warning"]
+    warnings, seen = [], set()
+    for d in plan.diagnostics:
+        key = (d.get("summary"), json.dumps(d.get("location"), sort_keys=True))
+        if d.get("severity") == "warning" and key not in seen:
+            seen.add(key)
+            warnings.append(d)
     risks = [(c.address, r) for c in plan.changes for r in c.risks if "serving capacity" in r]
     if risks or warnings:
         console.print(Text("Warnings:", style="bold yellow"))

@@ -156,11 +156,7 @@ class Workspace:
     def _resolver(self, store):
         from infraplan.config.expressions import UNKNOWN, has_deferred, resolve_deferred
 
-        def lookup(ref):
-            addr = getattr(ref, "address", None)
-            attr = getattr(ref, "attribute", None)
-            rec = store.get(addr)
-            return (rec.attributes or {}).get(attr, UNKNOWN) if rec else UNKNOWN
+        lookup = self._state_lookup(store, UNKNOWN)
 
         def resolve(attrs: dict, unknown: list[str]) -> dict:
             if not unknown:
@@ -170,13 +166,20 @@ class Workspace:
 
         return resolve
 
+    @staticmethod
+    def _state_lookup(store, unknown):
+        from infraplan.planner import ref_value
+
+        def attrs_of(addr, _attr):
+            rec = store.get(addr)
+            return rec.attributes if rec else None
+
+        return lambda ref: ref_value(ref, attrs_of, unknown)
+
     def compute_outputs(self, store) -> dict[str, Any]:
         from infraplan.config.expressions import UNKNOWN, has_deferred, resolve_deferred
 
-        def lookup(ref):
-            rec = store.get(getattr(ref, "address", None))
-            return (rec.attributes or {}).get(getattr(ref, "attribute", None), UNKNOWN) if rec else UNKNOWN
-
+        lookup = self._state_lookup(store, UNKNOWN)
         out = {}
         for name, o in self.config.outputs.items():
             v = resolve_deferred(o.value, lookup) if has_deferred(o.value) else o.value

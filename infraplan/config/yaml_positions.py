@@ -1,0 +1,202 @@
+"""Load YAML into plain Python values while remembering where every key and value is.
+
+PyYAML's composer gives nodes with marks; we build dicts/lists/scalars from them
+ourselves so each path (a tuple of keys and list indexes) maps to a `Location`.
+Mapping keys are always strings (the scalar's text), so ``on:`` or ``1:`` stay
+names instead of turning into booleans or numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+from infraplan.diagnostics import Diagnostic, Location
+
+try:  # the libyaml loader is several times faster
+    from yaml import CSafeLoader as _YamlLoader
+except ImportError:  # pragma: no cover
+    from yaml import SafeLoader as _YamlLoader  # type: ignore[assignment]
+
+PathT = tuple[str | int, ...]
+
+
+class _Loader(_YamlLoader):  # type: ignore[misc,valid-type]
+    """The safe loader with a leaner tag resolver (PyYAML's is pure Python and
+    dominates load time on big configs); same YAML 1.1 implicit types."""
+
+    _implicit = _YamlLoader.yaml_implicit_resolvers
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is ScalarNode:
+            if implicit[0]:
+                for tag, regexp in self._implicit.get(value[:1], ()):
+                    if regexp.match(value):
+                        return tag
+            return _STR_TAG
+        return _SEQ_TAG if kind is SequenceNode else _MAP_TAG
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+_SCALARS = SafeConstructor.yaml_constructors
+_constructor = SafeConstructor()
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+
+
+def format_path(path: PathT) -> str:
+    """``("fleet", "chat", "labels", 0)`` -> ``fleet.chat.labels[0]``."""
+    out: list[str] = []
+    for step in path:
+        if isinstance(step, int):
+            out.append(f"[{step}]")
+        elif _IDENT.match(step):
+            out.append(f".{step}" if out else step)
+        else:
+            out.append(f'["{step}"]')
+    return "".join(out)
+
+
+_PATH_STEP = re.compile(r'\.?([^.\[\]"]+)|\[(\d+)\]|\["([^"]*)"\]')
+
+
+def parse_path(text: str) -> PathT:
+    """The inverse of `format_path` (best effort for odd keys)."""
+    steps: list[str | int] = []
+    for m in _PATH_STEP.finditer(text):
+        if m.group(1) is not None:
+            steps.append(m.group(1))
+        elif m.group(2) is not None:
+            steps.append(int(m.group(2)))
+        else:
+            steps.append(m.group(3))
+    return tuple(steps)
+
+
+@dataclass
+class Positions:
+    """Where each path's key and value start in one file.
+
+    `keys` and `values` hold ``(line, col)`` pairs (1-based); use `key_at`,
+    `value_at` or `nearest` to get `Location` objects.
+    """
+
+    file: str
+    keys: dict[PathT, tuple[int, int]] = field(default_factory=dict)
+    values: dict[PathT, tuple[int, int]] = field(default_factory=dict)
+
+    def _at(self, lc: tuple[int, int] | None) -> Location | None:
+        return Location(self.file, lc[0], lc[1]) if lc is not None else None
+
+    def key_at(self, path: PathT) -> Location | None:
+        return self._at(self.keys.get(path))
+
+    def value_at(self, path: PathT) -> Location | None:
+        return self._at(self.values.get(path))
+
+    def nearest(self, path: PathT, *, key: bool = False) -> Location | None:
+        """The location of `path`, or of its closest existing ancestor.
+
+        ``key=True`` prefers the key's position (unknown keys); otherwise the
+        value's (wrong values).  A missing path falls back to its parent's key.
+        """
+        first, second = (self.keys, self.values) if key else (self.values, self.keys)
+        lc = first.get(path) or second.get(path)
+        p = path[:-1]
+        while lc is None and p:
+            lc = self.keys.get(p) or self.values.get(p)
+            p = p[:-1]
+        return self._at(lc or self.values.get(()))
+
+
+class _Builder:
+    def __init__(self, file: str):
+        self.pos = Positions(file)
+        self.diags: list[Diagnostic] = []
+
+    def build(self, node: Any, path: PathT) -> Any:
+        self.pos.values[path] = _lc(node.start_mark)
+        if isinstance(node, ScalarNode):
+            tag = node.tag
+            if tag == _STR_TAG or tag == _TIMESTAMP_TAG:
+                return node.value
+            ctor = _SCALARS.get(tag)
+            if ctor is None:
+                self._error(f"unsupported YAML tag {tag!r}", node, path)
+                return None
+            try:
+                return ctor(_constructor, node)
+            except (ConstructorError, ValueError) as e:
+                self._error(f"bad {tag.rsplit(':', 1)[-1]} value: {e}", node, path)
+                return None
+        if isinstance(node, SequenceNode):
+            return [self.build(child, path + (i,)) for i, child in enumerate(node.value)]
+        if isinstance(node, MappingNode):
+            return self._mapping(node, path)
+        self._error("unsupported YAML node", node, path)  # pragma: no cover
+        return None
+
+    def _mapping(self, node: MappingNode, path: PathT) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        merges: list[Any] = []
+        for knode, vnode in node.value:
+            if knode.tag == _MERGE_TAG:
+                merges.append(vnode)
+                continue
+            if not isinstance(knode, ScalarNode):
+                self._error("mapping keys must be plain strings", knode, path)
+                continue
+            key = knode.value
+            sub = path + (key,)
+            if key in out:
+                first = self.pos.key_at(sub)
+                self._error(f"duplicate key {key!r} (first defined at {first})", knode, sub)
+                continue
+            self.pos.keys[sub] = _lc(knode.start_mark)
+            out[key] = self.build(vnode, sub)
+        # YAML merge keys (`<<: *base`): explicit keys win over merged ones.
+        for vnode in merges:
+            sources = vnode.value if isinstance(vnode, SequenceNode) else [vnode]
+            for src in sources:
+                if not isinstance(src, MappingNode):
+                    self._error("a merge key (<<) needs a mapping or a list of mappings", src, path)
+                    continue
+                for k, v in self._mapping(src, path).items():
+                    out.setdefault(k, v)
+        return out
+
+    def _error(self, summary: str, node: Any, path: PathT) -> None:
+        self.diags.append(
+            Diagnostic(summary, location=_loc(self.pos.file, node.start_mark), path=format_path(path) or None)
+        )
+
+
+def load_yaml(text: str | bytes, file: str) -> tuple[Any, Positions, list[Diagnostic]]:
+    """Parse one YAML document; returns ``(value, positions, diagnostics)``.
+
+    An empty document gives ``None``.  Syntax errors come back as located
+    diagnostics (and a ``None`` value) instead of exceptions.
+    """
+    builder = _Builder(file)
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        loc = _loc(file, mark) if mark is not None else Location(file, 1, 1)
+        what = e.problem or "invalid YAML"
+        if e.context:
+            what += f" ({e.context})"
+        return None, builder.pos, [Diagnostic(f"YAML syntax error: {what}", location=loc)]
+    except yaml.YAMLError as e:  # pragma: no cover - e.g. reader errors without marks
+        return None, builder.pos, [Diagnostic(f"YAML error: {e}", location=Location(file, 1, 1))]
+    if node is None:
+        return None, builder.pos, []
+    value = builder.build(node, ())
+    return value, builder.pos, builder.diags
