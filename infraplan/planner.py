@@ -269,7 +269,13 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
                       after_unknown=sorted(unknown),
                       attributes=attr_changes, create_before_destroy=cbd,
                       reasons=[f"the real server is gone (refresh found nothing{detail}); it will be created again"])
-    if rec.status in ("tainted", "failed", "deleting") or rec.pending:
+    adopt = rec.status == "creating" and obs is not None and obs.result is not None and obs.result.exists \
+        and obs.result.healthy is not False
+    if obs is not None and obs.result is not None and obs.result.exists and obs.result.healthy is False:
+        ctx.diagnostics.append(Diagnostic(
+            f"{d.address} is running but not healthy" + (f": {obs.result.detail}" if obs.result.detail else ""),
+            severity="warning", location=d.location, path=d.address))
+    if not adopt and (rec.status in ("tainted", "failed", "deleting") or rec.pending):
         what = {"tainted": "tainted", "failed": "a previous apply failed on it",
                 "deleting": "an interrupted delete"}.get(rec.status, f"an interrupted {(rec.pending or {}).get('action', 'apply')}")
         reasons.append(f"replaced because {what}")
@@ -292,6 +298,9 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
     if attr_changes:
         return Change(**base, action="update", before=rec.attributes, after=after, after_unknown=sorted(unknown),
                       attributes=attr_changes, reasons=[f"{a.path} changes in place" for a in attr_changes][:3])
+    if adopt:
+        return Change(**base, action="refresh", before=rec.attributes, after=prior,
+                      reasons=["adopts the server an interrupted apply started"])
     refreshed = obs is not None and obs.result is not None and obs.result.exists and _observed_differs(rec.attributes, prior)
     if refreshed:
         return Change(**base, action="refresh", before=rec.attributes, after=prior,

@@ -116,6 +116,14 @@ class Positions:
         return self._at(lc or self.values.get(()))
 
 
+def _loc(file: str, mark: Any) -> Location:
+    return Location(file, mark.line + 1, mark.column + 1)
+
+
+def _lc(mark: Any) -> tuple[int, int]:
+    return (mark.line + 1, mark.column + 1)
+
+
 class _Builder:
     def __init__(self, file: str):
         self.pos = Positions(file)
