@@ -195,6 +195,8 @@ def _progress(obj, as_json):
             if ev["op"] in ("create", "update", "delete"):
                 done = {"create": "Creation", "update": "Update", "delete": "Destruction"}[ev["op"]]
                 console.print(f"{ev['address']}{old}: {done} complete after {ev.get('elapsed', 0):.1f}s")
+        elif ev["type"] == "still":
+            console.print(f"{ev['address']}{old}: Still {label.lower()}... [{ev.get('elapsed', 0):.0f}s elapsed]")
         elif ev["type"] == "failed":
             console.print(f"[red]{ev['address']}{old}: failed: {ev.get('error')}[/red]", markup=True)
         elif ev["type"] == "skipped":
@@ -212,11 +214,10 @@ def _finish(obj, ws, result, as_json, the_plan):
                                if not the_plan.destroy else {}}, default=str))
     else:
         c = obj.console()
-        s = the_plan.summary()
         style = "green" if result.ok else "red"
         verb = "Destroy" if the_plan.destroy else "Apply"
         c.print(f"\n[{style}]{verb} {'complete' if result.ok else 'finished with errors'}! "
-                f"Resources: {s['add']} added, {s['change']} changed, {s['destroy']} destroyed. "
+                f"Resources: {summary['added']} added, {summary['changed']} changed, {summary['destroyed']} destroyed. "
                 f"Steps: {summary['done']} done, {summary['failed']} failed, {summary['skipped']} skipped.[/{style}]",
                 markup=True)
         for nid, reason in result.failed.items():

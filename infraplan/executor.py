@@ -49,6 +49,9 @@ class ApplyResult:
     skipped: list[str] = field(default_factory=list)
     interrupted: bool = False
     elapsed_s: float = 0.0
+    added: int = 0
+    changed: int = 0
+    destroyed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -56,7 +59,18 @@ class ApplyResult:
 
     def summary(self) -> dict[str, Any]:
         return {"done": len(self.done), "failed": len(self.failed), "skipped": len(self.skipped),
+                "added": self.added, "changed": self.changed, "destroyed": self.destroyed,
                 "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3)}
+
+    def count(self, node: Node) -> None:
+        """Tally a finished node as Terraform counts resources."""
+        action = node.change.action
+        if node.op in ("delete", "forget"):
+            self.destroyed += 1
+        elif action in ("create", "replace"):
+            self.added += 1
+        elif action == "update":
+            self.changed += 1
 
 
 def build_apply_graph(plan: Plan) -> nx.DiGraph:
@@ -129,6 +143,7 @@ class Executor:
         self.retries = retries
         self.resolve = resolve or (lambda attrs, unknown: attrs)
         self._deposed: dict[str, str] = {}
+        self.still_every = 10.0  # seconds between "still creating" events
 
     # -- the walk --------------------------------------------------------------
     def run(self, plan: Plan) -> ApplyResult:
@@ -161,7 +176,11 @@ class Executor:
                         running[pool.submit(self._call, job)] = (nid, t0, job)
                     if not running:
                         break
-                    finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    finished, _ = wait(list(running), timeout=self.still_every, return_when=FIRST_COMPLETED)
+                    if not finished:
+                        now = time.monotonic()
+                        for nid, t0, _job in running.values():
+                            self._emit("still", g.nodes[nid]["node"], elapsed=now - t0)
                     for fut in finished:
                         nid, t0, job = running.pop(fut)
                         node = g.nodes[nid]["node"]
@@ -186,6 +205,7 @@ class Executor:
                     try:
                         self._complete(node, fut.result())
                         result.done.append(nid)
+                        result.count(node)
                     except Exception as exc:  # noqa: BLE001 - recorded, reported
                         self._record_failure(node, exc)
                         result.failed[nid] = _reason(exc)
@@ -198,6 +218,7 @@ class Executor:
 
     def _finish_ok(self, node, value, g, result, remaining_preds, ready, blocked, t0) -> None:
         result.done.append(node.id)
+        result.count(node)
         self._emit("done", node, elapsed=time.monotonic() - t0)
         for succ in g.successors(node.id):
             remaining_preds[succ] -= 1

@@ -242,8 +242,10 @@ def to_text(value: Any) -> str:
 class EvalContext:
     """What references resolve against at config time.
 
-    All values are in template form (see `escape`); `each` is ``(key, value)``
-    inside a `for_each` block, else None.
+    `variables` and the `each` key are final values (escaped when used);
+    `locals`, `models` and the `each` value are in template form, as
+    `evaluate` produces them.  `each` is ``(key, value)`` inside a `for_each`
+    block, else None.
     """
 
     variables: Mapping[str, Any]
@@ -255,7 +257,9 @@ class EvalContext:
         if ref.kind == "each":
             if self.each is None:
                 raise ExpressionError(f"each.{ref.name} can only be used in a block with for_each")
-            value = self.each[0] if ref.name == "key" else self.each[1]
+            if ref.name == "key":
+                return escape(self.each[0])
+            value = self.each[1]
         else:
             table = {"var": self.variables, "local": self.locals, "model": self.models}.get(ref.kind)
             if table is None:
@@ -264,6 +268,8 @@ class EvalContext:
                 noun = {"var": "variable", "local": "local", "model": "model"}[ref.kind]
                 raise ExpressionError(f"unknown {noun} {ref.address!r}{_did_you_mean(ref.name, table)}")
             value = table[ref.name]
+            if ref.kind == "var":
+                return escape(_walk(value, ref))
         return _walk(value, ref)
 
 

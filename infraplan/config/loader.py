@@ -30,7 +30,6 @@ from infraplan.config.expressions import (
     ExpressionError,
     Reference,
     did_you_mean,
-    escape,
     evaluate,
     has_deferred,
     parse_template,
@@ -519,7 +518,7 @@ class _Loader:
     def _evaluate(self, order: list[str], variables: dict[str, Any]) -> dict[str, Any]:
         self.local_values: dict[str, Any] = {n: INVALID for n in self.raw["locals"]}
         self.model_attrs: dict[str, Any] = {n: INVALID for n in self.raw["model"]}
-        ctx = EvalContext(escape(variables), self.local_values, self.model_attrs)
+        ctx = EvalContext(variables, self.local_values, self.model_attrs)
         out: dict[str, dict[str, Any]] = {"model": {}, "fleet": {}, "provider": {}, "output": {}}
         for node in order:
             kind, name = node.split(".", 1)
@@ -572,7 +571,7 @@ class _Loader:
             self.fleet_keys[name] = [k for k, _ in instances] if instances is not None else INVALID
         results = []
         for key, value in instances or [(INVALID, INVALID)]:
-            each = None if key is None else (escape(key) if key is not INVALID else INVALID, value)
+            each = None if key is None else (key, value)
             ictx = EvalContext(ctx.variables, ctx.locals, ctx.models, each)
             block = self._validate(node, self._eval(node, body, ictx), FleetBlock)
             if block is None or key is INVALID:
