@@ -342,6 +342,49 @@ def output(name, state_path, as_json, raw):
 
 
 @cli.command()
+@click.argument("planfile", required=False, type=click.Path())
+@click.option("--state", "state_path", type=click.Path(), default="infraplan.db")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@_handle
+def show(obj, planfile, state_path, as_json):
+    """Show a saved plan, or the resources in state."""
+    from infraplan.plan import Plan
+    from infraplan.redact import redact
+    from infraplan.render import render_plan
+    from infraplan.state import StateStore
+
+    if planfile:
+        saved = Plan.load(planfile)
+        if as_json:
+            click.echo(json.dumps(saved.to_json(), indent=2, sort_keys=True, default=str))
+        else:
+            render_plan(saved, obj.console())
+        return
+    snap = StateStore.open_readonly(state_path).snapshot()
+    if as_json:
+        click.echo(json.dumps({"lineage": snap.lineage, "serial": snap.serial, "outputs": snap.outputs,
+                               "resources": [redact({"address": r.address, "deposed": r.deposed, "kind": r.kind,
+                                                     "provider": r.provider, "status": r.status,
+                                                     "attributes": r.attributes}) for r in snap.resources]},
+                              indent=2, default=str))
+        return
+    if not snap.resources:
+        click.echo("The state is empty.")
+        return
+    from rich.table import Table
+
+    table = Table("address", "status", "endpoint", "model", "revision", box=None)
+    for r in snap.resources:
+        a = r.attributes or {}
+        table.add_row(r.address + (f" (deposed {r.deposed})" if r.deposed else ""), r.status,
+                      str(a.get("endpoint") or ""), str(a.get("model") or a.get("source") or ""),
+                      str(a.get("model_revision") or a.get("revision") or ""))
+    obj.console().print(table)
+    click.echo(f"\nstate serial {snap.serial}, lineage {snap.lineage}")
+
+
+@cli.command()
 @click.argument("path", default=".", type=click.Path())
 @config_options
 @_handle

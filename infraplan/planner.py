@@ -269,8 +269,8 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
                       after_unknown=sorted(unknown),
                       attributes=attr_changes, create_before_destroy=cbd,
                       reasons=[f"the real server is gone (refresh found nothing{detail}); it will be created again"])
-    adopt = rec.status == "creating" and obs is not None and obs.result is not None and obs.result.exists \
-        and obs.result.healthy is not False
+    # a server an interrupted apply started is ours (found by its instance id), even while it warms up
+    adopt = rec.status == "creating" and obs is not None and obs.result is not None and obs.result.exists
     if obs is not None and obs.result is not None and obs.result.exists and obs.result.healthy is False:
         ctx.diagnostics.append(Diagnostic(
             f"{d.address} is running but not healthy" + (f": {obs.result.detail}" if obs.result.detail else ""),

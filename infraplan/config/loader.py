@@ -600,6 +600,8 @@ class _Loader:
         elif isinstance(fe, list):
             pairs = []
             for i, item in enumerate(fe):
+                if item is INVALID:
+                    return None  # already reported
                 if isinstance(item, str) and has_deferred(item):
                     self.error(f"for_each must be known at plan time, but item {item!r} is only known after apply",
                                path + (i,))

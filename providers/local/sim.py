@@ -8,6 +8,10 @@ emitted after `--ttft-ms` and then every `--tpot-ms`, really sleeping, so the
 latency metrics it exports under SGLang's metric names are real measurements of
 the simulated timing. Every identity field says `infraplan-sim`.
 
+`--server-args-json` adds SGLang server args to what `/server_info` reports; an
+`api_key` there is enforced as SGLang does (Bearer token on all but /health*, /metrics).
+`--port 0` binds a free port; the startup line names it.
+
     python -m infraplan_providers.local.sim --port 30000 --model-path org/name \
         --revision main --served-model-name name [--ttft-ms 20] [--tpot-ms 5]
 """
@@ -15,6 +19,7 @@ the simulated timing. Every identity field says `infraplan-sim`.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import signal
@@ -103,8 +108,13 @@ class SimMetrics:
         self.cache_hit_rate = g("sglang:cache_hit_rate", "The prefix cache hit rate.")
 
 
-class SimulatedFailure(Exception):
-    """A failure drawn by --error-rate."""
+@functools.cache
+def _snapshot_defaults() -> dict[str, Any]:
+    """SGLang's defaults for the common server args (from the committed parser snapshot)."""
+    try:
+        return {k: v["default"] for k, v in json.loads(SNAPSHOT.read_text())["args"].items()}
+    except OSError:
+        return {}
 
 
 class Simulator:
@@ -120,7 +130,7 @@ class Simulator:
         self._tokens_in_flight = 0
         self._recent: list[tuple[float, int]] = []  # (time, tokens) for gen_throughput
         self.context_length = int(cfg.server_args.get("context_length") or DEFAULT_CONTEXT_LENGTH)
-        self.metrics.num_used_tokens.set(0)
+        self.weight_version = str(cfg.server_args.get("weight_version") or "default")
 
     # -- identity -----------------------------------------------------------
     def ready(self) -> bool:
@@ -128,10 +138,7 @@ class Simulator:
 
     def server_args(self) -> dict[str, Any]:
         """Server args as SGLang's `dataclasses.asdict(ServerArgs)` names them."""
-        try:
-            defaults = {k: v["default"] for k, v in json.loads(SNAPSHOT.read_text())["args"].items()}
-        except OSError:
-            defaults = {}
+        defaults = _snapshot_defaults()
         c = self.cfg
         base = {
             "model_path": c.model_path, "tokenizer_path": c.model_path, "revision": c.revision,
@@ -150,7 +157,7 @@ class Simulator:
             "tokenizer_path": args["tokenizer_path"],
             "is_generation": True,
             "preferred_sampling_params": args.get("preferred_sampling_params"),
-            "weight_version": args.get("weight_version", "default"),
+            "weight_version": self.weight_version,
             "has_image_understanding": False,
             "has_audio_understanding": False,
             "model_type": ENGINE,
@@ -242,6 +249,10 @@ class Simulator:
                 m.num_running.set(self._running)
                 m.num_used_tokens.set(self._tokens_in_flight)
                 m.gen_throughput.set(self._throughput(time.monotonic()))
+
+
+class BadRequest(Exception):
+    """The request cannot be served as sent (answered with HTTP 400)."""
 
 
 def count_tokens(text: str) -> int:
@@ -355,14 +366,24 @@ class Handler(BaseHTTPRequestHandler):
             return get_routes[path]()
         if path in post_routes and (method in ("POST", "PUT")):
             body = self._body()
-            if not isinstance(body, dict) and not (path == "/generate" and isinstance(body, list)):
+            if not isinstance(body, dict):
                 return self._openai_error(400, "request body must be a JSON object", "BadRequestError")
             if not self.sim.ready():
                 return self._openai_error(503, "the simulator is still starting (--startup-s)", "ServiceUnavailable")
-            return post_routes[path](body)
+            try:
+                return post_routes[path](body)
+            except BadRequest as e:
+                return self._openai_error(400, str(e), "BadRequestError")
         if method != "GET":
             self._body()
         self._send_json({"detail": "Not Found"}, 404)
+
+    def _max_tokens(self, value: Any, default: int) -> int:
+        if value is None:
+            return default
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= self.sim.context_length:
+            raise BadRequest(f"max tokens must be an integer between 0 and {self.sim.context_length}, got {value!r}")
+        return value
 
     # -- routes -------------------------------------------------------------
     def _health(self) -> None:
@@ -378,7 +399,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _generate(self, body: dict[str, Any]) -> None:
         sp = body.get("sampling_params") or {}
-        max_new = int(sp.get("max_new_tokens", 128))
+        max_new = self._max_tokens(sp.get("max_new_tokens"), 128)  # SGLang's SamplingParams default
         text = body.get("text")
         if isinstance(text, list):
             if body.get("stream"):
@@ -404,7 +425,7 @@ class Handler(BaseHTTPRequestHandler):
                 "id": rid,
                 "finish_reason": {"type": "length", "length": max_new} if finished else None,
                 "prompt_tokens": n_prompt,
-                "weight_version": "default",
+                "weight_version": self.sim.weight_version,
                 "total_retractions": 0,
                 "completion_tokens": len(ids),
                 "cached_tokens": 0,
@@ -437,8 +458,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.sim.draw_failure():
             return self._openai_error(500, "simulated failure (--error-rate)", "InternalServerError")
         default_max = 128 if chat else 16  # SGLang: CompletionRequest.max_tokens = 16
-        max_new = body.get("max_completion_tokens") or body.get("max_tokens") or default_max
-        max_new = int(max_new)
+        requested = body.get("max_completion_tokens")
+        max_new = self._max_tokens(body.get("max_tokens") if requested is None else requested, default_max)
         model = body.get("model") or self.sim.cfg.served_model_name
         n_prompt = count_tokens(prompt)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
@@ -470,7 +491,11 @@ class Handler(BaseHTTPRequestHandler):
                     self._event(chunk([{"index": 0, "delta": {"role": None, "content": None, "reasoning_content": None, "tool_calls": None},
                                         "logprobs": None, "finish_reason": "length", "matched_stop": None}]))
                 if usage_wanted:
-                    self._event(chunk([], _usage(n_prompt, n)))
+                    final = chunk([], _usage(n_prompt, n))
+                    if not chat:  # SGLang dumps this one with exclude_none=True
+                        final = {k: v for k, v in final.items() if v is not None}
+                        final["usage"] = {k: v for k, v in final["usage"].items() if v is not None}
+                    self._event(final)
                 self._end_stream()
             except (BrokenPipeError, ConnectionResetError):
                 pass
@@ -482,7 +507,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length", "matched_stop": None}
         self._send_json({"id": rid, "object": obj, "created": created, "model": model, "choices": [choice],
-                         "usage": _usage(n_prompt, max_new), "metadata": {"weight_version": "default"}})
+                         "usage": _usage(n_prompt, max_new), "metadata": {"weight_version": self.sim.weight_version}})
 
     def _completions(self, body: dict[str, Any]) -> None:
         prompt = body.get("prompt", "")
@@ -531,7 +556,7 @@ def parse_args(argv: list[str] | None = None) -> SimConfig:
     except ProviderError as e:
         p.error(str(e))
     cfg = SimConfig(
-        model_path=model_path, served_model_name=a.served_model_name or a.model_path.rstrip("/").split("/")[-1],
+        model_path=model_path, served_model_name=a.served_model_name or model_path,  # SGLang's default
         revision=a.revision, host=a.host, port=a.port, ttft_ms=a.ttft_ms, tpot_ms=a.tpot_ms,
         error_rate=a.error_rate, startup_s=a.startup_s, seed=a.seed, server_args=extra,
     )
