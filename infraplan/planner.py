@@ -76,10 +76,11 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
         d = desired[addr]
         attrs = d.attributes
         unknown: set[str] = set()
-        if has_deferred(attrs):
+        if _has_template(attrs):
+            # finish deferred references (fleet.x.endpoint) and unescape literal $${
             resolved = {}
             for k, v in attrs.items():
-                rv = resolve_deferred(v, lookup) if has_deferred(v) else v
+                rv = resolve_deferred(v, lookup)
                 if rv is UNKNOWN or _contains_unknown(rv, UNKNOWN):
                     unknown.add(k)
                 resolved[k] = v if k in unknown else rv
@@ -162,6 +163,16 @@ def ref_value(ref, attrs_of, unknown) -> Any:
         except (KeyError, IndexError, TypeError):
             return unknown
     return unknown if value is None else value
+
+
+def _has_template(value) -> bool:
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    return False
 
 
 def _contains_unknown(value, unknown) -> bool:
@@ -410,7 +421,7 @@ def _ordered(changes: list[Change]) -> list[Change]:
 def _plan_outputs(config, lookup, UNKNOWN, resolve_deferred, has_deferred) -> dict:
     out = {}
     for name, o in config.outputs.items():
-        value = resolve_deferred(o.value, lookup) if has_deferred(o.value) else o.value
+        value = resolve_deferred(o.value, lookup)
         unknown = _contains_unknown(value, UNKNOWN)
         out[name] = {"value": None if unknown else value, "unknown": unknown, "sensitive": o.sensitive}
     return out

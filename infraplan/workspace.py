@@ -182,6 +182,6 @@ class Workspace:
         lookup = self._state_lookup(store, UNKNOWN)
         out = {}
         for name, o in self.config.outputs.items():
-            v = resolve_deferred(o.value, lookup) if has_deferred(o.value) else o.value
+            v = resolve_deferred(o.value, lookup)
             out[name] = None if v is UNKNOWN else v
         return out
