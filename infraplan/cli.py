@@ -156,7 +156,7 @@ def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, 
 
 def _public_vars(ws, var_args):
     """--var values to store in a saved plan: sensitive ones are left out (give them again)."""
-    sensitive = {n for n, v in ws.config.variables.items() if n in getattr(ws.config, "sensitive_variables", set())}
+    sensitive = {n for n, block in ws.config.variable_blocks.items() if block.sensitive}
     return [a for a in var_args if a.split("=", 1)[0] not in sensitive]
 
 
@@ -263,8 +263,8 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
     from infraplan.render import render_plan
 
     if _looks_like_plan_file(path):
+        saved = Plan.load(path)  # a clean error for a corrupt or foreign file
         raw = json.loads(Path(path).read_text())
-        saved = Plan.load(path)
         opts = raw.get("apply_options", {})
         ws = _workspace(saved.config_path, state_path or opts.get("state"),
                         list(opts.get("var_args", [])) + list(var_args), list(opts.get("var_files", [])) + list(var_files))

@@ -38,6 +38,12 @@ class _Ctx:
     state: dict[str, Any]  # address -> current record
     changes: dict[str, Change] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    by_fleet: dict[str, list[Change]] = field(default_factory=dict)
+
+    def add(self, key: str, change: Change) -> None:
+        self.changes[key] = change
+        if change.kind == "replica" and change.fleet:
+            self.by_fleet.setdefault(change.fleet, []).append(change)
 
 
 def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | None = None,
@@ -72,6 +78,29 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
     def lookup(ref) -> Any:
         return ref_value(ref, attrs_of, UNKNOWN)
 
+    # what config no longer declares
+    for addr, rec in current.items():
+        if addr in desired:
+            continue
+        obs = observations.get(addr)
+        gone = obs is not None and obs.result is not None and not obs.result.exists
+        reason = "destroy requested" if opts.destroy else "no longer in the configuration"
+        if gone:
+            reason += " (already gone: only the state entry is removed)"
+        ctx.add(addr, Change(
+            address=addr, kind=rec.kind, action="delete", provider=rec.provider,
+            provider_type=(rec.attributes or {}).get("provider_type"), reasons=[reason],
+            before=rec.attributes, after=None, dependencies=list(rec.dependencies or []),
+            fleet=(rec.attributes or {}).get("fleet") if rec.kind == "replica" else None,
+        ))
+    for rec in deposed:
+        ctx.add(record_key(rec), Change(
+            address=rec.address, kind=rec.kind, action="delete", provider=rec.provider,
+            reasons=["deposed object left by an interrupted replacement"], before=rec.attributes,
+            dependencies=list(rec.dependencies or []), deposed=rec.deposed,
+            fleet=(rec.attributes or {}).get("fleet"),
+        ))
+
     for addr in creation_order(graph):
         d = desired[addr]
         attrs = d.attributes
@@ -91,33 +120,10 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
             change = _plan_fleet(d, attrs, unknown, ctx)
         else:
             change = _plan_plain(d, attrs, unknown, ctx)
-        if addr in opts.replace and change.action in ("update", "noop", "refresh"):
+        if addr in opts.replace and d.kind != "replica" and change.action in ("update", "noop", "refresh"):
             change.action = "replace"
             change.reasons.append("replacement requested with --replace")
-        ctx.changes[addr] = change
-
-    # what config no longer declares
-    for addr, rec in current.items():
-        if addr in desired:
-            continue
-        obs = observations.get(addr)
-        gone = obs is not None and obs.result is not None and not obs.result.exists
-        reason = "destroy requested" if opts.destroy else "no longer in the configuration"
-        if gone:
-            reason += " (already gone: only the state entry is removed)"
-        ctx.changes[addr] = Change(
-            address=addr, kind=rec.kind, action="delete", provider=rec.provider,
-            provider_type=(rec.attributes or {}).get("provider_type"), reasons=[reason],
-            before=rec.attributes, after=None, dependencies=list(rec.dependencies or []),
-            fleet=(rec.attributes or {}).get("fleet") if rec.kind == "replica" else None,
-        )
-    for rec in deposed:
-        ctx.changes[record_key(rec)] = Change(
-            address=rec.address, kind=rec.kind, action="delete", provider=rec.provider,
-            reasons=["deposed object left by an interrupted replacement"], before=rec.attributes,
-            dependencies=list(rec.dependencies or []), deposed=rec.deposed,
-            fleet=(rec.attributes or {}).get("fleet"),
-        )
+        ctx.add(addr, change)
 
     _check_prevent_destroy(desired, current, ctx)
     _mark_risks(ctx, desired)
@@ -128,6 +134,15 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
         keep |= {t for t in opts.targets if t in current}
         changes = [c for c in changes if c.address in keep or _targets_fleet(c, opts.targets)]
 
+    for flag, addrs in (("--target", opts.targets), ("--replace", opts.replace)):
+        for a in addrs:
+            if a not in desired and a not in current and not any(
+                    x.startswith(a + "[") for x in list(desired) + list(current)):
+                ctx.diagnostics.append(Diagnostic(f"{flag} {a}: no such resource in the configuration or the state"))
+    if opts.targets:
+        ctx.diagnostics.append(Diagnostic(
+            "resource targeting is in effect: this plan may not hold every change the configuration needs",
+            severity="warning"))
     errors = [d for d in ctx.diagnostics if d.severity == "error"]
     if errors:
         raise PlanError(errors[0].one_line(), ctx.diagnostics)
@@ -165,6 +180,11 @@ def ref_value(ref, attrs_of, unknown) -> Any:
     return unknown if value is None else value
 
 
+def _changed_names(changes) -> str:
+    names = sorted({a.path.split(".")[0] for a in changes})
+    return "changed: " + ", ".join(names)
+
+
 def _has_template(value) -> bool:
     if isinstance(value, str):
         return "${" in value
@@ -197,12 +217,12 @@ def _plan_plain(d: DesiredResource, attrs, unknown, ctx: _Ctx) -> Change:
     action = "update" if attr_changes else "noop"
     return Change(address=d.address, kind=d.kind, action=action, before=rec.attributes, after=after,
                   after_unknown=sorted(unknown), attributes=attr_changes, dependencies=sorted(d.depends_on),
-                  reasons=[f"{len(attr_changes)} attribute(s) changed"] if attr_changes else [])
+                  reasons=[_changed_names(attr_changes)] if attr_changes else [])
 
 
 def _plan_fleet(d: DesiredResource, attrs, unknown, ctx: _Ctx) -> Change:
     rec = ctx.state.get(d.address)
-    replica_changes = [c for c in ctx.changes.values() if c.fleet == d.address and c.kind == "replica"]
+    replica_changes = ctx.by_fleet.get(d.address, [])
     endpoints_change = any(c.action in ("create", "replace", "delete") for c in replica_changes)
     prior = rec.attributes if rec else None
     after = dict(attrs)
@@ -229,6 +249,8 @@ def _plan_fleet(d: DesiredResource, attrs, unknown, ctx: _Ctx) -> Change:
     before_n, after_n = prior.get("replicas"), after.get("replicas")
     if before_n != after_n:
         reasons.append(f"replicas {before_n} -> {after_n}")
+    elif attr_changes:
+        reasons.append(_changed_names(attr_changes))
     return Change(address=d.address, kind="fleet", action="update" if attr_changes else "noop",
                   provider=d.provider, provider_type=d.provider_type, before=prior, after=after,
                   after_unknown=sorted(unknown), attributes=attr_changes, dependencies=sorted(d.depends_on),
@@ -245,11 +267,16 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
     cbd = True if d.lifecycle is None or d.lifecycle.create_before_destroy is None else d.lifecycle.create_before_destroy
     attrs = dict(attrs, provider_type=d.provider_type)
 
-    if rec is None or (obs and obs.result is not None and not obs.result.exists and rec.status == "creating"):
+    def fresh(reasons: list[str], unknown: set[str]) -> tuple[dict, set[str], bool]:
+        """Attributes of a brand-new object (no ids or ports of the old one)."""
         pplan = provider.plan(None, attrs)
         ctx.diagnostics.extend(_locate(pplan.diagnostics, d))
-        reasons = ["not in state"] if rec is None else ["an interrupted create left no server behind"]
         after, unknown = _with_computed(pplan.attributes, unknown, provider)
+        return after, unknown, pplan.create_before_destroy_ok
+
+    if rec is None or (obs and obs.result is not None and not obs.result.exists and rec.status == "creating"):
+        reasons = ["not in state"] if rec is None else ["an interrupted create left no server behind"]
+        after, unknown, _ = fresh(reasons, unknown)
         return Change(**base, action="create", reasons=reasons, after=after, after_unknown=sorted(unknown),
                       attributes=diff_attributes(None, after, unknown=unknown), create_before_destroy=cbd)
 
@@ -265,20 +292,13 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
     desired_attrs = {k: (prior.get(k) if k in ignore and k in prior else v) for k, v in attrs.items()}
     pplan = provider.plan(prior, desired_attrs)
     ctx.diagnostics.extend(_locate(pplan.diagnostics, d))
-    after = pplan.attributes
     computed = set(provider.computed)
-    attr_changes = diff_attributes(
-        {k: v for k, v in prior.items() if k not in computed},
-        {k: v for k, v in after.items() if k not in computed},
-        unknown=unknown, forces=set(pplan.requires_replace) - ignore,
-    )
     forces = [k for k in pplan.requires_replace if k not in ignore]
     if gone:
         detail = f": {obs.result.detail}" if obs.result.detail else ""
-        after, unknown = _with_computed(_strip(after, computed), unknown, provider)
-        return Change(**base, action="create", before=rec.attributes, after=after,
-                      after_unknown=sorted(unknown),
-                      attributes=attr_changes, create_before_destroy=cbd,
+        after, unknown, _ = fresh([], unknown)
+        return Change(**base, action="create", before=rec.attributes, after=after, after_unknown=sorted(unknown),
+                      attributes=diff_attributes(prior, after, unknown=unknown), create_before_destroy=cbd,
                       reasons=[f"the real server is gone (refresh found nothing{detail}); it will be created again"])
     # a server an interrupted apply started is ours (found by its instance id), even while it warms up
     adopt = rec.status == "creating" and obs is not None and obs.result is not None and obs.result.exists
@@ -286,34 +306,42 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
         ctx.diagnostics.append(Diagnostic(
             f"{d.address} is running but not healthy" + (f": {obs.result.detail}" if obs.result.detail else ""),
             severity="warning", location=d.location, path=d.address))
+    forced_by: list[str] = []
     if not adopt and (rec.status in ("tainted", "failed", "deleting") or rec.pending):
-        what = {"tainted": "tainted", "failed": "a previous apply failed on it",
-                "deleting": "an interrupted delete"}.get(rec.status, f"an interrupted {(rec.pending or {}).get('action', 'apply')}")
-        reasons.append(f"replaced because {what}")
-        forces = forces or ["(status)"]
-    if forces and forces != ["(status)"]:
-        for a in attr_changes:
-            if a.forces_replace:
-                reasons.append(f"{a.path}: {_short(a.before)} -> {_short(a.after)} forces replacement")
-    cbd_ok = pplan.create_before_destroy_ok
-    if forces:
+        what = {"tainted": "it is tainted", "failed": "a previous apply failed on it",
+                "deleting": "a delete was interrupted"}.get(
+            rec.status, f"an interrupted {(rec.pending or {}).get('action', 'apply')}")
+        forced_by.append(f"replaced because {what}")
+    if d.address in opts.replace:
+        forced_by.append("replacement requested with --replace")
+
+    if forces or forced_by:
+        after, unknown, cbd_ok = fresh([], unknown)
+        cbd_ok = cbd_ok and pplan.create_before_destroy_ok
+        attr_changes = diff_attributes(prior, after, unknown=unknown, forces=set(forces))
+        reasons = forced_by + [f"{a.path}: {_short(a.before)} -> {_short(a.after)} forces replacement"
+                               for a in attr_changes if a.forces_replace]
         if cbd and not cbd_ok:
             cbd = False
             ctx.diagnostics.append(Diagnostic(
-                f"{d.address} cannot be replaced create-before-destroy (fixed port); it will be stopped before its replacement starts",
+                f"{d.address} cannot be replaced create-before-destroy (fixed port); "
+                "it will be stopped before its replacement starts",
                 severity="warning", location=d.location, path=d.address))
-        after, unknown = _with_computed(_strip(after, computed), unknown, provider)
-        return Change(**base, action="replace", before=rec.attributes,
-                      after=after, after_unknown=sorted(unknown),
-                      attributes=attr_changes, requires_replace=forces, create_before_destroy=cbd, reasons=reasons)
+        return Change(**base, action="replace", before=rec.attributes, after=after, after_unknown=sorted(unknown),
+                      attributes=attr_changes, requires_replace=forces or ["(forced)"],
+                      create_before_destroy=cbd, reasons=reasons)
+
+    after = pplan.attributes
+    attr_changes = diff_attributes(
+        {k: v for k, v in prior.items() if k not in computed},
+        {k: v for k, v in after.items() if k not in computed}, unknown=unknown)
     if attr_changes:
         return Change(**base, action="update", before=rec.attributes, after=after, after_unknown=sorted(unknown),
                       attributes=attr_changes, reasons=[f"{a.path} changes in place" for a in attr_changes][:3])
     if adopt:
         return Change(**base, action="refresh", before=rec.attributes, after=prior,
                       reasons=["adopts the server an interrupted apply started"])
-    refreshed = obs is not None and obs.result is not None and obs.result.exists and _observed_differs(rec.attributes, prior)
-    if refreshed:
+    if obs is not None and obs.result is not None and obs.result.exists and _observed_differs(rec.attributes, prior):
         return Change(**base, action="refresh", before=rec.attributes, after=prior,
                       reasons=["state updated from what refresh found"])
     return Change(**base, action="noop", before=rec.attributes, after=prior)

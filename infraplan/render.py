@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.text import Text
 
 from infraplan.plan import Change, Plan
-from infraplan.redact import REDACTED
+from infraplan.redact import REDACTED, redact
 
 SYMBOL = {"create": "+", "update": "~", "delete": "-", "replace": "-/+", "refresh": "~", "noop": " "}
 STYLE = {"create": "green", "update": "yellow", "delete": "red", "replace": "magenta", "refresh": "cyan", "noop": "dim"}
@@ -43,7 +43,12 @@ def headline(c: Change) -> str:
     }[c.action]
 
 
-def render_change(c: Change) -> Text:
+def render_change(c: Change, secrets: frozenset[str] = frozenset()) -> Text:
+    """One change, Terraform style; sensitive values are masked."""
+
+    def show(key: str, value: Any) -> str:
+        return fmt(redact(value, secrets, key=key.split(".")[-1]))
+
     t = Text()
     style = STYLE[c.action]
     t.append(f"  # {headline(c)}\n", style="bold")
@@ -54,13 +59,13 @@ def render_change(c: Change) -> Text:
         t.append(f"  # ({order})\n", style="dim")
     sym = SYMBOL[c.action] if not (c.action == "replace" and c.create_before_destroy) else "+/-"
     t.append(f"{sym:>3} ", style=style)
-    t.append(f'{c.kind} "{c.address}"' + (f" ({c.provider})" if c.provider else "") + " {\n")
+    t.append(f"{c.kind} {c.address}" + (f" ({c.provider})" if c.provider else "") + " {\n")
     if c.action == "create":
         for k in sorted((c.after or {})):
             v = c.after[k]
             if v is None and k not in c.after_unknown:
                 continue
-            shown = UNKNOWN_TEXT if k in c.after_unknown else fmt(v)
+            shown = UNKNOWN_TEXT if k in c.after_unknown else show(k, v)
             t.append("      + ", style="green")
             t.append(f"{k} = {shown}\n")
     elif c.action == "delete":
@@ -69,20 +74,22 @@ def render_change(c: Change) -> Text:
             if v is None:
                 continue
             t.append("      - ", style="red")
-            t.append(f"{k} = {fmt(v)}\n")
+            t.append(f"{k} = {show(k, v)}\n")
     else:
         shown = 0
         for a in c.attributes:
             top = a.path.split(".")[0]
-            after = UNKNOWN_TEXT if top in c.after_unknown else fmt(a.after)
+            after = UNKNOWN_TEXT if top in c.after_unknown else show(a.path, a.after)
             mark = "~" if a.before is not None and (a.after is not None or top in c.after_unknown) else ("+" if a.before is None else "-")
             t.append(f"      {mark} ", style=STYLE["update"] if mark == "~" else ("green" if mark == "+" else "red"))
-            t.append(f"{a.path} = {fmt(a.before)} -> {after}" if mark == "~" else f"{a.path} = {fmt(a.after) if mark == '+' else fmt(a.before)}")
+            t.append(f"{a.path} = {show(a.path, a.before)} -> {after}" if mark == "~"
+                     else f"{a.path} = {show(a.path, a.after) if mark == '+' else show(a.path, a.before)}")
             if a.forces_replace and c.action == "replace":
                 t.append("  # forces replacement", style="magenta")
             t.append("\n")
             shown += 1
-        hidden = len(c.after or {}) - len({a.path.split('.')[0] for a in c.attributes})
+        changed_keys = {a.path.split(".")[0] for a in c.attributes}
+        hidden = len([k for k in (c.after or {}) if k not in changed_keys and (c.after or {}).get(k) is not None])
         if hidden > 0:
             t.append(f"        # ({hidden} unchanged attributes hidden)\n", style="dim")
     t.append("    }\n")
@@ -118,9 +125,9 @@ def render_plan(plan: Plan, console: Console, *, show_noop: bool = False) -> Non
     if risky:
         console.print(Text("Destroys and replacements (review these first):", style="bold red"))
         for c in risky:
-            console.print(render_change(c))
+            console.print(render_change(c, plan.secrets))
     for c in rest:
-        console.print(render_change(c))
+        console.print(render_change(c, plan.secrets))
     console.print(summary_line(plan))
     _render_outputs(plan, console)
 

@@ -445,7 +445,7 @@ class _Loader:
             if model[6:] in self.raw["model"]:
                 self.graph.add_edge(node, model)
             else:
-                self.error(f"unknown model {model!r}{did_you_mean(model[6:], self.raw['model'])}", base + ("model",))
+                self.error(f"unknown model {model!r}{did_you_mean(model, ['model.' + m for m in self.raw['model']])}", base + ("model",))
         deps: set[str] = set()
         depends_on = raw.get("depends_on")
         for i, item in enumerate(depends_on if isinstance(depends_on, list) else ()):
@@ -577,7 +577,7 @@ class _Loader:
             if block is None or key is INVALID:
                 continue
             if block.model[6:] not in self.raw["model"]:
-                self.error(f"unknown model {block.model!r}{did_you_mean(block.model[6:], self.raw['model'])}",
+                self.error(f"unknown model {block.model!r}{did_you_mean(block.model, ['model.' + m for m in self.raw['model']])}",
                            base + ("model",))
                 continue
             if isinstance(block.replicas, int):

@@ -230,7 +230,8 @@ def resolve_variables(
         try:
             value = convert(g.value, decl.type, text=g.text)
         except ValueError as e:
-            diags.append(Diagnostic(f"variable {name!r}: {e}{source}", location=where, path=format_path(base)))
+            why = f"expected a {decl.type} (the sensitive value is not shown)" if decl.sensitive else str(e)
+            diags.append(Diagnostic(f"variable {name!r}: {why}{source}", location=where, path=format_path(base)))
             values[name] = INVALID
             continue
         ok = True

@@ -200,7 +200,10 @@ def load_yaml(text: str | bytes, file: str) -> tuple[Any, Positions, list[Diagno
         loc = _loc(file, mark) if mark is not None else Location(file, 1, 1)
         what = e.problem or "invalid YAML"
         if e.context:
-            what += f" ({e.context})"
+            what += f" ({e.context}"
+            if e.context_mark is not None and e.problem_mark is not None and e.context_mark.line != e.problem_mark.line:
+                what += f" started at {file}:{e.context_mark.line + 1}:{e.context_mark.column + 1}"
+            what += ")"
         return None, builder.pos, [Diagnostic(f"YAML syntax error: {what}", location=loc)]
     except yaml.YAMLError as e:  # pragma: no cover - e.g. reader errors without marks
         return None, builder.pos, [Diagnostic(f"YAML error: {e}", location=Location(file, 1, 1))]

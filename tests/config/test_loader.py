@@ -213,7 +213,7 @@ def test_reference_errors(cfg, snippet, message, where):
 
 def test_fleet_model_field_must_name_a_model(cfg):
     e = only(cfg(a_yaml="model:\n  llama: {source: x}\nfleet:\n  f: {model: model.lama}\n"))
-    assert e.summary == "unknown model 'model.lama'; did you mean 'llama'?"
+    assert e.summary == "unknown model 'model.lama'; did you mean 'model.llama'?"
     assert (str(e.location), e.path) == ("cfg/a.yaml:4:14", "fleet.f.model")
 
 
