@@ -1,0 +1,1 @@
+"""The `null` provider: resources kept only in state, for tests and benchmarks."""

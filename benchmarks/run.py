@@ -1,0 +1,301 @@
+"""Time the infraplan CLI on generated configurations (issue 6).
+
+    python benchmarks/run.py --sizes 100,1000 --json results.json
+    python benchmarks/run.py --sizes 1000 --steps plan,apply,noop_plan --json out.json
+    python benchmarks/run.py --sizes 100 --steps makespan --latency-ms 50 --parallelism 10,50
+
+Every step is one `infraplan` process. Its wall time is measured with
+`time.perf_counter` around it, and its CPU time (user + system) and peak RSS come
+from the rusage of that one child (`os.wait4`; the same figures as
+`getrusage(RUSAGE_CHILDREN)` deltas, but peak RSS of this child rather than the
+largest child so far). The output is one record per (size, step), written as JSON
+and printed as a table with the machine described.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import generate  # noqa: E402  (the sibling script)
+
+STARTUP_STEPS = ("version", "empty_plan")
+SIZE_STEPS = ("plan", "apply", "noop_plan", "bump_plan", "bump_apply", "drift", "destroy")
+ALL_STEPS = STARTUP_STEPS + SIZE_STEPS + ("makespan",)
+BUMPED_VERSION = 1
+
+
+class StepFailed(RuntimeError):
+    """An infraplan command exited non-zero."""
+
+    def __init__(self, step: str, message: str):
+        super().__init__(message)
+        self.step = step
+
+
+@dataclass
+class Measure:
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    returncode: int
+    output: str
+
+
+def infraplan_command(explicit: str | None = None) -> list[str]:
+    """How to run infraplan: --infraplan, else the script next to this interpreter, else `python -m`."""
+    if explicit:
+        return explicit.split()
+    script = Path(sys.executable).parent / "infraplan"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    found = shutil.which("infraplan")
+    return [found] if found else [sys.executable, "-m", "infraplan"]
+
+
+def measure(argv: list[str], cwd: Path) -> Measure:
+    """Run `argv` in `cwd` and measure it; stdout and stderr go to a file (no pipe to drain)."""
+    env = dict(os.environ, NO_COLOR="1", COLUMNS="120")
+    with tempfile.TemporaryFile(mode="w+b") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    # ru_maxrss is in KiB on Linux, in bytes on macOS
+    rss = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    return Measure(wall, usage.ru_utime + usage.ru_stime, rss, proc.returncode, text)
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, RAM and Python version of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        cpu = m.group(1).strip() if m else cpu
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        ram_gb = psutil.virtual_memory().total / 1024**3
+    except ImportError:  # pragma: no cover - psutil is an infraplan dependency
+        ram_gb = float("nan")
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(ram_gb, 1),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def has_command(cmd: list[str], name: str) -> bool:
+    m = measure([*cmd, "--help"], Path.cwd())
+    return re.search(rf"^\s+{re.escape(name)}\s", m.output, re.M) is not None
+
+
+class Runner:
+    """Runs the steps and collects records."""
+
+    def __init__(self, cmd: list[str], *, keep: bool = False, verbose: bool = True):
+        self.cmd = cmd
+        self.keep = keep
+        self.verbose = verbose
+        self.records: list[dict[str, Any]] = []
+
+    def _log(self, msg: str) -> None:
+        if self.verbose:
+            print(msg, file=sys.stderr, flush=True)
+
+    def _workdir(self, label: str) -> Path:
+        return Path(tempfile.mkdtemp(prefix=f"infraplan-bench-{label}-"))
+
+    def _cleanup(self, d: Path) -> None:
+        if self.keep:
+            self._log(f"  kept {d}")
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def record(self, n: int, step: str, m: Measure | None, **extra: Any) -> dict[str, Any]:
+        rec: dict[str, Any] = {"n": n, "step": step, "wall_s": None, "cpu_s": None, "peak_rss_mb": None}
+        if m is not None:
+            rec.update(wall_s=round(m.wall_s, 4), cpu_s=round(m.cpu_s, 4), peak_rss_mb=round(m.peak_rss_mb, 1))
+        rec.update(extra)
+        self.records.append(rec)
+        shown = f"{rec['wall_s']:.3f}s wall" if rec["wall_s"] is not None else rec.get("note", "")
+        self._log(f"  n={n:<6} {step:<14} {shown}")
+        return rec
+
+    def run(self, argv: list[str], cwd: Path, what: str) -> Measure:
+        m = measure([*self.cmd, *argv], cwd)
+        if m.returncode != 0:
+            tail = "\n".join(m.output.splitlines()[-15:])
+            raise StepFailed(what, f"{what}: `infraplan {' '.join(argv)}` exited with {m.returncode}:\n{tail}")
+        return m
+
+    # -- steps -------------------------------------------------------------------
+    def startup(self, steps: set[str]) -> None:
+        if "version" in steps:
+            self.record(0, "version", self.run(["--version"], Path.cwd(), "version"))
+        if "empty_plan" in steps:
+            d = self._workdir("empty")
+            try:
+                (d / "main.yaml").write_text("# an empty configuration\n")
+                self.record(0, "empty_plan", self.run(["plan"], d, "empty_plan"))
+            finally:
+                self._cleanup(d)
+
+    def size(self, n: int, steps: set[str], *, has_drift: bool) -> None:
+        """The per-size steps on a fresh directory; unselected prerequisites run unrecorded."""
+        d = self._workdir(f"n{n}")
+        try:
+            counts = generate.generate(n, d)
+            self._log(f"n={n}: {counts['resources']} resources in {d}")
+            needs_apply = bool(steps & {"noop_plan", "bump_plan", "bump_apply", "drift", "destroy"})
+            extra = {"resources": counts["resources"]}
+            if "plan" in steps:
+                self.record(n, "plan", self.run(["plan"], d, "plan"), **extra)
+            if "apply" in steps or needs_apply:
+                m = self.run(["apply", "--auto-approve"], d, "apply")
+                if "apply" in steps:
+                    self.record(n, "apply", m, **extra)
+            if "noop_plan" in steps:
+                m = self.run(["plan", "--detailed-exitcode"], d, "noop_plan")
+                self.record(n, "noop_plan", m, **extra)
+            if steps & {"bump_plan", "bump_apply"}:
+                generate.bump(d, BUMPED_VERSION)
+                if "bump_plan" in steps:
+                    self.record(n, "bump_plan", self.run(["plan"], d, "bump_plan"), **extra)
+                if "bump_apply" in steps:
+                    self.record(n, "bump_apply", self.run(["apply", "--auto-approve"], d, "bump_apply"), **extra)
+            if "drift" in steps:
+                if has_drift:
+                    self.record(n, "drift", self.run(["drift"], d, "drift"), **extra)
+                else:
+                    self.record(n, "drift", None, skipped=True, note="skipped: `infraplan drift` does not exist yet")
+            if "destroy" in steps:
+                self.record(n, "destroy", self.run(["destroy", "--auto-approve"], d, "destroy"), **extra)
+        finally:
+            self._cleanup(d)
+
+    def makespan(self, n: int, latency_ms: float, parallelism: list[int]) -> None:
+        """Apply from empty state with `latency_ms` per provider call at each parallelism."""
+        for p in parallelism:
+            d = self._workdir(f"makespan-n{n}-p{p}")
+            try:
+                counts = generate.generate(n, d, latency_ms=latency_ms)
+                m = self.run(["apply", "--auto-approve", "--json", f"--parallelism={p}"], d, "makespan")
+                summary = _last_summary(m.output)
+                ops, chain = counts["replicas"], 1
+                ideal = ideal_makespan(ops, chain, latency_ms / 1000.0, p)
+                elapsed = summary.get("elapsed_s") if summary else None
+                self.record(
+                    n, f"makespan_p{p}", m, resources=counts["resources"], parallelism=p, latency_ms=latency_ms,
+                    provider_ops=ops, longest_chain=chain, ideal_s=round(ideal, 4),
+                    makespan_s=elapsed, ratio_to_ideal=round(elapsed / ideal, 3) if elapsed and ideal else None,
+                )
+            finally:
+                self._cleanup(d)
+
+
+def ideal_makespan(ops: int, chain: int, latency_s: float, parallelism: int) -> float:
+    """The least time `ops` provider calls of `latency_s` can take: the longest chain of
+    dependent calls, or all calls spread evenly over `parallelism` workers, whichever is larger."""
+    return max(chain * latency_s, ops * latency_s / parallelism)
+
+
+def _last_summary(output: str) -> dict[str, Any] | None:
+    for line in reversed(output.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev.get("type") == "summary":
+                return ev
+    return None
+
+
+def print_table(records: list[dict[str, Any]], info: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"infraplan benchmarks: {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM, "
+                    f"Python {info['python']}")
+    for col in ("n", "step", "wall s", "cpu s", "peak RSS MB", "ratio to ideal", "note"):
+        t.add_column(col, justify="left" if col in ("step", "note") else "right")
+    for r in records:
+        def f(v, fmt="{:.3f}"):
+            return "" if v is None else fmt.format(v)
+        t.add_row(str(r["n"]), r["step"], f(r["wall_s"]), f(r["cpu_s"]), f(r["peak_rss_mb"], "{:.1f}"),
+                  f(r.get("ratio_to_ideal"), "{:.2f}"), r.get("note", ""))
+    Console(width=160).print(t)
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _steps(text: str) -> set[str]:
+    steps = {s.strip() for s in text.split(",") if s.strip()}
+    unknown = steps - set(ALL_STEPS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown step(s) {', '.join(sorted(unknown))}; known: {', '.join(ALL_STEPS)}")
+    return steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=_ints, default=[100, 1000], help="resource counts N (default 100,1000)")
+    p.add_argument("--steps", type=_steps, default=set(ALL_STEPS), help=f"comma list of {', '.join(ALL_STEPS)} (default all)")
+    p.add_argument("--json", dest="json_out", type=Path, help="write the records here")
+    p.add_argument("--latency-ms", type=float, default=50.0, help="makespan step: provider latency per call (default 50)")
+    p.add_argument("--parallelism", type=_ints, default=[10, 50], help="makespan step: parallelisms (default 10,50)")
+    p.add_argument("--makespan-n", type=int, default=1000, help="makespan step: N (default 1000)")
+    p.add_argument("--infraplan", help="command that runs infraplan (default: the script beside this python)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    a = p.parse_args(argv)
+
+    cmd = infraplan_command(a.infraplan)
+    info = machine()
+    runner = Runner(cmd, keep=a.keep, verbose=not a.quiet)
+    jobs: list[tuple[int, Any]] = [(0, lambda: runner.startup(a.steps))]
+    if a.steps & set(SIZE_STEPS):
+        drift = "drift" in a.steps and has_command(cmd, "drift")
+        jobs += [(n, lambda n=n: runner.size(n, a.steps, has_drift=drift)) for n in a.sizes]
+    if "makespan" in a.steps:
+        jobs.append((a.makespan_n, lambda: runner.makespan(a.makespan_n, a.latency_ms, a.parallelism)))
+    status = 0
+    for n, job in jobs:
+        try:
+            job()
+        except StepFailed as exc:  # record it and go on with the next size
+            print(f"error: {exc}", file=sys.stderr)
+            runner.record(n, exc.step, None, error=str(exc).splitlines()[-1], note="failed: see error")
+            status = 1
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 1
+    if a.json_out:
+        a.json_out.write_text(json.dumps({"machine": info, "command": cmd, "records": runner.records}, indent=2) + "\n")
+    print_table(runner.records, info)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
