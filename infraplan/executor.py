@@ -143,64 +143,99 @@ class Executor:
         self.retries = retries
         self.resolve = resolve or (lambda attrs, unknown: attrs)
         self._deposed: dict[str, str] = {}
+        self._old_attrs: dict[str, dict] = {}
+        self._members: dict[str, dict[str, dict]] = {}
         self.still_every = 10.0  # seconds between "still creating" events
 
     # -- the walk --------------------------------------------------------------
     def run(self, plan: Plan) -> ApplyResult:
+        """Walk the apply graph. State writes are grouped per scheduling round: the
+        intents of every node about to start are committed together *before* their
+        provider calls are submitted, and the results of every call that finished
+        together are committed before anything that depends on them starts."""
+        import heapq
+
         g = build_apply_graph(plan)
         result = ApplyResult()
         started = time.monotonic()
+        self._load_cache()
         remaining_preds = {n: g.in_degree(n) for n in g.nodes}
-        ready = sorted(n for n, d in remaining_preds.items() if d == 0)
-        running: dict[Future, tuple[str, float, Any]] = {}
+        ready = [n for n, d in remaining_preds.items() if d == 0]
+        heapq.heapify(ready)
+        running: dict[Future, tuple[str, float]] = {}
         blocked: set[str] = set()
-        stop = False
+
+        def release(nid: str) -> None:
+            for succ in g.successors(nid):
+                remaining_preds[succ] -= 1
+                if remaining_preds[succ] == 0 and succ not in blocked:
+                    heapq.heappush(ready, succ)
+
+        def finish_ok(node: Node, t0: float) -> None:
+            result.done.append(node.id)
+            result.count(node)
+            self._emit("done", node, elapsed=time.monotonic() - t0)
+            release(node.id)
+
         with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
             try:
                 while ready or running:
-                    while ready and len(running) < self.parallelism and not stop:
-                        nid = ready.pop(0)
-                        if nid in blocked:
-                            continue
-                        node: Node = g.nodes[nid]["node"]
-                        t0 = time.monotonic()
-                        self._emit("start", node)
-                        try:
-                            job = self._begin(node)
-                        except InfraplanError as exc:
-                            self._fail(node, str(exc), g, result, blocked, time.monotonic() - t0)
-                            continue
-                        if job is None:  # no provider call needed
-                            self._finish_ok(node, None, g, result, remaining_preds, ready, blocked, t0)
-                            continue
-                        running[pool.submit(self._call, job)] = (nid, t0, job)
+                    # 1. start what can start; intents in one transaction, then submit
+                    while ready and len(running) < self.parallelism:
+                        jobs: list[tuple[Node, float, Any]] = []
+                        finished_now: list[tuple[Node, float]] = []
+                        with self.store.batch():
+                            while ready and len(running) + len(jobs) < self.parallelism:
+                                nid = heapq.heappop(ready)
+                                if nid in blocked:
+                                    continue
+                                node: Node = g.nodes[nid]["node"]
+                                t0 = time.monotonic()
+                                self._emit("start", node)
+                                try:
+                                    job = self._begin(node)
+                                except InfraplanError as exc:
+                                    self._fail(node, str(exc), g, result, blocked, time.monotonic() - t0)
+                                    continue
+                                if job is None:
+                                    finished_now.append((node, t0))
+                                else:
+                                    jobs.append((node, t0, job))
+                        for node, t0, job in jobs:
+                            running[pool.submit(self._call, job)] = (node.id, t0)
+                        for node, t0 in finished_now:  # no provider call: done once committed
+                            finish_ok(node, t0)
                     if not running:
                         break
+                    # 2. wait for calls; results in one transaction, then release dependents
                     finished, _ = wait(list(running), timeout=self.still_every, return_when=FIRST_COMPLETED)
                     if not finished:
                         now = time.monotonic()
-                        for nid, t0, _job in running.values():
+                        for nid, t0 in running.values():
                             self._emit("still", g.nodes[nid]["node"], elapsed=now - t0)
-                    for fut in finished:
-                        nid, t0, job = running.pop(fut)
-                        node = g.nodes[nid]["node"]
-                        exc = fut.exception()
-                        if exc is not None:
+                        continue
+                    ok: list[tuple[Node, float]] = []
+                    with self.store.batch():
+                        for fut in finished:
+                            nid, t0 = running.pop(fut)
+                            node = g.nodes[nid]["node"]
+                            exc = fut.exception()
+                            if exc is None:
+                                try:
+                                    self._complete(node, fut.result())
+                                    ok.append((node, t0))
+                                    continue
+                                except InfraplanError as e:
+                                    exc = e
                             self._record_failure(node, exc)
                             self._fail(node, _reason(exc), g, result, blocked, time.monotonic() - t0)
-                        else:
-                            try:
-                                self._complete(node, fut.result())
-                            except InfraplanError as e:
-                                self._fail(node, str(e), g, result, blocked, time.monotonic() - t0)
-                                continue
-                            self._finish_ok(node, fut.result(), g, result, remaining_preds, ready, blocked, t0)
+                    for node, t0 in ok:
+                        finish_ok(node, t0)
             except KeyboardInterrupt:
-                stop = True
                 result.interrupted = True
                 # let in-flight provider calls finish and record them: nothing is lost
                 for fut in list(running):
-                    nid, t0, job = running.pop(fut)
+                    nid, t0 = running.pop(fut)
                     node = g.nodes[nid]["node"]
                     try:
                         self._complete(node, fut.result())
@@ -215,16 +250,6 @@ class Executor:
             self._emit("skipped", g.nodes[nid]["node"])
         result.elapsed_s = time.monotonic() - started
         return result
-
-    def _finish_ok(self, node, value, g, result, remaining_preds, ready, blocked, t0) -> None:
-        result.done.append(node.id)
-        result.count(node)
-        self._emit("done", node, elapsed=time.monotonic() - t0)
-        for succ in g.successors(node.id):
-            remaining_preds[succ] -= 1
-            if remaining_preds[succ] == 0 and succ not in blocked:
-                ready.append(succ)
-        ready.sort()
 
     def _fail(self, node, reason, g, result, blocked, elapsed) -> None:
         result.failed[node.id] = reason
@@ -243,6 +268,8 @@ class Executor:
             attrs = self.resolve(dict(c.after or {}), c.after_unknown)
             if c.kind == "fleet":
                 attrs.update(self._fleet_endpoints(c.address))
+            elif c.kind == "replica":
+                self._remember(c.address, attrs)
             s.put(c.address, kind=c.kind, attributes=attrs, provider=c.provider,
                   dependencies=c.dependencies)
             return None
@@ -253,8 +280,11 @@ class Executor:
         if node.op == "create":
             attrs = self.resolve(dict(c.after or {}), c.after_unknown)
             attrs = {k: v for k, v in attrs.items() if k not in provider.computed}
-            if c.action == "replace" and c.create_before_destroy and s.get(c.address) is not None:
-                self._deposed[c.address] = s.depose(c.address)
+            if c.action == "replace" and c.create_before_destroy:
+                old = s.get(c.address)
+                if old is not None:
+                    self._deposed[c.address] = s.depose(c.address)
+                    self._old_attrs[c.address] = old.attributes
             attrs = provider.prepare_create(c.address, attrs)
             s.record_intent(c.address, action="create", kind=c.kind, provider=c.provider,
                             attributes=attrs, dependencies=c.dependencies)
@@ -297,12 +327,13 @@ class Executor:
     def _complete(self, node: Node, value) -> None:
         c = node.change
         s = self.store
-        if node.op == "create":
+        if node.op in ("create", "update"):
             s.record_result(c.address, attributes=value, dependencies=c.dependencies)
-        elif node.op == "update":
-            s.record_result(c.address, attributes=value, dependencies=c.dependencies)
+            self._remember(c.address, value)
         elif node.op == "delete":
             s.remove(c.address, deposed=node.deposed, missing_ok=True)
+            if not node.deposed:
+                self._forget(c.address, c.fleet)
 
     def _record_failure(self, node: Node, exc: BaseException) -> None:
         c = node.change
@@ -314,14 +345,26 @@ class Executor:
             # the new object did not come up: keep serving with the old one
             self.store.remove(c.address, missing_ok=True)
             self.store.undepose(c.address, self._deposed.pop(c.address))
+            self._remember(c.address, self._old_attrs.pop(c.address, {}))
+
+    # -- replica attributes by fleet, kept in memory so fleet entries cost O(replicas) --
+    def _load_cache(self) -> None:
+        self._members: dict[str, dict[str, dict]] = {}
+        for rec in self.store.resources(include_deposed=False):
+            if rec.kind == "replica":
+                self._remember(rec.address, rec.attributes)
+
+    def _remember(self, address: str, attrs: dict | None) -> None:
+        fleet = (attrs or {}).get("fleet")
+        if fleet:
+            self._members.setdefault(fleet, {})[address] = attrs
+
+    def _forget(self, address: str, fleet: str | None) -> None:
+        self._members.get(fleet or "", {}).pop(address, None)
 
     def _fleet_endpoints(self, fleet_address: str) -> dict[str, Any]:
-        reps = []
-        for rec in self.store.resources(include_deposed=False):
-            if rec.kind == "replica" and (rec.attributes or {}).get("fleet") == fleet_address:
-                reps.append(rec)
-        reps.sort(key=lambda r: (r.attributes or {}).get("index", 0))
-        endpoints = [r.attributes.get("endpoint") for r in reps if r.attributes.get("endpoint")]
+        reps = sorted(self._members.get(fleet_address, {}).values(), key=lambda a: a.get("index", 0))
+        endpoints = [a.get("endpoint") for a in reps if a.get("endpoint")]
         return {"endpoints": endpoints, "endpoint": endpoints[0] if endpoints else None}
 
 

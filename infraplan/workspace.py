@@ -144,10 +144,11 @@ class Workspace:
             store.set_outputs(outputs, sensitive={n for n, o in config.outputs.items() if o.sensitive})
             status = "ok" if result.ok else ("interrupted" if result.interrupted else "failed")
             summary = dict(plan.summary(), **result.summary())
-            store.add_history(operation=op, plan_hash=plan.digest(), summary=summary, who=who(),
+            plan_hash = plan.digest()
+            store.add_history(operation=op, plan_hash=plan_hash, summary=summary, who=who(),
                               started_at=started, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                               status=status, config_digest=plan.config_digest, desired_config=plan.desired_config)
-            store.audit(op, details={"status": status, "summary": summary, "plan_hash": plan.digest(),
+            store.audit(op, details={"status": status, "summary": summary, "plan_hash": plan_hash,
                                      "failed": result.failed, "seconds": round(time.monotonic() - t0, 3)}, who=who())
         if result.interrupted:
             raise ApplyError("apply interrupted: in-flight steps finished and were recorded; run `infraplan plan` to see what is left")
