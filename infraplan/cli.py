@@ -127,17 +127,23 @@ def plan_options(fn):
 @click.option("--out", "out", type=click.Path(), help="Save the plan for `infraplan apply FILE`.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 no changes, 1 error, 2 changes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (format_version 1.0).")
+@click.option("--refresh-only", is_flag=True, help="Only accept what refresh found into state; no infrastructure changes.")
 @click.pass_obj
 @_handle
 def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, destroy, out,
-         detailed_exitcode, as_json):
+         detailed_exitcode, as_json, refresh_only):
     """Show what apply would change."""
     from infraplan.planner import PlanOptions
     from infraplan.render import render_plan
 
     ws = _workspace(path, state_path, var_args, var_files)
-    the_plan = ws.plan(PlanOptions(refresh=refresh, targets=targets, replace=replace, destroy=destroy,
-                                   parallelism=parallelism))
+    if refresh_only:
+        from infraplan.refresh_only import refresh_only_plan
+
+        the_plan = refresh_only_plan(ws, parallelism=parallelism, targets=targets)
+    else:
+        the_plan = ws.plan(PlanOptions(refresh=refresh, targets=targets, replace=replace, destroy=destroy,
+                                       parallelism=parallelism))
     if as_json:
         click.echo(json.dumps(the_plan.to_json(), indent=2, sort_keys=True, default=str))
     else:
@@ -146,11 +152,12 @@ def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, 
         saved = the_plan.to_json()
         saved["apply_options"] = {"refresh": refresh, "targets": list(targets), "replace": list(replace),
                                   "destroy": destroy, "var_args": _public_vars(ws, var_args),
-                                  "var_files": list(var_files), "state": str(ws.state_path)}
+                                  "var_files": list(var_files), "state": str(ws.state_path),
+                                  "refresh_only": refresh_only}
         Path(out).write_text(json.dumps(saved, indent=1, sort_keys=True, default=str))
         if not as_json:
             click.echo(f"\nSaved the plan to {out}. To carry it out exactly, run: infraplan apply {out}")
-    if detailed_exitcode and the_plan.has_changes:
+    if detailed_exitcode and (the_plan.has_changes or (refresh_only and the_plan.changes)):
         sys.exit(2)
 
 
@@ -178,6 +185,13 @@ def _progress(obj, as_json):
 
     console = obj.console()
     starts: dict[str, float] = {}
+    fancy = console.is_terminal and not console.no_color
+
+    def say(text: str, style: str | None = None) -> None:
+        if fancy:
+            console.print(text, style=style, markup=False, highlight=False)
+        else:
+            sys.stdout.write(text + "\n")
 
     def on_event(ev):
         if as_json:
@@ -190,17 +204,17 @@ def _progress(obj, as_json):
         if ev["type"] == "start":
             starts[key] = _t.monotonic()
             if ev["op"] in ("create", "update", "delete"):
-                console.print(f"{ev['address']}{old}: {label}...")
+                say(f"{ev['address']}{old}: {label}...")
         elif ev["type"] == "done":
             if ev["op"] in ("create", "update", "delete"):
                 done = {"create": "Creation", "update": "Update", "delete": "Destruction"}[ev["op"]]
-                console.print(f"{ev['address']}{old}: {done} complete after {ev.get('elapsed', 0):.1f}s")
+                say(f"{ev['address']}{old}: {done} complete after {ev.get('elapsed', 0):.1f}s")
         elif ev["type"] == "still":
-            console.print(f"{ev['address']}{old}: Still {label.lower()}... [{ev.get('elapsed', 0):.0f}s elapsed]")
+            say(f"{ev['address']}{old}: Still {label.lower()}... [{ev.get('elapsed', 0):.0f}s elapsed]")
         elif ev["type"] == "failed":
-            console.print(f"[red]{ev['address']}{old}: failed: {ev.get('error')}[/red]", markup=True)
+            say(f"{ev['address']}{old}: failed: {ev.get('error')}", "red")
         elif ev["type"] == "skipped":
-            console.print(f"[yellow]{ev['address']}{old}: skipped (a dependency failed)[/yellow]", markup=True)
+            say(f"{ev['address']}{old}: skipped (a dependency failed)", "yellow")
 
     return on_event
 
@@ -254,9 +268,11 @@ def _looks_like_plan_file(path: str) -> bool:
 @plan_options
 @click.option("--auto-approve", is_flag=True, help="Skip the interactive approval.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+@click.option("--refresh-only", is_flag=True, help="Only accept what refresh found into state; no infrastructure changes (audited).")
 @click.pass_obj
 @_handle
-def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, auto_approve, as_json):
+def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, auto_approve, as_json,
+          refresh_only):
     """Create, update and destroy resources to match the configuration (or a saved plan FILE)."""
     from infraplan.planner import PlanOptions
     from infraplan.plan import Plan
@@ -271,11 +287,22 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
         options = PlanOptions(refresh=opts.get("refresh", True), targets=tuple(opts.get("targets", ())),
                               replace=tuple(opts.get("replace", ())), destroy=opts.get("destroy", False),
                               parallelism=parallelism)
-        the_plan = ws.check_saved_plan(saved, options)
+        refresh_only = bool(opts.get("refresh_only"))
+        if refresh_only:
+            from infraplan.refresh_only import check_saved
+
+            the_plan = check_saved(ws, saved, parallelism=parallelism)
+        else:
+            the_plan = ws.check_saved_plan(saved, options)
         approved = True  # a saved plan was reviewed when it was made
     else:
         ws = _workspace(path, state_path, var_args, var_files)
-        the_plan = ws.plan(PlanOptions(refresh=refresh, targets=targets, replace=replace, parallelism=parallelism))
+        if refresh_only:
+            from infraplan.refresh_only import refresh_only_plan
+
+            the_plan = refresh_only_plan(ws, parallelism=parallelism, targets=targets)
+        else:
+            the_plan = ws.plan(PlanOptions(refresh=refresh, targets=targets, replace=replace, parallelism=parallelism))
         if not as_json:
             render_plan(the_plan, obj.console())
         if not the_plan.has_changes and not any(c.action == "refresh" for c in the_plan.changes):
@@ -285,7 +312,12 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
         approved = _approve(obj.console(), the_plan, auto_approve, "apply")
     if not approved:
         _fail("apply cancelled; nothing was changed")
-    result = ws.apply(the_plan, parallelism=parallelism, on_event=_progress(obj, as_json))
+    if refresh_only:
+        from infraplan.refresh_only import apply_refresh_only
+
+        result = apply_refresh_only(ws, the_plan, parallelism=parallelism, on_event=_progress(obj, as_json))
+    else:
+        result = ws.apply(the_plan, parallelism=parallelism, on_event=_progress(obj, as_json))
     _finish(obj, ws, result, as_json, the_plan)
 
 
@@ -532,6 +564,10 @@ def state_mv(src, dst, state_path):
         store.move(src, dst)
         store.audit("state-mv", address=src, details={"to": dst}, who=who())
     click.echo(f"Moved {src} to {dst}")
+
+
+from infraplan.commands.drift import cleanup, drift  # noqa: E402
+cli.add_command(drift); cli.add_command(cleanup)  # noqa: E702
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -64,8 +64,10 @@ class Change:
         return f"{self.address}#{self.deposed}" if self.deposed else self.address
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["attributes"] = [asdict(a) for a in self.attributes]
+        # shallow on purpose (dataclasses.asdict deep-copies every value: slow on large plans)
+        d = {f: getattr(self, f) for f in _CHANGE_FIELDS}
+        d["attributes"] = [{"path": a.path, "before": a.before, "after": a.after,
+                            "forces_replace": a.forces_replace} for a in self.attributes]
         return d
 
     @classmethod
@@ -73,6 +75,9 @@ class Change:
         d = dict(d)
         d["attributes"] = [AttributeChange(**a) for a in d.get("attributes", [])]
         return cls(**d)
+
+
+_CHANGE_FIELDS = tuple(f for f in Change.__dataclass_fields__)
 
 
 @dataclass
@@ -168,7 +173,7 @@ class Plan:
 
     def digest(self) -> str:
         """A hash of what the plan does (not when it was made)."""
-        body = self.to_json()
+        body = self.to_json()  # redacted: a saved plan (redacted on disk) hashes the same
         body.pop("created_at", None)
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -122,13 +122,18 @@ def render_plan(plan: Plan, console: Console, *, show_noop: bool = False) -> Non
     console.print("infraplan will perform the following actions:\n")
     risky = [c for c in visible if c.action in ("delete", "replace")]
     rest = [c for c in visible if c.action not in ("delete", "replace")]
+    blocks: list[Text] = []
     if risky:
-        console.print(Text("Destroys and replacements (review these first):", style="bold red"))
-        for c in risky:
-            console.print(render_change(c, plan.secrets))
-    for c in rest:
-        console.print(render_change(c, plan.secrets))
-    console.print(summary_line(plan))
+        blocks.append(Text("Destroys and replacements (review these first):", style="bold red"))
+        blocks.extend(render_change(c, plan.secrets) for c in risky)
+    blocks.extend(render_change(c, plan.secrets) for c in rest)
+    blocks.append(summary_line(plan))
+    if console.is_terminal and not console.no_color:
+        for t in blocks:
+            console.print(t)
+    else:
+        # plain output (pipes, CI, NO_COLOR): skip rich's layout, which dominates large plans
+        console.file.write("".join(t.plain + "\n" for t in blocks))
     _render_outputs(plan, console)
 
 
