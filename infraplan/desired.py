@@ -29,6 +29,18 @@ class DesiredResource:
     lifecycle: Any = None
     location: Any = None
     fleet: str | None = None  # aggregate address, for replicas
+    templated: bool = True  # attributes may hold ${...} (deferred references or escaped $${)
+
+
+def has_template(value: Any) -> bool:
+    """Whether any string inside `value` holds ``${`` (left for plan/apply time)."""
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, dict):
+        return any(has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_template(v) for v in value)
+    return False
 
 
 def replica_address(fleet_address: str, index: int) -> str:
@@ -47,9 +59,10 @@ def expand(config) -> dict[str, DesiredResource]:
     out: dict[str, DesiredResource] = {}
     block_instances: dict[str, list[str]] = {}
     for addr, rc in config.models.items():
+        attrs = model_attributes(rc.block)
         out[addr] = DesiredResource(
             address=addr, kind="model", provider=None, provider_type=None,
-            attributes=model_attributes(rc.block), location=rc.location,
+            attributes=attrs, location=rc.location, templated=has_template(attrs),
         )
         block_instances.setdefault(f"model.{rc.name}", []).append(addr)
     for addr, rc in config.fleets.items():
@@ -83,6 +96,7 @@ def expand(config) -> dict[str, DesiredResource]:
             "region": fb.region,
             "cloud": fb.cloud,
         }
+        templated = has_template(replica_template)
         replica_addrs = []
         for i in range(fb.replicas):
             raddr = replica_address(addr, i)
@@ -90,7 +104,7 @@ def expand(config) -> dict[str, DesiredResource]:
             out[raddr] = DesiredResource(
                 address=raddr, kind="replica", provider=provider_key, provider_type=provider_type,
                 attributes=attrs, depends_on=set(deps) | ({model_addr} if model else set()),
-                lifecycle=fb.lifecycle, location=rc.location, fleet=addr,
+                lifecycle=fb.lifecycle, location=rc.location, fleet=addr, templated=templated,
             )
             replica_addrs.append(raddr)
         out[addr] = DesiredResource(
@@ -107,6 +121,6 @@ def expand(config) -> dict[str, DesiredResource]:
                 "labels": fb.labels,
             },
             depends_on=set(deps) | set(replica_addrs) | ({model_addr} if model else set()),
-            lifecycle=fb.lifecycle, location=rc.location,
+            lifecycle=fb.lifecycle, location=rc.location, templated=templated,
         )
     return out

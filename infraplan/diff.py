@@ -42,6 +42,8 @@ def diff_attributes(
         if key in unknown:
             out.append(AttributeChange(key, None if b is _MISSING else b, None, key in forces))
             continue
+        if b == a:  # the common case, decided in C
+            continue
         _walk(key, b, a, out, key in forces)
     return out
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import networkx as nx
+
 from infraplan.desired import DesiredResource, expand
 from infraplan.diagnostics import Diagnostic
 from infraplan.diff import diff_attributes
@@ -64,9 +66,10 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
             ctx.diagnostics.append(Diagnostic(f"refresh of {key} failed: {obs.error}", severity="warning", path=key))
 
     graph = build_graph({a: d.depends_on for a, d in desired.items()})
-    cycle = find_cycle(graph)
-    if cycle:
-        raise PlanError("dependency cycle: " + " -> ".join(cycle))
+    try:
+        order = creation_order(graph)
+    except nx.NetworkXUnfeasible:
+        raise PlanError("dependency cycle: " + " -> ".join(find_cycle(graph) or [])) from None
 
     def attrs_of(addr: str, attr: str) -> dict | None:
         change = ctx.changes.get(addr)
@@ -101,11 +104,11 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
             fleet=(rec.attributes or {}).get("fleet"),
         ))
 
-    for addr in creation_order(graph):
+    for addr in order:
         d = desired[addr]
         attrs = d.attributes
         unknown: set[str] = set()
-        if _has_template(attrs):
+        if d.templated:
             # finish deferred references (fleet.x.endpoint) and unescape literal $${
             resolved = {}
             for k, v in attrs.items():
@@ -183,16 +186,6 @@ def ref_value(ref, attrs_of, unknown) -> Any:
 def _changed_names(changes) -> str:
     names = sorted({a.path.split(".")[0] for a in changes})
     return "changed: " + ", ".join(names)
-
-
-def _has_template(value) -> bool:
-    if isinstance(value, str):
-        return "${" in value
-    if isinstance(value, dict):
-        return any(_has_template(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_template(v) for v in value)
-    return False
 
 
 def _contains_unknown(value, unknown) -> bool:

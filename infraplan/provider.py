@@ -173,3 +173,30 @@ class ProviderSet:
     def close(self) -> None:
         for p in self._instances.values():
             p.close()
+
+
+@dataclass
+class Instance:
+    """A real server or machine found by listing, whether or not the state knows it."""
+
+    instance_id: str
+    provider: str  # provider block name, or the cloud driver that listed it
+    name: str = ""
+    endpoint: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)  # evidence: pid, tags, machine type, ...
+
+
+class ListsInstances:
+    """Provider capability: list (and stop) the instances this state's project runs.
+
+    Used by `infraplan drift` to find orphans (instances whose id is in no state)
+    and by `infraplan cleanup` to remove them. Mix into a Provider subclass.
+    """
+
+    def list_instances(self) -> list[Instance]:
+        """Every instance carrying this project's marks (env, tags), in state or not."""
+        raise NotImplementedError
+
+    def delete_instance(self, instance: Instance) -> None:
+        """Stop/terminate one listed instance (idempotent: already gone is success)."""
+        raise NotImplementedError

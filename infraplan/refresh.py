@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass
 
 from infraplan.errors import InfraplanError
@@ -39,7 +39,27 @@ def refresh(records, providers: ProviderSet, *, parallelism: int = 10) -> dict[s
 
     if not todo:
         return out
-    with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(todo)))) as pool:
-        for obs in pool.map(one, todo):
+    # a fixed set of workers pulling from one iterator: `parallelism` probes in flight,
+    # without a Future (and its locks) per resource
+    items = iter(todo)
+    take = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with take:
+                rec = next(items, None)
+            if rec is None:
+                return
+            obs = one(rec)
             out[obs.key] = obs
+
+    workers = max(1, min(parallelism, len(todo)))
+    if workers == 1:
+        worker()
+        return out
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     return out

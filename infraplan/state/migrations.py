@@ -99,6 +99,32 @@ def m001_initial(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_drift_and_alerts(db: Database) -> None:
+    """Drift run history, per-replica request activity (idle detection) and alert de-duplication.
+
+    None of these is resource state: writing them never bumps the serial.
+    """
+    db.table("drift_runs").create(
+        {"id": int, "started_at": str, "finished_at": str, "duration_s": float, "exit_code": int,
+         "counts": str, "findings": str, "checked": int, "who": str},
+        pk="id",
+        not_null={"started_at", "exit_code", "counts", "findings"},
+    )
+    db.table("drift_activity").create(
+        {"address": str, "instance_id": str, "requests": float, "changed_at": float, "seen_at": float},
+        pk="address",
+        not_null={"changed_at", "seen_at"},
+    )
+    db.table("alerts").create(
+        {"topic": str, "fingerprint": str, "kind": str, "address": str, "summary": str,
+         "first_seen": str, "last_seen": str, "notified_at": str, "cleared_at": str,
+         "clear_notified_at": str},
+        pk=("topic", "fingerprint"),
+        not_null={"first_seen", "last_seen"},
+    )
+
+
 def known_names() -> list[str]:
     """Names of the migrations this build knows, in order."""
     return [m.name for m in migrations._migrations]

@@ -713,3 +713,85 @@ class StateStore:
     def force_unlock(self, lock_id: str, *, who: str | None = None) -> LockInfo:
         """Break the lock with id `lock_id` (LockError if it is not the current one); audited."""
         return _lock.force_unlock(self, lock_id, who=who)
+
+    # -- drift runs, request activity and alerts (not resource state: no serial bump) --
+
+    def add_drift_run(self, *, started_at: str, finished_at: str, duration_s: float, exit_code: int,
+                      counts: dict, findings: list, checked: int, who: str | None = None) -> int:
+        """Record one `infraplan drift` run; returns its id."""
+        with self._transaction(bump_serial=False):
+            table = self._require_db().table("drift_runs").insert({
+                "started_at": started_at, "finished_at": finished_at, "duration_s": duration_s,
+                "exit_code": exit_code, "counts": _dumps(counts), "findings": _dumps(findings),
+                "checked": checked, "who": who or default_who(),
+            })
+            return int(table.last_pk)
+
+    def drift_runs(self, limit: int | None = None) -> list[DriftRun]:
+        """Drift runs, newest first."""
+        with self._read() as conn:
+            if conn is None or not _has_table(conn, "drift_runs"):
+                return []
+            rows = conn.execute(
+                "SELECT id, started_at, finished_at, duration_s, exit_code, counts, findings, checked, who "
+                "FROM drift_runs ORDER BY id DESC LIMIT ?", [-1 if limit is None else limit]).fetchall()
+            return [DriftRun(i, s, f, d, e, json.loads(c), json.loads(fi), n, w)
+                    for i, s, f, d, e, c, fi, n, w in rows]
+
+    def drift_activity(self) -> dict[str, dict]:
+        """Last seen request counter per replica address (for idle detection)."""
+        with self._read() as conn:
+            if conn is None or not _has_table(conn, "drift_activity"):
+                return {}
+            rows = conn.execute(
+                "SELECT address, instance_id, requests, changed_at, seen_at FROM drift_activity").fetchall()
+            return {a: {"instance_id": i, "requests": r, "changed_at": c, "seen_at": s} for a, i, r, c, s in rows}
+
+    def set_drift_activity(self, rows: dict[str, dict], *, prune: bool = True) -> None:
+        """Upsert activity rows by address; with `prune`, forget addresses not given."""
+        with self._transaction(bump_serial=False) as conn:
+            if prune:
+                keep = list(rows)
+                conn.execute(f"DELETE FROM drift_activity WHERE address NOT IN ({','.join('?' * len(keep))})", keep)
+            if rows:
+                self._require_db().table("drift_activity").upsert_all(
+                    [{"address": a, **{k: r.get(k) for k in ("instance_id", "requests", "changed_at", "seen_at")}}
+                     for a, r in rows.items()], pk="address")
+
+    def alert_rows(self, topic: str) -> list[dict]:
+        """Alert de-duplication rows of `topic` (one per finding fingerprint ever seen)."""
+        cols = ("fingerprint", "kind", "address", "summary", "first_seen", "last_seen", "notified_at",
+                "cleared_at", "clear_notified_at")
+        with self._read() as conn:
+            if conn is None or not _has_table(conn, "alerts"):
+                return []
+            rows = conn.execute(f"SELECT {', '.join(cols)} FROM alerts WHERE topic = ? ORDER BY first_seen, fingerprint",
+                                [topic]).fetchall()
+            return [dict(zip(cols, r)) for r in rows]
+
+    def save_alert_rows(self, topic: str, rows: list[dict]) -> None:
+        """Upsert alert rows of `topic` by fingerprint."""
+        if not rows:
+            return
+        with self._transaction(bump_serial=False):
+            self._require_db().table("alerts").upsert_all([{**r, "topic": topic} for r in rows],
+                                                          pk=("topic", "fingerprint"))
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [name]).fetchone() is not None
+
+
+@dataclass
+class DriftRun:
+    """One `infraplan drift` run, as recorded by `add_drift_run`."""
+
+    id: int
+    started_at: str
+    finished_at: str | None
+    duration_s: float | None
+    exit_code: int
+    counts: dict
+    findings: list
+    checked: int | None
+    who: str | None

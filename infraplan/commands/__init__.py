@@ -1,0 +1,1 @@
+"""Click commands kept out of cli.py, registered there with `cli.add_command`."""
