@@ -314,9 +314,14 @@ class Executor:
 
         op, provider, address, *args = job
         fn = getattr(provider, op)
+        try:  # first try without tenacity's machinery: most calls succeed at once
+            return fn(address, *args)
+        except TransientProviderError:
+            if self.retries <= 1:
+                raise
         for attempt in Retrying(
             retry=retry_if_exception_type(TransientProviderError),
-            stop=stop_after_attempt(self.retries),
+            stop=stop_after_attempt(self.retries - 1),
             wait=wait_exponential(multiplier=0.2, max=5),
             reraise=True,
         ):

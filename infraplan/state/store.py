@@ -90,6 +90,15 @@ def _row(record: ResourceRecord) -> dict:
     }
 
 
+_ROW_KEYS = ("address", "deposed", "kind", "provider", "status", "attributes", "pending",
+             "dependencies", "error", "created_at", "updated_at")
+_UPSERT_SQL = (
+    f"INSERT INTO resources ({', '.join(_ROW_KEYS)}) VALUES ({', '.join('?' * len(_ROW_KEYS))}) "
+    "ON CONFLICT(address, deposed) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _ROW_KEYS[2:])
+)
+
+
 @dataclass
 class StateSnapshot:
     """A consistent view of the whole state at one serial."""
@@ -259,7 +268,7 @@ class StateStore:
         return self.db
 
     @contextlib.contextmanager
-    def _transaction(self, *, bump_serial: bool = True) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, bump_serial: bool = True, single: bool = False) -> Iterator[sqlite3.Connection]:
         """A write transaction; nested calls become savepoints of the outer one.
 
         The serial is bumped once, at the outermost commit, if any write inside
@@ -269,6 +278,19 @@ class StateStore:
             raise StateError(f"state {self.path} is opened read-only")
         with self._mutex:
             conn = self._require_db().conn
+            if self._depth and single:
+                # inside a batch, a write that mutates with one statement (after its checks)
+                # needs no savepoint: it either happened whole or not at all
+                self._depth += 1
+                was_dirty = self._dirty
+                try:
+                    yield conn
+                except BaseException:
+                    self._dirty = was_dirty
+                    raise
+                finally:
+                    self._depth -= 1
+                return
             if self._depth:
                 savepoint = f"sp_{secrets.token_hex(4)}"
                 conn.execute(f"SAVEPOINT {savepoint}")
@@ -422,7 +444,9 @@ class StateStore:
         """
         row = _row(existing) if existing is not None else {}
         row.update(changes)
-        self._require_db().table("resources").upsert(row, pk=RESOURCE_PK)
+        # one prepared statement: sqlite-utils' upsert introspects the table on every call,
+        # which dominated large applies
+        self._require_db().conn.execute(_UPSERT_SQL, [row.get(c) for c in _ROW_KEYS])
         self._changed()
 
     def record_intent(self, address: str, *, action: str, kind: str, provider: str | None,
@@ -440,7 +464,7 @@ class StateStore:
         now = utc_now()
         deps = list(dependencies)
         pending = {"action": action, "attributes": attributes, "dependencies": deps, "since": now}
-        with self._transaction() as conn:
+        with self._transaction(single=True) as conn:
             existing = self._get(conn, address, deposed)
             row: dict[str, Any] = {
                 "address": address, "deposed": deposed, "kind": kind, "provider": provider,
@@ -464,7 +488,7 @@ class StateStore:
         """
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
-        with self._transaction() as conn:
+        with self._transaction(single=True) as conn:
             existing = self._must_get(conn, address, deposed)
             if dependencies is not None:
                 deps = list(dependencies)
@@ -482,7 +506,7 @@ class StateStore:
             dependencies: Iterable[str] = ()) -> None:
         """Insert or overwrite an object that needs no provider call (models, fleet entries)."""
         now = utc_now()
-        with self._transaction() as conn:
+        with self._transaction(single=True) as conn:
             existing = self._get(conn, address, "")
             row = {"address": address, "deposed": "", "kind": kind, "provider": provider,
                    "status": "ready", "attributes": _dumps(attributes),
@@ -506,14 +530,14 @@ class StateStore:
 
     def record_failure(self, address: str, error: str, *, deposed: str = "") -> None:
         """Mark `address` failed; attributes and pending stay for the next plan to reconcile."""
-        with self._transaction() as conn:
+        with self._transaction(single=True) as conn:
             existing = self._must_get(conn, address, deposed)
             self._upsert(existing, {"status": "failed", "error": str(error),
                                     "updated_at": utc_now()})
 
     def remove(self, address: str, *, deposed: str = "", missing_ok: bool = False) -> bool:
         """Delete one object from state. Returns whether it was there."""
-        with self._transaction() as conn:
+        with self._transaction(single=True) as conn:
             n = conn.execute("DELETE FROM resources WHERE address = ? AND deposed = ?",
                              [address, deposed]).rowcount
             if n:
