@@ -159,7 +159,7 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
         config_path=str(config.root),
         refreshed=opts.refresh,
         outputs=outputs,
-        diagnostics=[d.to_json() for d in ctx.diagnostics],
+        diagnostics=_unique(d.to_json() for d in ctx.diagnostics),
         destroy=opts.destroy,
     )
 
@@ -181,6 +181,17 @@ def ref_value(ref, attrs_of, unknown) -> Any:
         except (KeyError, IndexError, TypeError):
             return unknown
     return unknown if value is None else value
+
+
+def _unique(diags) -> list[dict]:
+    """Diagnostics once each: a fleet's replicas report the same thing."""
+    seen, out = set(), []
+    for d in diags:
+        key = (d["severity"], d["summary"], str(d["location"]))
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
 
 
 def _changed_names(changes) -> str:

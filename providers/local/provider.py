@@ -180,6 +180,11 @@ class LocalProvider(ListsInstances, Provider):
         diags: list[Diagnostic] = []
         if desired.get("engine") == "sglang" and not _sglang_installed():
             diags.append(Diagnostic(summary=SGLANG_MISSING, path=f"{fleet}.engine.type"))
+        if desired.get("engine") == "sim":
+            diags.append(Diagnostic(
+                summary=f"{fleet} runs the sim engine: infraplan's SGLang API simulator (deterministic text, "
+                        "real HTTP and metrics), not inference",
+                severity="warning", path=f"{fleet}.engine.type"))
         if desired.get("accelerators"):
             diags.append(
                 Diagnostic(
