@@ -278,34 +278,25 @@ class StateStore:
             raise StateError(f"state {self.path} is opened read-only")
         with self._mutex:
             conn = self._require_db().conn
-            if self._depth and single:
-                # inside a batch, a write that mutates with one statement (after its checks)
-                # needs no savepoint: it either happened whole or not at all
-                self._depth += 1
-                was_dirty = self._dirty
-                try:
-                    yield conn
-                except BaseException:
-                    self._dirty = was_dirty
-                    raise
-                finally:
-                    self._depth -= 1
-                return
             if self._depth:
-                savepoint = f"sp_{secrets.token_hex(4)}"
-                conn.execute(f"SAVEPOINT {savepoint}")
+                # nested in a batch: a savepoint, except for writes that mutate with one
+                # statement after their checks (they happen whole or not at all)
+                savepoint = None if single else f"sp_{secrets.token_hex(4)}"
+                if savepoint:
+                    conn.execute(f"SAVEPOINT {savepoint}")
                 self._depth += 1
                 was_dirty = self._dirty
                 try:
                     yield conn
                 except BaseException:
                     self._dirty = was_dirty
-                    if conn.in_transaction:
+                    if savepoint and conn.in_transaction:
                         conn.execute(f"ROLLBACK TO {savepoint}")
                         conn.execute(f"RELEASE {savepoint}")
                     raise
                 else:
-                    conn.execute(f"RELEASE {savepoint}")
+                    if savepoint:
+                        conn.execute(f"RELEASE {savepoint}")
                 finally:
                     self._depth -= 1
                 return
