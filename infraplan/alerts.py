@@ -29,10 +29,10 @@ def _now() -> str:
 
 
 def redact_url(url: str) -> str:
-    """An alert URL with its secrets (user, password, tokens in the path) masked, for messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{'***@' if parts.username or parts.password else ''}{host}{'/...' if parts.path.strip('/') else ''}"
+    """An alert URL as it may be shown: its scheme only (``slack://…``), since tokens hide in
+    every other part of it (Slack and PagerDuty put them in the host)."""
+    scheme = urlsplit(url).scheme if "://" in url else ""
+    return f"{scheme or '?'}://…"
 
 
 def _apprise(urls: Sequence[str]):

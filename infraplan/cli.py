@@ -128,10 +128,12 @@ def plan_options(fn):
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 no changes, 1 error, 2 changes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (format_version 1.0).")
 @click.option("--refresh-only", is_flag=True, help="Only accept what refresh found into state; no infrastructure changes.")
+@click.option("--max-hourly-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
+              help="Fail (exit 1, nothing saved) when the planned fleets cost more than USD per hour.")
 @click.pass_obj
 @_handle
 def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, destroy, out,
-         detailed_exitcode, as_json, refresh_only):
+         detailed_exitcode, as_json, refresh_only, max_hourly_cost):
     """Show what apply would change."""
     from infraplan.planner import PlanOptions
     from infraplan.render import render_plan
@@ -148,6 +150,10 @@ def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, 
         click.echo(json.dumps(the_plan.to_json(), indent=2, sort_keys=True, default=str))
     else:
         render_plan(the_plan, obj.console())
+    if max_hourly_cost is not None:
+        from infraplan.cost import over_budget
+
+        over_budget(the_plan.cost, max_hourly_cost)
     if out:
         saved = the_plan.to_json()
         saved["apply_options"] = {"refresh": refresh, "targets": list(targets), "replace": list(replace),

@@ -95,6 +95,7 @@ def expand(config) -> dict[str, DesiredResource]:
             "labels": fb.labels,
             "region": fb.region,
             "cloud": fb.cloud,
+            **fb.provider_attributes(),
         }
         templated = has_template(replica_template)
         replica_addrs = []

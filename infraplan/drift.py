@@ -43,8 +43,14 @@ Report JSON (``format_version`` "1.0")::
       ],
       "skipped": [{"address": "fleet.chat[2]", "reason": "being created by a running apply"}],
       "notes": ["…"],
-      "alerts": {"appeared": 1, "cleared": 0, "sent": 1, "error": null}
+      "alerts": {"appeared": 1, "cleared": 0, "sent": 1, "error": null},
+      "alert_targets": ["oncall: slack://…", "--alert: json://…"]
     }
+
+Alert destinations come from the config's ``alert`` blocks whose `events` include
+``drift`` and from ``--alert``; only their schemes are ever shown. A block's
+`min_severity` narrows what it gets (see `SEVERITY`). Idle windows come from each
+fleet's ``idle_after``; ``--idle-after`` overrides them for every fleet.
 
 `evidence[].against` says what the seen value was compared with: ``state``,
 ``config`` or ``expected`` (a fact such as "answers 200"). A finding's
@@ -90,6 +96,10 @@ OBSERVED = {
     "region": "provider",
     "spot": "provider",
 }
+# How serious each kind of finding is, for an alert block's `min_severity`.
+SEVERITY = {"idle": "info", "changed": "warning", "orphaned": "warning",
+            "missing": "error", "unhealthy": "error", "error": "error"}
+_RANK = {"info": 0, "warning": 1, "error": 2}
 REQUESTS_METRIC = "sglang:num_requests_total"
 RUNNING_METRIC = "sglang:num_running_reqs"
 
@@ -99,7 +109,13 @@ class DriftSettings(StrictModel):
     """Drift and alert settings (a `drift:` config block, or command-line flags)."""
 
     alerts: list[str] = Field(default_factory=list, description="Apprise URLs to alert when drift appears or clears.")
-    idle_after_s: float | None = Field(None, gt=0, description="Report replicas with no requests for this long as idle.")
+    alert_min_severity: dict[str, str] = Field(
+        default_factory=dict, description="URL -> least severity (info, warning, error) it is alerted about; else all.")
+    alert_names: dict[str, str] = Field(default_factory=dict, description="URL -> the alert block that set it, for output.")
+    idle_after_s: float | None = Field(None, gt=0, description="Report replicas with no requests for this long as idle "
+                                       "(every fleet; overrides `fleet_idle_after_s`).")
+    fleet_idle_after_s: dict[str, float] = Field(
+        default_factory=dict, description="Fleet address -> idle window in seconds (each fleet's `idle_after`).")
     probe_timeout_s: float = Field(2.0, gt=0, description="Timeout of one probe request.")
     retries: int = Field(2, ge=1, description="Tries of a failing health probe before it counts.")
     deadline_s: float = Field(15.0, gt=0, description="Most time spent on one replica.")
@@ -109,13 +125,43 @@ class DriftSettings(StrictModel):
 
 
 def settings_from_config(config) -> DriftSettings:
-    """The config's `drift:` block if the loaded config carries one, else defaults."""
+    """Settings from the loaded config: its `alert` blocks for ``drift`` and its fleets' `idle_after`.
+
+    A `drift:` object on the config (when a loader provides one) is the starting point.
+    """
     raw = getattr(config, "drift", None)
     if raw is None:
-        return DriftSettings()
-    if isinstance(raw, DriftSettings):
-        return raw
-    return DriftSettings.model_validate(raw.model_dump() if hasattr(raw, "model_dump") else raw)
+        s = DriftSettings()
+    elif isinstance(raw, DriftSettings):
+        s = raw
+    else:
+        s = DriftSettings.model_validate(raw.model_dump() if hasattr(raw, "model_dump") else raw)
+    urls, severity, names = list(s.alerts), dict(s.alert_min_severity), dict(s.alert_names)
+    for name, block in (getattr(config, "alerts", None) or {}).items():
+        if "drift" not in block.events:
+            continue
+        if block.url not in urls:
+            urls.append(block.url)
+        names.setdefault(block.url, name)
+        if block.min_severity is not None:
+            severity[block.url] = block.min_severity
+    windows = dict(s.fleet_idle_after_s)
+    for address, rc in (getattr(config, "fleets", None) or {}).items():
+        idle_after = getattr(rc.block, "idle_after", None)
+        if idle_after:
+            windows[address] = parse_duration(idle_after)
+    return s.model_copy(update={"alerts": urls, "alert_min_severity": severity, "alert_names": names,
+                                "fleet_idle_after_s": windows})
+
+
+def idle_window(settings: DriftSettings, fleet: str | None) -> float | None:
+    """The idle window of a replica of `fleet`: --idle-after if given, else the fleet's `idle_after`."""
+    return settings.idle_after_s or settings.fleet_idle_after_s.get(fleet or "")
+
+
+def watches_idle(settings: DriftSettings) -> bool:
+    """Whether any replica has an idle window."""
+    return bool(settings.idle_after_s or settings.fleet_idle_after_s)
 
 
 def parse_duration(text: str | float | int) -> float:
@@ -185,6 +231,7 @@ class DriftReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     alerts: dict[str, Any] = field(default_factory=dict)
+    alert_targets: list[str] = field(default_factory=list)  # redacted: "name: scheme://…"
     observations: dict[str, Observation] = field(default_factory=dict, repr=False)  # for --plan-out
 
     def counts(self) -> dict[str, int]:
@@ -214,6 +261,7 @@ class DriftReport:
             "checked": self.checked, "exit_code": self.exit_code, "drift": self.drift,
             "counts": self.counts(), "findings": [f.to_json() for f in self.findings],
             "skipped": self.skipped, "notes": self.notes, "alerts": self.alerts,
+            "alert_targets": self.alert_targets,
         })
 
 
@@ -410,8 +458,9 @@ def detect(config, snapshot, providers: ProviderSet, settings: DriftSettings, *,
     new_activity: dict[str, dict] = {}
     for c in checked:
         findings.extend(_replica_findings(c, desired.get(c.rec.address)))
-        if settings.idle_after_s and c.probe is not None and c.probe.requests is not None and not c.probe.error:
-            row, idle = _idle(c, (activity or {}).get(c.rec.address), settings.idle_after_s, now)
+        window = idle_window(settings, (c.rec.attributes or {}).get("fleet"))
+        if window and c.probe is not None and c.probe.requests is not None and not c.probe.error:
+            row, idle = _idle(c, (activity or {}).get(c.rec.address), window, now)
             new_activity[c.rec.address] = row
             if idle:
                 findings.append(idle)
@@ -454,7 +503,8 @@ def _check_all(replicas, providers: ProviderSet, settings: DriftSettings) -> lis
             endpoint = result.attributes.get("endpoint") or rec.attributes.get("endpoint")
             if endpoint:
                 api_key = (rec.attributes.get("args") or {}).get("api_key")
-                checked.probe = prober.probe(endpoint, api_key=api_key, metrics=bool(settings.idle_after_s),
+                metrics = bool(idle_window(settings, rec.attributes.get("fleet")))
+                checked.probe = prober.probe(endpoint, api_key=api_key, metrics=metrics,
                                              healthy=result.healthy)
         with lock:
             done[key] = checked
@@ -707,11 +757,11 @@ def run_drift(ws, settings: DriftSettings | None = None, *, finders: list | None
             providers.close()
         report.state["path"] = str(Path(ws.state_path).resolve())
         if record:
-            if s.idle_after_s:
+            if watches_idle(s):
                 store.set_drift_activity(activity)
-            from infraplan.alerts import track_and_alert
-
-            report.alerts = track_and_alert(store, "drift", report, urls=list(alert_urls if alert_urls is not None else s.alerts))
+            urls = list(alert_urls if alert_urls is not None else s.alerts)
+            report.alert_targets = alert_targets(urls, s.alert_names)
+            report.alerts = send_drift_alerts(store, report, urls, s.alert_min_severity)
             store.add_drift_run(started_at=report.started_at, finished_at=report.finished_at,
                                 duration_s=round(report.duration_s, 3), exit_code=report.exit_code,
                                 counts=report.counts(), checked=report.checked.get("replicas", 0), who=who(),
@@ -720,6 +770,33 @@ def run_drift(ws, settings: DriftSettings | None = None, *, finders: list | None
         return report
     finally:
         store.close()
+
+
+def alert_targets(urls: list[str], names: dict[str, str]) -> list[str]:
+    """Where alerts go, for output: ``"oncall: slack://…"``; never the URL itself."""
+    from infraplan.alerts import redact_url
+
+    return [f"{names.get(u, '--alert')}: {redact_url(u)}" for u in urls]
+
+
+def send_drift_alerts(store, report: DriftReport, urls: list[str], min_severity: dict[str, str]) -> dict[str, Any]:
+    """Track the findings under topic ``drift`` and alert `urls`; a URL with a least severity
+    gets only findings that severe, de-duplicated under its own topic (``drift:warning``)."""
+    from dataclasses import replace
+
+    from infraplan.alerts import track_and_alert
+
+    groups: dict[str, list[str]] = {}
+    for u in urls:
+        groups.setdefault(min_severity.get(u) or "info", []).append(u)
+    summary = track_and_alert(store, "drift", report, urls=groups.pop("info", []))
+    for sev, group in sorted(groups.items(), key=lambda kv: _RANK[kv[0]]):
+        picked = [replace(f) for f in report.findings if _RANK[SEVERITY[f.kind]] >= _RANK[sev]]  # copies: keep `new`
+        extra = track_and_alert(store, f"drift:{sev}", picked, urls=group, label=f"{sev} and above")
+        summary["sent"] += extra["sent"]
+        if extra["error"]:
+            summary["error"] = "; ".join(e for e in (summary["error"], extra["error"]) if e)
+    return summary
 
 
 def plan_from_report(ws, report: DriftReport, parallelism: int = 10):

@@ -15,8 +15,11 @@ Plan JSON format (``format_version`` "1.0")::
                     requires_replace, create_before_destroy, dependencies, deposed,
                     risks, warnings} … ],
       "outputs": {"name": {"value": …, "unknown": false, "sensitive": false}},
-      "diagnostics": [ … ]
+      "diagnostics": [ … ],
+      "cost": {"currency": "USD", "before_hourly", "after_hourly", "delta_hourly", "unpriced": [addr]}
     }
+
+Fleet changes carry ``cost`` ($/hour, placement, fail-over order, GPU fit).
 
 Actions: ``create``, ``update`` (in place), ``replace``, ``delete``, ``noop``,
 and ``refresh`` (no real change: state is brought in line with what refresh found).
@@ -58,6 +61,7 @@ class Change:
     risks: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     fleet: str | None = None
+    cost: dict[str, Any] | None = None  # fleets: $/hour and placement (infraplan.cost.fleet_cost)
 
     @property
     def key(self) -> str:
@@ -97,6 +101,7 @@ class Plan:
     infraplan_version: str = ""
     desired_config: dict[str, Any] | None = None  # redacted snapshot of desired resources, for history
     secrets: frozenset[str] = field(default_factory=frozenset, repr=False)  # never serialised
+    cost: dict[str, Any] | None = None  # before/after/delta $ per hour (infraplan.cost.summarise)
 
     def __post_init__(self) -> None:
         if not self.infraplan_version:
@@ -146,6 +151,7 @@ class Plan:
             "outputs": self.outputs,
             "diagnostics": self.diagnostics,
             "desired_config": self.desired_config,
+            "cost": self.cost,
         }
 
     @classmethod
@@ -169,6 +175,7 @@ class Plan:
             created_at=d["created_at"],
             infraplan_version=d.get("infraplan_version", ""),
             desired_config=d.get("desired_config"),
+            cost=d.get("cost"),
         )
 
     def digest(self) -> str:

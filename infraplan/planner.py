@@ -9,6 +9,7 @@ has -> targets -> outputs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -130,6 +131,12 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
 
     _check_prevent_destroy(desired, current, ctx)
     _mark_risks(ctx, desired)
+    from infraplan.cost import price_plan  # one estimate per fleet, and the GPU-fit check
+
+    plan_cost, cost_diags = price_plan(
+        ctx.changes, desired, current, providers, project_dir=Path(str(config.root)),
+        throughputs={a: rc.block.throughput_tokens_per_s for a, rc in config.fleets.items()})
+    ctx.diagnostics.extend(cost_diags)
 
     changes = list(ctx.changes.values())
     if opts.targets:
@@ -161,6 +168,7 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
         outputs=outputs,
         diagnostics=_unique(d.to_json() for d in ctx.diagnostics),
         destroy=opts.destroy,
+        cost=plan_cost,
     )
 
 

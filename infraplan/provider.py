@@ -89,6 +89,17 @@ class Provider:
                     replace.append(key)
         return ProviderPlan(attributes=attrs, requires_replace=replace)
 
+    def estimate(self, attributes: dict[str, Any]) -> dict[str, Any] | None:
+        """One replica's placement and price for the plan's cost lines, or None if unknown.
+
+        Keys (all optional but ``hourly``): ``cloud``, ``region``, ``instance_type``,
+        ``accelerators``, ``hourly`` ($/hour as planned), ``hourly_on_demand``,
+        ``hourly_spot``, ``use_spot``, ``failover`` (candidates in the order tried),
+        ``gpu_memory_gib`` (per GPU, for the fit check), ``note``. Called once per
+        fleet, not per replica; raise ProviderError when the resources are infeasible.
+        """
+        return None
+
     # -- apply time --------------------------------------------------------
     def prepare_create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
         """Allocate identity (ports, tokens) before the intent is written to state."""

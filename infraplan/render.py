@@ -128,6 +128,7 @@ def render_plan(plan: Plan, console: Console, *, show_noop: bool = False) -> Non
         blocks.extend(render_change(c, plan.secrets) for c in risky)
     blocks.extend(render_change(c, plan.secrets) for c in rest)
     blocks.append(summary_line(plan))
+    blocks.extend(cost_lines(plan))
     if console.is_terminal and not console.no_color:
         for t in blocks:
             console.print(t)
@@ -157,3 +158,31 @@ def _render_outputs(plan: Plan, console: Console) -> None:
     for name, o in sorted(plan.outputs.items()):
         v = REDACTED if o.get("sensitive") else (UNKNOWN_TEXT if o.get("unknown") else fmt(o.get("value")))
         console.print(f"  {name} = {v}")
+
+
+def cost_lines(plan: Plan) -> list[Text]:
+    """Per-fleet $/hour and the plan's total, when anything costs money."""
+    from infraplan.cost import describe, money
+
+    total = plan.cost or {}
+    fleets = [c for c in plan.changes if c.kind == "fleet" and c.cost]
+    if not any((c.cost.get("hourly") or c.cost.get("before_hourly")) for c in fleets) and not total.get("unpriced"):
+        return []
+    t = Text("\nCost (USD per hour):\n", style="bold")
+    for c in fleets:
+        if c.cost.get("hourly") is None:
+            t.append(f"  {c.address}: not priced by its provider\n")
+            continue
+        t.append(f"  {c.address}: {describe(c.cost)}\n")
+        for i, f in enumerate((c.cost.get("unit") or {}).get("failover") or []):
+            where = "/".join(str(f[k]) for k in ("cloud", "region") if f.get(k))
+            spot = " spot" if f.get("use_spot") else ""
+            t.append(f"      {i + 1}. {where} {f.get('instance_type') or ''}{spot} {money(f.get('hourly'))}/h\n",
+                     style="dim")
+    delta = total.get("delta_hourly") or 0.0
+    sign = "+" if delta >= 0 else ""
+    t.append(f"  Total: {money(total.get('after_hourly'))}/h (was {money(total.get('before_hourly'))}/h, "
+             f"{sign}{money(delta)}/h)")
+    if total.get("unpriced"):
+        t.append(f"; not priced: {', '.join(total['unpriced'])}")
+    return [t]

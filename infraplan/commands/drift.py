@@ -42,7 +42,8 @@ def _common(fn):
     fn = click.option("--state", "state_path", type=click.Path(), default=None,
                       help="State file (default: infraplan.db beside the config).")(fn)
     fn = click.option("--idle-after", "idle_after", metavar="DURATION",
-                      help="Report replicas with no requests for this long as idle (90s, 15m, 2h).")(fn)
+                      help="Report replicas with no requests for this long as idle (90s, 15m, 2h); "
+                           "overrides every fleet's `idle_after`.")(fn)
     fn = click.option("--timeout", "timeout", type=float, default=None, help="Seconds one probe may take [2].")(fn)
     fn = click.option("--parallelism", type=click.IntRange(1, 1000), default=None, help="Replicas checked at once [16].")(fn)
     fn = click.option("--cloud", "clouds", multiple=True, metavar="SPEC",
@@ -127,6 +128,8 @@ def render_report(report) -> str:
     summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "nothing"
     lines.append(f"{verdict} Checked {checked.get('replicas', 0)} replica(s), {checked.get('instances_listed', 0)} "
                  f"listed instance(s) in {report.duration_s:.2f}s: {summary}.")
+    if report.alert_targets:
+        lines.append(f"Alerting: {', '.join(report.alert_targets)}")
     if report.alerts.get("sent"):
         lines.append(f"Alerts sent: {report.alerts['appeared']} appeared, {report.alerts['cleared']} cleared.")
     if report.alerts.get("error"):
@@ -160,7 +163,7 @@ def drift(path, var_args, var_files, state_path, idle_after, timeout, parallelis
     ws = _workspace(path, state_path, var_args, var_files)
     settings = _settings(ws, idle_after, timeout, parallelism, retries,
                          False if no_health_generate else None, False if no_orphans else None)
-    urls = list(alerts) or list(settings.alerts)
+    urls = list(dict.fromkeys([*alerts, *settings.alerts]))  # --alert plus the config's `alert` blocks
     if urls:
         from infraplan.alerts import check_urls
 
@@ -226,21 +229,21 @@ def _history(path, state_path, limit, as_json) -> None:
 @click.command()
 @click.argument("path", default=".", type=click.Path())
 @_common
-@click.option("--include-idle", is_flag=True, help="Also destroy idle replicas (needs --idle-after or a drift block).")
+@click.option("--include-idle", is_flag=True, help="Also destroy idle replicas (needs --idle-after or a fleet's `idle_after`).")
 @click.option("--auto-approve", is_flag=True, help="Skip the interactive approval.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was planned and removed as JSON.")
 @_handle
 def cleanup(path, var_args, var_files, state_path, idle_after, timeout, parallelism, clouds, include_idle,
             auto_approve, as_json):
     """Remove orphaned instances (and, with --include-idle, idle replicas), with approval; audited."""
-    from infraplan.drift import execute_cleanup, plan_cleanup
+    from infraplan.drift import execute_cleanup, plan_cleanup, watches_idle
 
     ws = _workspace(path, state_path, var_args, var_files)
     settings = _settings(ws, idle_after, timeout, parallelism)
-    if include_idle and not settings.idle_after_s:
+    if include_idle and not watches_idle(settings):
         from infraplan.errors import InfraplanError
 
-        raise InfraplanError("--include-idle needs an idle window: pass --idle-after DURATION")
+        raise InfraplanError("--include-idle needs an idle window: pass --idle-after DURATION or set a fleet's idle_after")
     todo = plan_cleanup(ws, settings, finders=_finders(ws, clouds), include_idle=include_idle)
     if not as_json:
         click.echo(todo.render())

@@ -5,7 +5,7 @@ returns them all, `load_config` raises `ConfigError` carrying them.
 
 Order of work: parse files -> merge blocks -> declare and resolve variables ->
 check references statically and build the dependency graph (networkx) ->
-report cycles -> evaluate locals, models, fleets, providers and outputs in
+report cycles -> evaluate locals, models, fleets, providers, alerts and outputs in
 dependency order -> validate each block with its pydantic model.
 """
 
@@ -42,6 +42,7 @@ from infraplan.config.yaml_positions import PathT, Positions, format_path, load_
 from infraplan.diagnostics import Diagnostic, Location, has_errors
 from infraplan.errors import ConfigError
 from infraplan.models.config import (
+    AlertBlock,
     ConfigFile,
     FleetBlock,
     ModelBlock,
@@ -54,7 +55,8 @@ TOP_LEVEL = tuple(ConfigFile.model_fields)
 MODEL_ATTRS = frozenset(ModelBlock.model_fields) | {"name"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _DEP = re.compile(r"(model|fleet)\.([A-Za-z_][A-Za-z0-9_-]*)(\[[^\]]*\])?\Z")
-_NODE_KIND = {"locals": "local", "model": "model", "fleet": "fleet", "provider": "provider", "output": "output"}
+_NODE_KIND = {"locals": "local", "model": "model", "fleet": "fleet", "provider": "provider", "output": "output",
+              "alert": "alert"}
 _BLOCK_KIND = {v: k for k, v in _NODE_KIND.items()}
 
 
@@ -119,6 +121,7 @@ class Config:
     outputs: dict[str, OutputConfig]
     digest: str
     variable_blocks: dict[str, VariableBlock] = field(default_factory=dict)
+    alerts: dict[str, AlertBlock] = field(default_factory=dict)  # name -> block; `url` is sensitive
     warnings: list[Diagnostic] = field(default_factory=list)
     _index: _Index = field(default_factory=_Index, repr=False, compare=False)
 
@@ -267,13 +270,16 @@ class _Loader:
                 self._seen.add(sig)
                 self.diags.append(d)
 
-    def pydantic_errors(self, exc: ValidationError, base: PathT, cls: type[BaseModel]) -> None:
+    def pydantic_errors(self, exc: ValidationError, base: PathT, cls: type[BaseModel],
+                        secret: frozenset[str] = frozenset()) -> None:
+        """Report pydantic's errors at their config paths; values of `secret` fields are never shown."""
         for e in exc.errors(include_url=False):
             loc = tuple(e["loc"])
             path = base + loc
             inp = e.get("input")
             if inp is INVALID:
                 continue
+            hide = bool(loc) and loc[0] in secret
             kind = e["type"]
             if kind == "extra_forbidden":
                 hint = did_you_mean(str(loc[-1]), _fields_at(cls, loc[:-1]))
@@ -282,12 +288,14 @@ class _Loader:
                 self.error(f"missing required key {loc[-1]!r}", path)
             elif isinstance(inp, str) and has_deferred(inp):
                 self.error(
-                    f"{format_path(loc)} must be known at plan time, but {inp!r} is only known after apply",
+                    f"{format_path(loc)} must be known at plan time, but "
+                    f"{'its value' if hide else repr(inp)} is only known after apply",
                     path,
                 )
             else:
                 msg = e["msg"].removeprefix("Value error, ")
-                got = f" (got {_short(unescape(inp))})" if isinstance(inp, (str, int, float, bool)) and not msg.startswith("must") else ""
+                got = f" (got {_short(unescape(inp))})" if isinstance(inp, (str, int, float, bool)) and not msg.startswith("must") \
+                    and not hide else ""
                 self.error(f"{msg}{got}", path)
 
     # -- steps -------------------------------------------------------------
@@ -394,7 +402,7 @@ class _Loader:
         """Check references statically and build the dependency graph."""
         self.graph = g = nx.DiGraph()
         nodes: list[str] = []
-        for block_kind in ("locals", "model", "fleet", "provider", "output"):
+        for block_kind in ("locals", "model", "fleet", "provider", "alert", "output"):
             for name, raw in self.raw[block_kind].items():
                 node = f"{_NODE_KIND[block_kind]}.{name}"
                 nodes.append(node)
@@ -519,7 +527,7 @@ class _Loader:
         self.local_values: dict[str, Any] = {n: INVALID for n in self.raw["locals"]}
         self.model_attrs: dict[str, Any] = {n: INVALID for n in self.raw["model"]}
         ctx = EvalContext(variables, self.local_values, self.model_attrs)
-        out: dict[str, dict[str, Any]] = {"model": {}, "fleet": {}, "provider": {}, "output": {}}
+        out: dict[str, dict[str, Any]] = {"model": {}, "fleet": {}, "provider": {}, "alert": {}, "output": {}}
         for node in order:
             kind, name = node.split(".", 1)
             raw = self.raw[_BLOCK_KIND[kind]][name]
@@ -548,15 +556,21 @@ class _Loader:
                 block = self._validate(node, self._eval(node, raw, ctx, defer=()), ProviderBlock)
                 if block is not None:
                     out["provider"][name] = block
+            elif kind == "alert":
+                block = self._validate(node, self._eval(node, raw, ctx, defer=()), AlertBlock, secret=frozenset({"url"}))
+                if block is not None:
+                    block = block.model_copy(update={"url": unescape(block.url)})
+                    out["alert"][name] = block
+                    self.sensitive_values.add(block.url)  # alert URLs carry tokens: redact them everywhere
             else:
                 out["output"][name] = self._output(node, name, raw, ctx, deps, tainted)
         return out
 
-    def _validate(self, node: str, value: Any, cls: type[BaseModel]) -> Any:
+    def _validate(self, node: str, value: Any, cls: type[BaseModel], secret: frozenset[str] = frozenset()) -> Any:
         try:
             return cls.model_validate(value)
         except ValidationError as e:
-            self.pydantic_errors(e, self._base(node), cls)
+            self.pydantic_errors(e, self._base(node), cls, secret)
             return None
 
     def _fleet(self, node: str, name: str, raw: dict, ctx: EvalContext, deps: set[str], tainted: set[PathT]) -> list[ResourceConfig]:
@@ -660,6 +674,7 @@ class _Loader:
         fleets = {r.address: r for name in self.raw["fleet"] for r in results["fleet"].get(name, ())}
         outputs = {n: results["output"][n] for n in self.raw["output"] if results["output"].get(n)}
         providers = {n: results["provider"][n] for n in self.raw["provider"] if n in results["provider"]}
+        alerts = {n: results["alert"][n] for n in self.raw["alert"] if n in results["alert"]}
         root = self.path if self.path.is_dir() else self.path.parent
         return Config(
             root=root,
@@ -674,5 +689,6 @@ class _Loader:
             outputs=outputs,
             digest=self.hash.hexdigest(),
             variable_blocks=self.decls,
+            alerts=alerts,
             _index=self.index,
         )

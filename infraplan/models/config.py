@@ -7,6 +7,7 @@ deferred value resolved at plan/apply time.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -14,6 +15,15 @@ from pydantic import Field, field_validator
 from infraplan.models.base import StrictModel
 
 Scalar = str | int | float | bool
+ALERT_EVENTS = ("drift", "rollout")
+_DURATION = re.compile(r"(\d+(\.\d+)?)(s|m|h|d)\Z")
+
+
+def _check_duration(v: str | None) -> str | None:
+    m = _DURATION.match(v.strip()) if v is not None else None
+    if v is not None and (m is None or float(m.group(1)) <= 0):
+        raise ValueError("must be a positive duration such as `90s`, `30m`, `2h` or `1d`")
+    return v
 
 
 class VariableValidation(StrictModel):
@@ -46,6 +56,33 @@ class ProviderBlock(StrictModel):
 
     type: str | None = Field(None, description="Provider plugin name (entry point in `infraplan.providers`); defaults to the block's key.")
     settings: dict[str, Any] = Field(default_factory=dict, description="Provider-specific settings, checked by the provider.")
+
+
+class AlertBlock(StrictModel):
+    """Where to send alerts: one Apprise URL and the topics it gets. The URL is treated as sensitive."""
+
+    url: str = Field(
+        ...,
+        repr=False,
+        description="Apprise URL (slack://, pagerduty://, mailto://, json://host/path, ...); usually holds a secret, "
+        "so set it from a `sensitive` variable. Never printed: output shows only its scheme.",
+    )
+    events: list[Literal["drift", "rollout"]] = Field(
+        default_factory=lambda: list(ALERT_EVENTS), description="Topics alerted to this URL; all of them when unset."
+    )
+    min_severity: Literal["info", "warning", "error"] | None = Field(
+        None,
+        description="Only findings at least this severe: `info` (idle), `warning` (changed, orphaned), "
+        "`error` (missing, unhealthy, cannot be asked). All when unset.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        scheme, sep, rest = v.strip().partition("://")
+        if not sep or not scheme or not rest:
+            raise ValueError("must be an Apprise URL such as `slack://...` or `json://host/path`")
+        return v
 
 
 class ModelArchitecture(StrictModel):
@@ -115,6 +152,24 @@ class Lifecycle(StrictModel):
     ignore_changes: list[str] = Field(default_factory=list, description="Attributes whose changes are ignored when planning.")
 
 
+class ServiceSettings(StrictModel):
+    """A fleet served as one load-balanced service (SkyPilot's SkyServe, `placement: service`)."""
+
+    readiness_path: str = Field("/health_generate", description="HTTP path probed before a replica takes traffic.")
+    initial_delay_seconds: int = Field(1200, description="Grace period for a replica to load the model before probes count.", ge=0)
+    timeout_seconds: int = Field(15, description="Timeout of one readiness probe.", ge=1)
+    min_replicas: int | None = Field(None, description="Autoscaling floor; defaults to the fleet's `replicas`.", ge=0)
+    max_replicas: int | None = Field(None, description="Autoscaling ceiling; unset means a fixed number of replicas.", ge=1)
+    target_qps_per_replica: float | None = Field(None, description="Autoscale to keep this many requests/s per replica.", gt=0)
+    load_balancing_policy: str | None = Field(None, description="SkyServe load balancing policy, e.g. `least_load` or `round_robin`.")
+    update_mode: Literal["rolling", "blue_green"] = Field("rolling", description="How a new version replaces the old one.")
+
+
+# Fleet fields passed to the provider in each replica's attributes (only when set, so
+# configs that do not use them plan exactly as before).
+FLEET_PROVIDER_FIELDS = ("placement", "instance_type", "use_spot", "spot_fallback", "failover", "disk_size", "service")
+
+
 class FleetBlock(StrictModel):
     """Replicas of a model served on given accelerators by one provider."""
 
@@ -129,11 +184,42 @@ class FleetBlock(StrictModel):
     cloud: str | None = Field(None, description="Cloud, where the provider spans clouds.")
     depends_on: list[str] = Field(default_factory=list, description="Explicit dependencies: addresses such as `fleet.other`.")
     lifecycle: Lifecycle = Field(default_factory=Lifecycle, description="Lifecycle rules.")
+    idle_after: str | None = Field(
+        None, description="`infraplan drift` reports a replica idle after this long without requests, e.g. `2h`, `30m`, `90s`."
+    )
     for_each: list[Any] | dict[str, Any] | str | None = Field(
         None,
         description="One fleet instance per item (`fleet.NAME[\"key\"]`); use `${each.key}` and `${each.value}` inside.",
     )
     description: str | None = Field(None, description="Free text.")
+    placement: Literal["cluster", "service"] | None = Field(
+        None, description="Cloud providers: `cluster` (one cluster per replica) or `service` (one load-balanced "
+        "service for the fleet). Defaults to the provider's setting.")
+    instance_type: str | None = Field(None, description="Cloud instance type; chosen by the provider's optimizer when unset.")
+    use_spot: bool = Field(False, description="Run replicas on spot (preemptible) instances.")
+    spot_fallback: bool = Field(False, description="With `use_spot`: fall back to on-demand instances when no spot capacity is found.")
+    failover: list[str] = Field(
+        default_factory=list,
+        description="Where to run, tried in this order, as `cloud` or `cloud/region` (e.g. `aws/us-east-1`, `gcp`). "
+        "Overrides `cloud` and `region`.")
+    disk_size: int | None = Field(None, description="Boot disk per replica, in GB.", ge=1)
+    throughput_tokens_per_s: float | None = Field(
+        None, description="Expected output tokens/s of one replica; the plan then shows $ per 1M output tokens.", gt=0)
+    service: ServiceSettings | None = Field(None, description="Service settings for `placement: service`.")
+
+    def provider_attributes(self) -> dict[str, Any]:
+        """The set fleet fields of `FLEET_PROVIDER_FIELDS`, for replica attributes."""
+        data = self.model_dump(mode="json", include=set(FLEET_PROVIDER_FIELDS), exclude_defaults=True)
+        return {k: data[k] for k in FLEET_PROVIDER_FIELDS if k in data}
+
+    @field_validator("failover")
+    @classmethod
+    def _failover(cls, v: list[str]) -> list[str]:
+        for item in v:
+            parts = item.split("/")
+            if not item or len(parts) > 3 or not all(parts):
+                raise ValueError(f"{item!r} must look like `cloud`, `cloud/region` or `cloud/region/zone`")
+        return v
 
     @field_validator("model")
     @classmethod
@@ -141,6 +227,11 @@ class FleetBlock(StrictModel):
         if not v.startswith("model.") or len(v.split(".")) != 2:
             raise ValueError("must reference a model as `model.NAME`")
         return v
+
+    @field_validator("idle_after")
+    @classmethod
+    def _idle_after(cls, v: str | None) -> str | None:
+        return _check_duration(v)
 
     @field_validator("accelerators")
     @classmethod
@@ -170,3 +261,4 @@ class ConfigFile(StrictModel):
     model: dict[str, ModelBlock] = Field(default_factory=dict, description="Model versions.")
     fleet: dict[str, FleetBlock] = Field(default_factory=dict, description="Fleets of model servers.")
     output: dict[str, OutputBlock] = Field(default_factory=dict, description="Outputs.")
+    alert: dict[str, AlertBlock] = Field(default_factory=dict, description="Alert destinations (Apprise URLs).")

@@ -1,0 +1,4 @@
+"""The `skypilot` provider: fleets on any cloud through SkyPilot (install `infraplan[skypilot]`).
+
+`sky` is imported lazily, inside the functions that need it, so infraplan starts fast.
+"""

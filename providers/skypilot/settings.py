@@ -1,0 +1,32 @@
+"""Settings of a `skypilot` provider block."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from infraplan.models.base import StrictModel
+
+DEFAULT_PLAN_CLOUDS = ("aws", "gcp", "lambda", "runpod")
+
+
+class SkyPilotSettings(StrictModel):
+    """`provider: {sky: {type: skypilot, settings: {...}}}`."""
+
+    placement: Literal["cluster", "service"] = Field(
+        "cluster", description="Default placement: one SkyPilot cluster per replica, or one SkyServe service per fleet.")
+    sglang_version: str = Field("0.5.5", description="SGLang version `setup` installs on each node (`sglang[all]==VERSION`).")
+    port: int = Field(30000, description="Port the SGLang server listens on, on each node.", ge=1, le=65535)
+    idle_minutes_to_autostop: int | None = Field(
+        None, description="Cluster placement: stop a cluster after this many idle minutes.", ge=0)
+    secrets_env: list[str] = Field(
+        default_factory=lambda: ["HF_TOKEN"],
+        description="Names of environment variables copied from your environment to the servers as SkyPilot "
+        "secrets (never written to state or plan). Missing ones are skipped.")
+    plan_clouds: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PLAN_CLOUDS),
+        description="Clouds the plan-time optimizer may choose from when a fleet names none (pricing needs no credentials).")
+    timeout_s: float = Field(3600.0, description="Longest wait for one SkyPilot request (launch, serve up, ...).", gt=0)
+    retries: int = Field(3, description="Attempts for SkyPilot calls that fail transiently.", ge=1)
+    name_prefix: str = Field("infraplan", description="Prefix of cluster and service names.")

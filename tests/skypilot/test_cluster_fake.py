@@ -1,0 +1,142 @@
+"""Cluster placement through SkyClient, with a fake SDK that returns SkyPilot's real types."""
+
+from __future__ import annotations
+
+import itertools
+from types import SimpleNamespace
+
+import pytest
+
+from infraplan.errors import ResourceNotFound, TransientProviderError
+from infraplan.provider import ProviderContext
+from infraplan_providers.skypilot import client as client_mod
+from infraplan_providers.skypilot.client import NoCapacity, NoCloudAccess, SkyClient, map_status, REPLICA_STATUS
+from infraplan_providers.skypilot.provider import SkyPilotProvider
+
+from .conftest import sky
+from sky.schemas.api.responses import StatusResponse
+
+
+class FakeSky:
+    """SDK calls return request ids; get/stream_and_get resolve them (or raise SkyPilot's errors)."""
+
+    exceptions = sky.exceptions
+    StatusRefreshMode = sky.StatusRefreshMode
+
+    def __init__(self):
+        self.clusters: dict[str, StatusResponse] = {}
+        self.results: dict[str, object] = {}
+        self.calls: list[tuple] = []
+        self.fail_next: list[BaseException] = []
+        self._ids = itertools.count()
+
+    def _req(self, result) -> str:
+        rid = f"req-{next(self._ids)}"
+        self.results[rid] = result
+        return rid
+
+    def _resolve(self, rid):
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+        r = self.results.pop(rid)
+        return r() if callable(r) else r
+
+    get = stream_and_get = _resolve
+
+    def launch(self, task, cluster_name, idle_minutes_to_autostop=None, **kw):
+        self.calls.append(("launch", cluster_name, idle_minutes_to_autostop, task))
+
+        def up():
+            res = task.resources[0] if isinstance(task.resources, list) else next(iter(task.resources))
+            self.clusters[cluster_name] = StatusResponse(
+                name=cluster_name, launched_at=0, status=sky.ClusterStatus.UP, autostop=-1, to_down=False,
+                cluster_hash="h", cluster_ever_up=True, user_hash="u", user_name="me", workspace="default",
+                is_managed=False, nodes=1, handle=SimpleNamespace(launched_resources=res.copy(instance_type="p5.48xlarge")))
+            return (1, None)
+        return self._req(up)
+
+    def status(self, names, refresh=None):
+        self.calls.append(("status", tuple(names), refresh))
+        return self._req(lambda: [self.clusters[n] for n in names if n in self.clusters])
+
+    def endpoints(self, cluster, port=None):
+        return self._req({port: f"3.1.2.3:{port}"})
+
+    def down(self, name):
+        self.calls.append(("down", name))
+
+        def gone():
+            if name not in self.clusters:
+                raise sky.exceptions.ClusterDoesNotExist(f"Cluster {name!r} does not exist.")
+            del self.clusters[name]
+        return self._req(gone)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    f = FakeSky()
+    monkeypatch.setattr(client_mod, "sdk", lambda: f)
+    return f
+
+
+@pytest.fixture
+def provider(tmp_path, fake):
+    ctx = ProviderContext(project_dir=tmp_path, state_path=tmp_path / "s.db", runtime_dir=tmp_path,
+                          settings={"idle_minutes_to_autostop": 30})
+    return SkyPilotProvider(ctx, client=SkyClient(timeout_s=5, retries=3, wait_s=0))
+
+
+ATTRS = {"fleet": "fleet.chat", "index": 1, "model_source": "hf://org/m", "model_revision": "r1",
+         "served_name": "m", "accelerators": "H100:8", "cloud": "aws", "region": "us-east-1", "args": {}}
+
+
+def test_create_read_delete(provider, fake):
+    out = provider.create("fleet.chat[1]", dict(ATTRS))
+    assert out["cluster_name"] == "infraplan-chat-1"
+    assert out["endpoint"] == "http://3.1.2.3:30000"
+    assert (out["cloud_chosen"], out["region_chosen"], out["instance_type_chosen"]) == ("aws", "us-east-1", "p5.48xlarge")
+    launch = fake.calls[0]
+    assert launch[:3] == ("launch", "infraplan-chat-1", 30) and isinstance(launch[3], sky.Task)
+    r = provider.read("fleet.chat[1]", out)
+    assert r.exists and r.healthy and r.attributes["status"] == "running"
+    assert ("status", ("infraplan-chat-1",), sky.StatusRefreshMode.FORCE) in fake.calls
+    fake.clusters["infraplan-chat-1"].status = sky.ClusterStatus.STOPPED
+    r = provider.read("fleet.chat[1]", out)
+    assert r.exists and r.healthy is False and r.attributes["status"] == "stopped"
+    provider.delete("fleet.chat[1]", out)
+    assert not provider.read("fleet.chat[1]", out).exists
+    provider.delete("fleet.chat[1]", out)  # already gone: success
+
+
+def test_errors_are_translated(provider, fake):
+    history = [sky.exceptions.ResourcesUnavailableError("AWS us-east-1: InsufficientInstanceCapacity")]
+    fake.fail_next = [sky.exceptions.ResourcesUnavailableError("Failed to provision all possible launchable "
+                                                               "resources.", failover_history=history)]
+    with pytest.raises(NoCapacity, match="InsufficientInstanceCapacity") as info:
+        provider.create("fleet.chat[1]", dict(ATTRS))
+    assert len(info.value.failover_history) == 1
+    fake.fail_next = [sky.exceptions.NoCloudAccessError("Cloud access is not set up.")]
+    with pytest.raises(NoCloudAccess, match="sky check"):
+        provider.create("fleet.chat[1]", dict(ATTRS))
+    with pytest.raises(ResourceNotFound):
+        provider.client._call("down", "nope")
+
+
+def test_transient_errors_are_retried(provider, fake):
+    fake.fail_next = [sky.exceptions.ApiServerConnectionError("http://127.0.0.1:46580")]
+    out = provider.create("fleet.chat[1]", dict(ATTRS))  # second attempt succeeds
+    assert out["cluster_name"] == "infraplan-chat-1"
+    fake.fail_next = [sky.exceptions.ApiServerConnectionError("http://127.0.0.1:46580")] * 3
+    with pytest.raises(TransientProviderError):
+        provider.read("fleet.chat[1]", out)
+
+
+def test_status_maps_use_the_real_enums():
+    from sky.serve import ReplicaStatus, ServiceStatus
+
+    from infraplan_providers.skypilot.client import CLUSTER_STATUS, SERVICE_STATUS
+
+    assert {s.value for s in sky.ClusterStatus} <= set(CLUSTER_STATUS)
+    assert {s.value for s in ServiceStatus} <= set(SERVICE_STATUS)
+    assert {s.value for s in ReplicaStatus} <= set(REPLICA_STATUS)
+    assert map_status(REPLICA_STATUS, ReplicaStatus.READY) == "running"
