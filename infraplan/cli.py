@@ -574,6 +574,8 @@ def state_mv(src, dst, state_path):
 
 from infraplan.commands.drift import cleanup, drift  # noqa: E402
 cli.add_command(drift); cli.add_command(cleanup)  # noqa: E702
+from infraplan.commands.bench import bench  # noqa: E402
+cli.add_command(bench)
 
 
 def main() -> None:

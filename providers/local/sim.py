@@ -517,11 +517,16 @@ class Handler(BaseHTTPRequestHandler):
         self._openai(body, _chat_prompt(body.get("messages") or []), chat=True)
 
 
+class _SimHTTPServer(ThreadingHTTPServer):
+    # the stdlib's listen backlog of 5 drops connections when a load test opens dozens at once
+    request_queue_size = 128
+
+
 def make_server(cfg: SimConfig) -> ThreadingHTTPServer:
     """A bound (not yet serving) simulator server."""
     sim = Simulator(cfg)
     handler = type("BoundHandler", (Handler,), {"sim": sim})
-    server = ThreadingHTTPServer((cfg.host, cfg.port), handler)
+    server = _SimHTTPServer((cfg.host, cfg.port), handler)
     server.daemon_threads = True
     cfg.port = server.server_address[1]  # --port 0 picks a free port; report the real one
     return server

@@ -1,0 +1,486 @@
+"""Bounded load against an SGLang / OpenAI-compatible endpoint, measured like SGLang's bench_serving.
+
+The metric definitions follow SGLang's `python/sglang/bench_serving.py` (itself adapted from
+vLLM's `benchmarks/benchmark_serving.py`): `async_request_openai_chat_completions`,
+`async_request_openai_completions`, `async_request_sglang_generate` and `calculate_metrics`.
+Every request streams (SSE); times are `time.perf_counter()`:
+
+- start: taken just before the request is sent, once a concurrency slot is held (SGLang
+  measures inside its semaphore too, so queueing for a slot is not TTFT).
+- TTFT: start -> first streamed chunk that carries text (chat `delta.content`, completions
+  `choices[0].text`, /generate `text`). Role-only and usage-only chunks do not count.
+- ITL: the gaps between consecutive text chunks. For /generate, where one chunk may carry
+  several new tokens, the gap is split evenly over them (`gap / new_tokens`, repeated), as
+  SGLang does. ITLs of all requests are pooled.
+- E2E latency: start -> the last non-empty SSE line (`data: [DONE]` included).
+- TPOT: per request `(e2e - ttft) / (output_tokens - 1)`, only for requests with more than one
+  output token (a 1-token request has no TPOT, as in SGLang).
+- output tokens: the server's `usage.completion_tokens` / `meta_info.completion_tokens`.
+  SGLang falls back to the requested length when the server reports none; here the fallback
+  is the number of text chunks received, which is a real count.
+- input tokens: the server's `prompt_tokens` when reported, else the requested length.
+- duration: first dispatch -> every request finished. Request throughput is
+  completed / duration, output token throughput total output tokens / duration, total token
+  throughput (input + output) / duration, and concurrency sum(e2e) / duration.
+- statistics: mean, std (population, like `np.std`), median, p90, p95, p99 and max, with the
+  linear interpolation of `np.percentile`. SGLang prints mean/median/p99 (plus p95 and max for
+  ITL); an empty sample is `None` here where SGLang reports 0.
+
+Load shape: at most `concurrency` requests in flight. Without `rate` each free slot sends at
+once (a closed loop, SGLang's `--request-rate inf --max-concurrency N`); with `rate` requests
+arrive at exponential (Poisson, SGLang's default) or fixed intervals and wait for a slot.
+Sending stops at `duration_s` or `num_requests`, whichever comes first; requests in flight then
+finish, each bounded by `timeout_s`, so a run always ends by `duration_s + timeout_s`.
+
+Prompts are `prompt_tokens` seeded filler words (a word is a token for infraplan's simulator,
+roughly one for real tokenizers), distinct per request so a prefix cache does not flatter the
+numbers. `ignore_eos` is sent so servers that honour it produce exactly `output_tokens`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+
+from infraplan.errors import InfraplanError
+
+FORMAT_VERSION = 1
+API_ROUTES = {
+    "openai-chat": "/v1/chat/completions",
+    "openai-completions": "/v1/completions",
+    "sglang-generate": "/generate",
+}
+Api = Literal["openai-chat", "openai-completions", "sglang-generate"]
+DEFAULT_DURATION_S = 30.0
+MAX_REQUESTS = 1_000_000  # hard caps: a run always terminates
+MAX_DURATION_S = 24 * 3600.0
+MAX_CONCURRENCY = 4096
+PERCENTILES = (50, 90, 95, 99)
+_WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
+          "november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+
+
+class BenchError(InfraplanError):
+    """A bench cannot run as asked (bad arguments, or the endpoint cannot be reached at all)."""
+
+
+@dataclass
+class RequestRecord:
+    """One request as measured. Times are seconds; `start_s` is relative to the run's start."""
+
+    index: int
+    start_s: float
+    success: bool = False
+    error: str | None = None
+    status: int | None = None
+    ttft_s: float | None = None
+    e2e_s: float | None = None
+    itl_s: list[float] = field(default_factory=list)
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def tpot_s(self) -> float | None:
+        """(e2e - ttft) / (output_tokens - 1); None with fewer than two output tokens."""
+        if not self.success or self.output_tokens < 2 or self.e2e_s is None or self.ttft_s is None:
+            return None
+        return (self.e2e_s - self.ttft_s) / (self.output_tokens - 1)
+
+
+@dataclass
+class BenchConfig:
+    """What a run was asked to do."""
+
+    url: str
+    api: str
+    model: str | None
+    concurrency: int
+    rate: float | None
+    arrival: str
+    duration_s: float | None
+    num_requests: int | None
+    prompt_tokens: int
+    output_tokens: int
+    timeout_s: float
+    seed: int
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """The p-th percentile with linear interpolation (numpy's default); None when empty."""
+    if not values:
+        return None
+    xs = sorted(values)
+    rank = (len(xs) - 1) * p / 100.0
+    lo, hi = math.floor(rank), math.ceil(rank)
+    return xs[lo] + (xs[hi] - xs[lo]) * (rank - lo)
+
+
+def summarize(values_s: list[float]) -> dict[str, float | int | None]:
+    """count, mean, std, median, p90, p95, p99, max of seconds, in milliseconds."""
+    n = len(values_s)
+    if not n:
+        return {"count": 0, "mean": None, "std": None, "median": None,
+                **{f"p{p}": None for p in PERCENTILES[1:]}, "max": None}
+    mean = sum(values_s) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values_s) / n)
+    out: dict[str, float | int | None] = {"count": n, "mean": mean * 1000, "std": std * 1000}
+    for p in PERCENTILES:
+        out["median" if p == 50 else f"p{p}"] = percentile(values_s, p) * 1000
+    out["max"] = max(values_s) * 1000
+    return out
+
+
+@dataclass
+class BenchResult:
+    """Per-request records of one run and the statistics computed from them."""
+
+    config: BenchConfig
+    records: list[RequestRecord]
+    duration_s: float
+    started_at: str
+    model: str | None = None
+
+    @property
+    def completed(self) -> list[RequestRecord]:
+        return [r for r in self.records if r.success]
+
+    @property
+    def failed(self) -> list[RequestRecord]:
+        return [r for r in self.records if not r.success]
+
+    def failure_reasons(self) -> dict[str, int]:
+        """Failed requests counted by reason."""
+        out: dict[str, int] = {}
+        for r in self.failed:
+            out[r.error or "unknown"] = out.get(r.error or "unknown", 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def latency_ms(self) -> dict[str, dict[str, Any]]:
+        """ttft, tpot, itl and e2e statistics in milliseconds over completed requests."""
+        ok = self.completed
+        return {
+            "ttft": summarize([r.ttft_s for r in ok if r.ttft_s is not None]),
+            "tpot": summarize([t for r in ok if (t := r.tpot_s) is not None]),
+            "itl": summarize([x for r in ok for x in r.itl_s]),
+            "e2e": summarize([r.e2e_s for r in ok if r.e2e_s is not None]),
+        }
+
+    def throughput(self) -> dict[str, float]:
+        ok, d = self.completed, self.duration_s or float("nan")
+        inp = sum(r.prompt_tokens for r in ok)
+        out = sum(r.output_tokens for r in ok)
+        return {
+            "requests_per_s": len(ok) / d,
+            "input_tokens_per_s": inp / d,
+            "output_tokens_per_s": out / d,
+            "total_tokens_per_s": (inp + out) / d,
+            "concurrency": sum(r.e2e_s or 0.0 for r in ok) / d,
+        }
+
+    def to_dict(self, include_records: bool = False) -> dict[str, Any]:
+        """The JSON document (see `to_json`)."""
+        ok = self.completed
+        doc: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "tool": "infraplan bench",
+            "definitions": "sglang bench_serving",
+            "started_at": self.started_at,
+            "config": asdict(self.config),
+            "model": self.model,
+            "duration_s": self.duration_s,
+            "requests": {"sent": len(self.records), "completed": len(ok), "failed": len(self.failed)},
+            "failures": self.failure_reasons(),
+            "tokens": {"input": sum(r.prompt_tokens for r in ok), "output": sum(r.output_tokens for r in ok)},
+            "throughput": self.throughput(),
+            "latency_ms": self.latency_ms(),
+        }
+        if include_records:
+            doc["records"] = [{**asdict(r), "tpot_s": r.tpot_s} for r in self.records]
+        return doc
+
+    def to_json(self, include_records: bool = False, indent: int | None = 2) -> str:
+        """JSON, `format_version` 1::
+
+            {"format_version": 1, "tool": "infraplan bench", "definitions": "sglang bench_serving",
+             "started_at": ISO-8601 UTC, "config": {url, api, model, concurrency, rate, arrival,
+             duration_s, num_requests, prompt_tokens, output_tokens, timeout_s, seed},
+             "model": served model used, "duration_s": float,
+             "requests": {"sent", "completed", "failed"}, "failures": {reason: count},
+             "tokens": {"input", "output"},
+             "throughput": {"requests_per_s", "input_tokens_per_s", "output_tokens_per_s",
+                            "total_tokens_per_s", "concurrency"},
+             "latency_ms": {"ttft"|"tpot"|"itl"|"e2e": {"count", "mean", "std", "median",
+                            "p90", "p95", "p99", "max"}},      # null when no sample
+             "records": [{index, start_s, success, error, status, ttft_s, e2e_s, itl_s,
+                          prompt_tokens, output_tokens, tpot_s}]}   # with include_records
+
+        Non-finite numbers (a zero-length run) are written as null.
+        """
+        return json.dumps(_finite(self.to_dict(include_records)), indent=indent)
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
+
+
+# -- requests ----------------------------------------------------------------------------------
+def endpoint_url(url: str, api: str) -> tuple[str, str]:
+    """(base URL, request URL) for `api`; a URL already naming the route (or /v1) is kept."""
+    if api not in API_ROUTES:
+        raise BenchError(f"unknown api {api!r} (one of {', '.join(API_ROUTES)})")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise BenchError(f"not an http(s) URL: {url!r}")
+    path = parts.path.rstrip("/")
+    route = API_ROUTES[api]
+    for r in API_ROUTES.values():
+        if path.endswith(r):
+            path = path[: -len(r)]
+            route = r
+            break
+    else:
+        if path.endswith("/v1") and route.startswith("/v1/"):
+            path = path[:-3]
+    base = f"{parts.scheme}://{parts.netloc}{path}"
+    return base, base + route
+
+
+def make_prompt(n_tokens: int, seed: int, index: int) -> str:
+    """`n_tokens` filler words, distinct per request."""
+    rng = random.Random(f"{seed}:{index}")
+    return " ".join(rng.choice(_WORDS) for _ in range(max(1, n_tokens)))
+
+
+def _payload(api: str, model: str | None, prompt: str, max_tokens: int) -> dict[str, Any]:
+    if api == "sglang-generate":
+        return {"text": prompt, "stream": True,
+                "sampling_params": {"temperature": 0.0, "max_new_tokens": max_tokens, "ignore_eos": True}}
+    body: dict[str, Any] = {"temperature": 0.0, "max_tokens": max_tokens, "stream": True,
+                            "stream_options": {"include_usage": True}, "ignore_eos": True}
+    if model:
+        body["model"] = model
+    if api == "openai-chat":
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
+    return body
+
+
+async def _one(client: httpx.AsyncClient, api: str, url: str, payload: dict[str, Any],
+               rec: RequestRecord, t0: float, timeout_s: float) -> None:
+    """Send one streaming request and fill `rec` (never raises for request failures)."""
+    st = time.perf_counter()
+    rec.start_s = st - t0
+    try:
+        async with asyncio.timeout(timeout_s):
+            await _stream(client, api, url, payload, rec, st)
+    except TimeoutError:
+        rec.error = f"timeout after {timeout_s:g}s"
+    except httpx.TimeoutException as e:
+        rec.error = f"timeout ({type(e).__name__})"
+    except httpx.ConnectError:
+        rec.error = "connect error"
+    except (httpx.RemoteProtocolError, httpx.ReadError) as e:
+        rec.error = f"broken stream ({type(e).__name__})"
+    except httpx.HTTPError as e:
+        rec.error = f"http error ({type(e).__name__})"
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        rec.error = f"bad response ({type(e).__name__})"
+
+
+async def _stream(client: httpx.AsyncClient, api: str, url: str, payload: dict[str, Any],
+                  rec: RequestRecord, st: float) -> None:
+    text_chunks = 0
+    usage_out: int | None = None
+    usage_in: int | None = None
+    done = False
+    last = st
+    prev_tokens = 0  # /generate: completion_tokens at the previous text chunk
+    async with client.stream("POST", url, json=payload) as resp:
+        rec.status = resp.status_code
+        if resp.status_code != 200:
+            await resp.aread()
+            rec.error = f"HTTP {resp.status_code}"
+            return
+        async for line in resp.aiter_lines():
+            line = line.strip()
+            if not line:
+                continue
+            now = time.perf_counter()
+            rec.e2e_s = now - st
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                done = True
+                continue
+            chunk = json.loads(data)
+            if isinstance(chunk, dict) and chunk.get("error"):
+                err = chunk["error"]
+                rec.error = "error event: " + str(err.get("message") if isinstance(err, dict) else err)[:200]
+                return
+            if api == "sglang-generate":
+                meta = chunk.get("meta_info") or {}
+                usage_in = meta.get("prompt_tokens", usage_in)
+                if not chunk.get("text"):
+                    continue
+                n = int(meta.get("completion_tokens") or prev_tokens + 1)
+                new = n - prev_tokens
+                if rec.ttft_s is None:
+                    rec.ttft_s = now - st
+                elif new <= 0:
+                    continue
+                else:
+                    rec.itl_s.extend([(now - last) / new] * new)
+                last, prev_tokens, usage_out = now, n, n
+                text_chunks += 1
+                continue
+            usage = chunk.get("usage") or {}
+            usage_out = usage.get("completion_tokens", usage_out)
+            usage_in = usage.get("prompt_tokens", usage_in)
+            choices = chunk.get("choices") or []
+            if not choices:
+                continue
+            c0 = choices[0]
+            text = (c0.get("delta") or {}).get("content") if api == "openai-chat" else c0.get("text")
+            if not text:
+                continue
+            if rec.ttft_s is None:
+                rec.ttft_s = now - st
+            else:
+                rec.itl_s.append(now - last)
+            last = now
+            text_chunks += 1
+    if not done:
+        rec.error = "broken stream (no [DONE])"
+        return
+    if rec.ttft_s is None:
+        rec.error = "no tokens streamed"
+        return
+    rec.output_tokens = int(usage_out) if usage_out is not None else text_chunks
+    if usage_in is not None:
+        rec.prompt_tokens = int(usage_in)
+    rec.success = True
+
+
+# -- the run -----------------------------------------------------------------------------------
+def _check(concurrency: int, rate: float | None, arrival: str, duration_s: float | None,
+           num_requests: int | None, prompt_tokens: int, output_tokens: int, timeout_s: float) -> None:
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise BenchError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}")
+    if rate is not None and not (rate > 0 and math.isfinite(rate)):
+        raise BenchError(f"rate must be a positive number of requests per second, got {rate}")
+    if arrival not in ("poisson", "fixed"):
+        raise BenchError(f"arrival must be 'poisson' or 'fixed', got {arrival!r}")
+    if duration_s is not None and not 0 < duration_s <= MAX_DURATION_S:
+        raise BenchError(f"duration must be above 0 and at most {MAX_DURATION_S:g}s, got {duration_s}")
+    if num_requests is not None and not 1 <= num_requests <= MAX_REQUESTS:
+        raise BenchError(f"requests must be between 1 and {MAX_REQUESTS}, got {num_requests}")
+    if prompt_tokens < 1 or output_tokens < 1:
+        raise BenchError("prompt and output tokens must be at least 1")
+    if not timeout_s > 0:
+        raise BenchError(f"timeout must be above 0, got {timeout_s}")
+
+
+async def _preflight(client: httpx.AsyncClient, base: str, url: str, timeout_s: float) -> str | None:
+    """Fail fast when nothing answers at `url`; returns the first served model if listed."""
+    try:
+        resp = await client.get(base + "/v1/models", timeout=min(timeout_s, 10.0))
+    except httpx.HTTPError as e:
+        raise BenchError(f"cannot reach {url}: {type(e).__name__}: {e}") from None
+    if resp.status_code == 200:
+        try:
+            return resp.json()["data"][0]["id"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return None
+    return None
+
+
+async def _run(cfg: BenchConfig, api_key: str | None, stop: threading.Event | None) -> BenchResult:
+    base, url = endpoint_url(cfg.url, cfg.api)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    limits = httpx.Limits(max_connections=cfg.concurrency + 1, max_keepalive_connections=cfg.concurrency + 1)
+    timeout = httpx.Timeout(cfg.timeout_s, connect=min(cfg.timeout_s, 10.0))
+    cap = cfg.num_requests or MAX_REQUESTS
+    rng = random.Random(cfg.seed)
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout) as client:
+        listed = await _preflight(client, base, url, cfg.timeout_s)
+        model = cfg.model or (listed if cfg.api != "sglang-generate" else None)
+        records: list[RequestRecord] = []
+        tasks: set[asyncio.Task] = set()
+        sem = asyncio.Semaphore(cfg.concurrency)
+        t0 = time.perf_counter()
+        deadline = t0 + (cfg.duration_s or MAX_DURATION_S)
+        next_at = t0
+
+        def stopping() -> bool:
+            return time.perf_counter() >= deadline or (stop is not None and stop.is_set())
+
+        async def run_one(rec: RequestRecord, payload: dict[str, Any]) -> None:
+            try:
+                await _one(client, cfg.api, url, payload, rec, t0, cfg.timeout_s)
+            finally:
+                sem.release()
+
+        for i in range(cap):
+            if cfg.rate:
+                while (wait := min(next_at, deadline) - time.perf_counter()) > 0 and not stopping():
+                    await asyncio.sleep(min(wait, 0.1))
+                gap = rng.expovariate(cfg.rate) if cfg.arrival == "poisson" else 1.0 / cfg.rate
+                next_at += gap
+            if stopping():
+                break
+            await sem.acquire()  # waits at most for one request in flight (<= timeout_s)
+            if stopping():
+                sem.release()
+                break
+            rec = RequestRecord(index=i, start_s=time.perf_counter() - t0,
+                                prompt_tokens=cfg.prompt_tokens)
+            records.append(rec)
+            payload = _payload(cfg.api, model, make_prompt(cfg.prompt_tokens, cfg.seed, i), cfg.output_tokens)
+            task = asyncio.create_task(run_one(rec, payload))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+        duration = time.perf_counter() - t0
+    return BenchResult(config=cfg, records=records, duration_s=duration, started_at=started_at, model=model)
+
+
+def run_bench(url: str, *, model: str | None = None, concurrency: int = 8, rate: float | None = None,
+              arrival: str = "poisson", duration_s: float | None = None, num_requests: int | None = None,
+              prompt_tokens: int = 128, output_tokens: int = 64, api: Api = "openai-chat",
+              timeout_s: float = 30.0, api_key: str | None = None, seed: int = 0,
+              stop: threading.Event | None = None) -> BenchResult:
+    """Send a bounded streaming load to `url` and measure it (see the module docstring).
+
+    Stops sending at `duration_s` or after `num_requests`, whichever comes first (only
+    `duration_s` of 30 s when neither is given), or when `stop` is set (for running it in a
+    thread as background traffic). Raises BenchError on bad arguments or when nothing answers
+    at `url`; failed requests are counted in the result, not raised.
+    """
+    _check(concurrency, rate, arrival, duration_s, num_requests, prompt_tokens, output_tokens, timeout_s)
+    if duration_s is None and num_requests is None:
+        duration_s = DEFAULT_DURATION_S
+    endpoint_url(url, api)  # validate before starting a loop
+    cfg = BenchConfig(url=url, api=api, model=model, concurrency=concurrency, rate=rate, arrival=arrival,
+                      duration_s=duration_s, num_requests=num_requests, prompt_tokens=prompt_tokens,
+                      output_tokens=output_tokens, timeout_s=timeout_s, seed=seed)
+    return asyncio.run(_run(cfg, api_key, stop))
