@@ -43,13 +43,35 @@ def headline(c: Change) -> str:
     }[c.action]
 
 
+class _Segments:
+    """Styled text built cheaply; turned into a rich Text only when it is shown in colour."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[str, str | None]] = []
+
+    def append(self, text: str, style: str | None = None) -> None:
+        self.parts.append((text, style))
+
+    @property
+    def plain(self) -> str:
+        return "".join(p for p, _ in self.parts)
+
+    def to_text(self) -> Text:
+        return Text.assemble(*((p, st or "") for p, st in self.parts))
+
+
 def render_change(c: Change, secrets: frozenset[str] = frozenset()) -> Text:
     """One change, Terraform style; sensitive values are masked."""
+    return _change_segments(c, secrets).to_text()
 
+
+def _change_segments(c: Change, secrets: frozenset[str]) -> _Segments:
     def show(key: str, value: Any) -> str:
         return fmt(redact(value, secrets, key=key.split(".")[-1]))
 
-    t = Text()
+    t = _Segments()
     style = STYLE[c.action]
     t.append(f"  # {headline(c)}\n", style="bold")
     for r in c.reasons:
@@ -122,16 +144,16 @@ def render_plan(plan: Plan, console: Console, *, show_noop: bool = False) -> Non
     console.print("infraplan will perform the following actions:\n")
     risky = [c for c in visible if c.action in ("delete", "replace")]
     rest = [c for c in visible if c.action not in ("delete", "replace")]
-    blocks: list[Text] = []
+    blocks: list[Text | _Segments] = []
     if risky:
         blocks.append(Text("Destroys and replacements (review these first):", style="bold red"))
-        blocks.extend(render_change(c, plan.secrets) for c in risky)
-    blocks.extend(render_change(c, plan.secrets) for c in rest)
+        blocks.extend(_change_segments(c, plan.secrets) for c in risky)
+    blocks.extend(_change_segments(c, plan.secrets) for c in rest)
     blocks.append(summary_line(plan))
     blocks.extend(cost_lines(plan))
     if console.is_terminal and not console.no_color:
         for t in blocks:
-            console.print(t)
+            console.print(t.to_text() if isinstance(t, _Segments) else t)
     else:
         # plain output (pipes, CI, NO_COLOR): skip rich's layout, which dominates large plans
         console.file.write("".join(t.plain + "\n" for t in blocks))
