@@ -26,54 +26,10 @@ class Ctx:
         return make_console(no_color=self.no_color, stderr=stderr)
 
 
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(code)
-
-
-def _handle(fn):
-    """Run a command body; user-facing errors become a located one-line message."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from infraplan.errors import ConfigError, InfraplanError, PlanError
-
-        try:
-            return fn(*args, **kwargs)
-        except ConfigError as exc:
-            for d in exc.diagnostics:
-                click.echo(d.one_line(), err=True)
-            n = sum(1 for d in exc.diagnostics if d.severity == "error")
-            _fail(f"configuration has {n} error{'s' if n != 1 else ''}; nothing was planned or applied")
-        except PlanError as exc:
-            for d in exc.diagnostics[1:]:
-                if d.severity == "error":
-                    click.echo(d.one_line(), err=True)
-            _fail(exc.one_line())
-        except InfraplanError as exc:
-            _fail(exc.one_line(), exc.exit_code)
-
-    return wrapper
-
-
-def config_options(fn):
-    fn = click.option("--var", "var_args", multiple=True, metavar="NAME=VALUE", help="Set a variable.")(fn)
-    fn = click.option("--var-file", "var_files", multiple=True, type=click.Path(), help="A YAML/JSON file of variable values.")(fn)
-    fn = click.option("--state", "state_path", type=click.Path(), default=None,
-                      help="State file (default: infraplan.db beside the config).")(fn)
-    return fn
-
-
-def _workspace(path, state_path, var_args, var_files):
-    from infraplan.workspace import Workspace
-
-    if not Path(path).exists():
-        from infraplan.errors import ConfigError
-        from infraplan.diagnostics import Diagnostic
-
-        raise ConfigError([Diagnostic(f"configuration path {path} does not exist")])
-    return Workspace(path, state_path=state_path, var_args=var_args, var_files=var_files)
+from infraplan.commands.common import config_options  # noqa: E402
+from infraplan.commands.common import fail as _fail  # noqa: E402
+from infraplan.commands.common import handle_errors as _handle  # noqa: E402
+from infraplan.commands.common import open_workspace as _workspace  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,7 +6,6 @@ be asked, or the run failed). cleanup: 0 done (or nothing to do), 1 error.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -15,32 +14,13 @@ from pathlib import Path
 import click
 
 
-def _handle(fn):
-    """InfraplanError -> one-line message (config diagnostics first) and exit 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from infraplan.errors import ConfigError, InfraplanError
-
-        try:
-            return fn(*args, **kwargs)
-        except ConfigError as exc:
-            for d in exc.diagnostics:
-                click.echo(d.one_line(), err=True)
-            click.echo(f"Error: {exc.one_line()}", err=True)
-            sys.exit(1)
-        except InfraplanError as exc:
-            click.echo(f"Error: {exc.one_line()}", err=True)
-            sys.exit(1)
-
-    return wrapper
+from infraplan.commands.common import config_options  # noqa: E402
+from infraplan.commands.common import handle_errors as _handle  # noqa: E402
+from infraplan.commands.common import open_workspace as _workspace  # noqa: E402
 
 
 def _common(fn):
-    fn = click.option("--var", "var_args", multiple=True, metavar="NAME=VALUE", help="Set a variable.")(fn)
-    fn = click.option("--var-file", "var_files", multiple=True, type=click.Path(), help="A YAML/JSON file of variable values.")(fn)
-    fn = click.option("--state", "state_path", type=click.Path(), default=None,
-                      help="State file (default: infraplan.db beside the config).")(fn)
+    fn = config_options(fn)
     fn = click.option("--idle-after", "idle_after", metavar="DURATION",
                       help="Report replicas with no requests for this long as idle (90s, 15m, 2h); "
                            "overrides every fleet's `idle_after`.")(fn)
@@ -49,16 +29,6 @@ def _common(fn):
     fn = click.option("--cloud", "clouds", multiple=True, metavar="SPEC",
                       help="Also list tagged instances on a cloud through libcloud (ec2:REGION, gce:ZONE, azure). Opt-in.")(fn)
     return fn
-
-
-def _workspace(path, state_path, var_args, var_files):
-    from infraplan.diagnostics import Diagnostic
-    from infraplan.errors import ConfigError
-    from infraplan.workspace import Workspace
-
-    if not Path(path).exists():
-        raise ConfigError([Diagnostic(f"configuration path {path} does not exist")])
-    return Workspace(path, state_path=state_path, var_args=var_args, var_files=var_files)
 
 
 def _settings(ws, idle_after, timeout, parallelism, retries=None, health_generate=None, orphans=None):
