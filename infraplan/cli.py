@@ -310,6 +310,73 @@ def destroy(obj, path, state_path, var_args, var_files, targets, parallelism, re
     _finish(obj, ws, result, as_json, the_plan)
 
 
+@cli.command()
+@click.argument("path", default=".", type=click.Path())
+@click.option("--to", "to_id", type=int, default=None,
+              help="History id to go back to (see `infraplan history`); default: the previous applied config.")
+@click.option("--state", "state_path", type=click.Path(), default=None,
+              help="State file (default: infraplan.db beside the config).")
+@click.option("--var", "var_args", multiple=True, metavar="NAME=VALUE",
+              help="Values for sensitive variables (they are never stored in history).")
+@click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--auto-approve", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@_handle
+def rollback(obj, path, to_id, state_path, var_args, parallelism, auto_approve, as_json):
+    """Apply a previous config again, from the history, with the same strategies."""
+    import tempfile
+
+    from infraplan.planner import PlanOptions
+    from infraplan.render import render_plan
+    from infraplan.state import StateStore
+    from infraplan.workspace import Workspace, default_state_path
+
+    state = Path(state_path) if state_path else default_state_path(Path(path))
+    store = StateStore.open_readonly(state)
+    entry = _rollback_target(store.history(), to_id)
+    snap = entry.desired_config
+    with tempfile.TemporaryDirectory(prefix="infraplan-rollback-") as tmp:
+        for name, text in snap["files"].items():
+            (Path(tmp) / name).write_text(text)
+        stored = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in snap["variables"].items()]
+        ws = Workspace(tmp, state_path=state, var_args=stored + list(var_args))
+        if not as_json:
+            click.echo(f"Rolling back to the config of history #{entry.id} ({entry.finished_at}, "
+                       f"plan {str(entry.plan_hash)[:12]}).\n")
+        the_plan = ws.plan(PlanOptions(parallelism=parallelism))
+        if not as_json:
+            render_plan(the_plan, obj.console())
+        if not the_plan.has_changes:
+            return
+        if not _approve(obj.console(), the_plan, auto_approve, "roll back"):
+            _fail("rollback cancelled; nothing was changed")
+        result = ws.apply(the_plan, parallelism=parallelism, on_event=_progress(obj, as_json), operation="rollback")
+        _finish(obj, ws, result, as_json, the_plan)
+        if not as_json:
+            click.echo("\nNote: your config files still describe the newer version; fix them before the next apply.")
+
+
+def _rollback_target(history, to_id):
+    from infraplan.errors import InfraplanError
+
+    applied = [h for h in history if h.status == "ok" and h.operation in ("apply", "rollback")
+               and (h.desired_config or {}).get("files")]
+    if to_id is not None:
+        for h in applied:
+            if h.id == to_id:
+                return h
+        raise InfraplanError(f"history #{to_id} is not a successful apply with a stored config "
+                             f"(have: {', '.join('#' + str(h.id) for h in applied) or 'none'})")
+    if not applied:
+        raise InfraplanError("no earlier applied config in the history to roll back to")
+    current = applied[0].config_digest
+    for h in applied[1:]:
+        if h.config_digest != current:
+            return h
+    raise InfraplanError("the history holds no earlier config that differs from the current one")
+
+
 # -- read-only views -------------------------------------------------------------------
 @cli.command()
 @click.argument("name", required=False)

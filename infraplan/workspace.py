@@ -95,6 +95,25 @@ class Workspace:
         body = {"variables": {k: v for k, v in self.config.variables.items()}}
         return redact(body, plan.secrets)
 
+    def history_snapshot(self, plan: Plan, *, serial: int | None = None) -> dict[str, Any]:
+        """What `infraplan rollback` needs to apply this config again: the config files as
+        they were and the variable values (sensitive ones left out: give them again)."""
+        config = self.config
+        sensitive = {n for n, b in config.variable_blocks.items() if b.sensitive}
+        files = {}
+        for f in config.files:
+            try:
+                files[f.name] = f.read_text()
+            except OSError:
+                continue
+        return {
+            "files": files,
+            "variables": {k: v for k, v in config.variables.items() if k not in sensitive},
+            "sensitive_variables": sorted(sensitive),
+            "serial": serial,
+            "destroy": plan.destroy,
+        }
+
     def check_saved_plan(self, saved: Plan, options: PlanOptions) -> Plan:
         """Re-plan and refuse if anything differs from the saved plan (state, config or world)."""
         from infraplan.state import StateStore
@@ -147,7 +166,8 @@ class Workspace:
             plan_hash = plan.digest()
             store.add_history(operation=op, plan_hash=plan_hash, summary=summary, who=who(),
                               started_at=started, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                              status=status, config_digest=plan.config_digest, desired_config=plan.desired_config)
+                              status=status, config_digest=plan.config_digest,
+                              desired_config=self.history_snapshot(plan, serial=store.serial))
             store.audit(op, details={"status": status, "summary": summary, "plan_hash": plan_hash,
                                      "failed": result.failed, "seconds": round(time.monotonic() - t0, 3)}, who=who())
         if result.interrupted:

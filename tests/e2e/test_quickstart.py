@@ -67,3 +67,24 @@ def test_quickstart_lifecycle(quickstart, leftover_servers):
     p.run("destroy", "--auto-approve")
     assert replicas(p.state) == {}
     assert leftover_servers() == []
+
+
+def test_rollback_applies_the_previous_config_from_history(quickstart):
+    p = quickstart
+    p.run("apply", "--auto-approve")
+    p.run("apply", "--auto-approve", "--var", "revision=4f1a2b3")
+    assert {r.attributes["model_revision"] for r in replicas(p.state).values()} == {"4f1a2b3"}
+
+    res = p.run("rollback", "--auto-approve")
+    assert "Rolling back to the config of history #1" in res.stdout
+    reps = replicas(p.state)
+    assert {r.attributes["model_revision"] for r in reps.values()} == {"0e9e39f"}
+    for r in reps.values():
+        assert httpx.get(f"{r.attributes['endpoint']}/model_info").json()["revision"] == "0e9e39f"
+    history = StateStore.open_readonly(p.state).history()
+    assert [h.operation for h in history] == ["rollback", "apply", "apply"]
+    assert StateStore.open_readonly(p.state).audit_log()[0].event == "rollback"
+
+    # nothing earlier than #1 exists: asking for a missing entry is a one-line error
+    bad = p.run("rollback", "--to", "99", "--auto-approve", check=False)
+    assert bad.returncode == 1 and "history #99" in bad.stderr and "Traceback" not in bad.stderr
