@@ -3,6 +3,8 @@
     model.NAME            kind "model"    registry entry; no provider
     fleet.NAME            kind "fleet"    aggregate of its replicas (endpoint, endpoints)
     fleet.NAME[i]         kind "replica"  one server process / cluster, owned by a provider
+    router.NAME           kind "router"   a router in front of fleets, owned by a provider; its
+                                          `worker_sets` are the fleets' ``${fleet.X.endpoints}``
 
 With for_each, the fleet address carries its key: ``fleet.NAME["us"]`` and its
 replicas ``fleet.NAME["us"][0]``.
@@ -22,7 +24,7 @@ class DesiredResource:
 
     address: str
     kind: str
-    provider: str | None  # provider block key (replicas only)
+    provider: str | None  # provider block key (replicas and routers)
     provider_type: str | None
     attributes: dict[str, Any]
     depends_on: set[str] = field(default_factory=set)  # instance addresses
@@ -124,4 +126,26 @@ def expand(config) -> dict[str, DesiredResource]:
             depends_on=set(deps) | set(replica_addrs) | ({model_addr} if model else set()),
             lifecycle=fb.lifecycle, location=rc.location, templated=templated,
         )
+    for addr, rc in getattr(config, "routers", {}).items():
+        out[addr] = router_resource(config, addr, rc, block_instances)
     return out
+
+
+def router_resource(config, addr: str, rc, block_instances: dict[str, list[str]]) -> DesiredResource:
+    """The router instance: one worker set per fleet instance, resolved at plan/apply time."""
+    rb = rc.block
+    fleets = [a for f in rb.fleets for a in block_instances.get(f, [])]
+    deps = {a for d in rc.depends_on for a in block_instances.get(d, [d])} - {addr}
+    pblock = config.providers.get(rb.provider)
+    attrs = {
+        "kind": "router",
+        "policy": rb.policy,
+        "port": rb.port,
+        "labels": rb.labels,
+        "worker_sets": ["${" + f + ".endpoints}" for f in fleets],
+    }
+    return DesiredResource(
+        address=addr, kind="router", provider=rb.provider,
+        provider_type=(pblock.type if pblock and pblock.type else rb.provider),
+        attributes=attrs, depends_on=deps, location=rc.location, templated=True,
+    )

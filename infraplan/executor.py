@@ -6,11 +6,16 @@ written before it and the result right after it, each in its own transaction, so
 ``kill -9`` at any point leaves a state from which the next plan is correct.
 
 Apply graph nodes (``op``, key):
-    write     a model or fleet entry (no provider) or a refreshed replica
+    write     a model or fleet entry (no provider) or a refreshed replica or router
     forget    remove a model or fleet entry
-    create    create a replica (for a create-before-destroy replacement: depose the old one first)
-    update    update a replica in place
-    delete    delete a replica (or a deposed one: ``address#deposed``)
+    create    create a replica or router (for a create-before-destroy replacement: depose the old one first)
+    update    update a replica or router in place
+    delete    delete a replica or router (or a deposed one: ``address#deposed``)
+
+Traffic safety: the old object of a create-before-destroy replacement is deleted only
+after everything that transitively depends on it (its fleet, a router in front of the
+fleet) has been brought up to date, and a replica removed by a scale-down is deleted
+only after the routers in front of its fleet stopped sending it requests.
 """
 
 from __future__ import annotations
@@ -88,7 +93,7 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
     for c in plan.changes:
         if c.action == "noop":
             continue
-        provider_backed = c.kind == "replica"
+        provider_backed = c.kind in ("replica", "router")
         if c.action in ("create", "update", "refresh") and not c.deposed:
             op = ("create" if c.action == "create" else "update" if c.action == "update" else "write") if provider_backed else "write"
             fwd[c.address] = add(Node(op, c))
@@ -105,6 +110,23 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
                 rem[c.address] = add(Node("delete", c))
                 fwd[c.address] = add(Node("create", c))
                 g.add_edge(rem[c.address], fwd[c.address])
+
+    # address -> dependents, over what the configuration keeps (for transitive dependents)
+    users = nx.DiGraph()
+    for c in plan.changes:
+        if not c.deposed and c.action != "delete":
+            users.add_edges_from((dep, c.address) for dep in c.dependencies)
+
+    def dependents(address: str, kinds: tuple[str, ...] | None = None) -> list[str]:
+        """Forward nodes of everything that transitively depends on `address`."""
+        if address not in users:
+            return []
+        return [fwd[a] for a in sorted(nx.descendants(users, address))
+                if a in fwd and (kinds is None or by_addr[a].kind in kinds)]
+
+    for address, old_id in old.items():
+        for nid in dependents(address):
+            g.add_edge(nid, old_id)
 
     for c in plan.changes:
         if c.action == "noop":
@@ -123,9 +145,15 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
             for dep in c.dependencies:
                 if dep in rem:
                     g.add_edge(nid, rem[dep])
-            # removing a replica changes its fleet's endpoints: update the fleet after
+            # removing a replica changes its fleet's endpoints: update the fleet after, or,
+            # when routers front the fleet, update the fleet and routers first (the fleet's
+            # endpoints leave out replicas being removed) so no request goes to a stopped server
             if c.kind == "replica" and c.fleet in fwd and c.action == "delete":
-                g.add_edge(nid, fwd[c.fleet])
+                routers = dependents(c.fleet, ("router",))
+                for rid in routers:
+                    g.add_edge(rid, nid)
+                if not routers:
+                    g.add_edge(nid, fwd[c.fleet])
     _ = by_addr
     return g
 
@@ -145,6 +173,7 @@ class Executor:
         self._deposed: dict[str, str] = {}
         self._old_attrs: dict[str, dict] = {}
         self._members: dict[str, dict[str, dict]] = {}
+        self._leaving: set[str] = set()  # replicas this apply removes (scale down)
         self.still_every = 10.0  # seconds between "still creating" events
 
     # -- the walk --------------------------------------------------------------
@@ -159,6 +188,7 @@ class Executor:
         result = ApplyResult()
         started = time.monotonic()
         self._load_cache()
+        self._leaving = {c.address for c in plan.changes if c.kind == "replica" and c.action == "delete" and not c.deposed}
         remaining_preds = {n: g.in_degree(n) for n in g.nodes}
         ready = [n for n, d in remaining_preds.items() if d == 0]
         heapq.heapify(ready)
@@ -368,7 +398,8 @@ class Executor:
         self._members.get(fleet or "", {}).pop(address, None)
 
     def _fleet_endpoints(self, fleet_address: str) -> dict[str, Any]:
-        reps = sorted(self._members.get(fleet_address, {}).values(), key=lambda a: a.get("index", 0))
+        reps = sorted((a for addr, a in self._members.get(fleet_address, {}).items() if addr not in self._leaving),
+                      key=lambda a: a.get("index", 0))
         endpoints = [a.get("endpoint") for a in reps if a.get("endpoint")]
         return {"endpoints": endpoints, "endpoint": endpoints[0] if endpoints else None}
 

@@ -118,13 +118,13 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
                     unknown.add(k)
                 resolved[k] = v if k in unknown else rv
             attrs = resolved
-        if d.kind == "replica":
+        if d.kind in ("replica", "router"):  # provider-backed: the provider plans them
             change = _plan_replica(d, attrs, unknown, ctx, providers, observations, opts)
         elif d.kind == "fleet":
             change = _plan_fleet(d, attrs, unknown, ctx)
         else:
             change = _plan_plain(d, attrs, unknown, ctx)
-        if addr in opts.replace and d.kind != "replica" and change.action in ("update", "noop", "refresh"):
+        if addr in opts.replace and d.kind not in ("replica", "router") and change.action in ("update", "noop", "refresh"):
             change.action = "replace"
             change.reasons.append("replacement requested with --replace")
         ctx.add(addr, change)
@@ -274,7 +274,7 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
     provider = providers.get(d.provider)
     rec = ctx.state.get(d.address)
     obs = observations.get(d.address)
-    base = dict(address=d.address, kind="replica", provider=d.provider, provider_type=d.provider_type,
+    base = dict(address=d.address, kind=d.kind, provider=d.provider, provider_type=d.provider_type,
                 dependencies=sorted(d.depends_on), fleet=d.fleet)
     cbd = True if d.lifecycle is None or d.lifecycle.create_before_destroy is None else d.lifecycle.create_before_destroy
     attrs = dict(attrs, provider_type=d.provider_type)

@@ -9,6 +9,9 @@ from infraplan.errors import InfraplanError
 from infraplan.provider import ProviderSet, ReadResult
 
 
+PROVIDER_KINDS = ("replica", "router")  # kinds backed by a real thing a provider can read
+
+
 @dataclass
 class Observation:
     """The refresh outcome for one state record: a ReadResult, or the error asking for it."""
@@ -24,7 +27,7 @@ def record_key(rec) -> str:
 
 def refresh(records, providers: ProviderSet, *, parallelism: int = 10) -> dict[str, Observation]:
     """Read every provider-backed record; results keyed by ``address`` or ``address#deposed``."""
-    todo = [r for r in records if r.provider and r.kind == "replica"]
+    todo = [r for r in records if r.provider and r.kind in PROVIDER_KINDS]
     out: dict[str, Observation] = {}
 
     def one(rec) -> Observation:

@@ -4,13 +4,14 @@ Only dotted references are allowed - no arbitrary code::
 
     var.NAME[.path]   local.NAME[.path]   each.key   each.value[.path]
     model.NAME.ATTR[.path]                fleet.NAME[KEY].ATTR[.path]
+    router.NAME.ATTR[.path]
 
 where a path step is ``.name``, ``[0]`` or ``["key"]``.  ``$${`` is a literal ``${``.
 A string that is exactly one ``${...}`` keeps the referenced value's type.
 
 Values produced by `evaluate` are in *template form*: any literal ``${`` is kept
 escaped as ``$${`` and the only live ``${...}`` left are deferred references
-(``fleet.*``, known after apply).  `resolve_deferred` turns template-form values
+(``fleet.*`` and ``router.*``, known after apply).  `resolve_deferred` turns template-form values
 into final values, substituting deferred references through a lookup.
 """
 
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("var", "local", "each", "model", "fleet")
+KINDS = ("var", "local", "each", "model", "fleet", "router")
 
 _OPEN = re.compile(r"\$\$\{|\$\{")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_-]*"
@@ -127,7 +128,7 @@ def parse_reference(text: str) -> Reference:
     if not m:
         raise ExpressionError(
             f"invalid expression ${{{text}}}: only references like var.NAME, local.NAME, "
-            "each.key, model.NAME.ATTR or fleet.NAME.ATTR are allowed"
+            "each.key, model.NAME.ATTR, fleet.NAME.ATTR or router.NAME.ATTR are allowed"
         )
     root = m.group(1)
     steps: list[tuple[str | int, bool]] = []  # (step, was bracketed)
@@ -151,14 +152,14 @@ def parse_reference(text: str) -> Reference:
             raise ExpressionError(f"unknown reference each.{name}: use each.key or each.value")
         if name == "key" and rest:
             raise ExpressionError("each.key has no attributes")
-    elif root in ("model", "fleet"):
+    elif root in ("model", "fleet", "router"):
         if rest and rest[0][1]:
-            if root == "model":
-                raise ExpressionError(f"model.{name} has no instances to index")
+            if root != "fleet":
+                raise ExpressionError(f"{root}.{name} has no instances to index")
             key = rest[0][0]
             rest = rest[1:]
         if not rest:
-            example = "revision" if root == "model" else "endpoint"
+            example = "revision" if root == "model" else "endpoint"  # fleet and router
             raise ExpressionError(f"${{{text.strip()}}} needs an attribute, e.g. {root}.{name}.{example}")
     return Reference(root, name, key, tuple(s for s, _ in rest))
 

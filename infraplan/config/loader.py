@@ -5,7 +5,7 @@ returns them all, `load_config` raises `ConfigError` carrying them.
 
 Order of work: parse files -> merge blocks -> declare and resolve variables ->
 check references statically and build the dependency graph (networkx) ->
-report cycles -> evaluate locals, models, fleets, providers, alerts and outputs in
+report cycles -> evaluate locals, models, fleets, routers, providers, alerts and outputs in
 dependency order -> validate each block with its pydantic model.
 """
 
@@ -48,6 +48,7 @@ from infraplan.models.config import (
     ModelBlock,
     OutputBlock,
     ProviderBlock,
+    RouterBlock,
     VariableBlock,
 )
 
@@ -56,19 +57,20 @@ MODEL_ATTRS = frozenset(ModelBlock.model_fields) | {"name"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _DEP = re.compile(r"(model|fleet)\.([A-Za-z_][A-Za-z0-9_-]*)(\[[^\]]*\])?\Z")
 _NODE_KIND = {"locals": "local", "model": "model", "fleet": "fleet", "provider": "provider", "output": "output",
-              "alert": "alert"}
+              "alert": "alert", "router": "router"}
+_DEFERRED = ("fleet", "router")  # reference kinds only known after apply
 _BLOCK_KIND = {v: k for k, v in _NODE_KIND.items()}
 
 
 @dataclass
 class ResourceConfig:
-    """One model or fleet instance, evaluated except for deferred references."""
+    """One model, fleet or router instance, evaluated except for deferred references."""
 
     address: str
-    kind: Literal["model", "fleet"]
+    kind: Literal["model", "fleet", "router"]
     name: str
     key: str | None
-    block: ModelBlock | FleetBlock
+    block: ModelBlock | FleetBlock | RouterBlock
     depends_on: set[str]
     location: Location | None
 
@@ -122,6 +124,7 @@ class Config:
     digest: str
     variable_blocks: dict[str, VariableBlock] = field(default_factory=dict)
     alerts: dict[str, AlertBlock] = field(default_factory=dict)  # name -> block; `url` is sensitive
+    routers: dict[str, ResourceConfig] = field(default_factory=dict)  # ``router.NAME`` -> router
     warnings: list[Diagnostic] = field(default_factory=list)
     _index: _Index = field(default_factory=_Index, repr=False, compare=False)
 
@@ -402,7 +405,7 @@ class _Loader:
         """Check references statically and build the dependency graph."""
         self.graph = g = nx.DiGraph()
         nodes: list[str] = []
-        for block_kind in ("locals", "model", "fleet", "provider", "alert", "output"):
+        for block_kind in ("locals", "model", "fleet", "router", "provider", "alert", "output"):
             for name, raw in self.raw[block_kind].items():
                 node = f"{_NODE_KIND[block_kind]}.{name}"
                 nodes.append(node)
@@ -420,11 +423,13 @@ class _Loader:
                             self._report(node, rel, problem)
                         else:
                             refs.append((rel, ref))
-                            if ref.kind in ("local", "model", "fleet"):
+                            if ref.kind in ("local", "model", "fleet", "router"):
                                 g.add_edge(node, ref.address)
                 self.refs[node] = refs
                 if block_kind == "fleet" and isinstance(raw, dict):
                     self._fleet_edges(node, raw)
+                if block_kind == "router" and isinstance(raw, dict):
+                    self._router_edges(node, raw)
         return nodes
 
     def _report(self, node: str, rel: PathT, message: str) -> None:
@@ -473,6 +478,19 @@ class _Loader:
             self.graph.add_edge(node, f"{kind}.{name}")
         self.explicit_deps[node] = deps
 
+    def _router_edges(self, node: str, raw: dict) -> None:
+        """A router depends on the fleets it fronts; unknown fleets are located errors."""
+        fleets = raw.get("fleets")
+        for i, item in enumerate(fleets if isinstance(fleets, list) else ()):
+            if not isinstance(item, str) or "${" in item or not item.startswith("fleet."):
+                continue  # pydantic / evaluation report these
+            name = item[len("fleet."):]
+            if name in self.raw["fleet"]:
+                self.graph.add_edge(node, item)
+            elif _NAME.match(name):
+                hint = did_you_mean(item, ["fleet." + f for f in self.raw["fleet"]])
+                self.error(f"unknown fleet {item!r}{hint}", self._base(node) + ("fleets", i))
+
     def _order(self, nodes: list[str]) -> list[str]:
         """Nodes in evaluation order (dependencies first); cycles are reported and left out."""
         g = self.graph
@@ -492,7 +510,7 @@ class _Loader:
         return list(reversed(list(nx.topological_sort(acyclic))))
 
     # -- evaluation --------------------------------------------------------
-    def _eval(self, node: str, value: Any, ctx: EvalContext, *, prefix: PathT = (), defer: tuple[str, ...] = ("fleet",)) -> Any:
+    def _eval(self, node: str, value: Any, ctx: EvalContext, *, prefix: PathT = (), defer: tuple[str, ...] = _DEFERRED) -> Any:
         base = self._base(node) + prefix
 
         def on_error(rel: PathT, e: ExpressionError) -> None:
@@ -515,7 +533,7 @@ class _Loader:
         deps: set[str] = set(self.explicit_deps.get(node, ()))
         tainted: set[PathT] = set()
         for rel, ref in self.refs[node]:
-            if ref.kind in ("model", "fleet"):
+            if ref.kind in ("model", "fleet", "router"):
                 deps.add(ref.address)
             elif ref.kind == "local":
                 deps |= self.local_deps.get(ref.name, set())
@@ -527,7 +545,7 @@ class _Loader:
         self.local_values: dict[str, Any] = {n: INVALID for n in self.raw["locals"]}
         self.model_attrs: dict[str, Any] = {n: INVALID for n in self.raw["model"]}
         ctx = EvalContext(variables, self.local_values, self.model_attrs)
-        out: dict[str, dict[str, Any]] = {"model": {}, "fleet": {}, "provider": {}, "alert": {}, "output": {}}
+        out: dict[str, dict[str, Any]] = {"model": {}, "fleet": {}, "router": {}, "provider": {}, "alert": {}, "output": {}}
         for node in order:
             kind, name = node.split(".", 1)
             raw = self.raw[_BLOCK_KIND[kind]][name]
@@ -552,6 +570,11 @@ class _Loader:
                                                          self.index.locate(base, key=True))]
             elif kind == "fleet":
                 out["fleet"][name] = self._fleet(node, name, raw, ctx, deps, tainted)
+            elif kind == "router":
+                block = self._validate(node, self._eval(node, raw, ctx), RouterBlock)
+                if block is not None and all(f[len("fleet."):] in self.raw["fleet"] for f in block.fleets):
+                    out["router"][name] = ResourceConfig(f"router.{name}", "router", name, None, block,
+                                                         deps | set(block.fleets), self.index.locate(base, key=True))
             elif kind == "provider":
                 block = self._validate(node, self._eval(node, raw, ctx, defer=()), ProviderBlock)
                 if block is not None:
@@ -675,6 +698,7 @@ class _Loader:
         outputs = {n: results["output"][n] for n in self.raw["output"] if results["output"].get(n)}
         providers = {n: results["provider"][n] for n in self.raw["provider"] if n in results["provider"]}
         alerts = {n: results["alert"][n] for n in self.raw["alert"] if n in results["alert"]}
+        routers = {f"router.{n}": results["router"][n] for n in self.raw["router"] if n in results["router"]}
         root = self.path if self.path.is_dir() else self.path.parent
         return Config(
             root=root,
@@ -690,5 +714,6 @@ class _Loader:
             digest=self.hash.hexdigest(),
             variable_blocks=self.decls,
             alerts=alerts,
+            routers=routers,
             _index=self.index,
         )

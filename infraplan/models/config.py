@@ -170,6 +170,62 @@ class ServiceSettings(StrictModel):
 FLEET_PROVIDER_FIELDS = ("placement", "instance_type", "use_spot", "spot_fallback", "failover", "disk_size", "service")
 
 
+class GoldenPrompt(StrictModel):
+    """A prompt the new version must answer acceptably before it takes traffic."""
+
+    prompt: str = Field(..., description="The user message sent (chat API).")
+    max_tokens: int = Field(32, description="Output tokens to ask for.", ge=1)
+    contains: list[str] = Field(default_factory=list, description="Substrings the answer must contain.")
+    regex: str | None = Field(None, description="A regular expression the answer must match.")
+    json_valid: bool = Field(False, description="The answer must be valid JSON.")
+    max_output_tokens: int | None = Field(None, description="The answer may use at most this many tokens.", ge=1)
+
+
+class SloGate(StrictModel):
+    """One SLO gate: a metric of the new version, absolute or relative to the baseline."""
+
+    metric: Literal["ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms", "tpot_p95_ms", "itl_p95_ms", "e2e_p95_ms",
+                    "error_rate"] = Field(..., description="What is measured over the step's window.")
+    max: float | None = Field(None, description="Absolute upper bound.", ge=0)
+    max_ratio: float | None = Field(None, description="Upper bound as a multiple of the baseline's value.", gt=0)
+
+
+class RolloutAnalysis(StrictModel):
+    """How each canary step (or the new set, for blue-green) is judged."""
+
+    window_s: float = Field(20.0, description="Seconds of traffic judged at each step.", gt=0)
+    min_requests: int = Field(10, description="Fewest requests the new version must serve to be judged.", ge=1)
+    gates: list[SloGate] = Field(default_factory=list, description="SLO gates; any failing gate rolls back.")
+    generate_load: bool = Field(True, description="Send a bounded load (as `infraplan bench`) when there is too little traffic.")
+    load_concurrency: int = Field(4, description="Concurrency of that load.", ge=1, le=256)
+
+
+class RolloutBlock(StrictModel):
+    """How replicas are replaced when the model version or server args change."""
+
+    strategy: Literal["default", "recreate", "rolling", "blue_green", "canary"] = Field(
+        "default", description="`default`: create-before-destroy, all replicas at once; `recreate` stops the old "
+        "ones first (capacity drops to zero); `rolling`, `blue_green` and `canary` move traffic through the routers "
+        "in front of the fleet.")
+    max_surge: int = Field(1, description="rolling: new replicas started at a time.", ge=1)
+    max_unavailable: int = Field(0, description="rolling: old replicas that may be gone before their successor is ready.", ge=0)
+    readiness_timeout_s: float = Field(120.0, description="Most time a new replica may take to pass readiness.", gt=0)
+    steps: list[float] = Field(default_factory=lambda: [25.0, 50.0, 100.0],
+                               description="canary: traffic weights in percent, ending at 100.")
+    pause_s: float = Field(0.0, description="canary: pause after each step's analysis.", ge=0)
+    rollback_window: str | None = Field(None, description="blue_green: keep the old set this long (e.g. `10m`) after the switch.")
+    analysis: RolloutAnalysis = Field(default_factory=RolloutAnalysis, description="Gates judged at each step.")
+    golden_prompts: list[GoldenPrompt] = Field(default_factory=list,
+                                               description="Checked against each new replica before it takes traffic.")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < x <= 100 for x in v) or v != sorted(v) or v[-1] != 100:
+            raise ValueError("steps must be increasing percentages in (0, 100], ending at 100")
+        return v
+
+
 class FleetBlock(StrictModel):
     """Replicas of a model served on given accelerators by one provider."""
 
@@ -184,6 +240,7 @@ class FleetBlock(StrictModel):
     cloud: str | None = Field(None, description="Cloud, where the provider spans clouds.")
     depends_on: list[str] = Field(default_factory=list, description="Explicit dependencies: addresses such as `fleet.other`.")
     lifecycle: Lifecycle = Field(default_factory=Lifecycle, description="Lifecycle rules.")
+    rollout: RolloutBlock = Field(default_factory=RolloutBlock, description="How replicas are replaced on a change.")
     idle_after: str | None = Field(
         None, description="`infraplan drift` reports a replica idle after this long without requests, e.g. `2h`, `30m`, `90s`."
     )
@@ -244,6 +301,37 @@ class FleetBlock(StrictModel):
         return v
 
 
+#: smg (SGLang Model Gateway) routing policies that need no extra setup.
+ROUTER_POLICIES = ("cache_aware", "round_robin", "random", "power_of_two", "least_load", "consistent_hashing",
+                   "prefix_hash")
+
+
+class RouterBlock(StrictModel):
+    """A router in front of fleets: one endpoint whose workers are the fleets' replicas."""
+
+    provider: str = Field("local", description="Provider block name (or plugin name) that runs the router.")
+    fleets: list[str] = Field(
+        ..., min_length=1,
+        description="The fleets behind the router, as `fleet.NAME` (every instance of a for_each fleet); "
+        "their replicas' endpoints are its workers.")
+    policy: Literal[ROUTER_POLICIES] = Field(  # type: ignore[valid-type]
+        "cache_aware", description="Load-balancing policy (smg's `--policy`).")
+    port: int | None = Field(None, description="Port the router listens on. Chosen by the provider when unset.",
+                             ge=1, le=65535)
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels of the router.")
+    description: str | None = Field(None, description="Free text.")
+
+    @field_validator("fleets")
+    @classmethod
+    def _fleet_refs(cls, v: list[str]) -> list[str]:
+        for item in v:
+            if not re.fullmatch(r"fleet\.[A-Za-z_][A-Za-z0-9_-]*", item):
+                raise ValueError(f"{item!r} must reference a fleet as `fleet.NAME`")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a fleet twice")
+        return v
+
+
 class OutputBlock(StrictModel):
     """A value shown after apply and by `infraplan output`."""
 
@@ -260,5 +348,6 @@ class ConfigFile(StrictModel):
     provider: dict[str, ProviderBlock] = Field(default_factory=dict, description="Provider settings.")
     model: dict[str, ModelBlock] = Field(default_factory=dict, description="Model versions.")
     fleet: dict[str, FleetBlock] = Field(default_factory=dict, description="Fleets of model servers.")
+    router: dict[str, RouterBlock] = Field(default_factory=dict, description="Routers in front of fleets.")
     output: dict[str, OutputBlock] = Field(default_factory=dict, description="Outputs.")
     alert: dict[str, AlertBlock] = Field(default_factory=dict, description="Alert destinations (Apprise URLs).")

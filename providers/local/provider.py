@@ -1,5 +1,8 @@
 """The `local` provider: every fleet replica is a server process on 127.0.0.1.
 
+Routers (resources whose attributes say ``kind: router``) are smg processes, handled
+by `infraplan_providers.local.router`.
+
 Servers are started detached so they outlive the CLI, recorded in state with
 their pid, start time and instance id, refreshed by checking the process and
 probing `/health`, and stopped with SIGTERM then SIGKILL.
@@ -28,6 +31,7 @@ from infraplan.errors import ProviderError
 from infraplan.models.base import StrictModel
 from infraplan.provider import Instance, ListsInstances, Provider, ProviderContext, ProviderPlan, ReadResult
 from infraplan_providers.local import process
+from infraplan_providers.local import router as smg_router
 from infraplan_providers.sglang.args import REDACTED, build_launch_argv, model_path_from_source
 from infraplan_providers.sglang.client import SGLangClient
 
@@ -150,6 +154,8 @@ class LocalProvider(ListsInstances, Provider):
 
     # -- plan --------------------------------------------------------------
     def plan(self, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
+        if smg_router.is_router(desired):
+            return smg_router.plan(prior, desired)
         attrs = {k: v for k, v in desired.items() if k not in self.computed}
         replace: list[str] = []
         if prior is not None:
@@ -207,6 +213,8 @@ class LocalProvider(ListsInstances, Provider):
     # -- create ------------------------------------------------------------
     def prepare_create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
         s = self.settings
+        if smg_router.is_router(attributes):
+            return smg_router.prepare_create(s, Path(self.context.runtime_dir), address, attributes)
         attrs = {k: v for k, v in attributes.items() if k not in self.computed}
         instance_id = uuid.uuid4().hex
         port = attrs.get("port")
@@ -230,6 +238,9 @@ class LocalProvider(ListsInstances, Provider):
 
     def create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
         s = self.settings
+        if smg_router.is_router(attributes):
+            return smg_router.create(s, Path(self.context.runtime_dir), {STATE_ENV: self._state_id()},
+                                     address, attributes)
         attrs = dict(attributes)
         if not attrs.get("instance_id") or attrs.get("port") is None or not attrs.get("log_path"):
             attrs = self.prepare_create(address, attrs)
@@ -334,6 +345,8 @@ class LocalProvider(ListsInstances, Provider):
         return process.find_server(attrs.get("pid"), attrs.get("started_at"), attrs.get("instance_id"))
 
     def read(self, address: str, attributes: dict[str, Any]) -> ReadResult:
+        if smg_router.is_router(attributes):
+            return smg_router.read(address, attributes)
         attrs = dict(attributes)
         proc = self._find(attrs)
         if proc is None:
@@ -400,8 +413,16 @@ class LocalProvider(ListsInstances, Provider):
         if observed != declared:
             attrs["args"] = observed
 
+    # -- update ------------------------------------------------------------
+    def update(self, address: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+        if smg_router.is_router(desired) or smg_router.is_router(prior):
+            return smg_router.update(address, prior, desired)
+        return super().update(address, prior, desired)
+
     # -- delete ------------------------------------------------------------
     def delete(self, address: str, attributes: dict[str, Any]) -> None:
+        if smg_router.is_router(attributes):
+            return smg_router.delete(self.settings, address, attributes)
         proc = self._find(attributes)
         if proc is not None and not process.stop_process(proc, self.settings.stop_timeout_s):
             raise ProviderError(f"{address}: process {proc.pid} survived SIGKILL")

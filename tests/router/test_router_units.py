@@ -1,0 +1,143 @@
+"""The router resource kind without processes: config, desired resources, plan and apply graph."""
+
+from __future__ import annotations
+
+import pytest
+
+from infraplan.config import validate_config
+from infraplan.desired import expand
+from infraplan.executor import build_apply_graph
+from infraplan.plan import Change, Plan
+from infraplan_providers.local import router as smg_router
+
+BASE = """
+model:
+  m: {source: hf://org/m}
+fleet:
+  a: {model: model.m, replicas: 2}
+  b:
+    model: model.m
+    for_each: [us, eu]
+router:
+  gw: {fleets: [fleet.a, fleet.b], policy: round_robin}
+output:
+  url: {value: "${router.gw.endpoint}/v1"}
+"""
+
+
+def load(tmp_path, text):
+    (tmp_path / "main.yaml").write_text(text)
+    return validate_config(tmp_path, env={})
+
+
+def test_router_block_loads_and_expands(tmp_path):
+    config, diags = load(tmp_path, BASE)
+    assert config is not None, [d.one_line() for d in diags]
+    assert list(config.routers) == ["router.gw"]
+    assert config.outputs["url"].depends_on == {"router.gw"}
+    d = expand(config)["router.gw"]
+    assert d.kind == "router" and d.provider == "local" and d.provider_type == "local"
+    assert d.depends_on == {"fleet.a", 'fleet.b["us"]', 'fleet.b["eu"]'}
+    assert d.attributes["worker_sets"] == ["${fleet.a.endpoints}", '${fleet.b["us"].endpoints}',
+                                           '${fleet.b["eu"].endpoints}']
+    assert d.attributes["policy"] == "round_robin" and d.attributes["kind"] == "router"
+
+
+def test_dangling_fleet_reference_is_located(tmp_path):
+    _, diags = load(tmp_path, BASE.replace("fleets: [fleet.a, fleet.b]", "fleets: [fleet.a, fleet.bb]"))
+    errors = [d for d in diags if d.severity == "error"]
+    assert len(errors) == 1
+    assert "unknown fleet 'fleet.bb'; did you mean 'fleet.b'?" in errors[0].summary
+    assert errors[0].location.line == 10
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("policy: nope", "Input should be"),
+    ("fleets: [model.m]", "must reference a fleet"),
+    ("fleets: []", "at least 1"),
+])
+def test_bad_router_blocks(tmp_path, bad, message):
+    key = bad.split(":")[0]
+    text = BASE.replace("policy: round_robin", bad) if key == "policy" else BASE.replace("fleets: [fleet.a, fleet.b]", bad)
+    _, diags = load(tmp_path, text)
+    assert any(message in d.summary for d in diags if d.severity == "error"), [d.one_line() for d in diags]
+
+
+def test_router_reference_is_only_known_after_apply_in_provider_blocks(tmp_path):
+    text = BASE + "provider:\n  local:\n    settings: {host: '${router.gw.endpoint}'}\n"
+    _, diags = load(tmp_path, text)
+    assert any("only known after apply" in d.summary for d in diags)
+
+
+def test_provider_plan_replaces_on_policy_and_updates_worker_sets():
+    prior = {"kind": "router", "policy": "round_robin", "port": 31000, "labels": {},
+             "worker_sets": [["http://127.0.0.1:1"]], "instance_id": "x", "workers": ["http://127.0.0.1:1"]}
+    same = dict(prior, port=None, worker_sets=[["http://127.0.0.1:2"]])
+    p = smg_router.plan(prior, same)
+    assert p.requires_replace == []
+    assert p.attributes["port"] == 31000 and p.attributes["instance_id"] == "x"  # same process keeps its identity
+    assert smg_router.plan(prior, dict(same, policy="random")).requires_replace == ["policy"]
+    assert smg_router.plan(prior, dict(same, port=31001)).requires_replace == ["port"]
+    assert smg_router.plan(None, dict(same, port=31001)).create_before_destroy_ok is False
+
+
+def test_flatten_keeps_order_and_refuses_unresolved_sets():
+    assert smg_router.flatten([["a", "b"], ["b", "c"]]) == ["a", "b", "c"]
+    from infraplan.errors import ProviderError
+
+    with pytest.raises(ProviderError):
+        smg_router.flatten(["${fleet.a.endpoints}"])
+
+
+def _change(address, kind, action, deps=(), fleet=None, cbd=False):
+    return Change(address=address, kind=kind, action=action, provider="local" if kind in ("replica", "router") else None,
+                  dependencies=list(deps), fleet=fleet, create_before_destroy=cbd)
+
+
+def _plan(changes):
+    return Plan(changes=changes, lineage="l", serial=1, config_digest="d", config_path=".")
+
+
+def test_old_replica_is_deleted_only_after_the_router_update():
+    changes = [
+        _change("fleet.a[0]", "replica", "replace", ["model.m"], "fleet.a", cbd=True),
+        _change("fleet.a[1]", "replica", "replace", ["model.m"], "fleet.a", cbd=True),
+        _change("fleet.a", "fleet", "update", ["fleet.a[0]", "fleet.a[1]", "model.m"]),
+        _change("router.gw", "router", "update", ["fleet.a"]),
+        _change("model.m", "model", "update"),
+    ]
+    g = build_apply_graph(_plan(changes))
+    for i in (0, 1):
+        assert g.has_edge("update:router.gw", f"delete:fleet.a[{i}]:old")
+        assert g.has_edge("write:fleet.a", f"delete:fleet.a[{i}]:old")
+    assert g.has_edge("write:fleet.a", "update:router.gw")
+
+
+def test_scale_down_updates_the_router_before_stopping_the_replica():
+    changes = [
+        _change("fleet.a[1]", "replica", "delete", ["model.m"], "fleet.a"),
+        _change("fleet.a", "fleet", "update", ["fleet.a[0]", "model.m"]),
+        _change("router.gw", "router", "update", ["fleet.a"]),
+    ]
+    g = build_apply_graph(_plan(changes))
+    assert g.has_edge("update:router.gw", "delete:fleet.a[1]")
+    assert not g.has_edge("delete:fleet.a[1]", "write:fleet.a")
+    # without a router the fleet entry still waits for the delete
+    g2 = build_apply_graph(_plan(changes[:2]))
+    assert g2.has_edge("delete:fleet.a[1]", "write:fleet.a")
+
+
+def test_fleet_endpoints_leave_out_replicas_being_removed():
+    from infraplan.executor import Executor
+
+    ex = Executor(store=None, providers=None)
+    ex._remember("fleet.a[0]", {"fleet": "fleet.a", "index": 0, "endpoint": "http://x:1"})
+    ex._remember("fleet.a[1]", {"fleet": "fleet.a", "index": 1, "endpoint": "http://x:2"})
+    ex._leaving = {"fleet.a[1]"}
+    assert ex._fleet_endpoints("fleet.a") == {"endpoints": ["http://x:1"], "endpoint": "http://x:1"}
+
+
+def test_missing_smg_is_a_plan_time_error(monkeypatch):
+    monkeypatch.setattr(smg_router, "smg_installed", lambda: False)
+    diags = smg_router.plan(None, {"kind": "router", "policy": "random", "port": None, "worker_sets": []}).diagnostics
+    assert [(d.severity, d.summary) for d in diags] == [("error", "the router needs smg: pip install 'infraplan[router]'")]
