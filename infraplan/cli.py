@@ -72,6 +72,7 @@ def plan_options(fn):
     fn = click.option("--replace", "replace", multiple=True, metavar="ADDR", help="Force replacement of ADDR.")(fn)
     fn = click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 1000),
                       help="Concurrent provider calls.")(fn)
+    fn = click.option("--force", is_flag=True, help="Roll out again a version whose rollout was rolled back.")(fn)
     return fn
 
 
@@ -88,7 +89,7 @@ def plan_options(fn):
               help="Fail (exit 1, nothing saved) when the planned fleets cost more than USD per hour.")
 @click.pass_obj
 @_handle
-def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, destroy, out,
+def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, force, destroy, out,
          detailed_exitcode, as_json, refresh_only, max_hourly_cost):
     """Show what apply would change."""
     from infraplan.planner import PlanOptions
@@ -101,7 +102,7 @@ def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, 
         the_plan = refresh_only_plan(ws, parallelism=parallelism, targets=targets)
     else:
         the_plan = ws.plan(PlanOptions(refresh=refresh, targets=targets, replace=replace, destroy=destroy,
-                                       parallelism=parallelism))
+                                       parallelism=parallelism, force=force))
     if as_json:
         click.echo(json.dumps(the_plan.to_json(), indent=2, sort_keys=True, default=str))
     else:
@@ -115,7 +116,7 @@ def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, 
         saved["apply_options"] = {"refresh": refresh, "targets": list(targets), "replace": list(replace),
                                   "destroy": destroy, "var_args": _public_vars(ws, var_args),
                                   "var_files": list(var_files), "state": str(ws.state_path),
-                                  "refresh_only": refresh_only}
+                                  "refresh_only": refresh_only, "force": force}
         Path(out).write_text(json.dumps(saved, indent=1, sort_keys=True, default=str))
         if not as_json:
             click.echo(f"\nSaved the plan to {out}. To carry it out exactly, run: infraplan apply {out}")
@@ -158,6 +159,12 @@ def _progress(obj, as_json):
     def on_event(ev):
         if as_json:
             click.echo(json.dumps({"@timestamp": _t.time(), **ev}, default=str))
+            return
+        if ev["type"] == "rollout":
+            details = {k: v for k, v in ev.items() if k not in ("type", "fleet", "step", "at", "evidence")}
+            extra = " ".join(f"{k}={v}" for k, v in details.items())
+            style = "red" if ev.get("passed") is False or ev.get("step") == "rollback" else None
+            say(f"{ev['fleet']}: rollout {ev.get('step')}" + (f" ({extra})" if extra else ""), style)
             return
         key = f"{ev['op']}:{ev['address']}"
         label = {"create": "Creating", "update": "Updating", "delete": "Destroying", "write": "Recording",
@@ -233,8 +240,8 @@ def _looks_like_plan_file(path: str) -> bool:
 @click.option("--refresh-only", is_flag=True, help="Only accept what refresh found into state; no infrastructure changes (audited).")
 @click.pass_obj
 @_handle
-def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, auto_approve, as_json,
-          refresh_only):
+def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, force, auto_approve,
+          as_json, refresh_only):
     """Create, update and destroy resources to match the configuration (or a saved plan FILE)."""
     from infraplan.planner import PlanOptions
     from infraplan.plan import Plan
@@ -248,7 +255,7 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
                         list(opts.get("var_args", [])) + list(var_args), list(opts.get("var_files", [])) + list(var_files))
         options = PlanOptions(refresh=opts.get("refresh", True), targets=tuple(opts.get("targets", ())),
                               replace=tuple(opts.get("replace", ())), destroy=opts.get("destroy", False),
-                              parallelism=parallelism)
+                              parallelism=parallelism, force=bool(opts.get("force")) or force)
         refresh_only = bool(opts.get("refresh_only"))
         if refresh_only:
             from infraplan.refresh_only import check_saved
@@ -264,7 +271,8 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
 
             the_plan = refresh_only_plan(ws, parallelism=parallelism, targets=targets)
         else:
-            the_plan = ws.plan(PlanOptions(refresh=refresh, targets=targets, replace=replace, parallelism=parallelism))
+            the_plan = ws.plan(PlanOptions(refresh=refresh, targets=targets, replace=replace, parallelism=parallelism,
+                                           force=force))
         if not as_json:
             render_plan(the_plan, obj.console())
         if not the_plan.has_changes and not any(c.action == "refresh" for c in the_plan.changes):

@@ -122,6 +122,7 @@ def expand(config) -> dict[str, DesiredResource]:
                 "region": fb.region,
                 "cloud": fb.cloud,
                 "labels": fb.labels,
+                **({"rollout": fb.rollout.model_dump(mode="json")} if fb.rollout.strategy != "default" else {}),
             },
             depends_on=set(deps) | set(replica_addrs) | ({model_addr} if model else set()),
             lifecycle=fb.lifecycle, location=rc.location, templated=templated,

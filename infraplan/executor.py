@@ -40,6 +40,7 @@ class Node:
     op: str
     change: Change
     deposed: str = ""  # for deletes of deposed objects; filled in at run time for CBD
+    group: list[Change] | None = None  # op "rollout": the fleet's replica replacements
 
     @property
     def id(self) -> str:
@@ -70,12 +71,18 @@ class ApplyResult:
     def count(self, node: Node) -> None:
         """Tally a finished node as Terraform counts resources."""
         action = node.change.action
-        if node.op in ("delete", "forget"):
+        if node.op == "rollout":
+            self.added += len(node.group or [])
+            self.destroyed += len(node.group or [])
+        elif node.op in ("delete", "forget"):
             self.destroyed += 1
         elif action in ("create", "replace"):
             self.added += 1
         elif action == "update":
             self.changed += 1
+
+
+ROLLOUT_STRATEGIES = ("recreate", "rolling", "blue_green", "canary")
 
 
 def build_apply_graph(plan: Plan) -> nx.DiGraph:
@@ -90,8 +97,21 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
         g.add_node(node.id, node=node)
         return node.id
 
+    # fleets whose replica replacements a rollout strategy carries out as one step
+    groups: dict[str, list[Change]] = {}
     for c in plan.changes:
-        if c.action == "noop":
+        if c.kind == "replica" and c.action == "replace" and not c.deposed and c.fleet:
+            fleet = by_addr.get(c.fleet)
+            strategy = ((fleet.after or {}).get("rollout") or {}).get("strategy") if fleet else None
+            if strategy in ROLLOUT_STRATEGIES:
+                groups.setdefault(c.fleet, []).append(c)
+    for fleet_addr, members in groups.items():
+        rid = add(Node("rollout", by_addr[fleet_addr], group=members))
+        for m in members:
+            fwd[m.address] = rid
+
+    for c in plan.changes:
+        if c.action == "noop" or (c.fleet in groups and c.action == "replace" and not c.deposed):
             continue
         provider_backed = c.kind in ("replica", "router")
         if c.action in ("create", "update", "refresh") and not c.deposed:
@@ -134,7 +154,7 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
         me_fwd = fwd.get(c.address) if not c.deposed else None
         if me_fwd:
             for dep in c.dependencies:
-                if dep in fwd:
+                if dep in fwd and fwd[dep] != me_fwd:
                     g.add_edge(fwd[dep], me_fwd)
                 # a create-before-destroy replacement's old object goes after its dependents are done
                 if dep in old:
@@ -163,13 +183,16 @@ class Executor:
 
     def __init__(self, store, providers: ProviderSet, *, parallelism: int = 10,
                  on_event: Callable[[Event], None] | None = None, retries: int = 3,
-                 resolve: Callable[[dict[str, Any], list[str]], dict[str, Any]] | None = None):
+                 resolve: Callable[[dict[str, Any], list[str]], dict[str, Any]] | None = None,
+                 who: str = "", alert_urls: list[str] | None = None):
         self.store = store
         self.providers = providers
         self.parallelism = max(1, parallelism)
         self.on_event = on_event or (lambda e: None)
         self.retries = retries
         self.resolve = resolve or (lambda attrs, unknown: attrs)
+        self.who = who
+        self.alert_urls = alert_urls or []
         self._deposed: dict[str, str] = {}
         self._old_attrs: dict[str, dict] = {}
         self._members: dict[str, dict[str, dict]] = {}
@@ -307,6 +330,14 @@ class Executor:
             s.remove(c.address, missing_ok=True)
             return None
         provider = self.providers.get(c.provider)
+        if node.op == "rollout":
+            from infraplan.rollout import RolloutContext
+
+            spec = _rollout_spec((c.after or {}).get("rollout") or {})
+            ctx = RolloutContext(store=s, provider=provider, fleet=c.address, spec=spec,
+                                 changes=list(node.group or []), emit=self.on_event, resolve=self.resolve,
+                                 who=self.who, alert_urls=list(self.alert_urls), providers=self.providers)
+            return ("rollout", ctx)
         if node.op == "create":
             attrs = self.resolve(dict(c.after or {}), c.after_unknown)
             attrs = {k: v for k, v in attrs.items() if k not in provider.computed}
@@ -342,6 +373,10 @@ class Executor:
     def _call(self, job):
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+        if job[0] == "rollout":
+            from infraplan.rollout.strategies import run_rollout
+
+            return run_rollout(job[1])
         op, provider, address, *args = job
         fn = getattr(provider, op)
         try:  # first try without tenacity's machinery: most calls succeed at once
@@ -362,6 +397,12 @@ class Executor:
     def _complete(self, node: Node, value) -> None:
         c = node.change
         s = self.store
+        if node.op == "rollout":
+            for m in node.group or []:  # the rollout wrote state itself; refresh what we keep in memory
+                rec = s.get(m.address)
+                if rec is not None:
+                    self._remember(m.address, rec.attributes)
+            return
         if node.op in ("create", "update"):
             s.record_result(c.address, attributes=value, dependencies=c.dependencies)
             self._remember(c.address, value)
@@ -402,6 +443,12 @@ class Executor:
                       key=lambda a: a.get("index", 0))
         endpoints = [a.get("endpoint") for a in reps if a.get("endpoint")]
         return {"endpoints": endpoints, "endpoint": endpoints[0] if endpoints else None}
+
+
+def _rollout_spec(data: dict):
+    from infraplan.models.config import RolloutBlock
+
+    return RolloutBlock.model_validate(data)
 
 
 def _reason(exc: BaseException) -> str:

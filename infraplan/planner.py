@@ -34,6 +34,7 @@ class PlanOptions:
     replace: tuple[str, ...] = ()
     destroy: bool = False
     parallelism: int = 10
+    force: bool = False  # roll out again a version whose rollout was rolled back
 
 
 @dataclass
@@ -131,6 +132,7 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
 
     _check_prevent_destroy(desired, current, ctx)
     _mark_risks(ctx, desired)
+    _plan_rollouts(ctx, desired)
     from infraplan.cost import price_plan  # one estimate per fleet, and the GPU-fit check
 
     plan_cost, cost_diags = price_plan(
@@ -434,6 +436,30 @@ def _mark_risks(ctx: _Ctx, desired) -> None:
                 fc.risks.append(msg)
             else:
                 reps[0].risks.append(msg)
+
+
+def _plan_rollouts(ctx: _Ctx, desired) -> None:
+    """Say in the plan how each fleet's replacements will roll out, and check they can."""
+    for fleet_addr, reps in ctx.by_fleet.items():
+        replaced = [c for c in reps if c.action == "replace" and not c.deposed]
+        fc = ctx.changes.get(fleet_addr)
+        spec_data = ((fc.after or {}).get("rollout") if fc else None)
+        if not replaced or not spec_data:
+            continue
+        from infraplan.models.config import RolloutBlock
+        from infraplan.rollout.traffic import check_spec
+        from infraplan.rollout.weights import describe
+
+        spec = RolloutBlock.model_validate(spec_data)
+        has_router = any(d.kind == "router" and fleet_addr in d.depends_on for d in desired.values())
+        d = desired.get(fleet_addr)
+        for msg in check_spec(fleet_addr, spec, has_router):
+            ctx.diagnostics.append(Diagnostic(msg, location=d.location if d else None, path=f"{fleet_addr}.rollout"))
+        fc.reasons.append("rollout: " + describe(spec, len([c for c in reps if not c.deposed and c.action != "delete"])))
+        for c in replaced:
+            c.reasons.append(f"replaced by the fleet's {spec.strategy} rollout")
+        if spec.strategy == "recreate":
+            fc.risks.append(f"serving capacity of {fleet_addr} drops to zero during the recreate rollout")
 
 
 def _expand_targets(targets, desired, current) -> set[str]:

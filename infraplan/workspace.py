@@ -85,6 +85,8 @@ class Workspace:
             plan = make_plan(config, self.snapshot(), providers, options)
         finally:
             providers.close()
+        if not (options and options.force):
+            self._refuse_rolled_back(plan)
         plan.secrets = frozenset(getattr(config, "sensitive_values", ()) or ())
         plan.desired_config = self._desired_snapshot(plan)
         return plan
@@ -94,6 +96,26 @@ class Workspace:
 
         body = {"variables": {k: v for k, v in self.config.variables.items()}}
         return redact(body, plan.secrets)
+
+    def _refuse_rolled_back(self, plan: Plan) -> None:
+        """A version whose rollout was rolled back is not rolled out again by a plain apply."""
+        from infraplan.errors import PlanError
+        from infraplan.rollout import fingerprint
+        from infraplan.state import StateStore
+
+        replaced = {}
+        for c in plan.changes:
+            if c.kind == "replica" and c.action == "replace" and c.fleet and c.after and c.fleet not in replaced:
+                replaced[c.fleet] = c.after
+        if not replaced:
+            return
+        store = StateStore.open_readonly(self.state_path)
+        for fleet, after in replaced.items():
+            hit = store.rolled_back(fleet, fingerprint(after))
+            if hit:
+                raise PlanError(
+                    f"{fleet}: this version was rolled back at {hit['at']} ({hit['reason']}); change the "
+                    "configuration, or pass --force to roll it out again")
 
     def history_snapshot(self, plan: Plan, *, serial: int | None = None) -> dict[str, Any]:
         """What `infraplan rollback` needs to apply this config again: the config files as
@@ -153,7 +175,9 @@ class Workspace:
                 raise StalePlanError(
                     f"the state changed while planning (serial {plan.serial} -> {store.serial}); run the command again")
             providers = self.providers(config)
+            alert_urls = [a.url for a in getattr(config, "alerts", {}).values() if "rollout" in a.events]
             executor = Executor(store, providers, parallelism=parallelism, on_event=on_event,
+                                who=who(), alert_urls=alert_urls,
                                 resolve=self._resolver(store))
             try:
                 result = executor.run(plan)

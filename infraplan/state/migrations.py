@@ -125,6 +125,21 @@ def m002_drift_and_alerts(db: Database) -> None:
     )
 
 
+
+@migrations()
+def m003_rollouts(db: Database) -> None:
+    """Rolled-back rollouts: the planner refuses to retry the same desired replicas of a fleet.
+
+    Not resource state: writing it never bumps the serial.
+    """
+    db.table("rollbacks").create(
+        {"id": int, "fleet": str, "fingerprint": str, "reason": str, "evidence": str, "at": str},
+        pk="id",
+        not_null={"fleet", "fingerprint", "reason", "at"},
+    )
+    db.table("rollbacks").create_index(["fleet", "fingerprint"])
+
+
 def known_names() -> list[str]:
     """Names of the migrations this build knows, in order."""
     return [m.name for m in migrations._migrations]

@@ -213,12 +213,8 @@ class StateStore:
             self.db = db
             applied = _migrations.check_not_newer(db, self.path)
             if self.readonly:
-                pending = _migrations.pending_names(db)
-                if applied and pending:
-                    raise StateError(
-                        f"state file {self.path} uses an older schema; any infraplan "
-                        "command that writes state upgrades it"
-                    )
+                # an older schema is readable as it is (tables added later read as empty);
+                # the next command that writes state upgrades it
                 self._has_schema = bool(applied)
                 return
             db.enable_wal()
@@ -810,3 +806,49 @@ class DriftRun:
     findings: list
     checked: int | None
     who: str | None
+
+
+# -- rolled-back rollouts (infraplan.rollout); not resource state: no serial bump --
+
+
+def _record_rollback(self: StateStore, fleet: str, fingerprint: str, reason: str,
+                     evidence: dict | None = None) -> int:
+    """Record that a rollout of `fleet` to the replicas fingerprinted `fingerprint` was rolled back."""
+    with self._transaction(bump_serial=False):
+        table = self._require_db().table("rollbacks").insert({
+            "fleet": fleet, "fingerprint": fingerprint, "reason": reason,
+            "evidence": _dumps(evidence or {}), "at": utc_now(),
+        })
+        return int(table.last_pk)
+
+
+def _rollbacks(self: StateStore, fleet: str | None = None) -> list[dict]:
+    """Rolled-back rollouts (newest first), of one fleet or all."""
+    with self._read() as conn:
+        if conn is None or not _has_table(conn, "rollbacks"):
+            return []
+        where, params = ("WHERE fleet = ?", [fleet]) if fleet else ("", [])
+        rows = conn.execute(f"SELECT id, fleet, fingerprint, reason, evidence, at FROM rollbacks {where} "
+                            "ORDER BY id DESC", params).fetchall()
+        return [{"id": i, "fleet": f, "fingerprint": fp, "reason": r, "evidence": _loads(e), "at": at}
+                for i, f, fp, r, e, at in rows]
+
+
+def _rolled_back(self: StateStore, fleet: str, fingerprint: str) -> dict | None:
+    """The latest rollback of `fleet` to `fingerprint`, if that rollout was ever rolled back."""
+    return next((r for r in self.rollbacks(fleet) if r["fingerprint"] == fingerprint), None)
+
+
+def _clear_rollbacks(self: StateStore, fleet: str, fingerprint: str | None = None) -> int:
+    """Forget rollbacks of `fleet` (one fingerprint or all) so the rollout may be retried."""
+    with self._transaction(bump_serial=False) as conn:
+        if fingerprint is None:
+            return conn.execute("DELETE FROM rollbacks WHERE fleet = ?", [fleet]).rowcount
+        return conn.execute("DELETE FROM rollbacks WHERE fleet = ? AND fingerprint = ?",
+                            [fleet, fingerprint]).rowcount
+
+
+StateStore.record_rollback = _record_rollback  # type: ignore[attr-defined]
+StateStore.rollbacks = _rollbacks  # type: ignore[attr-defined]
+StateStore.rolled_back = _rolled_back  # type: ignore[attr-defined]
+StateStore.clear_rollbacks = _clear_rollbacks  # type: ignore[attr-defined]

@@ -535,3 +535,23 @@ def test_undone_write_inside_batch_does_not_bump(store: StateStore):
                 raise StateError("undo")
     assert store.get("model.m").status == "ready"
     assert store.serial == serial
+
+
+def test_a_state_from_before_later_migrations_is_readable_without_upgrading(tmp_path):
+    db = tmp_path / "old.db"
+    with StateStore(db) as s:
+        s.put("model.m", kind="model", attributes={"revision": "a"})
+    conn = sqlite3.connect(db)
+    later = migrations.known_names()[1:]
+    conn.executemany("DELETE FROM _sqlite_migrations WHERE name = ?", [(n,) for n in later])
+    for table in ("drift_runs", "drift_activity", "alerts", "rollbacks"):
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+    conn.commit()
+    conn.close()
+    ro = StateStore.open_readonly(db)
+    assert [r.address for r in ro.snapshot().resources] == ["model.m"]
+    assert ro.rollbacks() == [] and ro.drift_runs() == []
+    with StateStore(db) as rw:  # a writer upgrades it
+        assert rw.rollbacks() == []
+    conn = sqlite3.connect(db)
+    assert {r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations")} == set(migrations.known_names())

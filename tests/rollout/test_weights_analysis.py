@@ -1,0 +1,136 @@
+"""Weights a canary really reaches, and the analysis math on synthetic Prometheus texts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from infraplan.models.config import RolloutBlock, SloGate
+from infraplan.rollout import analysis, weights
+from infraplan_providers.sglang.client import parse_metrics
+
+
+# -- weights ---------------------------------------------------------------------------
+
+def test_canary_weights_with_four_replicas_are_what_even_balancing_gives():
+    spec = RolloutBlock(strategy="canary", steps=[5, 25, 50, 100])
+    real = weights.plan_steps(spec.steps, 4, 4)
+    assert [(s.new, s.old) for s in real] == [(1, 4), (1, 4), (4, 4), (4, 0)]
+    assert [round(s.share) for s in real] == [20, 20, 50, 100]
+    assert weights.describe(spec, 4) == "canary 5% -> 25% -> 50% -> 100% (4 replicas: really 20%, 20%, 50%, 100%)"
+
+
+def test_weights_never_step_back_and_keep_a_baseline_below_100():
+    for n in range(1, 7):
+        real = weights.plan_steps([1, 10, 30, 60, 75, 90, 99, 100], n, n)
+        shares = [s.share for s in real]
+        assert shares == sorted(shares)
+        assert all(s.old >= 1 for s in real[:-1]) and real[-1].old == 0
+        assert all(1 <= s.new <= n for s in real)
+
+
+def test_weights_exact_when_reachable_and_above_half_by_removing_old():
+    spec = RolloutBlock(strategy="canary", steps=[50, 100])
+    assert weights.describe(spec, 2) == "canary 50% -> 100% (2 replicas)"
+    (step,) = weights.plan_steps([75], 4, 4)
+    assert (step.new, step.old) == (4, 1) and step.share == 80  # 67% or 80%: 80 is closer
+
+
+@pytest.mark.parametrize("strategy,needle", [("recreate", "capacity drops to zero"), ("rolling", "at least 3 serving"),
+                                             ("blue_green", "old set kept 10m")])
+def test_describe_other_strategies(strategy, needle):
+    spec = RolloutBlock(strategy=strategy, max_unavailable=1, rollback_window="10m")
+    assert needle in weights.describe(spec, 4)
+
+
+# -- histogram_quantile ------------------------------------------------------------------
+
+def test_histogram_quantile_interpolates_like_prometheus():
+    inf = math.inf
+    # 10 observations: 4 in (0, 0.1], 4 in (0.1, 0.2], 2 in (0.2, 0.4]
+    b = [(0.1, 4), (0.2, 8), (0.4, 10), (inf, 10)]
+    assert analysis.histogram_quantile(0.5, b) == pytest.approx(0.1 + 0.1 * (5 - 4) / 4)
+    assert analysis.histogram_quantile(0.2, b) == pytest.approx(0.05)  # first bucket from 0
+    assert analysis.histogram_quantile(0.95, b) == pytest.approx(0.2 + 0.2 * (9.5 - 8) / 2)
+    # rank in the +Inf bucket: the highest finite bound
+    assert analysis.histogram_quantile(0.99, [(0.1, 1), (inf, 5)]) == 0.1
+    assert analysis.histogram_quantile(0.5, [(0.1, 0), (inf, 0)]) is None
+    assert analysis.histogram_quantile(0.5, [(0.1, 3)]) is None  # no +Inf bucket
+
+
+def _text(ttft: dict[float, int], requests: float, aborted: float = 0.0, tokens: float = 0.0) -> str:
+    """A SGLang-like exposition: TTFT histogram (non-cumulative counts by bound) and counters."""
+    lines = ["# HELP sglang:time_to_first_token_seconds ttft", "# TYPE sglang:time_to_first_token_seconds histogram"]
+    cum, total = 0, 0.0
+    for le in [0.1, 0.2, 0.4, 0.6, 0.8, 1.0]:
+        cum += ttft.get(le, 0)
+        total += ttft.get(le, 0) * le
+        lines.append(f'sglang:time_to_first_token_seconds_bucket{{le="{le}",model_name="m"}} {cum}')
+    lines.append(f'sglang:time_to_first_token_seconds_bucket{{le="+Inf",model_name="m"}} {cum}')
+    lines.append(f'sglang:time_to_first_token_seconds_count{{model_name="m"}} {cum}')
+    lines.append(f'sglang:time_to_first_token_seconds_sum{{model_name="m"}} {total}')
+    for name, v in (("num_requests", requests), ("num_aborted_requests", aborted), ("generation_tokens", tokens)):
+        lines += [f"# HELP sglang:{name} c", f"# TYPE sglang:{name} counter", f'sglang:{name}_total{{model_name="m"}} {v}']
+    return "\n".join(lines) + "\n"
+
+
+def test_window_stats_use_only_the_window_and_sum_workers():
+    # worker A had 100 fast requests before the window; in it, 10 at <=0.2 s
+    a0 = parse_metrics(_text({0.1: 100}, 100))
+    a1 = parse_metrics(_text({0.1: 100, 0.2: 10}, 110, aborted=1, tokens=50))
+    # worker B restarted during the window (counters reset): 10 new requests at <=0.4 s
+    b0 = parse_metrics(_text({0.1: 500}, 500))
+    b1 = parse_metrics(_text({0.4: 10}, 10, tokens=50))
+    s = analysis.window_stats([a0, b0], [a1, b1], seconds=10.0)
+    assert s["requests"] == 20 and s["aborted"] == 1
+    assert s["error_rate"] == pytest.approx(0.05)
+    # 20 observations: 10 in (0.1, 0.2], 10 in (0.2, 0.4]; p50 = rank 10 -> 0.2 s
+    assert s["ttft_p50_ms"] == pytest.approx(200.0)
+    assert s["ttft_p95_ms"] == pytest.approx((0.2 + 0.2 * (19 - 10) / 10) * 1000)
+    assert s["gen_tokens_per_s"] == pytest.approx(10.0)
+    assert s["itl_p95_ms"] is None  # no ITL histogram in these texts
+
+
+def test_client_errors_raise_the_error_rate():
+    s = {"server_error_rate": 0.0, "error_rate": 0.0}
+    analysis.add_client_errors(s, sent=40, failed=10)
+    assert s["error_rate"] == 0.25 and s["client_error_rate"] == 0.25
+
+
+def test_judge_relative_and_absolute_gates():
+    gates = [SloGate(metric="ttft_p95_ms", max_ratio=1.2), SloGate(metric="error_rate", max=0.01),
+             SloGate(metric="e2e_p95_ms", max=500)]
+    baseline = {"ttft_p95_ms": 100.0, "error_rate": 0.0, "e2e_p95_ms": 200.0}
+    ok = analysis.judge(gates, {"ttft_p95_ms": 119.0, "error_rate": 0.0, "e2e_p95_ms": 300.0}, baseline)
+    assert [g.passed for g in ok] == [True, True, True]
+    bad = analysis.judge(gates, {"ttft_p95_ms": 130.0, "error_rate": 0.02, "e2e_p95_ms": None}, baseline)
+    assert [g.passed for g in bad] == [False, False, False]
+    assert bad[0].limit == pytest.approx(120.0) and bad[0].baseline == 100.0
+    assert "no data" in bad[2].why
+    # a relative gate needs a baseline value
+    (nob,) = analysis.judge([SloGate(metric="ttft_p95_ms", max_ratio=2)], {"ttft_p95_ms": 1.0}, {})
+    assert not nob.passed and "baseline" in nob.why
+
+
+def test_canary_and_blue_green_need_a_router(tmp_path):
+    from infraplan.errors import ApplyError
+    from infraplan.rollout import RolloutContext
+    from infraplan.rollout.strategies import run_rollout
+    from infraplan.rollout.traffic import NoRouter, check_spec, find_routers
+    from infraplan.state import StateStore
+
+    for strategy in ("canary", "blue_green"):
+        (err,) = check_spec("fleet.a", RolloutBlock(strategy=strategy), has_router=False)
+        assert "no router fronts fleet.a" in err
+        assert check_spec("fleet.a", RolloutBlock(strategy=strategy), has_router=True) == []
+    assert check_spec("fleet.a", RolloutBlock(strategy="rolling"), has_router=False) == []
+    assert check_spec("fleet.a", RolloutBlock(strategy="blue_green", rollback_window="soon"), True)
+    with StateStore(tmp_path / "s.db") as store:
+        store.put("router.gw", kind="router", attributes={"kind": "router", "worker_sets": [["http://x"]]},
+                  dependencies=["fleet.b"])
+        assert find_routers(store, "fleet.a") == [] and len(find_routers(store, "fleet.b")) == 1
+        ctx = RolloutContext(store=store, provider=None, fleet="fleet.a", spec=RolloutBlock(strategy="canary"),
+                             changes=[], emit=lambda e: None, resolve=lambda a, u: a, traffic=NoRouter())
+        with pytest.raises(ApplyError, match="no router fronts"):
+            run_rollout(ctx)
