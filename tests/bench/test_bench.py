@@ -330,3 +330,10 @@ def test_stop_event_ends_a_background_run(sim):
     t.join(5)
     assert not t.is_alive()
     assert out and out[0].duration_s < 1.5 and out[0].to_dict()["requests"]["completed"] >= 2
+
+
+def test_the_cli_offers_exactly_the_library_apis():
+    from infraplan.bench import API_ROUTES
+    from infraplan.commands.bench import APIS
+
+    assert set(APIS) == set(API_ROUTES)
