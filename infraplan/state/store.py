@@ -788,6 +788,40 @@ class StateStore:
             self._require_db().table("alerts").upsert_all([{**r, "topic": topic} for r in rows],
                                                           pk=("topic", "fingerprint"))
 
+    # -- rollbacks (never bump the serial) ----------------------------------------------
+    def record_rollback(self, fleet: str, fingerprint: str, reason: str,
+                        evidence: dict | None = None) -> int:
+        """Record that a rollout of `fleet` to the replicas fingerprinted `fingerprint` was rolled back."""
+        with self._transaction(bump_serial=False):
+            table = self._require_db().table("rollbacks").insert({
+                "fleet": fleet, "fingerprint": fingerprint, "reason": reason,
+                "evidence": _dumps(evidence or {}), "at": utc_now(),
+            })
+            return int(table.last_pk)
+
+    def rollbacks(self, fleet: str | None = None) -> list[dict]:
+        """Rolled-back rollouts (newest first), of one fleet or all."""
+        with self._read() as conn:
+            if conn is None or not _has_table(conn, "rollbacks"):
+                return []
+            where, params = ("WHERE fleet = ?", [fleet]) if fleet else ("", [])
+            rows = conn.execute(f"SELECT id, fleet, fingerprint, reason, evidence, at FROM rollbacks {where} "
+                                "ORDER BY id DESC", params).fetchall()
+            return [{"id": i, "fleet": f, "fingerprint": fp, "reason": r, "evidence": _loads(e), "at": at}
+                    for i, f, fp, r, e, at in rows]
+
+    def rolled_back(self, fleet: str, fingerprint: str) -> dict | None:
+        """The latest rollback of `fleet` to `fingerprint`, if that rollout was ever rolled back."""
+        return next((r for r in self.rollbacks(fleet) if r["fingerprint"] == fingerprint), None)
+
+    def clear_rollbacks(self, fleet: str, fingerprint: str | None = None) -> int:
+        """Forget rollbacks of `fleet` (one fingerprint or all) so the rollout may be retried."""
+        with self._transaction(bump_serial=False) as conn:
+            if fingerprint is None:
+                return conn.execute("DELETE FROM rollbacks WHERE fleet = ?", [fleet]).rowcount
+            return conn.execute("DELETE FROM rollbacks WHERE fleet = ? AND fingerprint = ?",
+                                [fleet, fingerprint]).rowcount
+
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [name]).fetchone() is not None
@@ -809,46 +843,3 @@ class DriftRun:
 
 
 # -- rolled-back rollouts (infraplan.rollout); not resource state: no serial bump --
-
-
-def _record_rollback(self: StateStore, fleet: str, fingerprint: str, reason: str,
-                     evidence: dict | None = None) -> int:
-    """Record that a rollout of `fleet` to the replicas fingerprinted `fingerprint` was rolled back."""
-    with self._transaction(bump_serial=False):
-        table = self._require_db().table("rollbacks").insert({
-            "fleet": fleet, "fingerprint": fingerprint, "reason": reason,
-            "evidence": _dumps(evidence or {}), "at": utc_now(),
-        })
-        return int(table.last_pk)
-
-
-def _rollbacks(self: StateStore, fleet: str | None = None) -> list[dict]:
-    """Rolled-back rollouts (newest first), of one fleet or all."""
-    with self._read() as conn:
-        if conn is None or not _has_table(conn, "rollbacks"):
-            return []
-        where, params = ("WHERE fleet = ?", [fleet]) if fleet else ("", [])
-        rows = conn.execute(f"SELECT id, fleet, fingerprint, reason, evidence, at FROM rollbacks {where} "
-                            "ORDER BY id DESC", params).fetchall()
-        return [{"id": i, "fleet": f, "fingerprint": fp, "reason": r, "evidence": _loads(e), "at": at}
-                for i, f, fp, r, e, at in rows]
-
-
-def _rolled_back(self: StateStore, fleet: str, fingerprint: str) -> dict | None:
-    """The latest rollback of `fleet` to `fingerprint`, if that rollout was ever rolled back."""
-    return next((r for r in self.rollbacks(fleet) if r["fingerprint"] == fingerprint), None)
-
-
-def _clear_rollbacks(self: StateStore, fleet: str, fingerprint: str | None = None) -> int:
-    """Forget rollbacks of `fleet` (one fingerprint or all) so the rollout may be retried."""
-    with self._transaction(bump_serial=False) as conn:
-        if fingerprint is None:
-            return conn.execute("DELETE FROM rollbacks WHERE fleet = ?", [fleet]).rowcount
-        return conn.execute("DELETE FROM rollbacks WHERE fleet = ? AND fingerprint = ?",
-                            [fleet, fingerprint]).rowcount
-
-
-StateStore.record_rollback = _record_rollback  # type: ignore[attr-defined]
-StateStore.rollbacks = _rollbacks  # type: ignore[attr-defined]
-StateStore.rolled_back = _rolled_back  # type: ignore[attr-defined]
-StateStore.clear_rollbacks = _clear_rollbacks  # type: ignore[attr-defined]
