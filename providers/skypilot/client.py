@@ -11,6 +11,7 @@ SkyPilot's real types.
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from typing import Any
 
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -69,6 +70,8 @@ def translate_error(exc: BaseException) -> BaseException:
         return NoCloudAccess(f"no cloud access: {exc} (run `sky check`)")
     if isinstance(exc, ex.ClusterDoesNotExist):
         return ResourceNotFound(str(exc))
+    if isinstance(exc, ex.ClusterNotUpError):  # SkyServe: no controller, so no services
+        return ResourceNotFound(f"SkyServe controller is not up: {exc}")
     if isinstance(exc, (ex.ApiServerConnectionError, ex.ServerTemporarilyUnavailableError, ex.NetworkError,
                         ConnectionError, TimeoutError)):
         return TransientProviderError(f"SkyPilot: {type(exc).__name__}: {exc}")
@@ -78,10 +81,11 @@ def translate_error(exc: BaseException) -> BaseException:
 class SkyClient:
     """Launch, status and down of clusters; up, update, status and down of services."""
 
-    def __init__(self, *, timeout_s: float = 3600.0, retries: int = 3, wait_s: float = 2.0):
+    def __init__(self, *, timeout_s: float = 3600.0, retries: int = 3, wait_s: float = 2.0, poll_s: float = 15.0):
         self.timeout_s = timeout_s
         self.retries = retries
         self.wait_s = wait_s
+        self.poll_s = poll_s
 
     def _call(self, fn_name: str, *args, stream: bool = False, **kwargs) -> Any:
         @retry(retry=retry_if_exception_type(TransientProviderError), stop=stop_after_attempt(self.retries),
@@ -103,8 +107,8 @@ class SkyClient:
                 raise
             except Exception as exc:  # noqa: BLE001 - every SkyPilot error is translated
                 new = translate_error(exc)
-                if new is exc:
-                    raise
+                if new is exc:  # any other failure of a request is still the provider's
+                    raise ProviderError(f"SkyPilot {fn_name} failed: {type(exc).__name__}: {exc}"[:2000]) from exc
                 raise new from exc
 
         return attempt()
@@ -148,3 +152,90 @@ class SkyClient:
             self._call("down", cluster_name)
         except ResourceNotFound:
             return
+
+    # -- services (SkyServe) ----------------------------------------------------
+    def serve_up(self, task, service_name: str) -> str | None:
+        """`sky.serve.up`; returns the endpoint SkyServe reports (may be None until the LB is up)."""
+        result = self._call("serve.up", task, service_name, stream=True)
+        endpoint = result[1] if isinstance(result, (tuple, list)) and len(result) > 1 else None
+        return _url(endpoint)
+
+    def serve_update(self, task, service_name: str, mode: str) -> None:
+        """`sky.serve.update` in `mode` (``rolling`` or ``blue_green``)."""
+        self._call("serve.update", task, service_name, mode=sdk().serve.UpdateMode(mode))
+
+    def serve_status(self, service_name: str) -> dict[str, Any] | None:
+        """One service, mapped; None when it (or the SkyServe controller) does not exist."""
+        try:
+            records = self._call("serve.status", [service_name])
+        except ResourceNotFound:
+            return None
+        for r in records or []:
+            if r["name"] != service_name:
+                continue
+            replicas = [{"replica_id": ri.get("replica_id"), "version": ri.get("version"),
+                         "status": map_status(REPLICA_STATUS, ri.get("status")),
+                         "sky_status": str(getattr(ri.get("status"), "value", ri.get("status")))}
+                        for ri in r.get("replica_info") or []]
+            return {
+                "status": map_status(SERVICE_STATUS, r["status"]),
+                "sky_status": str(getattr(r["status"], "value", r["status"])),
+                "endpoint": _url(r.get("endpoint")),
+                "policy": r.get("policy"),
+                "version": max(r.get("active_versions") or [0]),
+                "replicas": replicas,
+                "ready_replicas": sum(1 for x in replicas if x["status"] == "running"),
+            }
+        return None
+
+    def serve_down(self, service_name: str) -> None:
+        """Tear the service down; a service already gone is success."""
+        if self.serve_status(service_name) is None:
+            return
+        try:
+            self._call("serve.down", service_name)
+        except ResourceNotFound:
+            return
+
+    def wait_service(self, service_name: str, *, min_ready: int = 1, timeout_s: float | None = None,
+                     no_replica_polls: int = 3) -> dict[str, Any]:
+        """Poll `serve.status` until `min_ready` replicas are READY; a failed service is a ProviderError.
+
+        NO_REPLICA counts as failed once seen on `no_replica_polls` polls in a row (a service
+        that was just brought up may have registered no replica yet).
+        """
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        empty = 0
+        while True:
+            rec = self.serve_status(service_name)
+            if rec is None:
+                raise ResourceNotFound(f"SkyServe service {service_name} does not exist")
+            empty = empty + 1 if rec["sky_status"] == "NO_REPLICA" else 0
+            problem = service_problem(rec, min_ready) if rec["sky_status"] != "NO_REPLICA" or \
+                empty >= no_replica_polls else None
+            if problem:
+                raise ProviderError(f"SkyServe service {service_name} {problem}")
+            if min_ready <= 0 or (rec["status"] == "running" and rec["ready_replicas"] >= min_ready):
+                return rec
+            if time.monotonic() >= deadline:
+                raise TransientProviderError(
+                    f"SkyServe service {service_name} not ready after {self.timeout_s:g}s "
+                    f"(status {rec['sky_status']}, {rec['ready_replicas']}/{min_ready} replicas ready)")
+            time.sleep(self.poll_s)
+
+
+def service_problem(rec: dict[str, Any], min_ready: int = 1) -> str | None:
+    """Why a service record is failed (FAILED*, CONTROLLER_FAILED, NO_REPLICA with replicas wanted), or None."""
+    failed = rec["sky_status"] in ("FAILED", "FAILED_CLEANUP", "CONTROLLER_FAILED") or (
+        rec["sky_status"] == "NO_REPLICA" and min_ready > 0)
+    if not failed:
+        return None
+    reps = ", ".join(f"replica {r['replica_id']} v{r['version']} {r['sky_status']}" for r in rec["replicas"])
+    return f"failed: {rec['sky_status']}" + (f" ({reps})" if reps else " (no replicas)") + \
+        "; see `sky serve logs` for the replicas' output"
+
+
+def _url(endpoint: str | None) -> str | None:
+    if not endpoint:
+        return None
+    return endpoint if "://" in endpoint else f"http://{endpoint}"

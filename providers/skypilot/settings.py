@@ -29,4 +29,6 @@ class SkyPilotSettings(StrictModel):
         description="Clouds the plan-time optimizer may choose from when a fleet names none (pricing needs no credentials).")
     timeout_s: float = Field(3600.0, description="Longest wait for one SkyPilot request (launch, serve up, ...).", gt=0)
     retries: int = Field(3, description="Attempts for SkyPilot calls that fail transiently.", ge=1)
+    poll_s: float = Field(15.0, description="Service placement: seconds between `sky serve status` polls while "
+                          "waiting for replicas to be READY.", ge=0)
     name_prefix: str = Field("infraplan", description="Prefix of cluster and service names.")

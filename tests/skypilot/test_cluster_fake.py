@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-from types import SimpleNamespace
-
 import pytest
 
 from infraplan.errors import ResourceNotFound, TransientProviderError
@@ -14,62 +11,7 @@ from infraplan_providers.skypilot.client import NoCapacity, NoCloudAccess, SkyCl
 from infraplan_providers.skypilot.provider import SkyPilotProvider
 
 from .conftest import sky
-from sky.schemas.api.responses import StatusResponse
-
-
-class FakeSky:
-    """SDK calls return request ids; get/stream_and_get resolve them (or raise SkyPilot's errors)."""
-
-    exceptions = sky.exceptions
-    StatusRefreshMode = sky.StatusRefreshMode
-
-    def __init__(self):
-        self.clusters: dict[str, StatusResponse] = {}
-        self.results: dict[str, object] = {}
-        self.calls: list[tuple] = []
-        self.fail_next: list[BaseException] = []
-        self._ids = itertools.count()
-
-    def _req(self, result) -> str:
-        rid = f"req-{next(self._ids)}"
-        self.results[rid] = result
-        return rid
-
-    def _resolve(self, rid):
-        if self.fail_next:
-            raise self.fail_next.pop(0)
-        r = self.results.pop(rid)
-        return r() if callable(r) else r
-
-    get = stream_and_get = _resolve
-
-    def launch(self, task, cluster_name, idle_minutes_to_autostop=None, **kw):
-        self.calls.append(("launch", cluster_name, idle_minutes_to_autostop, task))
-
-        def up():
-            res = task.resources[0] if isinstance(task.resources, list) else next(iter(task.resources))
-            self.clusters[cluster_name] = StatusResponse(
-                name=cluster_name, launched_at=0, status=sky.ClusterStatus.UP, autostop=-1, to_down=False,
-                cluster_hash="h", cluster_ever_up=True, user_hash="u", user_name="me", workspace="default",
-                is_managed=False, nodes=1, handle=SimpleNamespace(launched_resources=res.copy(instance_type="p5.48xlarge")))
-            return (1, None)
-        return self._req(up)
-
-    def status(self, names, refresh=None):
-        self.calls.append(("status", tuple(names), refresh))
-        return self._req(lambda: [self.clusters[n] for n in names if n in self.clusters])
-
-    def endpoints(self, cluster, port=None):
-        return self._req({port: f"3.1.2.3:{port}"})
-
-    def down(self, name):
-        self.calls.append(("down", name))
-
-        def gone():
-            if name not in self.clusters:
-                raise sky.exceptions.ClusterDoesNotExist(f"Cluster {name!r} does not exist.")
-            del self.clusters[name]
-        return self._req(gone)
+from .fake_sky import FakeSky
 
 
 @pytest.fixture

@@ -1,0 +1,144 @@
+"""A fake `sky` SDK at the SDK boundary: calls return request ids, `get`/`stream_and_get`
+resolve them, and everything returned or raised is SkyPilot's real types (status enums,
+`StatusResponse`, exceptions, `SkyServiceSpec`)."""
+
+from __future__ import annotations
+
+import itertools
+from types import SimpleNamespace
+
+from .conftest import sky
+from sky.schemas.api.responses import StatusResponse
+from sky.serve import ReplicaStatus, ServiceStatus, UpdateMode
+
+
+class FakeServe:
+    """`sky.serve`: up, update, status, down over in-memory service records."""
+
+    UpdateMode = UpdateMode
+
+    def __init__(self, owner: "FakeSky"):
+        self.owner = owner
+        self.services: dict[str, dict] = {}
+        # scripted (ServiceStatus, [ReplicaStatus, ...]) per status call, per service; the last one sticks
+        self.script: dict[str, list[tuple]] = {}
+
+    def _record(self, name: str, task, version: int) -> dict:
+        spec = task.service
+        return {"name": name, "active_versions": [version], "controller_job_id": 1, "uptime": 0,
+                "status": ServiceStatus.CONTROLLER_INIT, "controller_port": 20001, "load_balancer_port": 30001,
+                "endpoint": f"44.1.2.3:{30000 + len(self.services) + 1}", "policy": spec.autoscaling_policy_str(),
+                "requested_resources_str": str(task.resources), "load_balancing_policy": spec.load_balancing_policy,
+                "replica_info": [], "task": task, "spec": spec}
+
+    def up(self, task, service_name, _need_confirmation=False):
+        self.owner.calls.append(("serve.up", service_name, task))
+
+        def do():
+            if service_name in self.services:
+                raise ValueError(f"Service {service_name!r} already exists.")
+            self.services[service_name] = self._record(service_name, task, 1)
+            return service_name, self.services[service_name]["endpoint"]
+        return self.owner._req(do)
+
+    def update(self, task, service_name, mode, _need_confirmation=False):
+        self.owner.calls.append(("serve.update", service_name, task, mode))
+
+        def do():
+            if service_name not in self.services:
+                raise RuntimeError(f"Service {service_name!r} does not exist.")
+            old = self.services[service_name]
+            new = self._record(service_name, task, old["active_versions"][-1] + 1)
+            new["endpoint"] = old["endpoint"]
+            self.services[service_name] = new
+        return self.owner._req(do)
+
+    def status(self, service_names):
+        names = [service_names] if isinstance(service_names, str) else service_names
+        self.owner.calls.append(("serve.status", tuple(names)))
+
+        def do():
+            if self.owner.controller_down:
+                raise sky.exceptions.ClusterNotUpError("Sky serve controller is not up.")
+            out = []
+            for n in names:
+                if n not in self.services:
+                    continue
+                rec = self.services[n]
+                steps = self.script.get(n)
+                status, reps = (steps.pop(0) if len(steps) > 1 else steps[0]) if steps else (
+                    ServiceStatus.READY, [ReplicaStatus.READY] * rec["spec"].min_replicas)
+                version = rec["active_versions"][-1]
+                rec.update(status=status, replica_info=[
+                    {"replica_id": i + 1, "name": f"{n}-{i + 1}", "status": s, "version": version, "launched_at": 0,
+                     "handle": None, "endpoint": f"10.0.0.{i + 1}:30000"} for i, s in enumerate(reps)])
+                out.append({k: v for k, v in rec.items() if k not in ("task", "spec")})
+            return out
+        return self.owner._req(do)
+
+    def down(self, service_names, all=False, purge=False):  # noqa: A002 - SkyPilot's own name
+        names = [service_names] if isinstance(service_names, str) else service_names
+        self.owner.calls.append(("serve.down", tuple(names)))
+
+        def do():
+            for n in names:
+                self.services.pop(n, None)
+        return self.owner._req(do)
+
+
+class FakeSky:
+    """SDK calls return request ids; get/stream_and_get resolve them (or raise SkyPilot's errors)."""
+
+    exceptions = sky.exceptions
+    StatusRefreshMode = sky.StatusRefreshMode
+
+    def __init__(self):
+        self.clusters: dict[str, StatusResponse] = {}
+        self.results: dict[str, object] = {}
+        self.calls: list[tuple] = []
+        self.fail_next: list[BaseException] = []
+        self.controller_down = False
+        self.serve = FakeServe(self)
+        self._ids = itertools.count()
+
+    def _req(self, result) -> str:
+        rid = f"req-{next(self._ids)}"
+        self.results[rid] = result
+        return rid
+
+    def _resolve(self, rid):
+        if self.fail_next:
+            self.results.pop(rid, None)
+            raise self.fail_next.pop(0)
+        r = self.results.pop(rid)
+        return r() if callable(r) else r
+
+    get = stream_and_get = _resolve
+
+    def launch(self, task, cluster_name, idle_minutes_to_autostop=None, **kw):
+        self.calls.append(("launch", cluster_name, idle_minutes_to_autostop, task))
+
+        def up():
+            res = task.resources[0] if isinstance(task.resources, list) else next(iter(task.resources))
+            self.clusters[cluster_name] = StatusResponse(
+                name=cluster_name, launched_at=0, status=sky.ClusterStatus.UP, autostop=-1, to_down=False,
+                cluster_hash="h", cluster_ever_up=True, user_hash="u", user_name="me", workspace="default",
+                is_managed=False, nodes=1, handle=SimpleNamespace(launched_resources=res.copy(instance_type="p5.48xlarge")))
+            return (1, None)
+        return self._req(up)
+
+    def status(self, names, refresh=None):
+        self.calls.append(("status", tuple(names), refresh))
+        return self._req(lambda: [self.clusters[n] for n in names if n in self.clusters])
+
+    def endpoints(self, cluster, port=None):
+        return self._req({port: f"3.1.2.3:{port}"})
+
+    def down(self, name):
+        self.calls.append(("down", name))
+
+        def gone():
+            if name not in self.clusters:
+                raise sky.exceptions.ClusterDoesNotExist(f"Cluster {name!r} does not exist.")
+            del self.clusters[name]
+        return self._req(gone)
