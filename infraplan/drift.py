@@ -501,7 +501,8 @@ def _check_all(replicas, providers: ProviderSet, settings: DriftSettings) -> lis
         result = checked.obs.result
         if result is not None and result.exists:
             endpoint = result.attributes.get("endpoint") or rec.attributes.get("endpoint")
-            if endpoint:
+            # only servers that speak HTTP are probed; for anything else the provider's read stands
+            if endpoint and str(endpoint).startswith(("http://", "https://")):
                 api_key = (rec.attributes.get("args") or {}).get("api_key")
                 metrics = bool(idle_window(settings, rec.attributes.get("fleet")))
                 checked.probe = prober.probe(endpoint, api_key=api_key, metrics=metrics,
