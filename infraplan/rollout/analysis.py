@@ -23,7 +23,7 @@ from infraplan.errors import InfraplanError
 TTFT = "sglang:time_to_first_token_seconds"
 ITL = "sglang:inter_token_latency_seconds"
 E2E = "sglang:e2e_request_latency_seconds"
-TPOT = "sglang:time_per_output_token_seconds"  # SGLang exports it; the sim does not
+TPOT = "sglang:time_per_output_token_seconds"  # SGLang 0.4.x name and buckets; the sim exports it too
 REQUESTS = "sglang:num_requests_total"
 ABORTED = "sglang:num_aborted_requests_total"
 GEN_TOKENS = "sglang:generation_tokens_total"

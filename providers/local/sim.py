@@ -54,6 +54,10 @@ ITL_BUCKETS = [0.002, 0.004, 0.006, 0.008, 0.010, 0.015, 0.020, 0.025, 0.030, 0.
                0.060, 0.080, 0.100, 0.200, 0.400, 0.600, 0.800, 1.0, 2.0, 4.0, 6.0, 8.0]
 E2E_BUCKETS = [0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400,
                600, 1200, 1800, 2400]
+# `sglang:time_per_output_token_seconds` and its buckets as SGLang's TokenizerMetricsCollector
+# defined them (0.4.x); 0.5.x exports inter-token latency instead, dashboards still chart TPOT.
+TPOT_BUCKETS = [0.002, 0.005, 0.010, 0.020, 0.030, 0.040, 0.050, 0.060, 0.070, 0.080, 0.090,
+                0.100, 0.150, 0.200, 0.300, 0.400, 0.600, 0.800, 1.0, 2.0]
 
 
 @dataclass
@@ -99,6 +103,8 @@ class SimMetrics:
         self.num_aborted = c("sglang:num_aborted_requests", "Number of requests aborted.")
         self.ttft = h("sglang:time_to_first_token_seconds", "Histogram of time to first token in seconds.", TTFT_BUCKETS)
         self.itl = h("sglang:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", ITL_BUCKETS)
+        self.tpot = h("sglang:time_per_output_token_seconds", "Histogram of time per output token in seconds.",
+                      TPOT_BUCKETS)
         self.e2e = h("sglang:e2e_request_latency_seconds", "Histogram of End-to-end request latency in seconds", E2E_BUCKETS)
         self.num_running = g("sglang:num_running_reqs", "The number of running requests.")
         self.num_queue = g("sglang:num_queue_reqs", "The number of requests in the waiting queue.")
@@ -196,8 +202,13 @@ class Simulator:
 
     # -- generation ---------------------------------------------------------
     def draw_failure(self) -> bool:
+        """Whether this request fails (`--error-rate`); a failure counts as an aborted request."""
         with self._lock:
-            return self._error_rng.random() < self.cfg.error_rate
+            failed = self._error_rng.random() < self.cfg.error_rate
+        if failed:  # SGLang counts an aborted request in both counters, so the error rate is aborted / requests
+            self.metrics.num_requests.inc()
+            self.metrics.num_aborted.inc()
+        return failed
 
     def _throughput(self, now: float) -> float:
         self._recent = [(t, n) for t, n in self._recent if now - t <= 5.0]
@@ -225,12 +236,13 @@ class Simulator:
         m.prompt_tokens.inc(prompt_tokens)
         emitted = 0
         try:
-            last = start
+            last = first = start
             for i, tok in enumerate(self.tokens(prompt, max_new_tokens)):
                 due = start + (self.cfg.ttft_ms + i * self.cfg.tpot_ms) / 1000.0
                 time.sleep(max(0.0, due - time.monotonic()))
                 now = time.monotonic()
                 (m.ttft if i == 0 else m.itl).observe(now - (start if i == 0 else last))
+                first = now if i == 0 else first
                 last = now
                 emitted += 1
                 m.generation_tokens.inc()
@@ -239,6 +251,8 @@ class Simulator:
                     self._recent.append((now, 1))
                 yield tok
             m.e2e.observe(time.monotonic() - start)
+            if emitted >= 2:  # time per output token after the first, one observation per request
+                m.tpot.observe((last - first) / (emitted - 1))
         except GeneratorExit:
             m.num_aborted.inc()
             raise
