@@ -4,13 +4,17 @@ so a topological order is a creation order and its reverse a destruction order."
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-import networkx as nx
+if TYPE_CHECKING:  # networkx is imported where a graph is built: plans with nothing to do skip it
+    import networkx as nx
 
 
 def build_graph(dependencies: Mapping[str, Iterable[str]]) -> nx.DiGraph:
     """A graph with one node per address and an edge dep -> address for each dependency
     that is itself a node (dangling ones are the config loader's business)."""
+    import networkx as nx
+
     g = nx.DiGraph()
     g.add_nodes_from(dependencies)
     for addr, deps in dependencies.items():
@@ -22,6 +26,8 @@ def build_graph(dependencies: Mapping[str, Iterable[str]]) -> nx.DiGraph:
 
 def find_cycle(g: nx.DiGraph) -> list[str] | None:
     """One cycle as a list of addresses (first repeated at the end), or None."""
+    import networkx as nx
+
     try:
         edges = nx.find_cycle(g)
     except nx.NetworkXNoCycle:
@@ -29,13 +35,28 @@ def find_cycle(g: nx.DiGraph) -> list[str] | None:
     return [u for u, _ in edges] + [edges[0][0]]
 
 
+class CycleError(ValueError):
+    """The graph has a cycle; `cycle` lists it (first address repeated at the end)."""
+
+    def __init__(self, cycle: list[str]):
+        super().__init__("dependency cycle: " + " -> ".join(cycle))
+        self.cycle = cycle
+
+
 def creation_order(g: nx.DiGraph) -> list[str]:
     """Topological order, ties broken by address so plans read the same every time."""
-    return list(nx.lexicographical_topological_sort(g))
+    import networkx as nx
+
+    try:
+        return list(nx.lexicographical_topological_sort(g))
+    except nx.NetworkXUnfeasible:
+        raise CycleError(find_cycle(g) or []) from None
 
 
 def with_ancestors(g: nx.DiGraph, targets: Iterable[str]) -> set[str]:
     """The targets and everything they depend on (Terraform's -target semantics)."""
+    import networkx as nx
+
     out: set[str] = set()
     for t in targets:
         if t in g:

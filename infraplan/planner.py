@@ -12,13 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
-
 from infraplan.desired import DesiredResource, expand
 from infraplan.diagnostics import Diagnostic
 from infraplan.diff import diff_attributes
 from infraplan.errors import PlanError
-from infraplan.graph import build_graph, creation_order, find_cycle, with_ancestors
+from infraplan.graph import CycleError, build_graph, creation_order, with_ancestors
 from infraplan.plan import Change, Plan
 from infraplan.provider import ProviderSet
 from infraplan.refresh import Observation, record_key, refresh
@@ -67,11 +65,11 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
         if obs.error:
             ctx.diagnostics.append(Diagnostic(f"refresh of {key} failed: {obs.error}", severity="warning", path=key))
 
-    graph = build_graph({a: d.depends_on for a, d in desired.items()})
+    graph = build_graph({a: d.depends_on for a, d in desired.items()}) if desired else None
     try:
-        order = creation_order(graph)
-    except nx.NetworkXUnfeasible:
-        raise PlanError("dependency cycle: " + " -> ".join(find_cycle(graph) or [])) from None
+        order = creation_order(graph) if graph is not None else []
+    except CycleError as exc:
+        raise PlanError(str(exc)) from None
 
     def attrs_of(addr: str, attr: str) -> dict | None:
         change = ctx.changes.get(addr)
@@ -142,7 +140,7 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
 
     changes = list(ctx.changes.values())
     if opts.targets:
-        keep = with_ancestors(graph, _expand_targets(opts.targets, desired, current))
+        keep = with_ancestors(graph, _expand_targets(opts.targets, desired, current)) if graph is not None else set()
         keep |= {t for t in opts.targets if t in current}
         changes = [c for c in changes if c.address in keep or _targets_fleet(c, opts.targets)]
 

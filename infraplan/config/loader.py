@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import networkx as nx
 from pydantic import BaseModel, ValidationError
 
 from infraplan.config.expressions import (
@@ -162,6 +161,13 @@ def validate_config(
     assert config is not None
     config.warnings = diags
     return config, diags
+
+
+def _digraph():
+    # networkx is imported on first use: an empty config (and `infraplan --help`) never pays for it
+    import networkx as nx
+
+    return nx.DiGraph()
 
 
 def load_config(
@@ -403,7 +409,10 @@ class _Loader:
 
     def _analyse(self) -> list[str]:
         """Check references statically and build the dependency graph."""
-        self.graph = g = nx.DiGraph()
+        if not any(self.raw[k] for k in ("locals", "model", "fleet", "router", "provider", "alert", "output")):
+            self.graph = None
+            return []
+        self.graph = g = _digraph()
         nodes: list[str] = []
         for block_kind in ("locals", "model", "fleet", "router", "provider", "alert", "output"):
             for name, raw in self.raw[block_kind].items():
@@ -493,6 +502,10 @@ class _Loader:
 
     def _order(self, nodes: list[str]) -> list[str]:
         """Nodes in evaluation order (dependencies first); cycles are reported and left out."""
+        if not nodes:
+            return []
+        import networkx as nx
+
         g = self.graph
         rank = {n: i for i, n in enumerate(nodes)}
         self.cyclic: set[str] = set()
