@@ -66,6 +66,8 @@ class Provider:
     updatable: ClassVar[frozenset[str]] = frozenset({"labels"})
     #: attributes written by the provider (ids, endpoints): never diffed against config
     computed: ClassVar[frozenset[str]] = frozenset()
+    #: False when `read` answers from memory, so refresh need not spread reads over threads
+    concurrent_reads: bool = True
 
     def __init__(self, context: ProviderContext):
         self.context = context

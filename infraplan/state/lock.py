@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-import psutil
 
 from infraplan.errors import LockError
 
@@ -62,6 +61,8 @@ class LockInfo:
 
     def holder_gone(self) -> bool:
         """True only if the holder ran on this host and its pid no longer exists."""
+        import psutil  # only when a lock is in the way
+
         return self.host == hostname() and not psutil.pid_exists(self.pid)
 
 

@@ -38,6 +38,11 @@ class NullProvider(Provider):
     name = "null"
     computed = frozenset({"id", "endpoint"})
 
+    @property
+    def concurrent_reads(self) -> bool:  # type: ignore[override]
+        """Reads are in-memory unless a latency is simulated."""
+        return bool(self.settings.latency_ms)
+
     def __init__(self, context: ProviderContext):
         super().__init__(context)
         self._settings: NullSettings | None = None

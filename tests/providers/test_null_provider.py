@@ -156,3 +156,14 @@ def test_failed_create_is_recorded(tmp_path):
     snap = Workspace(tmp_path, env={}).snapshot()
     assert snap.get("fleet.web[0]").status == "ready"
     assert snap.get("fleet.bad[0]").status == "failed"
+
+
+def test_reads_run_in_line_unless_latency_is_simulated(tmp_path):
+    from infraplan.provider import ProviderContext
+    from infraplan_providers.null.provider import NullProvider
+
+    def ctx(settings):
+        return ProviderContext(project_dir=tmp_path, state_path=tmp_path / "s.db", runtime_dir=tmp_path, settings=settings)
+
+    assert NullProvider(ctx({})).concurrent_reads is False
+    assert NullProvider(ctx({"latency_ms": 5})).concurrent_reads is True
