@@ -11,7 +11,8 @@ Plan JSON format (``format_version`` "1.0")::
       "refreshed": true,
       "summary": {"add": 2, "change": 0, "destroy": 1, "replace": 1, "noop": 3},
       "changes": [ {address, kind, provider, action, reasons, before, after,
-                    after_unknown, attributes: [{path, before, after, forces_replace}],
+                    after_unknown, attributes: [{path, before, after, forces_replace}]
+                      (changed attributes of updates and replacements; a create has all in `after`),
                     requires_replace, create_before_destroy, dependencies, deposed,
                     risks, warnings} … ],
       "outputs": {"name": {"value": …, "unknown": false, "sensitive": false}},

@@ -223,7 +223,7 @@ def _plan_plain(d: DesiredResource, attrs, unknown, ctx: _Ctx) -> Change:
     if rec is None:
         return Change(address=d.address, kind=d.kind, action="create", reasons=["not in state"],
                       after=attrs, after_unknown=sorted(unknown),
-                      attributes=diff_attributes(None, attrs, unknown=unknown), dependencies=sorted(d.depends_on))
+                      dependencies=sorted(d.depends_on))
     after = {k: (rec.attributes.get(k) if k in ignore else v) for k, v in attrs.items()}
     attr_changes = diff_attributes(rec.attributes, after, unknown=unknown)
     action = "update" if attr_changes else "noop"
@@ -254,7 +254,7 @@ def _plan_fleet(d: DesiredResource, attrs, unknown, ctx: _Ctx) -> Change:
     if rec is None:
         return Change(address=d.address, kind="fleet", action="create", provider=d.provider,
                       provider_type=d.provider_type, reasons=["not in state"], after=after,
-                      after_unknown=sorted(unknown), attributes=diff_attributes(None, after, unknown=unknown - set(FLEET_COMPUTED)),
+                      after_unknown=sorted(unknown),
                       dependencies=sorted(d.depends_on))
     attr_changes = diff_attributes(prior, after, unknown=unknown)
     reasons = []
@@ -290,7 +290,7 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
         reasons = ["not in state"] if rec is None else ["an interrupted create left no server behind"]
         after, unknown, _ = fresh(reasons, unknown)
         return Change(**base, action="create", reasons=reasons, after=after, after_unknown=sorted(unknown),
-                      attributes=diff_attributes(None, after, unknown=unknown), create_before_destroy=cbd)
+                      create_before_destroy=cbd)
 
     prior = dict(rec.attributes)
     reasons: list[str] = []
