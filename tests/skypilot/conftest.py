@@ -50,3 +50,15 @@ def offline_clouds(monkeypatch):
     enabled = [clouds.AWS(), clouds.GCP(), clouds.Lambda(), clouds.RunPod()]
     monkeypatch.setattr("sky.check.get_cached_enabled_clouds_or_refresh", lambda *a, **k: enabled)
     return enabled
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """SkyPilot's SDK replaced at the narrow client's boundary by a fake returning real types."""
+    from infraplan_providers.skypilot import client as client_mod
+
+    from .fake_sky import FakeSky
+
+    f = FakeSky()
+    monkeypatch.setattr(client_mod, "sdk", lambda: f)
+    return f

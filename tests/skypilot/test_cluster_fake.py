@@ -6,19 +6,10 @@ import pytest
 
 from infraplan.errors import ResourceNotFound, TransientProviderError
 from infraplan.provider import ProviderContext
-from infraplan_providers.skypilot import client as client_mod
 from infraplan_providers.skypilot.client import NoCapacity, NoCloudAccess, SkyClient, map_status, REPLICA_STATUS
 from infraplan_providers.skypilot.provider import SkyPilotProvider
 
 from .conftest import sky
-from .fake_sky import FakeSky
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    f = FakeSky()
-    monkeypatch.setattr(client_mod, "sdk", lambda: f)
-    return f
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from infraplan_providers.skypilot.provider import SkyPilotProvider
 from infraplan_providers.skypilot.service import policy_replicas
 
 from .conftest import sky
-from .fake_sky import FakeSky
 from sky.serve import ReplicaStatus, ServiceStatus, UpdateMode
 
 SVC = {"readiness_path": "/health_generate", "initial_delay_seconds": 600, "update_mode": "blue_green",
@@ -20,13 +19,6 @@ SVC = {"readiness_path": "/health_generate", "initial_delay_seconds": 600, "upda
 ATTRS = {"fleet": "fleet.chat", "model_source": "hf://org/m", "model_revision": "r1", "served_name": "m",
          "accelerators": "H100:8", "cloud": "aws", "region": "us-east-1", "args": {"tp_size": 8},
          "placement": "service", "service": SVC, "labels": {}}
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    f = FakeSky()
-    monkeypatch.setattr(client_mod, "sdk", lambda: f)
-    return f
 
 
 @pytest.fixture
