@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+import queue
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,6 +200,10 @@ class Executor:
         self._leaving: set[str] = set()  # replicas this apply removes (scale down)
         self.still_every = 10.0  # seconds between "still creating" events
 
+    #: intents committed per transaction before their calls are submitted: small enough that
+    #: the first calls start while later intents are still being written
+    START_CHUNK = 8
+
     # -- the walk --------------------------------------------------------------
     def run(self, plan: Plan) -> ApplyResult:
         """Walk the apply graph. State writes are grouped per scheduling round: the
@@ -216,6 +221,7 @@ class Executor:
         ready = [n for n, d in remaining_preds.items() if d == 0]
         heapq.heapify(ready)
         running: dict[Future, tuple[str, float]] = {}
+        completed: queue.SimpleQueue[Future] = queue.SimpleQueue()
         blocked: set[str] = set()
 
         def release(nid: str) -> None:
@@ -238,7 +244,8 @@ class Executor:
                         jobs: list[tuple[Node, float, Any]] = []
                         finished_now: list[tuple[Node, float]] = []
                         with self.store.batch():
-                            while ready and len(running) + len(jobs) < self.parallelism:
+                            while ready and len(running) + len(jobs) < self.parallelism \
+                                    and len(jobs) + len(finished_now) < self.START_CHUNK:
                                 nid = heapq.heappop(ready)
                                 if nid in blocked:
                                     continue
@@ -255,13 +262,24 @@ class Executor:
                                 else:
                                     jobs.append((node, t0, job))
                         for node, t0, job in jobs:
-                            running[pool.submit(self._call, job)] = (node.id, t0)
+                            fut = pool.submit(self._call, job)
+                            running[fut] = (node.id, t0)
+                            fut.add_done_callback(completed.put)
                         for node, t0 in finished_now:  # no provider call: done once committed
                             finish_ok(node, t0)
                     if not running:
                         break
                     # 2. wait for calls; results in one transaction, then release dependents
-                    finished, _ = wait(list(running), timeout=self.still_every, return_when=FIRST_COMPLETED)
+                    # one queue of finished calls: O(1) per completion, however many are in flight
+                    try:
+                        finished = [completed.get(timeout=self.still_every)]
+                    except queue.Empty:
+                        finished = []
+                    while True:
+                        try:
+                            finished.append(completed.get_nowait())
+                        except queue.Empty:
+                            break
                     if not finished:
                         now = time.monotonic()
                         for nid, t0 in running.values():
