@@ -442,6 +442,9 @@ def _plan_rollouts(ctx: _Ctx, desired) -> None:
         replaced = [c for c in reps if c.action == "replace" and not c.deposed]
         fc = ctx.changes.get(fleet_addr)
         spec_data = ((fc.after or {}).get("rollout") if fc else None)
+        if spec_data and any((c.after or {}).get("placement") == "service" for c in reps):
+            _plan_service_rollout(ctx, desired, fleet_addr, fc, reps, spec_data)
+            continue
         if not replaced or not spec_data:
             continue
         from infraplan.models.config import RolloutBlock
@@ -458,6 +461,19 @@ def _plan_rollouts(ctx: _Ctx, desired) -> None:
             c.reasons.append(f"replaced by the fleet's {spec.strategy} rollout")
         if spec.strategy == "recreate":
             fc.risks.append(f"serving capacity of {fleet_addr} drops to zero during the recreate rollout")
+
+
+def _plan_service_rollout(ctx: _Ctx, desired, fleet_addr: str, fc: Change, reps, spec_data: dict) -> None:
+    """A SkyServe fleet: rolling and blue-green are SkyServe's own update modes; the rest is not."""
+    strategy = spec_data.get("strategy")
+    d = desired.get(fleet_addr)
+    if strategy in ("canary", "recreate"):
+        ctx.diagnostics.append(Diagnostic(
+            f"{fleet_addr}: rollout strategy {strategy} is not available with placement: service (SkyServe "
+            "updates a service rolling or blue_green); use one of those, or placement: cluster behind a router",
+            location=d.location if d else None, path=f"{fleet_addr}.rollout.strategy"))
+    elif any(c.action == "update" for c in reps):
+        fc.reasons.append(f"rollout: SkyServe {strategy} update of the service (sky.serve.update, mode {strategy})")
 
 
 def _expand_targets(targets, desired, current) -> set[str]:

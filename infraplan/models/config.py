@@ -267,6 +267,9 @@ class FleetBlock(StrictModel):
     def provider_attributes(self) -> dict[str, Any]:
         """The set fleet fields of `FLEET_PROVIDER_FIELDS`, for replica attributes."""
         data = self.model_dump(mode="json", include=set(FLEET_PROVIDER_FIELDS), exclude_defaults=True)
+        if self.placement == "service" and self.rollout.strategy in ("rolling", "blue_green"):
+            # SkyServe carries these two strategies itself: they become its update mode
+            data["service"] = {**(data.get("service") or {}), "update_mode": self.rollout.strategy}
         return {k: data[k] for k in FLEET_PROVIDER_FIELDS if k in data}
 
     @field_validator("failover")

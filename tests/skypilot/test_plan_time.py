@@ -121,3 +121,23 @@ def test_multicloud_example_plans_offline_with_real_prices(offline_clouds, tmp_p
     r = CliRunner().invoke(cli, ["plan", str(example), "--refresh=false", "--state", str(state),
                                  "--max-hourly-cost", "20"])
     assert r.exit_code == 1 and "over --max-hourly-cost $20.00/h" in r.output
+
+
+def test_a_canary_rollout_is_refused_for_a_skyserve_fleet(offline_clouds, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from infraplan.cli import cli
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "multicloud"
+    cfg = tmp_path / "cfg"
+    shutil.copytree(example, cfg)
+    main = cfg / "main.yaml"
+    main.write_text(main.read_text().replace("    placement: service\n",
+                                             "    placement: service\n    rollout: {strategy: canary}\n"))
+    r = CliRunner().invoke(cli, ["plan", str(cfg), "--refresh=false", "--state", str(tmp_path / "s.db")])
+    assert r.exit_code == 1
+    assert "rollout strategy canary is not available with placement: service" in r.output
+    assert "Traceback" not in r.output

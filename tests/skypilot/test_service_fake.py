@@ -137,3 +137,12 @@ def test_invalid_service_settings_fail_at_plan_time(provider):
     ok = provider.plan(None, slot(0))
     assert ok.attributes["service_name"] == "infraplan-chat" and not [d for d in ok.diagnostics
                                                                         if d.severity == "error"]
+
+
+def test_the_fleet_rollout_strategy_becomes_skyserve_update_mode():
+    from infraplan.models.config import FleetBlock
+
+    fb = FleetBlock.model_validate({"model": "model.m", "placement": "service", "rollout": {"strategy": "blue_green"}})
+    assert fb.provider_attributes()["service"]["update_mode"] == "blue_green"
+    plain = FleetBlock.model_validate({"model": "model.m", "placement": "cluster", "rollout": {"strategy": "blue_green"}})
+    assert "service" not in plain.provider_attributes()
