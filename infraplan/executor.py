@@ -156,7 +156,12 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
         if me_fwd:
             for dep in c.dependencies:
                 if dep in fwd and fwd[dep] != me_fwd:
-                    g.add_edge(fwd[dep], me_fwd)
+                    if by_addr.get(dep) is not None and by_addr[dep].kind == "model" and by_addr[dep].action == "update":
+                        # a model is a registry entry: record a new version once what serves it is
+                        # in place, so a failed or rolled-back rollout leaves the old version recorded
+                        g.add_edge(me_fwd, fwd[dep])
+                    else:
+                        g.add_edge(fwd[dep], me_fwd)
                 # a create-before-destroy replacement's old object goes after its dependents are done
                 if dep in old:
                     g.add_edge(me_fwd, old[dep])

@@ -52,6 +52,8 @@ def test_canary_rolls_back_a_slow_version_and_refuses_it_until_forced(project):
     out = bad.stdout + bad.stderr
     assert "ttft_p95_ms" in out and "Traceback" not in out
     assert revisions(project.state) == ["aaa1111", "aaa1111"]  # the old version serves on
+    model = StateStore.open_readonly(project.state).get("model.m")
+    assert model.attributes["revision"] == "aaa1111"  # the registry still records what serves
     events = [a.event for a in StateStore.open_readonly(project.state).audit_log()]
     assert "rollback" in events
 
