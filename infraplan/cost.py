@@ -171,8 +171,27 @@ def price_plan(changes: dict[str, Any], desired: dict[str, Any], current: dict[s
         else:
             cost["before_hourly"] = 0.0
         after.setdefault(addr, cost.get("hourly"))
+        window = _rollback_window(fc, changes, addr)
+        if window and cost.get("before_hourly"):
+            # blue-green keeps the old set serving as a fallback for the window after the switch
+            extra = cost["before_hourly"]
+            cost["rollback_window"] = {"window": window[0], "seconds": window[1], "extra_hourly": extra,
+                                       "extra_total": round(extra * window[1] / 3600, 6)}
         fc.cost = cost
     return summarise(before, after), diags
+
+
+def _rollback_window(fc, changes: dict[str, Any], addr: str) -> tuple[str, float] | None:
+    """(text, seconds) of a blue-green rollback window this plan will use, else None."""
+    spec = (fc.after or {}).get("rollout") or {}
+    if spec.get("strategy") != "blue_green" or not spec.get("rollback_window"):
+        return None
+    first = changes.get(f"{addr}[0]")
+    if first is None or first.action != "replace":
+        return None
+    from infraplan.drift import parse_duration
+
+    return spec["rollback_window"], parse_duration(spec["rollback_window"])
 
 
 def over_budget(summary: dict[str, Any] | None, limit: float) -> None:

@@ -196,6 +196,10 @@ def cost_lines(plan: Plan) -> list[Text]:
             t.append(f"  {c.address}: not priced by its provider\n")
             continue
         t.append(f"  {c.address}: {describe(c.cost)}\n")
+        rw = c.cost.get("rollback_window")
+        if rw:
+            t.append(f"      blue-green rollback window {rw['window']} keeps the old set: +{money(rw['extra_hourly'])}/h "
+                     f"while kept (about {money(rw['extra_total'])})\n")
         for i, f in enumerate((c.cost.get("unit") or {}).get("failover") or []):
             where = "/".join(str(f[k]) for k in ("cloud", "region") if f.get(k))
             spot = " spot" if f.get("use_spot") else ""

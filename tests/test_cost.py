@@ -84,3 +84,26 @@ def test_plan_prices_each_fleet_once_and_enforces_budget(tmp_path, monkeypatch):
     assert r.exit_code == 1
     assert "over --max-hourly-cost $99.00/h" in r.output
     assert not (tmp_path / "p.plan").exists()
+
+
+def test_a_blue_green_rollback_window_shows_the_old_set_cost(tmp_path, monkeypatch):
+    from infraplan.state import StateStore
+
+    real = provider_mod.load_provider_class
+    monkeypatch.setattr(provider_mod, "load_provider_class",
+                        lambda name: PricedProvider if name == "priced" else real(name))
+    cfg = CONFIG % 2 + "    rollout: {strategy: blue_green, rollback_window: 30m}\n" + \
+        "router:\n  front: {provider: priced, fleets: [fleet.chat]}\n"
+    (tmp_path / "main.yaml").write_text(cfg)
+    first = json.loads(CliRunner().invoke(cli, ["plan", str(tmp_path), "--refresh=false", "--json"]).output)
+    with StateStore(tmp_path / "infraplan.db") as store:  # as if that plan had been applied
+        for c in first["changes"]:
+            store.put(c["address"], kind=c["kind"], provider=c["provider"], attributes=c["after"])
+    (tmp_path / "main.yaml").write_text(cfg.replace("hf://org/m}", "hf://org/m, revision: v2}"))
+    r = CliRunner().invoke(cli, ["plan", str(tmp_path), "--refresh=false", "--json"])
+    assert r.exit_code == 0, r.output
+    fleet = next(c for c in json.loads(r.output)["changes"] if c["address"] == "fleet.chat")
+    assert fleet["cost"]["rollback_window"] == {"window": "30m", "seconds": 1800.0, "extra_hourly": 5.0,
+                                                "extra_total": 2.5}
+    text = CliRunner().invoke(cli, ["plan", str(tmp_path), "--refresh=false"]).output
+    assert "blue-green rollback window 30m keeps the old set: +$5.00/h while kept (about $2.50)" in text
