@@ -121,6 +121,10 @@ def window_stats(before: Sequence[Metrics], after: Sequence[Metrics], seconds: f
     out: dict[str, Any] = {}
     for metric, (hist, q) in QUANTILE_METRICS.items():
         v = histogram_quantile(q, bucket_increase(before, after, hist))
+        if v is None and hist == TPOT:
+            # SGLang 0.5.x exports no time-per-output-token histogram; the inter-token latency
+            # of the same requests measures the same thing (TPOT is their mean gap)
+            v = histogram_quantile(q, bucket_increase(before, after, ITL))
         out[metric] = None if v is None else round(v * 1000.0, 3)
     requests = counter_increase(before, after, REQUESTS)
     aborted = counter_increase(before, after, ABORTED)

@@ -134,3 +134,17 @@ def test_canary_and_blue_green_need_a_router(tmp_path):
                              changes=[], emit=lambda e: None, resolve=lambda a, u: a, traffic=NoRouter())
         with pytest.raises(ApplyError, match="no router fronts"):
             run_rollout(ctx)
+
+
+def test_tpot_falls_back_to_inter_token_latency_when_the_server_exports_no_tpot():
+    # SGLang 0.5.x: an inter-token latency histogram, no time-per-output-token one
+    def itl_text(count: int) -> str:
+        name = "sglang:inter_token_latency_seconds"
+        rows = [f"# HELP {name} itl", f"# TYPE {name} histogram"]
+        rows += [f'{name}_bucket{{le="0.01",model_name="m"}} {count}', f'{name}_bucket{{le="+Inf",model_name="m"}} {count}',
+                 f'{name}_count{{model_name="m"}} {count}', f'{name}_sum{{model_name="m"}} {count * 0.005}']
+        return "\n".join(rows) + "\n"
+
+    s = analysis.window_stats([parse_metrics(itl_text(0))], [parse_metrics(itl_text(100))], seconds=5.0)
+    assert s["itl_p95_ms"] == pytest.approx(9.5)
+    assert s["tpot_p95_ms"] == s["itl_p95_ms"]
