@@ -467,6 +467,8 @@ def detect(config, snapshot, providers: ProviderSet, settings: DriftSettings, *,
         if c.probe is not None:
             report.notes.extend(c.probe.notes)
     findings.extend(_fleet_findings(desired, snapshot, checked, skipped))
+    findings.extend(_router_findings([r for r in snapshot.resources if r.kind == "router" and not r.deposed
+                                      and r.status not in IN_FLIGHT and not r.pending], providers))
     listed = 0
     if settings.orphans:
         orphans, listed, errs = _orphans(snapshot, providers, {r.provider for r in replicas if r.provider}
@@ -525,6 +527,36 @@ def _check_all(replicas, providers: ProviderSet, settings: DriftSettings) -> lis
         with lock:
             checked = done.get(key)
         out.append(checked or _Checked(rec, Observation(key, None, "no answer within the run's time budget")))
+    return out
+
+
+def _router_findings(routers, providers: ProviderSet) -> list[Finding]:
+    """Routers (few per project, read one at a time): gone, unhealthy, or holding other workers."""
+    out: list[Finding] = []
+    for rec in routers:
+        attrs = rec.attributes or {}
+        base = dict(address=rec.address, provider=rec.provider, instance_id=attrs.get("instance_id"),
+                    resource={k: attrs.get(k) for k in ("endpoint", "pid") if attrs.get(k) is not None})
+        src = f"provider {rec.provider}"
+        try:
+            result = providers.get(rec.provider).read(rec.address, dict(attrs))
+        except InfraplanError as exc:
+            out.append(Finding("error", summary=f"cannot ask provider {rec.provider}: {exc}",
+                               evidence=[Evidence("read", "an answer", str(exc), src, "expected")], **base))
+            continue
+        endpoint = attrs.get("endpoint") or src
+        if not result.exists:
+            out.append(Finding("missing", summary=f"{rec.address} no longer exists",
+                               evidence=[Evidence("exists", f"router pid {attrs.get('pid')}",
+                                                  result.detail or "not found", src)], **base))
+        elif result.healthy is False:
+            out.append(Finding("unhealthy", summary=f"{rec.address} fails /health: {result.detail}",
+                               evidence=[Evidence("health", "HTTP 200", result.detail, endpoint + "/health",
+                                                  "expected")], **base))
+        elif result.detail:  # the router holds other workers than the state says
+            out.append(Finding("changed", summary=f"{rec.address} routes to other workers than the state says",
+                               evidence=[Evidence("workers", attrs.get("worker_sets"), result.attributes.get("workers"),
+                                                  endpoint + "/workers", "state")], detail=result.detail, **base))
     return out
 
 

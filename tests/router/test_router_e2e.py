@@ -148,3 +148,26 @@ def test_scale_down_drops_the_worker_from_the_router_before_stopping_it(project,
     with httpx.Client(timeout=10, trust_env=False) as client:
         assert [w["url"] for w in client.get(f"{recs['router.gw'].attributes['endpoint']}/workers").json()["workers"]] == [kept]
     assert all(c.action == "noop" for c in ws1.plan().changes)
+
+
+def test_drift_reports_a_killed_router_as_missing(project):
+    import os
+    import signal
+
+    from click.testing import CliRunner
+
+    from infraplan.cli import cli
+
+    ws = Workspace(project)
+    ws.apply(ws.plan())
+    runner = CliRunner()
+    clean = runner.invoke(cli, ["drift", str(project), "--no-health-generate"])
+    assert clean.exit_code == 0, clean.output
+    router = records(ws)["router.gw"]
+    os.kill(router.attributes["pid"], signal.SIGKILL)
+    res = runner.invoke(cli, ["drift", str(project), "--no-health-generate", "--json"])
+    assert res.exit_code == 2, res.output
+    import json
+
+    findings = json.loads(res.output)["findings"]
+    assert [(f["kind"], f["address"]) for f in findings] == [("missing", "router.gw")]
