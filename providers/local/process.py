@@ -273,12 +273,34 @@ def stop_process(proc: psutil.Process, timeout: float) -> bool:
         _reap(proc.pid)
         return True
     _signal_all(procs, proc.pid, signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=max(timeout, 0.0))
+    alive = _wait_gone(procs, max(timeout, 0.0))
     if alive:
         _signal_all(alive, proc.pid, signal.SIGKILL)
-        _, alive = psutil.wait_procs(alive, timeout=5.0)
+        alive = _wait_gone(alive, 5.0)
     _reap(proc.pid)
     return not alive
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float, interval: float = 0.02) -> list[psutil.Process]:
+    """Wait until every process has exited; a zombie counts as exited.
+
+    psutil.wait_procs waits for a zombie to be reaped, which for a server started by an
+    earlier CLI run is up to its new parent (where PID 1 reaps slowly, that took seconds).
+    """
+    deadline = time.monotonic() + timeout
+    alive = list(procs)
+    while True:
+        still = []
+        for p in alive:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    still.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        alive = still
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(interval)
 
 
 def stop_pid(pid: int, timeout: float) -> bool:
