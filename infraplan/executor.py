@@ -180,7 +180,6 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
                     g.add_edge(rid, nid)
                 if not routers:
                     g.add_edge(nid, fwd[c.fleet])
-    _ = by_addr
     return g
 
 

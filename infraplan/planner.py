@@ -51,7 +51,7 @@ class _Ctx:
 def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | None = None,
               observations: dict[str, Observation] | None = None) -> Plan:
     """Build the Plan for `config` against the state `snapshot`."""
-    from infraplan.config.expressions import UNKNOWN, has_deferred, resolve_deferred
+    from infraplan.config.expressions import UNKNOWN, resolve_deferred
 
     opts = options or PlanOptions()
     desired = {} if opts.destroy else expand(config)
@@ -157,7 +157,7 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
     if errors:
         raise PlanError(errors[0].one_line(), ctx.diagnostics)
 
-    outputs = _plan_outputs(config, lookup, UNKNOWN, resolve_deferred, has_deferred) if not opts.destroy else {}
+    outputs = _plan_outputs(config, lookup, UNKNOWN, resolve_deferred) if not opts.destroy else {}
     return Plan(
         changes=_ordered(changes),
         lineage=snapshot.lineage,
@@ -498,7 +498,7 @@ def _ordered(changes: list[Change]) -> list[Change]:
     return sorted(changes, key=lambda c: (_ORDER[c.action], c.address, c.deposed))
 
 
-def _plan_outputs(config, lookup, UNKNOWN, resolve_deferred, has_deferred) -> dict:
+def _plan_outputs(config, lookup, UNKNOWN, resolve_deferred) -> dict:
     out = {}
     for name, o in config.outputs.items():
         value = resolve_deferred(o.value, lookup)

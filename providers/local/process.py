@@ -237,6 +237,17 @@ def find_server(pid: int | None, started_at: float | None, instance_id: str | No
     return None
 
 
+def observe(attrs: dict, noun: str) -> tuple[dict | None, str | None]:
+    """The recorded attributes with the live pid and start time, or (None, why it is gone)."""
+    proc = find_server(attrs.get("pid"), attrs.get("started_at"), attrs.get("instance_id"))
+    if proc is None:
+        return None, f"no {noun} process found"
+    try:
+        return {**attrs, "pid": proc.pid, "started_at": proc.create_time()}, None
+    except psutil.NoSuchProcess:
+        return None, f"{noun} process exited"
+
+
 # -- stopping --------------------------------------------------------------
 
 

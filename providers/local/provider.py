@@ -347,14 +347,9 @@ class LocalProvider(ListsInstances, Provider):
     def read(self, address: str, attributes: dict[str, Any]) -> ReadResult:
         if smg_router.is_router(attributes):
             return smg_router.read(address, attributes)
-        attrs = dict(attributes)
-        proc = self._find(attrs)
-        if proc is None:
-            return ReadResult(exists=False, attributes=attrs, detail="no server process found")
-        try:
-            attrs.update(pid=proc.pid, started_at=proc.create_time())
-        except psutil.NoSuchProcess:
-            return ReadResult(exists=False, attributes=dict(attributes), detail="server process exited")
+        attrs, gone = process.observe(dict(attributes), "server")
+        if attrs is None:
+            return ReadResult(exists=False, attributes=dict(attributes), detail=gone)
         endpoint = attrs.get("endpoint") or f"http://{attrs.get('host') or self.settings.host}:{attrs.get('port')}"
         problems: list[str] = []
         with _client(endpoint, attrs, timeout=1.5) as client:

@@ -265,14 +265,9 @@ def update(address: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict
 def read(address: str, attributes: dict[str, Any]) -> ReadResult:
     """Process alive, /health, and the workers smg holds (`workers`; a different set
     than configured shows as changed `worker_sets`)."""
-    attrs = dict(attributes)
-    proc = find(attrs)
-    if proc is None:
-        return ReadResult(exists=False, attributes=attrs, detail="no router process found")
-    try:
-        attrs.update(pid=proc.pid, started_at=proc.create_time())
-    except psutil.NoSuchProcess:
-        return ReadResult(exists=False, attributes=dict(attributes), detail="router process exited")
+    attrs, gone = process.observe(dict(attributes), "router")
+    if attrs is None:
+        return ReadResult(exists=False, attributes=dict(attributes), detail=gone)
     with SmgClient(attrs.get("endpoint") or f"http://{attrs.get('host')}:{attrs.get('port')}", timeout=1.5) as client:
         if not client.health():
             return ReadResult(exists=True, attributes=attrs, healthy=False,
