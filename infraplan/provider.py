@@ -68,6 +68,10 @@ class Provider:
     computed: ClassVar[frozenset[str]] = frozenset()
     #: False when `read` answers from memory, so refresh need not spread reads over threads
     concurrent_reads: bool = True
+    #: modules the provider imports at run time (its SDK); `isolation: auto` runs it as a plugin without them
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: pip requirements of the provider's plugin virtualenv (`infraplan plugins install NAME`)
+    plugin_requirements: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, context: ProviderContext):
         self.context = context
@@ -180,7 +184,13 @@ class ProviderSet:
                 settings=dict(getattr(block, "settings", {}) or {}),
                 name=key,
             )
-            self._instances[key] = cls(ctx)
+            type_name = self.type_of(key)
+            from infraplan.plugin import RemoteProvider, runs_in_plugin
+
+            if runs_in_plugin(cls, type_name, getattr(block, "isolation", "auto")):
+                self._instances[key] = RemoteProvider(cls, ctx, type_name)
+            else:
+                self._instances[key] = cls(ctx)
         return self._instances[key]
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from infraplan.models.base import StrictModel
 
@@ -56,6 +56,10 @@ class ProviderBlock(StrictModel):
 
     type: str | None = Field(None, description="Provider plugin name (entry point in `infraplan.providers`); defaults to the block's key.")
     settings: dict[str, Any] = Field(default_factory=dict, description="Provider-specific settings, checked by the provider.")
+    isolation: Literal["auto", "in_process", "plugin"] = Field(
+        "auto", description="Where the provider runs: `in_process`, or `plugin` (its own process and virtualenv, "
+        "from `infraplan plugins install TYPE`; for SDKs whose pins clash with infraplan's). `auto`: in-process when "
+        "the provider's SDK imports here, else the installed plugin.")
 
 
 class AlertBlock(StrictModel):
@@ -309,6 +313,29 @@ ROUTER_POLICIES = ("cache_aware", "round_robin", "random", "power_of_two", "leas
                    "prefix_hash")
 
 
+class RouterRetries(StrictModel):
+    """How the router retries a request that failed on a worker (smg's retry flags; unset: smg's defaults)."""
+
+    enabled: bool = Field(
+        True, description="Retry a failed request on another worker (smg's default). `false` (smg's "
+        "`--disable-retries`) lets clients see a failing worker's errors, e.g. a bad canary's.")
+    max_retries: int | None = Field(
+        None, ge=1, description="Most attempts per request, the first included (smg's `--retry-max-retries`, "
+        "default 5; 1 means no retry).")
+    initial_backoff_ms: int | None = Field(None, ge=0, description="Wait before the first retry (smg default 50).")
+    max_backoff_ms: int | None = Field(None, ge=0, description="Longest wait between retries (smg default 30000).")
+    backoff_multiplier: float | None = Field(None, ge=1.0, description="Growth of the wait per retry (smg default 1.5).")
+    jitter_factor: float | None = Field(None, ge=0.0, le=1.0, description="Randomness added to the waits, 0-1 "
+                                        "(smg default 0.2).")
+
+    @model_validator(mode="after")
+    def _tuning_needs_retries(self) -> RouterRetries:
+        tuned = [k for k in type(self).model_fields if k != "enabled" and getattr(self, k) is not None]
+        if not self.enabled and tuned:
+            raise ValueError(f"{', '.join(tuned)} has no effect with `enabled: false`")
+        return self
+
+
 class RouterBlock(StrictModel):
     """A router in front of fleets: one endpoint whose workers are the fleets' replicas."""
 
@@ -321,6 +348,9 @@ class RouterBlock(StrictModel):
         "cache_aware", description="Load-balancing policy (smg's `--policy`).")
     port: int | None = Field(None, description="Port the router listens on. Chosen by the provider when unset.",
                              ge=1, le=65535)
+    retries: RouterRetries = Field(
+        default_factory=RouterRetries, description="Retries of failed requests on another worker; a change "
+        "restarts the router (they are launch arguments).")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels of the router.")
     description: str | None = Field(None, description="Free text.")
 

@@ -38,6 +38,10 @@ class SkyPilotProvider(Provider):
     """Runs SGLang replicas on clouds through SkyPilot."""
 
     name = "skypilot"
+    requires = ("sky",)
+    # SkyPilot 0.14 pins click<8.2 and cannot share infraplan's environment (sqlite-utils 4 needs
+    # click>=8.3.1): `infraplan plugins install skypilot` gives it a virtualenv of its own
+    plugin_requirements = ("skypilot==0.14.*", "tenacity>=8.2")
     updatable = frozenset({"labels"})
     computed = frozenset({"cluster_name", "endpoint", "cloud_chosen", "region_chosen", "instance_type_chosen",
                           "status", "service_version"})

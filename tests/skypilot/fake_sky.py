@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 from types import SimpleNamespace
 
-from .conftest import sky
+import sky
 from sky.schemas.api.responses import StatusResponse
 from sky.serve import ReplicaStatus, ServiceStatus, UpdateMode
 

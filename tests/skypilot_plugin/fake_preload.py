@@ -1,0 +1,25 @@
+"""Run in the skypilot plugin worker (INFRAPLAN_PLUGIN_PRELOAD): the SDK boundary replaced by
+tests/skypilot/fake_sky.py, which returns SkyPilot's real types. FAKE_SKY_FAIL=no_capacity makes
+the first request fail as SkyPilot does when no candidate has capacity."""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import sky
+
+from infraplan_providers.skypilot import client
+
+_spec = importlib.util.spec_from_file_location("infraplan_test_fake_sky",
+                                               Path(__file__).resolve().parents[1] / "skypilot" / "fake_sky.py")
+_mod = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = _mod
+_spec.loader.exec_module(_mod)
+
+FAKE = _mod.FakeSky()
+if os.environ.get("FAKE_SKY_FAIL") == "no_capacity":
+    history = [sky.exceptions.ResourcesUnavailableError("AWS us-east-1: InsufficientInstanceCapacity")]
+    FAKE.fail_next = [sky.exceptions.ResourcesUnavailableError(
+        "Failed to provision all possible launchable resources.", failover_history=history)]
+client.sdk = lambda: FAKE
