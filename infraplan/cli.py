@@ -20,10 +20,10 @@ class Ctx:
     def __init__(self, no_color: bool):
         self.no_color = no_color or bool(os.environ.get("NO_COLOR"))
 
-    def console(self, stderr: bool = False):
+    def console(self, stderr: bool = False, *, text_only: bool = False):
         from infraplan.render import make_console
 
-        return make_console(no_color=self.no_color, stderr=stderr)
+        return make_console(no_color=self.no_color, stderr=stderr, text_only=text_only)
 
 
 from infraplan.commands.common import config_options  # noqa: E402
@@ -106,7 +106,7 @@ def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, 
     if as_json:
         click.echo(json.dumps(the_plan.to_json(), indent=2, sort_keys=True, default=str))
     else:
-        render_plan(the_plan, obj.console())
+        render_plan(the_plan, obj.console(text_only=True))
     if max_hourly_cost is not None:
         from infraplan.cost import over_budget
 

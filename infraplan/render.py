@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
-
-from rich.console import Console
-from rich.text import Text
+import os
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
 
 from infraplan.plan import Change, Plan
 from infraplan.redact import REDACTED, redact
@@ -15,10 +14,47 @@ SYMBOL = {"create": "+", "update": "~", "delete": "-", "replace": "-/+", "refres
 STYLE = {"create": "green", "update": "yellow", "delete": "red", "replace": "magenta", "refresh": "cyan", "noop": "dim"}
 UNKNOWN_TEXT = "(known after apply)"
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
-def make_console(*, no_color: bool = False, stderr: bool = False) -> Console:
-    """Colour only on a TTY (rich decides) and never with --no-color / NO_COLOR."""
+
+def make_console(*, no_color: bool = False, stderr: bool = False, text_only: bool = False) -> Console | PlainConsole:
+    """Colour only on a TTY (rich decides) and never with --no-color / NO_COLOR.
+
+    `text_only` callers print nothing but text (as `render_plan` does): when the stream is
+    surely not a terminal they get a `PlainConsole`, and rich is not imported.
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    if text_only and _not_a_terminal(stream):
+        return PlainConsole(stream)
+    from rich.console import Console
+
     return Console(stderr=stderr, no_color=no_color or None, highlight=False, soft_wrap=True)
+
+
+def _not_a_terminal(stream: TextIO) -> bool:
+    # rich also treats FORCE_COLOR / TTY_COMPATIBLE as a terminal: leave those cases to it
+    if "FORCE_COLOR" in os.environ or "TTY_COMPATIBLE" in os.environ:
+        return False
+    try:
+        return not stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class PlainConsole:
+    """The part of rich's Console that `render_plan` uses, for a stream that is not a
+    terminal: rich would write plain text there too, so write it directly."""
+
+    is_terminal = False
+    no_color = True
+
+    def __init__(self, file: TextIO):
+        self.file = file
+
+    def print(self, *objects: Any, end: str = "\n") -> None:
+        self.file.write(" ".join(o if isinstance(o, str) else o.plain for o in objects) + end)
 
 
 def fmt(value: Any) -> str:
@@ -59,7 +95,15 @@ class _Segments:
         return "".join(p for p, _ in self.parts)
 
     def to_text(self) -> Text:
+        from rich.text import Text
+
         return Text.assemble(*((p, st or "") for p, st in self.parts))
+
+
+def _styled(text: str, style: str | None = None) -> _Segments:
+    t = _Segments()
+    t.append(text, style)
+    return t
 
 
 def render_change(c: Change, secrets: frozenset[str] = frozenset()) -> Text:
@@ -118,7 +162,7 @@ def _change_segments(c: Change, secrets: frozenset[str]) -> _Segments:
     return t
 
 
-def render_plan(plan: Plan, console: Console, *, show_noop: bool = False) -> None:
+def render_plan(plan: Plan, console: Console | PlainConsole, *, show_noop: bool = False) -> None:
     """Print the plan: warnings and risks first, then each change, then the summary line."""
     warnings, seen = [], set()
     for d in plan.diagnostics:
@@ -127,43 +171,49 @@ def render_plan(plan: Plan, console: Console, *, show_noop: bool = False) -> Non
             seen.add(key)
             warnings.append(d)
     risks = [(c.address, r) for c in plan.changes for r in c.risks if "serving capacity" in r]
+    colour = console.is_terminal and not console.no_color
+    plain = isinstance(console, PlainConsole)
+
+    def say(t: _Segments) -> None:
+        console.print(t if plain else t.to_text())
+
     if risks or warnings:
-        console.print(Text("Warnings:", style="bold yellow"))
+        say(_styled("Warnings:", "bold yellow"))
         for addr, r in risks:
-            console.print(Text(f"  ! {r}", style="yellow"))
+            say(_styled(f"  ! {r}", "yellow"))
         for d in warnings:
             loc = d.get("location")
             where = f"{loc['file']}:{loc['line']}:{loc['col']}: " if loc else ""
-            console.print(Text(f"  ! {where}{d['summary']}", style="yellow"))
+            say(_styled(f"  ! {where}{d['summary']}", "yellow"))
         console.print()
     visible = [c for c in plan.changes if c.action != "noop" or show_noop]
     if not plan.has_changes and not any(c.action == "refresh" for c in plan.changes):
-        console.print(Text("No changes. Your fleets match the configuration.", style="bold green"))
-        _render_outputs(plan, console)
+        say(_styled("No changes. Your fleets match the configuration.", "bold green"))
+        _render_outputs(plan, say)
         return
     console.print("infraplan will perform the following actions:\n")
     risky = [c for c in visible if c.action in ("delete", "replace")]
     rest = [c for c in visible if c.action not in ("delete", "replace")]
-    blocks: list[Text | _Segments] = []
+    blocks: list[_Segments] = []
     if risky:
-        blocks.append(Text("Destroys and replacements (review these first):", style="bold red"))
+        blocks.append(_styled("Destroys and replacements (review these first):", "bold red"))
         blocks.extend(_change_segments(c, plan.secrets) for c in risky)
     blocks.extend(_change_segments(c, plan.secrets) for c in rest)
     blocks.append(summary_line(plan))
     blocks.extend(cost_lines(plan))
-    if console.is_terminal and not console.no_color:
+    if colour:
         for t in blocks:
-            console.print(t.to_text() if isinstance(t, _Segments) else t)
+            console.print(t.to_text())
     else:
         # plain output (pipes, CI, NO_COLOR): skip rich's layout, which dominates large plans
         console.file.write("".join(t.plain + "\n" for t in blocks))
-    _render_outputs(plan, console)
+    _render_outputs(plan, say)
 
 
-def summary_line(plan: Plan) -> Text:
+def summary_line(plan: Plan) -> _Segments:
     s = plan.summary()
     verb = "Destroy" if plan.destroy else "Plan"
-    t = Text(f"{verb}: ", style="bold")
+    t = _styled(f"{verb}: ", "bold")
     t.append(f"{s['add']} to add, {s['change']} to change, {s['destroy']} to destroy")
     if s["replace"]:
         t.append(f" ({s['replace']} replaced)")
@@ -173,16 +223,16 @@ def summary_line(plan: Plan) -> Text:
     return t
 
 
-def _render_outputs(plan: Plan, console: Console) -> None:
+def _render_outputs(plan: Plan, say) -> None:
     if not plan.outputs:
         return
-    console.print("\nOutputs:")
+    say(_styled("\nOutputs:"))
     for name, o in sorted(plan.outputs.items()):
         v = REDACTED if o.get("sensitive") else (UNKNOWN_TEXT if o.get("unknown") else fmt(o.get("value")))
-        console.print(f"  {name} = {v}")
+        say(_styled(f"  {name} = {v}"))  # as text: values are not rich markup
 
 
-def cost_lines(plan: Plan) -> list[Text]:
+def cost_lines(plan: Plan) -> list[_Segments]:
     """Per-fleet $/hour and the plan's total, when anything costs money."""
     from infraplan.cost import describe, money
 
@@ -190,7 +240,7 @@ def cost_lines(plan: Plan) -> list[Text]:
     fleets = [c for c in plan.changes if c.kind == "fleet" and c.cost]
     if not any((c.cost.get("hourly") or c.cost.get("before_hourly")) for c in fleets) and not total.get("unpriced"):
         return []
-    t = Text("\nCost (USD per hour):\n", style="bold")
+    t = _styled("\nCost (USD per hour):\n", "bold")
     for c in fleets:
         if c.cost.get("hourly") is None:
             t.append(f"  {c.address}: not priced by its provider\n")
