@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,9 @@ class FitResult:
         return "\n".join(self.lines + self.notes)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        # shallow (asdict deep-copies): every field is a scalar or a list of strings
+        return {k: round(v, 3) if isinstance(v, float) else list(v) if isinstance(v, list) else v
+                for k, v in vars(self).items()}
 
 
 def parse_accelerators(spec: str | None) -> tuple[str, int] | None:
