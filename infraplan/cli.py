@@ -607,6 +607,8 @@ from infraplan.commands.drift import cleanup, drift  # noqa: E402
 cli.add_command(drift); cli.add_command(cleanup)  # noqa: E702
 from infraplan.commands.bench import bench  # noqa: E402
 cli.add_command(bench)
+from infraplan.commands.plugins import plugins  # noqa: E402
+cli.add_command(plugins)
 
 
 def main() -> None:

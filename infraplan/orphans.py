@@ -139,7 +139,8 @@ def _sky_status() -> list[dict]:  # pragma: no cover - needs SkyPilot
     try:
         import sky
     except ImportError as exc:
-        raise ProviderUnavailable("SkyPilot cluster listing needs pip install 'infraplan[skypilot]'") from exc
+        raise ProviderUnavailable("SkyPilot cluster listing needs SkyPilot in infraplan's own environment "
+                                  "(the skypilot plugin does not list orphans yet)") from exc
     result = sky.status()
     records = sky.get(result) if hasattr(sky, "get") else result
     return [dict(r) if not isinstance(r, dict) else r for r in records]

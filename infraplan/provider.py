@@ -136,7 +136,7 @@ def available_providers() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-_EXTRAS = {"skypilot": "skypilot", "sglang": "sglang", "libcloud": "libcloud"}
+_EXTRAS = {"sglang": "sglang", "libcloud": "libcloud"}
 
 
 def load_provider_class(name: str) -> type[Provider]:

@@ -1,4 +1,4 @@
-"""The `skypilot` provider: fleets on any cloud through SkyPilot (install `infraplan[skypilot]`).
+"""The `skypilot` provider: fleets on any cloud through SkyPilot (`infraplan plugins install skypilot`).
 
 `sky` is imported lazily, inside the functions that need it, so infraplan starts fast.
 """

@@ -31,10 +31,18 @@ class NoCloudAccess(ProviderError):
     """No cloud is enabled (credentials missing): run `sky check`."""
 
 
+MISSING = ("SkyPilot is not installed in this environment: run `infraplan plugins install skypilot` "
+           "(SkyPilot 0.14 pins click<8.2, so it gets a virtualenv of its own)")
+
+
 def sdk():
     """The SDK module (`sky`); a seam for tests."""
-    import sky
+    try:
+        import sky
+    except ImportError as exc:
+        from infraplan.errors import ProviderUnavailable
 
+        raise ProviderUnavailable(f"{MISSING}: {exc}") from exc
     return sky
 
 

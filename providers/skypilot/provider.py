@@ -128,6 +128,12 @@ class SkyPilotProvider(Provider):
                 self._estimates[key] = estimate(attributes, self.settings)
             except ProviderError:
                 raise
+            except ImportError as exc:
+                from infraplan.errors import ProviderUnavailable
+
+                from .client import MISSING
+
+                raise ProviderUnavailable(f"{MISSING}: {exc}") from exc
             except Exception as exc:  # noqa: BLE001 - e.g. a catalog download failing offline
                 raise ProviderError(f"SkyPilot could not price the fleet: {type(exc).__name__}: {exc}"[:500]) from exc
         return self._estimates[key]
