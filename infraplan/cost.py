@@ -50,13 +50,23 @@ def fleet_cost(unit: dict[str, Any] | None, replicas: int,
     return out
 
 
-def summarise(before: dict[str, float | None], after: dict[str, float | None]) -> dict[str, Any]:
-    """The plan-level cost: `before`/`after` map fleet address -> $/hour (None: not priced)."""
+def summarise(before: dict[str, float | None], after: dict[str, float | None],
+              shared_before: dict[str, dict] | None = None, shared_after: dict[str, dict] | None = None) -> dict[str, Any]:
+    """The plan-level cost: `before`/`after` map fleet address -> $/hour (None: not priced).
+
+    `shared_*` map a key to one machine many fleets share (a SkyServe controller),
+    counted once per side.
+    """
+    shared_before, shared_after = shared_before or {}, shared_after or {}
     unpriced = sorted(a for a, v in {**before, **after}.items() if v is None)
-    b = sum(v for v in before.values() if v)
-    a = sum(v for v in after.values() if v)
-    return {"currency": "USD", "before_hourly": round(b, 6), "after_hourly": round(a, 6),
-            "delta_hourly": round(a - b, 6), "unpriced": unpriced}
+    b = sum(v for v in before.values() if v) + sum(float(x.get("hourly") or 0) for x in shared_before.values())
+    a = sum(v for v in after.values() if v) + sum(float(x.get("hourly") or 0) for x in shared_after.values())
+    out = {"currency": "USD", "before_hourly": round(b, 6), "after_hourly": round(a, 6),
+           "delta_hourly": round(a - b, 6), "unpriced": unpriced}
+    if shared_before or shared_after:
+        out["shared"] = [dict(v, key=k, before=k in shared_before, after=k in shared_after)
+                         for k, v in sorted({**shared_before, **shared_after}.items())]
+    return out
 
 
 def money(v: float | None) -> str:
@@ -123,6 +133,8 @@ def price_plan(changes: dict[str, Any], desired: dict[str, Any], current: dict[s
 
     before: dict[str, float | None] = {}
     after: dict[str, float | None] = {}
+    shared_before: dict[str, dict] = {}
+    shared_after: dict[str, dict] = {}
     for addr, fc in changes.items():
         if fc.kind != "fleet" or fc.deposed:
             continue
@@ -142,6 +154,8 @@ def price_plan(changes: dict[str, Any], desired: dict[str, Any], current: dict[s
                 priced = fleet_cost(est, n, throughputs.get(addr))
                 cost = priced if priced is not None else {"replicas": n, "unit": None, "hourly": None}
                 after[addr] = None if (failed or priced is None) else priced["hourly"]
+                if (est or {}).get("controller") and n:
+                    shared_after.setdefault(f"{d.provider}: skyserve-controller", est["controller"])
                 model = desired.get(attrs.get("model") or "")
                 fit = check_fit(model.attributes if model else {}, attrs.get("args") or {}, attrs.get("accelerators"),
                                 (est or {}).get("gpu_memory_gib"), project_dir)
@@ -166,6 +180,8 @@ def price_plan(changes: dict[str, Any], desired: dict[str, Any], current: dict[s
             except InfraplanError:
                 prior_unit = None
             prior = fleet_cost(prior_unit, len(recs))
+            if (prior_unit or {}).get("controller"):
+                shared_before.setdefault(f"{recs[0].provider}: skyserve-controller", prior_unit["controller"])
             before[addr] = prior["hourly"] if prior else None
             cost["before_hourly"] = before[addr]
         else:
@@ -178,7 +194,7 @@ def price_plan(changes: dict[str, Any], desired: dict[str, Any], current: dict[s
             cost["rollback_window"] = {"window": window[0], "seconds": window[1], "extra_hourly": extra,
                                        "extra_total": round(extra * window[1] / 3600, 6)}
         fc.cost = cost
-    return summarise(before, after), diags
+    return summarise(before, after, shared_before, shared_after), diags
 
 
 def _rollback_window(fc, changes: dict[str, Any], addr: str) -> tuple[str, float] | None:

@@ -255,6 +255,11 @@ def cost_lines(plan: Plan) -> list[_Segments]:
             spot = " spot" if f.get("use_spot") else ""
             t.append(f"      {i + 1}. {where} {f.get('instance_type') or ''}{spot} {money(f.get('hourly'))}/h\n",
                      style="dim")
+    for sh in total.get("shared") or []:
+        where = "/".join(str(sh[k]) for k in ("cloud", "region") if sh.get(k))
+        change = "new" if not sh.get("before") else ("no longer needed" if not sh.get("after") else "kept")
+        t.append(f"  {sh.get('note') or sh['key']}: {money(sh.get('hourly'))}/h, {where} "
+                 f"({sh.get('instance_type')}), counted once ({change})\n")
     delta = total.get("delta_hourly") or 0.0
     sign = "+" if delta >= 0 else ""
     t.append(f"  Total: {money(total.get('after_hourly'))}/h (was {money(total.get('before_hourly'))}/h, "

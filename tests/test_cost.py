@@ -107,3 +107,14 @@ def test_a_blue_green_rollback_window_shows_the_old_set_cost(tmp_path, monkeypat
                                                 "extra_total": 2.5}
     text = CliRunner().invoke(cli, ["plan", str(tmp_path), "--refresh=false"]).output
     assert "blue-green rollback window 30m keeps the old set: +$5.00/h while kept (about $2.50)" in text
+
+
+def test_a_shared_controller_is_counted_once_per_side():
+    ctl = {"cloud": "aws", "region": "us-east-1", "instance_type": "m6i.xlarge", "hourly": 0.192}
+    s = summarise({"fleet.a": 10.0}, {"fleet.a": 10.0, "fleet.b": 4.0},
+                  {"sky: skyserve-controller": ctl}, {"sky: skyserve-controller": ctl})
+    assert s["before_hourly"] == pytest.approx(10.192) and s["after_hourly"] == pytest.approx(14.192)
+    assert s["delta_hourly"] == pytest.approx(4.0)
+    gone = summarise({"fleet.a": 10.0}, {}, {"sky: skyserve-controller": ctl}, {})
+    assert gone["delta_hourly"] == pytest.approx(-10.192)
+    assert gone["shared"][0]["before"] and not gone["shared"][0]["after"]

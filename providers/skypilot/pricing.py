@@ -99,6 +99,10 @@ def estimate(attrs: dict[str, Any], settings: SkyPilotSettings) -> dict[str, Any
         raise ProviderError(
             f"no offering in SkyPilot's catalog for {', '.join(map(str, candidates))}: {exc}") from exc
     best = task.best_resources
+    controller = None
+    if (attrs.get("placement") or settings.placement) == "service":
+        with _pricing_clouds(names), sky_logging.silent():
+            controller = controller_offering(candidates, names)
     on_demand = _hourly(best.copy(use_spot=False))
     spot = _hourly(best.copy(use_spot=True))
     hourly = spot if best.use_spot else on_demand
@@ -106,4 +110,25 @@ def estimate(attrs: dict[str, Any], settings: SkyPilotSettings) -> dict[str, Any
     return dict(_where(best), accelerators=attrs.get("accelerators"), hourly=hourly,
                 hourly_on_demand=on_demand, hourly_spot=spot, failover=failover,
                 gpu_memory_gib=gpu_memory(cloud, best.accelerators),
-                placement=attrs.get("placement") or settings.placement)
+                placement=attrs.get("placement") or settings.placement,
+                **({"controller": controller} if controller else {}))
+
+
+def controller_offering(candidates: list, cloud_names: list[str]) -> dict[str, Any] | None:
+    """The SkyServe controller VM SkyPilot would start for these replicas, priced.
+
+    SkyPilot's own `get_controller_resources` (defaults `cpus: 4+, memory: 8+`, or
+    `serve.controller.resources` from ~/.sky/config.yaml) on the clouds the replicas
+    use; the cheapest offering. One controller serves every service of a SkyPilot user.
+    """
+    from sky.utils import controller_utils
+
+    best = None
+    for res in controller_utils.get_controller_resources(controller_utils.Controllers.SKY_SERVE_CONTROLLER,
+                                                         candidates):
+        offer = cheapest_offering(res, cloud_names)
+        if offer is not None and (best is None or offer["hourly"] < best["hourly"]):
+            best = offer
+    if best is None:
+        return None
+    return dict(best, note="SkyServe controller: one per SkyPilot user, shared by all its services")

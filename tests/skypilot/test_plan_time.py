@@ -117,7 +117,10 @@ def test_multicloud_example_plans_offline_with_real_prices(offline_clouds, tmp_p
     assert fleet["cost"]["hourly"] == pytest.approx(2 * 14.246)
     assert fleet["cost"]["hourly_on_demand"] == pytest.approx(2 * 55.04)
     assert fleet["cost"]["fit"]["status"] in ("fits", "tight")
-    assert plan["cost"]["after_hourly"] == pytest.approx(2 * 14.246)
+    controller = unit["controller"]  # SkyServe's controller VM, from SkyPilot's own controller defaults
+    assert (controller["cloud"], controller["instance_type"], controller["hourly"]) == ("aws", "m6i.xlarge", 0.192)
+    assert plan["cost"]["after_hourly"] == pytest.approx(2 * 14.246 + 0.192)  # the controller counted once
+    assert [s["key"] for s in plan["cost"]["shared"]] == ["sky: skyserve-controller"]
     r = CliRunner().invoke(cli, ["plan", str(example), "--refresh=false", "--state", str(state),
                                  "--max-hourly-cost", "20"])
     assert r.exit_code == 1 and "over --max-hourly-cost $20.00/h" in r.output

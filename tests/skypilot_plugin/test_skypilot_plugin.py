@@ -62,6 +62,8 @@ def test_multicloud_example_plans_through_the_plugin_with_real_prices(sky_env, t
     assert [(f["cloud"], f["use_spot"]) for f in unit["failover"]] == \
         [("aws", True), ("gcp", True), ("aws", False), ("gcp", False)]
     assert fleet["cost"]["fit"]["status"] in ("fits", "tight")
+    assert unit["controller"]["instance_type"] == "m6i.xlarge"
+    assert plan["cost"]["after_hourly"] == pytest.approx(2 * 14.246 + 0.192)
     log = tmp_path / ".infraplan" / "s" / "plugins" / "skypilot.log"
     assert log.exists(), "the plugin process ran and kept its log beside the state"
 
