@@ -332,12 +332,35 @@ class Handler(BaseHTTPRequestHandler):
         self._chunk(b"")
 
     def _body(self) -> dict[str, Any] | list[Any] | None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            raw = self._read_chunked()  # smg streams the bodies it will not retry (--disable-retries)
+            if raw is None:
+                return None
+        else:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
         try:
             return json.loads(raw) if raw else {}
         except json.JSONDecodeError:
             return None
+
+    def _read_chunked(self) -> bytes | None:
+        """A chunked request body, read to its end so the connection stays usable; None if malformed."""
+        parts: list[bytes] = []
+        while True:
+            try:
+                size = int(self.rfile.readline(1024).split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                size = -1
+            if size < 0:
+                self.close_connection = True
+                return None
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):  # trailer fields
+                    pass
+                return b"".join(parts)
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(1024)  # the CRLF that ends the chunk
 
     def _authorized(self) -> bool:
         key = self.sim.cfg.server_args.get("api_key")

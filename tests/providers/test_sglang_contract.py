@@ -473,6 +473,29 @@ def test_sim_rejects_bad_requests_with_400(sim_server):
         assert c.health() is True  # the server survived
 
 
+def test_sim_reads_chunked_request_bodies_and_keeps_the_connection(sim_server):
+    """smg streams request bodies chunked when its retries are off; a real server reads them."""
+    import http.client
+
+    host, port = sim_server.base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}).encode()
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    try:
+        for _ in range(2):  # the second request on the same connection finds no leftover bytes
+            conn.request("POST", "/v1/chat/completions", body=iter([body[:10], body[10:]]), headers=headers,
+                         encode_chunked=True)
+            resp = conn.getresponse()
+            answer = json.loads(resp.read())
+            assert resp.status == 200, answer
+            assert answer["usage"]["completion_tokens"] == 3, "the body was read: max_tokens honoured"
+        conn.request("POST", "/v1/chat/completions", body=iter([b"{"]), headers=headers, encode_chunked=True)
+        resp = conn.getresponse()
+        assert resp.status == 400 and "JSON object" in resp.read().decode()
+    finally:
+        conn.close()
+
+
 def test_sim_starts_fast():
     t0 = time.monotonic()
     sim = start_sim()
