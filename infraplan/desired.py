@@ -145,6 +145,9 @@ def router_resource(config, addr: str, rc, block_instances: dict[str, list[str]]
         "labels": rb.labels,
         "worker_sets": ["${" + f + ".endpoints}" for f in fleets],
     }
+    retries = rb.retries.model_dump(mode="json", exclude_defaults=True)
+    if retries:  # absent when smg's defaults are kept, as in states written before the field existed
+        attrs["retries"] = retries
     return DesiredResource(
         address=addr, kind="router", provider=rb.provider,
         provider_type=(pblock.type if pblock and pblock.type else rb.provider),

@@ -10,7 +10,11 @@ Python launcher; CPU only, no torch) and checked against the sim engine:
   Policies (``--policy``, default ``cache_aware``): random, round_robin, passthrough,
   cache_aware, power_of_two, least_load, manual, consistent_hashing, prefix_hash.
   Worker health checks: ``--health-check-interval-secs`` (60), ``--health-check-endpoint``
-  (/health), ``--health-failure-threshold`` (3); retries on by default (``--disable-retries``).
+  (/health), ``--health-failure-threshold`` (3). Retries: on by default, a failed request
+  (5xx) is sent again to another worker, up to ``--retry-max-retries`` (5) attempts in all,
+  with backoff ``--retry-initial-backoff-ms`` (50), ``--retry-max-backoff-ms`` (30000),
+  ``--retry-backoff-multiplier`` (1.5), ``--retry-jitter-factor`` (0.2); ``--disable-retries``
+  passes a worker's error to the client (the failed response still names that worker).
 * the launcher renames the process (setproctitle ``smg::router``), which overwrites its
   command line and, unless ``SPT_NOENV=1`` is set, its ``/proc/PID/environ`` too; so it
   is started with ``SPT_NOENV=1`` and found again by ``INFRAPLAN_INSTANCE_ID`` in its
@@ -48,6 +52,10 @@ SMG_MISSING = "the router needs smg: pip install 'infraplan[router]'"
 #: Attributes a router's provider writes (never compared with config).
 ROUTER_COMPUTED = frozenset({"instance_id", "host", "endpoint", "pid", "started_at", "log_path",
                              "metrics_port", "workers"})
+#: smg launch flags of a router's `retries` tuning (config key -> flag).
+RETRY_FLAGS = {"max_retries": "--retry-max-retries", "initial_backoff_ms": "--retry-initial-backoff-ms",
+               "max_backoff_ms": "--retry-max-backoff-ms", "backoff_multiplier": "--retry-backoff-multiplier",
+               "jitter_factor": "--retry-jitter-factor"}
 #: How long a worker may take to be registered, and to be drained and dropped.
 SYNC_TIMEOUT_S = 30.0
 
@@ -78,12 +86,14 @@ def flatten(worker_sets: Any) -> list[str]:
 
 
 def plan(prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
-    """Policy and a fixed port need a new process; worker sets and labels change in place."""
+    """Policy, retries and a fixed port need a new process; worker sets and labels change in place."""
     attrs = {k: v for k, v in desired.items() if k not in ROUTER_COMPUTED}
     replace: list[str] = []
     if prior is not None:
         if prior.get("policy") != desired.get("policy"):
             replace.append("policy")
+        if (prior.get("retries") or {}) != (desired.get("retries") or {}):  # absent: smg's defaults
+            replace.append("retries")
         if desired.get("port") is not None and desired.get("port") != prior.get("port"):
             replace.append("port")
         if not replace:  # same process: keep its identity, chosen port and observed workers
@@ -176,9 +186,23 @@ class SmgClient:
 # -- lifecycle -------------------------------------------------------------------
 
 
-def argv(python: str, host: str, port: int, metrics_port: int, policy: str) -> list[str]:
+def retry_args(retries: dict[str, Any] | None) -> list[str]:
+    """smg launch flags for a router's `retries` attribute (absent or empty: smg's defaults)."""
+    retries = retries or {}
+    if retries.get("enabled") is False:
+        return ["--disable-retries"]
+    out: list[str] = []
+    for key, flag in RETRY_FLAGS.items():
+        if retries.get(key) is not None:
+            out += [flag, str(retries[key])]
+    return out
+
+
+def argv(python: str, host: str, port: int, metrics_port: int, policy: str,
+         retries: dict[str, Any] | None = None) -> list[str]:
     return [python, "-m", "smg", "launch", "--host", host, "--port", str(port),
-            "--prometheus-host", host, "--prometheus-port", str(metrics_port), "--policy", policy]
+            "--prometheus-host", host, "--prometheus-port", str(metrics_port), "--policy", policy,
+            *retry_args(retries)]
 
 
 def prepare_create(settings: Any, runtime_dir: Path, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
@@ -224,7 +248,8 @@ def create(settings: Any, runtime_dir: Path, env_extra: dict[str, str], address:
             raise ProviderError(f"{address}: port {p} on {settings.host} is already in use")
     # SPT_NOENV: setproctitle must leave the environment (and so the instance id) readable
     env = {**os.environ, **env_extra, process.INSTANCE_ENV: attrs["instance_id"], "SPT_NOENV": "1"}
-    cmd = argv(settings.python, settings.host, port, int(attrs["metrics_port"]), attrs.get("policy") or "cache_aware")
+    cmd = argv(settings.python, settings.host, port, int(attrs["metrics_port"]), attrs.get("policy") or "cache_aware",
+               attrs.get("retries"))
     try:
         popen = process.spawn_detached(cmd, log_path, env=env, cwd=Path(runtime_dir))
     except OSError as exc:

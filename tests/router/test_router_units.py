@@ -141,3 +141,52 @@ def test_missing_smg_is_a_plan_time_error(monkeypatch):
     monkeypatch.setattr(smg_router, "smg_installed", lambda: False)
     diags = smg_router.plan(None, {"kind": "router", "policy": "random", "port": None, "worker_sets": []}).diagnostics
     assert [(d.severity, d.summary) for d in diags] == [("error", "the router needs smg: pip install 'infraplan[router]'")]
+
+
+def test_router_retries_map_to_smg_launch_flags(tmp_path):
+    base = ["py", "-m", "smg", "launch", "--host", "h", "--port", "1", "--prometheus-host", "h",
+            "--prometheus-port", "2", "--policy", "round_robin"]
+    assert smg_router.argv("py", "h", 1, 2, "round_robin") == base  # smg's defaults: retries on
+    assert smg_router.argv("py", "h", 1, 2, "round_robin", {}) == base
+    assert smg_router.argv("py", "h", 1, 2, "round_robin", {"enabled": False}) == base + ["--disable-retries"]
+    tuned = {"max_retries": 3, "initial_backoff_ms": 10, "max_backoff_ms": 200, "backoff_multiplier": 2.0,
+             "jitter_factor": 0.0}
+    assert smg_router.retry_args(tuned) == [
+        "--retry-max-retries", "3", "--retry-initial-backoff-ms", "10", "--retry-max-backoff-ms", "200",
+        "--retry-backoff-multiplier", "2.0", "--retry-jitter-factor", "0.0"]
+
+    # from the config: only what differs from smg's defaults reaches the router's attributes
+    def retries(block):
+        config, diags = load(tmp_path, BASE.replace("policy: round_robin", f"policy: round_robin, retries: {block}"))
+        assert config is not None, [d.one_line() for d in diags]
+        return expand(config)["router.gw"].attributes.get("retries")
+
+    assert "retries" not in expand(load(tmp_path, BASE)[0])["router.gw"].attributes
+    assert retries("{enabled: true}") is None
+    assert retries("{enabled: false}") == {"enabled": False}
+    assert retries("{max_retries: 2, jitter_factor: 0}") == {"max_retries": 2, "jitter_factor": 0.0}
+    assert smg_router.retry_args(retries("{max_retries: 2}")) == ["--retry-max-retries", "2"]
+
+
+@pytest.mark.parametrize("block, message", [
+    ("{enabled: false, max_retries: 2}", "max_retries has no effect with `enabled: false`"),
+    ("{max_retries: 0}", "greater than or equal to 1"),
+    ("{jitter_factor: 2}", "less than or equal to 1"),
+    ("{retry: 3}", "unknown key 'retry'"),
+])
+def test_bad_router_retries(tmp_path, block, message):
+    _, diags = load(tmp_path, BASE.replace("policy: round_robin", f"policy: round_robin, retries: {block}"))
+    assert any(message in d.summary for d in diags if d.severity == "error"), [d.one_line() for d in diags]
+
+
+def test_provider_plan_replaces_the_router_when_its_retries_change():
+    prior = {"kind": "router", "policy": "round_robin", "port": None, "labels": {},
+             "worker_sets": [["http://127.0.0.1:1"]], "instance_id": "x"}
+    # a state written before `retries` existed means smg's defaults: no change
+    assert smg_router.plan(prior, dict(prior)).requires_replace == []
+    assert smg_router.plan(prior, dict(prior, retries={})).requires_replace == []
+    off = dict(prior, retries={"enabled": False})
+    assert smg_router.plan(prior, off).requires_replace == ["retries"]
+    assert smg_router.plan(off, dict(off)).requires_replace == []
+    assert smg_router.plan(off, prior).requires_replace == ["retries"]  # back to the defaults
+    assert smg_router.plan(off, dict(prior, retries={"max_retries": 2})).requires_replace == ["retries"]
