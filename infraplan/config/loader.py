@@ -4,7 +4,7 @@ Every problem found is collected as a located `Diagnostic`; `validate_config`
 returns them all, `load_config` raises `ConfigError` carrying them.
 
 Order of work: parse files -> merge blocks -> declare and resolve variables ->
-check references statically and build the dependency graph ->
+check references statically and build the dependency graph (networkx) ->
 report cycles -> evaluate locals, models, fleets, routers, providers, alerts and outputs in
 dependency order -> validate each block with its pydantic model.
 """
@@ -164,9 +164,10 @@ def validate_config(
 
 
 def _digraph():
-    from infraplan.graph import DepGraph
+    # networkx is imported on first use: an empty config (and `infraplan --help`) never pays for it
+    import networkx as nx
 
-    return DepGraph()
+    return nx.DiGraph()
 
 
 def load_config(
@@ -501,19 +502,13 @@ class _Loader:
 
     def _order(self, nodes: list[str]) -> list[str]:
         """Nodes in evaluation order (dependencies first); cycles are reported and left out."""
-        self.cyclic: set[str] = set()
         if not nodes:
             return []
-        from infraplan.graph import topological_order
-
-        order = topological_order(self.graph) if len(self.graph) == len(nodes) else None
-        if order is not None:
-            return order[::-1]
-        # a cycle (or a stray node): networkx finds and reports each cycle
         import networkx as nx
 
-        g = self.graph.to_networkx()
+        g = self.graph
         rank = {n: i for i, n in enumerate(nodes)}
+        self.cyclic: set[str] = set()
         for comp in nx.strongly_connected_components(g):
             if len(comp) == 1:
                 (only,) = comp
