@@ -1,9 +1,10 @@
 """Carry out a Plan: walk the apply graph concurrently, one provider call per node.
 
 Every state write happens on the calling thread (SQLite connections are not shared);
-worker threads only make provider calls. For each provider call the intent is
-written before it and the result right after it, each in its own transaction, so a
-``kill -9`` at any point leaves a state from which the next plan is correct.
+worker threads only make provider calls. The intent of each provider call is
+committed before the call starts, and its result before anything that depends on it
+starts (writes are grouped per scheduling round), so a ``kill -9`` at any point
+leaves a state from which the next plan is correct.
 
 Apply graph nodes (``op``, key):
     write     a model or fleet entry (no provider) or a refreshed replica or router
@@ -203,17 +204,31 @@ class Executor:
         self._members: dict[str, dict[str, dict]] = {}
         self._leaving: set[str] = set()  # replicas this apply removes (scale down)
         self.still_every = 10.0  # seconds between "still creating" events
+        self._events: list[Event] | None = None  # events of the round being committed
+        self._call_started: dict[str, float] = {}  # node id -> when its provider call started
 
-    #: intents committed per transaction before their calls are submitted: small enough that
-    #: the first calls start while later intents are still being written
+    #: nodes begun (intents written) per transaction before their calls are submitted: small
+    #: enough that the first calls start while later intents are still being written
     START_CHUNK = 8
+
+    @property
+    def ahead(self) -> int:
+        """Calls submitted beyond `parallelism`, their intents committed: they wait in the
+        pool's queue, so a worker that finishes a call starts the next at once instead of
+        waiting for the main thread to record the result and write the next intent."""
+        return self.parallelism // 10
 
     # -- the walk --------------------------------------------------------------
     def run(self, plan: Plan) -> ApplyResult:
-        """Walk the apply graph. State writes are grouped per scheduling round: the
-        intents of every node about to start are committed together *before* their
-        provider calls are submitted, and the results of every call that finished
-        together are committed before anything that depends on them starts."""
+        """Walk the apply graph, one state transaction per scheduling round.
+
+        A round commits, together, the results of every call that finished since the
+        last round and then the intents of the nodes that start next (among them the
+        dependents those results released); only after the commit are the round's
+        events emitted and the new calls submitted. So an intent is durable before its
+        call starts, and a result before anything that depends on it starts. At most
+        `parallelism` calls run at once; `ahead` more may wait for a free worker.
+        """
         import heapq
 
         g = build_apply_graph(plan)
@@ -224,91 +239,111 @@ class Executor:
         remaining_preds = {n: g.in_degree(n) for n in g.nodes}
         ready = [n for n, d in remaining_preds.items() if d == 0]
         heapq.heapify(ready)
-        running: dict[Future, tuple[str, float]] = {}
+        running: dict[Future, tuple[str, float]] = {}  # submitted (running or queued): node id, begin time
         completed: queue.SimpleQueue[Future] = queue.SimpleQueue()
         blocked: set[str] = set()
+        self._call_started = {}
+        limit = self.parallelism + self.ahead
 
-        def release(nid: str) -> None:
-            for succ in g.successors(nid):
+        def finish_ok(node: Node, t0: float) -> None:
+            """Release a node's dependents; it counts as done once the round is committed."""
+            done_now.append(node)
+            self._emit("done", node, elapsed=time.monotonic() - self._call_started.get(node.id, t0))
+            for succ in g.successors(node.id):
                 remaining_preds[succ] -= 1
                 if remaining_preds[succ] == 0 and succ not in blocked:
                     heapq.heappush(ready, succ)
 
-        def finish_ok(node: Node, t0: float) -> None:
-            result.done.append(node.id)
-            result.count(node)
-            self._emit("done", node, elapsed=time.monotonic() - t0)
-            release(node.id)
-
-        with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.parallelism)
+        try:
+            finished: list[Future] = []
+            to_submit: list[tuple[Node, float, Any]] = []  # intents committed, calls not yet submitted
             try:
-                while ready or running:
-                    # 1. start what can start; intents in one transaction, then submit
-                    while ready and len(running) < self.parallelism:
-                        jobs: list[tuple[Node, float, Any]] = []
-                        finished_now: list[tuple[Node, float]] = []
-                        with self.store.batch():
-                            while ready and len(running) + len(jobs) < self.parallelism \
-                                    and len(jobs) + len(finished_now) < self.START_CHUNK:
-                                nid = heapq.heappop(ready)
-                                if nid in blocked:
-                                    continue
-                                node: Node = g.nodes[nid]["node"]
-                                t0 = time.monotonic()
-                                self._emit("start", node)
-                                try:
-                                    job = self._begin(node)
-                                except InfraplanError as exc:
-                                    self._fail(node, str(exc), g, result, blocked, time.monotonic() - t0)
-                                    continue
-                                if job is None:
-                                    finished_now.append((node, t0))
-                                else:
-                                    jobs.append((node, t0, job))
-                        for node, t0, job in jobs:
-                            fut = pool.submit(self._call, job)
-                            running[fut] = (node.id, t0)
-                            fut.add_done_callback(completed.put)
-                        for node, t0 in finished_now:  # no provider call: done once committed
-                            finish_ok(node, t0)
-                    if not running:
-                        break
-                    # 2. wait for calls; results in one transaction, then release dependents
-                    # one queue of finished calls: O(1) per completion, however many are in flight
-                    try:
-                        finished = [completed.get(timeout=self.still_every)]
-                    except queue.Empty:
-                        finished = []
-                    while True:
-                        try:
-                            finished.append(completed.get_nowait())
-                        except queue.Empty:
-                            break
-                    if not finished:
-                        now = time.monotonic()
-                        for nid, t0 in running.values():
-                            self._emit("still", g.nodes[nid]["node"], elapsed=now - t0)
-                        continue
-                    ok: list[tuple[Node, float]] = []
+                while True:
+                    jobs: list[tuple[Node, float, Any]] = []
+                    done_now: list[Node] = []
+                    self._events = []  # emitted once the round is committed
                     with self.store.batch():
+                        # 1. results of the calls that finished
                         for fut in finished:
-                            nid, t0 = running.pop(fut)
+                            nid, t0 = running[fut]
                             node = g.nodes[nid]["node"]
                             exc = fut.exception()
                             if exc is None:
                                 try:
                                     self._complete(node, fut.result())
-                                    ok.append((node, t0))
+                                    finish_ok(node, t0)
                                     continue
                                 except InfraplanError as e:
                                     exc = e
                             self._record_failure(node, exc)
-                            self._fail(node, _reason(exc), g, result, blocked, time.monotonic() - t0)
-                    for node, t0 in ok:
-                        finish_ok(node, t0)
+                            self._fail(node, _reason(exc), g, result, blocked,
+                                       time.monotonic() - self._call_started.get(nid, t0))
+                        # 2. intents of what starts next; a round begins at most START_CHUNK nodes
+                        begun = 0
+                        while ready and len(running) - len(finished) + len(jobs) < limit and begun < self.START_CHUNK:
+                            nid = heapq.heappop(ready)
+                            if nid in blocked:
+                                continue
+                            node = g.nodes[nid]["node"]
+                            begun += 1
+                            t0 = time.monotonic()
+                            try:
+                                job = self._begin(node)
+                            except InfraplanError as exc:
+                                self._emit("start", node)
+                                self._fail(node, str(exc), g, result, blocked, time.monotonic() - t0)
+                                continue
+                            if job is None:  # no provider call: done with this transaction
+                                self._emit("start", node)
+                                finish_ok(node, t0)
+                            else:
+                                jobs.append((node, t0, job))
+                    to_submit = jobs
+                    for node in done_now:
+                        result.done.append(node.id)
+                        result.count(node)
+                    for fut in finished:
+                        del running[fut]
+                    self._flush_events()  # before any new call can report its start
+                    while to_submit:
+                        node, t0, job = to_submit[0]
+                        fut = pool.submit(self._start_call, node, job)
+                        running[fut] = (node.id, t0)
+                        to_submit.pop(0)
+                        fut.add_done_callback(completed.put)
+                    finished = []
+                    if ready and len(running) < limit:
+                        continue  # more can start: another round at once
+                    if not running:
+                        break
+                    # 3. wait for calls: one queue of finished calls, O(1) per completion
+                    try:
+                        finished = [completed.get(timeout=self.still_every)]
+                    except queue.Empty:
+                        now = time.monotonic()
+                        for nid, _ in running.values():
+                            if nid in self._call_started:
+                                self._emit("still", g.nodes[nid]["node"], elapsed=now - self._call_started[nid])
+                        continue
+                    while True:
+                        try:
+                            finished.append(completed.get_nowait())
+                        except queue.Empty:
+                            break
             except KeyboardInterrupt:
                 result.interrupted = True
-                # let in-flight provider calls finish and record them: nothing is lost
+                self._events = None
+                # calls begun but not started never start (their intents are recorded as failed); let
+                # running ones finish and record them: nothing is lost (those of an interrupted round
+                # are still here: its transaction was rolled back)
+                not_started = [node for node, _, _ in to_submit if node.id not in {nid for nid, _ in running.values()}]
+                for fut in list(running):
+                    if fut.cancel():
+                        not_started.append(g.nodes[running.pop(fut)[0]]["node"])
+                for node in not_started:
+                    if node.op != "rollout":  # a rollout records its own steps once it runs
+                        self._record_failure(node, InfraplanError("not started: the apply was interrupted"))
                 for fut in list(running):
                     nid, t0 = running.pop(fut)
                     node = g.nodes[nid]["node"]
@@ -319,6 +354,10 @@ class Executor:
                     except Exception as exc:  # noqa: BLE001 - recorded, reported
                         self._record_failure(node, exc)
                         result.failed[nid] = _reason(exc)
+        finally:
+            # idle workers exit by themselves: wait only for calls left running (after an error)
+            pool.shutdown(wait=bool(running))
+        self._events = None
         done_or_failed = set(result.done) | set(result.failed)
         result.skipped = sorted(n for n in g.nodes if n not in done_or_failed)
         for nid in result.skipped:
@@ -326,14 +365,33 @@ class Executor:
         result.elapsed_s = time.monotonic() - started
         return result
 
+    def _start_call(self, node: Node, job):
+        """On a worker: the call starts now (it may have waited for a free worker)."""
+        self._call_started[node.id] = time.monotonic()
+        self.on_event(self._event("start", node))
+        return self._call(job)
+
     def _fail(self, node, reason, g, result, blocked, elapsed) -> None:
         result.failed[node.id] = reason
         self._emit("failed", node, error=reason, elapsed=elapsed)
         blocked |= nx.descendants(g, node.id)
 
+    def _event(self, kind: str, node: Node, **extra) -> Event:
+        return {"type": kind, "op": node.op, "address": node.change.address,
+                "deposed": node.deposed or None, "action": node.change.action, **extra}
+
     def _emit(self, kind: str, node: Node, **extra) -> None:
-        self.on_event({"type": kind, "op": node.op, "address": node.change.address,
-                       "deposed": node.deposed or None, "action": node.change.action, **extra})
+        """Emit an event; during a round, once the round is committed."""
+        ev = self._event(kind, node, **extra)
+        if self._events is not None:
+            self._events.append(ev)
+        else:
+            self.on_event(ev)
+
+    def _flush_events(self) -> None:
+        events, self._events = self._events or [], None
+        for ev in events:
+            self.on_event(ev)
 
     # -- one node: begin (main thread), call (worker), complete (main thread) --
     def _begin(self, node: Node):
