@@ -24,7 +24,8 @@ def _import_sqlite_utils_without_dataframes() -> None:
                 del _sys.modules[m]
 
 
-_import_sqlite_utils_without_dataframes()
+# sqlite-utils is imported when a state file is opened (infraplan.state.migrations):
+# a plan against a missing state file never pays for it
 
 from infraplan.state.lock import LockInfo, default_who, utc_now
 from infraplan.state.store import (

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import uuid
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+from infraplan.state import _import_sqlite_utils_without_dataframes
+
+_import_sqlite_utils_without_dataframes()
+
+from sqlite_utils import Database  # noqa: E402
+from sqlite_utils.migrations import Migrations  # noqa: E402
 
 from infraplan.errors import StateError
 

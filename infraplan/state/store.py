@@ -20,14 +20,14 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING, Any
 
 from infraplan.errors import StateError
 from infraplan.state import lock as _lock
-from infraplan.state import migrations as _migrations
 from infraplan.state.lock import LockInfo, default_who, utc_now
+
+if TYPE_CHECKING:  # sqlite-utils is imported when a file is opened (see _open)
+    from sqlite_utils import Database
 
 RESOURCE_PK = ("address", "deposed")
 STATUSES = frozenset({"creating", "updating", "deleting", "ready", "failed", "tainted"})
@@ -194,6 +194,9 @@ class StateStore:
     def _open(self, busy_timeout: float) -> None:
         if self.readonly and not self.path.exists():
             return
+        from infraplan.state import migrations as _migrations  # imports sqlite-utils without pandas
+        from sqlite_utils import Database
+
         if self.path.is_dir():
             raise StateError(f"state path {self.path} is a directory")
         conn: sqlite3.Connection | None = None
