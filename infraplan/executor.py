@@ -521,7 +521,8 @@ class Executor:
     def _fleet_endpoints(self, fleet_address: str) -> dict[str, Any]:
         reps = sorted((a for addr, a in self._members.get(fleet_address, {}).items() if addr not in self._leaving),
                       key=lambda a: a.get("index", 0))
-        endpoints = [a.get("endpoint") for a in reps if a.get("endpoint")]
+        # SkyServe slots share one endpoint: list each once
+        endpoints = list(dict.fromkeys(a.get("endpoint") for a in reps if a.get("endpoint")))
         return {"endpoints": endpoints, "endpoint": endpoints[0] if endpoints else None}
 
 

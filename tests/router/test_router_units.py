@@ -190,3 +190,14 @@ def test_provider_plan_replaces_the_router_when_its_retries_change():
     assert smg_router.plan(off, dict(off)).requires_replace == []
     assert smg_router.plan(off, prior).requires_replace == ["retries"]  # back to the defaults
     assert smg_router.plan(off, dict(prior, retries={"max_retries": 2})).requires_replace == ["retries"]
+
+
+def test_fleet_endpoints_list_a_shared_service_endpoint_once():
+    from infraplan.executor import Executor
+
+    ex = Executor(store=None, providers=None)
+    ex._leaving = set()
+    for i in range(3):  # SkyServe slots: every replica records the service's load balancer
+        ex._remember(f"fleet.s[{i}]", {"fleet": "fleet.s", "index": i, "endpoint": "http://44.1.2.3:30001"})
+    assert ex._fleet_endpoints("fleet.s") == {"endpoints": ["http://44.1.2.3:30001"],
+                                              "endpoint": "http://44.1.2.3:30001"}
