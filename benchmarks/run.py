@@ -82,7 +82,9 @@ def measure(argv: list[str], cwd: Path) -> Measure:
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, cores, RAM and Python version of this machine."""
+    """CPU model, cores, RAM and Python version of this machine, its load when the run
+    started (other work skews small figures), and whether Python may cache bytecode
+    (with PYTHONDONTWRITEBYTECODE set, infraplan's own modules are compiled on every run)."""
     cpu = platform.processor() or platform.machine()
     try:
         m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
@@ -96,7 +98,9 @@ def machine() -> dict[str, Any]:
     except ImportError:  # pragma: no cover - psutil is an infraplan dependency
         ram_gb = float("nan")
     return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(ram_gb, 1),
-            "python": platform.python_version(), "platform": platform.platform()}
+            "python": platform.python_version(), "platform": platform.platform(),
+            "load_1m": round(os.getloadavg()[0], 2),
+            "dont_write_bytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))}
 
 
 def has_command(cmd: list[str], name: str) -> bool:

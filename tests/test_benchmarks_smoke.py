@@ -45,7 +45,7 @@ def test_run_writes_documented_records(tmp_path):
     done = script("run.py", "--sizes", "25", "--steps", "version,plan", "--json", str(out), "--quiet", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads(out.read_text())
-    assert {"cpu", "cores", "ram_gb", "python"} <= set(data["machine"])
+    assert {"cpu", "cores", "ram_gb", "python", "load_1m", "dont_write_bytecode"} <= set(data["machine"])
     steps = {(r["n"], r["step"]) for r in data["records"]}
     assert steps == {(0, "version"), (25, "plan")}
     for r in data["records"]:
