@@ -216,7 +216,7 @@ class Executor:
         """Calls submitted beyond `parallelism`, their intents committed: they wait in the
         pool's queue, so a worker that finishes a call starts the next at once instead of
         waiting for the main thread to record the result and write the next intent."""
-        return self.parallelism // 10
+        return self.parallelism // 5
 
     # -- the walk --------------------------------------------------------------
     def run(self, plan: Plan) -> ApplyResult:
