@@ -145,6 +145,8 @@ def test_failed_write_changes_nothing(store: StateStore):
     before = store.snapshot()
     with pytest.raises(StateError, match="not in state"):
         store.record_result("model.x", attributes={})
+    with pytest.raises(StateError, match="not in state"):
+        store.record_result("model.x", attributes={}, dependencies=["model.m"])
     with pytest.raises(StateError):
         store.move("model.x", "model.y")
     assert store.snapshot() == before
@@ -222,10 +224,16 @@ def test_update_intent_keeps_old_attributes_until_result(store: StateStore):
 
 def test_record_result_explicit_dependencies_and_status(store: StateStore):
     create(store, "fleet.f[0]", deps=["a"])
+    created_at = store.get("fleet.f[0]").created_at
+    store.record_intent("fleet.f[0]", action="update", kind="replica", provider="local", attributes={"x": 0})
+    store.record_failure("fleet.f[0]", "boom")
     store.record_result("fleet.f[0]", attributes={"x": 1}, dependencies=["b", "c"],
                         status="tainted")
     r = store.get("fleet.f[0]")
     assert (r.dependencies, r.status) == (["b", "c"], "tainted")
+    # pending and error are cleared; what the result does not carry stays as stored
+    assert (r.attributes, r.pending, r.error) == ({"x": 1}, None, None)
+    assert (r.kind, r.provider, r.created_at) == ("replica", "local", created_at)
     with pytest.raises(ValueError):
         store.record_result("fleet.f[0]", attributes={}, status="weird")
 
