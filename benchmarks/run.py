@@ -10,6 +10,10 @@ from the rusage of that one child (`os.wait4`; the same figures as
 `getrusage(RUSAGE_CHILDREN)` deltas, but peak RSS of this child rather than the
 largest child so far). The output is one record per (size, step), written as JSON
 and printed as a table with the machine described.
+
+infraplan is measured as installed: its packages are byte-compiled first, as pip does
+at install time (`--no-compile` removes their cached bytecode instead, and the steps
+run with PYTHONDONTWRITEBYTECODE=1, so each one compiles them from source).
 """
 
 from __future__ import annotations
@@ -65,9 +69,56 @@ def infraplan_command(explicit: str | None = None) -> list[str]:
     return [found] if found else [sys.executable, "-m", "infraplan"]
 
 
-def measure(argv: list[str], cwd: Path) -> Measure:
+PACKAGES = ("infraplan", "infraplan_providers")
+# prints the directories of PACKAGES as the interpreter that runs infraplan finds them
+_FIND_PACKAGES = (
+    "import importlib.util, json\n"
+    "print(json.dumps({n: list(importlib.util.find_spec(n).submodule_search_locations) for n in %r}))" % (PACKAGES,)
+)
+
+
+def python_of(cmd: list[str]) -> str:
+    """The interpreter that runs `cmd`: itself if it is a python, else a script's `#!` python,
+    else this one."""
+    first = Path(cmd[0])
+    if first.name.startswith("python"):
+        return cmd[0]
+    try:
+        with open(shutil.which(cmd[0]) or cmd[0], "rb") as f:
+            line = f.readline().decode(errors="replace")
+    except OSError:
+        return sys.executable
+    if line.startswith("#!"):
+        words = line[2:].split()
+        if words and Path(words[0]).name == "env":
+            words = words[1:]
+        if words and Path(words[0]).name.startswith("python"):
+            return shutil.which(words[0]) or words[0]
+    return sys.executable
+
+
+def prepare_bytecode(cmd: list[str], *, compile_: bool) -> str:
+    """Byte-compile infraplan's packages with the interpreter that runs it (stdlib
+    `compileall`, as pip does at install), or with `compile_=False` remove their cached
+    bytecode. Returns what was done, for the machine record."""
+    python = python_of(cmd)
+    found = subprocess.run([python, "-c", _FIND_PACKAGES], capture_output=True, text=True, check=True)
+    dirs = [d for ds in json.loads(found.stdout).values() for d in ds]
+    if compile_:
+        # -q: errors only; -j 0: all cores; as py_compile, this writes even with PYTHONDONTWRITEBYTECODE set
+        done = subprocess.run([python, "-m", "compileall", "-q", "-j", "0", *dirs])
+        if done.returncode:  # e.g. a file that does not parse: its module compiles on every run
+            return f"compiled before timing, with errors (compileall exited {done.returncode})"
+        return "compiled before timing"
+    for d in dirs:
+        for cache in Path(d).rglob("__pycache__"):
+            shutil.rmtree(cache, ignore_errors=True)
+    return "removed before timing; each step compiles infraplan's sources (--no-compile)"
+
+
+def measure(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> Measure:
     """Run `argv` in `cwd` and measure it; stdout and stderr go to a file (no pipe to drain)."""
-    env = dict(os.environ, NO_COLOR="1", COLUMNS="120")
+    env = dict(os.environ, NO_COLOR="1", COLUMNS="120", **(env or {}))
     with tempfile.TemporaryFile(mode="w+b") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -103,16 +154,18 @@ def machine() -> dict[str, Any]:
             "dont_write_bytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))}
 
 
-def has_command(cmd: list[str], name: str) -> bool:
-    m = measure([*cmd, "--help"], Path.cwd())
+def has_command(cmd: list[str], name: str, env: dict[str, str] | None = None) -> bool:
+    m = measure([*cmd, "--help"], Path.cwd(), env)
     return re.search(rf"^\s+{re.escape(name)}\s", m.output, re.M) is not None
 
 
 class Runner:
     """Runs the steps and collects records."""
 
-    def __init__(self, cmd: list[str], *, keep: bool = False, verbose: bool = True):
+    def __init__(self, cmd: list[str], *, keep: bool = False, verbose: bool = True,
+                 env: dict[str, str] | None = None):
         self.cmd = cmd
+        self.env = env
         self.keep = keep
         self.verbose = verbose
         self.records: list[dict[str, Any]] = []
@@ -140,9 +193,9 @@ class Runner:
         self._log(f"  n={n:<6} {step:<14} {shown}")
         return rec
 
-    def run(self, argv: list[str], cwd: Path, what: str) -> Measure:
-        m = measure([*self.cmd, *argv], cwd)
-        if m.returncode != 0:
+    def run(self, argv: list[str], cwd: Path, what: str, ok: tuple[int, ...] = (0,)) -> Measure:
+        m = measure([*self.cmd, *argv], cwd, self.env)
+        if m.returncode not in ok:
             tail = "\n".join(m.output.splitlines()[-15:])
             raise StepFailed(what, f"{what}: `infraplan {' '.join(argv)}` exited with {m.returncode}:\n{tail}")
         return m
@@ -184,7 +237,8 @@ class Runner:
                     self.record(n, "bump_apply", self.run(["apply", "--auto-approve"], d, "bump_apply"), **extra)
             if "drift" in steps:
                 if has_drift:
-                    self.record(n, "drift", self.run(["drift"], d, "drift"), **extra)
+                    m = self.run(["drift"], d, "drift", ok=(0, 2))  # 2: drift found, a result
+                    self.record(n, "drift", m, drifted=m.returncode == 2, **extra)
                 else:
                     self.record(n, "drift", None, skipped=True, note="skipped: `infraplan drift` does not exist yet")
             if "destroy" in steps:
@@ -271,16 +325,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parallelism", type=_ints, default=[10, 50], help="makespan step: parallelisms (default 10,50)")
     p.add_argument("--makespan-n", type=int, default=1000, help="makespan step: N (default 1000)")
     p.add_argument("--infraplan", help="command that runs infraplan (default: the script beside this python)")
+    p.add_argument("--no-compile", action="store_true",
+                   help="measure infraplan compiled from source on every step (default: byte-compiled first, as installed)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directories")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     a = p.parse_args(argv)
 
     cmd = infraplan_command(a.infraplan)
     info = machine()
-    runner = Runner(cmd, keep=a.keep, verbose=not a.quiet)
+    info["bytecode"] = prepare_bytecode(cmd, compile_=not a.no_compile)
+    runner = Runner(cmd, keep=a.keep, verbose=not a.quiet, env={"PYTHONDONTWRITEBYTECODE": "1"} if a.no_compile else None)
     jobs: list[tuple[int, Any]] = [(0, lambda: runner.startup(a.steps))]
     if a.steps & set(SIZE_STEPS):
-        drift = "drift" in a.steps and has_command(cmd, "drift")
+        drift = "drift" in a.steps and has_command(cmd, "drift", runner.env)
         jobs += [(n, lambda n=n: runner.size(n, a.steps, has_drift=drift)) for n in a.sizes]
     if "makespan" in a.steps:
         jobs.append((a.makespan_n, lambda: runner.makespan(a.makespan_n, a.latency_ms, a.parallelism)))

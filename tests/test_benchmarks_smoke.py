@@ -46,12 +46,25 @@ def test_run_writes_documented_records(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads(out.read_text())
     assert {"cpu", "cores", "ram_gb", "python", "load_1m", "dont_write_bytecode"} <= set(data["machine"])
+    assert data["machine"]["bytecode"] == "compiled before timing"
     steps = {(r["n"], r["step"]) for r in data["records"]}
     assert steps == {(0, "version"), (25, "plan")}
     for r in data["records"]:
         assert FIELDS <= set(r)
         assert r["wall_s"] > 0 and r["cpu_s"] >= 0 and r["peak_rss_mb"] > 1
     assert "plan" in done.stdout  # the table
+
+
+def test_drift_found_is_a_result_not_a_failure(tmp_path):
+    # bumping a model without applying: drift exits 2 (config and replicas differ)
+    out = tmp_path / "results.json"
+    done = script("run.py", "--sizes", "25", "--steps", "bump_plan,drift", "--no-compile", "--json", str(out),
+                  "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(out.read_text())
+    assert "--no-compile" in data["machine"]["bytecode"]
+    drift = next(r for r in data["records"] if r["step"] == "drift")
+    assert drift["drifted"] is True and "error" not in drift and drift["wall_s"] > 0
 
 
 def test_ideal_makespan_formula():
