@@ -29,6 +29,7 @@ class Ctx:
 from infraplan.commands.common import config_options  # noqa: E402
 from infraplan.commands.common import fail as _fail  # noqa: E402
 from infraplan.commands.common import handle_errors as _handle  # noqa: E402
+from infraplan.commands.common import no_cyclic_gc  # noqa: E402
 from infraplan.commands.common import open_workspace as _workspace  # noqa: E402
 
 
@@ -92,21 +93,22 @@ def plan_options(fn):
 def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, force, destroy, out,
          detailed_exitcode, as_json, refresh_only, max_hourly_cost):
     """Show what apply would change."""
-    from infraplan.planner import PlanOptions
-    from infraplan.render import render_plan
+    with no_cyclic_gc():
+        from infraplan.planner import PlanOptions
+        from infraplan.render import render_plan
 
-    ws = _workspace(path, state_path, var_args, var_files)
-    if refresh_only:
-        from infraplan.refresh_only import refresh_only_plan
+        ws = _workspace(path, state_path, var_args, var_files)
+        if refresh_only:
+            from infraplan.refresh_only import refresh_only_plan
 
-        the_plan = refresh_only_plan(ws, parallelism=parallelism, targets=targets)
-    else:
-        the_plan = ws.plan(PlanOptions(refresh=refresh, targets=targets, replace=replace, destroy=destroy,
-                                       parallelism=parallelism, force=force))
-    if as_json:
-        click.echo(json.dumps(the_plan.to_json(), indent=2, sort_keys=True, default=str))
-    else:
-        render_plan(the_plan, obj.console(text_only=True))
+            the_plan = refresh_only_plan(ws, parallelism=parallelism, targets=targets)
+        else:
+            the_plan = ws.plan(PlanOptions(refresh=refresh, targets=targets, replace=replace, destroy=destroy,
+                                           parallelism=parallelism, force=force))
+        if as_json:
+            click.echo(json.dumps(the_plan.to_json(), indent=2, sort_keys=True, default=str))
+        else:
+            render_plan(the_plan, obj.console(text_only=True))
     if max_hourly_cost is not None:
         from infraplan.cost import over_budget
 
