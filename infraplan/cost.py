@@ -193,7 +193,26 @@ def price_plan(changes: dict[str, Any], desired: dict[str, Any], current: dict[s
             extra = cost["before_hourly"]
             cost["rollback_window"] = {"window": window[0], "seconds": window[1], "extra_hourly": extra,
                                        "extra_total": round(extra * window[1] / 3600, 6)}
+        first = changes.get(f"{addr}[0]")
+        if first is not None and first.rolls_out and ((fc.after or {}).get("rollout") or {}).get("strategy") == "canary" \
+                and cost.get("hourly"):
+            # a service fleet's canary runs the new version as a second service until it is promoted
+            cost["canary_service"] = {"replicas": cost.get("replicas"), "extra_hourly": cost["hourly"]}
         fc.cost = cost
+    for addr, rc in changes.items():  # routers on a cloud provider are VMs too (the local one costs nothing)
+        if rc.kind != "router" or rc.deposed:
+            continue
+        for attrs, side in ((rc.before, shared_before), (rc.after if rc.action != "delete" else None, shared_after)):
+            if not attrs:
+                continue
+            try:
+                est = providers.get(rc.provider).estimate(attrs)
+            except ProviderError as exc:
+                diags.append(Diagnostic(f"cannot place {addr}: {exc}", path=addr,
+                                        location=getattr(desired.get(addr), "location", None)))
+                continue
+            if est:
+                side[addr] = dict(est, note=f"{addr}: {est.get('note') or 'router'}")
     return summarise(before, after, shared_before, shared_after), diags
 
 

@@ -102,18 +102,21 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
     # fleets whose replica replacements a rollout strategy carries out as one step
     groups: dict[str, list[Change]] = {}
     for c in plan.changes:
-        if c.kind == "replica" and c.action == "replace" and not c.deposed and c.fleet:
+        if c.kind == "replica" and not c.deposed and c.fleet and (
+                c.action == "replace" or (c.action == "update" and c.rolls_out)):
             fleet = by_addr.get(c.fleet)
             strategy = ((fleet.after or {}).get("rollout") or {}).get("strategy") if fleet else None
-            if strategy in ROLLOUT_STRATEGIES:
+            # a fleet served as one service: only its canary redeploys through a rollout step
+            if strategy in ROLLOUT_STRATEGIES and (c.action == "replace" or strategy == "canary"):
                 groups.setdefault(c.fleet, []).append(c)
+    grouped = {id(m) for members in groups.values() for m in members}
     for fleet_addr, members in groups.items():
         rid = add(Node("rollout", by_addr[fleet_addr], group=members))
         for m in members:
             fwd[m.address] = rid
 
     for c in plan.changes:
-        if c.action == "noop" or (c.fleet in groups and c.action == "replace" and not c.deposed):
+        if c.action == "noop" or id(c) in grouped:
             continue
         provider_backed = c.kind in ("replica", "router")
         if c.action in ("create", "update", "refresh") and not c.deposed:

@@ -63,6 +63,7 @@ class Change:
     warnings: list[str] = field(default_factory=list)
     fleet: str | None = None
     cost: dict[str, Any] | None = None  # fleets: $/hour and placement (infraplan.cost.fleet_cost)
+    rolls_out: bool = False  # an update that redeploys the servers (the provider's ProviderPlan.redeploys)
 
     @property
     def key(self) -> str:

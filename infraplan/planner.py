@@ -349,7 +349,8 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
         {k: v for k, v in after.items() if k not in computed}, unknown=unknown)
     if attr_changes:
         return Change(**base, action="update", before=rec.attributes, after=after, after_unknown=sorted(unknown),
-                      attributes=attr_changes, reasons=[f"{a.path} changes in place" for a in attr_changes][:3])
+                      attributes=attr_changes, reasons=[f"{a.path} changes in place" for a in attr_changes][:3],
+                      rolls_out=pplan.redeploys)
     if adopt:
         return Change(**base, action="refresh", before=rec.attributes, after=prior,
                       reasons=["adopts the server an interrupted apply started"])
@@ -464,16 +465,49 @@ def _plan_rollouts(ctx: _Ctx, desired) -> None:
 
 
 def _plan_service_rollout(ctx: _Ctx, desired, fleet_addr: str, fc: Change, reps, spec_data: dict) -> None:
-    """A SkyServe fleet: rolling and blue-green are SkyServe's own update modes; the rest is not."""
+    """A SkyServe fleet: rolling and blue-green are SkyServe's own update modes; a canary runs the
+    new version as a separate service behind the fleet's router (Flagger's primary/canary)."""
     strategy = spec_data.get("strategy")
     d = desired.get(fleet_addr)
-    if strategy in ("canary", "recreate"):
+    where = {"location": d.location if d else None, "path": f"{fleet_addr}.rollout.strategy"}
+    if strategy == "recreate":
         ctx.diagnostics.append(Diagnostic(
-            f"{fleet_addr}: rollout strategy {strategy} is not available with placement: service (SkyServe "
-            "updates a service rolling or blue_green); use one of those, or placement: cluster behind a router",
-            location=d.location if d else None, path=f"{fleet_addr}.rollout.strategy"))
-    elif any(c.action == "update" for c in reps):
-        fc.reasons.append(f"rollout: SkyServe {strategy} update of the service (sky.serve.update, mode {strategy})")
+            f"{fleet_addr}: rollout strategy recreate is not available with placement: service (SkyServe never "
+            "stops a service to update it); use rolling, blue_green or canary", **where))
+        return
+    redeploy = [c for c in reps if c.action == "update" and c.rolls_out and not c.deposed]
+    if strategy != "canary":
+        if any(c.action == "update" for c in reps):
+            fc.reasons.append(f"rollout: SkyServe {strategy} update of the service (sky.serve.update, mode {strategy})")
+        return
+    from infraplan.models.config import RolloutBlock
+    from infraplan.rollout.weights import describe_service_canary
+
+    routers = sorted(r.address for r in desired.values() if r.kind == "router" and fleet_addr in r.depends_on)
+    if not routers:
+        # an error once a new version is to roll out; a warning before (e.g. when the fleet is created)
+        ctx.diagnostics.append(Diagnostic(
+            f"{fleet_addr}: a canary of a placement: service fleet runs the new version as a separate service "
+            f"and moves traffic between the two through a router, and no router fronts {fleet_addr}; add a "
+            "`router:` block listing it, or use rolling or blue_green (SkyServe's own update modes)",
+            severity="error" if redeploy else "warning", **where))
+        return
+    if not redeploy:
+        return
+    scaled = [c.address for c in reps if c.action in ("create", "delete", "replace") and not c.deposed]
+    if scaled:
+        ctx.diagnostics.append(Diagnostic(
+            f"{fleet_addr}: a canary of a placement: service fleet cannot also change its replicas "
+            f"({', '.join(scaled)}); apply the replica change and the new version separately", **where))
+        return
+    spec = RolloutBlock.model_validate(spec_data)
+    n = len([c for c in reps if not c.deposed])
+    service = (redeploy[0].before or {}).get("service_name") or "the service"
+    fc.reasons.append("rollout: " + describe_service_canary(spec, n, service, routers))
+    for c in reps:
+        if c.action == "update" and not c.deposed:
+            c.rolls_out = True  # the fleet's rollout step records every slot once it is promoted
+            c.reasons.append(f"rolled out by the fleet's canary through {', '.join(routers)}")
 
 
 def _expand_targets(targets, desired, current) -> set[str]:

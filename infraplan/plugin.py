@@ -42,7 +42,7 @@ from infraplan.provider import Provider, ProviderContext, ProviderPlan, ReadResu
 
 #: Provider methods the worker serves (plus "hello").
 METHODS = frozenset({"validate_settings", "plan", "estimate", "prepare_create", "create", "read", "update",
-                     "delete", "close"})
+                     "delete", "service_workers", "create_canary", "close"})
 _DATACLASSES = {c.__name__: c for c in (ProviderPlan, ReadResult, Diagnostic, Location)}
 
 BOOTSTRAP = """\
@@ -302,6 +302,12 @@ class RemoteProvider(Provider):
 
     def delete(self, address, attributes) -> None:
         self.process.call("delete", address, attributes)
+
+    def service_workers(self, address, attributes):
+        return self.process.call("service_workers", address, attributes)
+
+    def create_canary(self, address, attributes, replicas):
+        return self.process.call("create_canary", address, attributes, replicas)
 
     def hello(self) -> dict[str, Any]:
         """The worker's interpreter and the versions of the plugin's requirements."""

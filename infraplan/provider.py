@@ -46,6 +46,9 @@ class ProviderPlan:
     requires_replace: list[str] = field(default_factory=list)  # attribute names forcing replacement
     diagnostics: list[Diagnostic] = field(default_factory=list)
     create_before_destroy_ok: bool = True  # False when old and new cannot run side by side
+    # an in-place update that redeploys the servers behind the same endpoint (a SkyServe
+    # update): a fleet's canary then runs the new version beside it (`create_canary`)
+    redeploys: bool = False
 
 
 @dataclass
@@ -124,6 +127,21 @@ class Provider:
 
     def delete(self, address: str, attributes: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    # -- fleets served as one service (canary beside it) ---------------------
+    def service_workers(self, address: str, attributes: dict[str, Any]) -> list[str]:
+        """URLs of the ready replicas of the service `attributes` belongs to (a router's workers)."""
+        return []
+
+    def create_canary(self, address: str, attributes: dict[str, Any], replicas: int) -> dict[str, Any]:
+        """Run `attributes` (a new version of a service fleet) as a separate service of `replicas`.
+
+        Returns its attributes, with ``workers`` (its replicas' URLs); ``delete(address,
+        returned)`` removes it. Providers without services raise ProviderError.
+        """
+        from infraplan.errors import ProviderError
+
+        raise ProviderError(f"the {self.name} provider cannot run a canary service")
 
     def close(self) -> None:
         """Release clients and pools."""

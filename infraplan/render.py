@@ -250,6 +250,10 @@ def cost_lines(plan: Plan) -> list[_Segments]:
         if rw:
             t.append(f"      blue-green rollback window {rw['window']} keeps the old set: +{money(rw['extra_hourly'])}/h "
                      f"while kept (about {money(rw['extra_total'])})\n")
+        cs = c.cost.get("canary_service")
+        if cs:
+            t.append(f"      canary service ({cs['replicas']} replicas of the new version) while the canary runs: "
+                     f"+{money(cs['extra_hourly'])}/h\n")
         for i, f in enumerate((c.cost.get("unit") or {}).get("failover") or []):
             where = "/".join(str(f[k]) for k in ("cloud", "region") if f.get(k))
             spot = " spot" if f.get("use_spot") else ""
@@ -258,8 +262,9 @@ def cost_lines(plan: Plan) -> list[_Segments]:
     for sh in total.get("shared") or []:
         where = "/".join(str(sh[k]) for k in ("cloud", "region") if sh.get(k))
         change = "new" if not sh.get("before") else ("no longer needed" if not sh.get("after") else "kept")
+        once = ", counted once" if sh["key"].endswith("skyserve-controller") else ""
         t.append(f"  {sh.get('note') or sh['key']}: {money(sh.get('hourly'))}/h, {where} "
-                 f"({sh.get('instance_type')}), counted once ({change})\n")
+                 f"({sh.get('instance_type')}){once} ({change})\n")
     delta = total.get("delta_hourly") or 0.0
     sign = "+" if delta >= 0 else ""
     t.append(f"  Total: {money(total.get('after_hourly'))}/h (was {money(total.get('before_hourly'))}/h, "

@@ -105,7 +105,8 @@ class Workspace:
 
         replaced = {}
         for c in plan.changes:
-            if c.kind == "replica" and c.action == "replace" and c.fleet and c.after and c.fleet not in replaced:
+            if c.kind == "replica" and (c.action == "replace" or c.rolls_out) and c.fleet and c.after \
+                    and c.fleet not in replaced:
                 replaced[c.fleet] = c.after
         if not replaced:
             return

@@ -59,7 +59,10 @@ class RolloutResult:
 
 
 #: Replica attributes that differ between replicas of one fleet or are the provider's own.
-_PER_REPLICA = frozenset({"index", "port", "instance_id", "host", "endpoint", "pid", "started_at", "log_path"})
+_PER_REPLICA = frozenset({"index", "port", "instance_id", "host", "endpoint", "pid", "started_at", "log_path",
+                          # a cloud provider's own (SkyPilot's computed attributes, a service's name)
+                          "cluster_name", "cloud_chosen", "region_chosen", "instance_type_chosen", "status",
+                          "service_name", "service_version", "workers", "canary"})
 
 
 def fingerprint(replica_attributes: dict[str, Any]) -> str:

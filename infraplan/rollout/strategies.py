@@ -64,6 +64,10 @@ def run_rollout(ctx: RolloutContext) -> RolloutResult:
     runner = _Runner(ctx)
     fn = {"rolling": runner.rolling, "canary": runner.canary, "blue_green": runner.blue_green,
           "recreate": runner.recreate, "default": runner.rolling}.get(strategy)
+    if strategy == "canary" and runner.updates:
+        from infraplan.rollout.service import ServiceCanary
+
+        fn = ServiceCanary(runner).run
     if fn is None:
         raise ApplyError(f"{ctx.fleet}: unknown rollout strategy {strategy!r}")
     if strategy in _traffic.NEEDS_ROUTER and not getattr(runner.switch, "routed", True):
@@ -93,9 +97,11 @@ class _Runner:
         self.replaces = sorted((c for c in live if c.action == "replace"), key=order)
         self.creates = sorted((c for c in live if c.action == "create"), key=order)
         self.deletes = sorted((c for c in live if c.action == "delete"), key=order)
+        self.updates = sorted((c for c in live if c.action == "update"), key=order)  # slots of a service fleet
         self.slots: list[Slot] = []          # every slot touched, for rollback
         self.deleted: list[Slot] = []        # removed replicas (scale-down), for rollback
-        first = next((c.after for c in self.replaces + self.creates if c.after), {}) or {}
+        self.problems: list[str] = []        # what went wrong while rolling back, found before `rollback`
+        first = next((c.after for c in self.replaces + self.creates + self.updates if c.after), {}) or {}
         self.model = first.get("served_name")
         self.api_key = (first.get("args") or {}).get("api_key")
         self.fingerprint = fingerprint(first)
@@ -142,7 +148,7 @@ class _Runner:
         return new
 
     def _pname(self) -> str | None:
-        c = (self.replaces + self.creates + self.deletes)
+        c = (self.replaces + self.creates + self.deletes + self.updates)
         return c[0].provider if c else None
 
     def _delete(self, address: str, attrs: dict, deposed: str = "") -> None:
@@ -352,7 +358,7 @@ class _Runner:
         """Old version back in traffic, new replicas removed, old ones re-created where gone."""
         self.result.rolled_back, self.result.reason = True, reason
         self.result.evidence = evidence
-        problems: list[str] = []
+        problems = self.problems
 
         def attempt(what: str, fn, *args) -> Any:
             try:

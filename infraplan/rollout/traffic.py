@@ -93,17 +93,17 @@ class RouterSwitch:
         self.routers = list(routers)
         self.timeout = timeout
 
-    def _client(self, endpoint: str):
-        # a thin adapter over the local provider's smg client (same HTTP API for any smg)
+    def _client(self, attributes: dict):
+        # the local provider's smg client: the same HTTP API for any smg, local or in a cloud
         from infraplan_providers.local.router import SmgClient
 
-        return SmgClient(endpoint)
+        return SmgClient.for_router(attributes)
 
     def held(self) -> list[str]:
         out: list[str] = []
         for addr in self.routers:
             rec = self.store.get(addr)
-            with self._client(rec.attributes["endpoint"]) as c:
+            with self._client(rec.attributes) as c:
                 out += [u for u in c.serving() if u not in out]
         return out
 
@@ -112,7 +112,7 @@ class RouterSwitch:
             rec = self.store.get(addr)
             if rec is None:
                 raise ApplyError(f"{addr} is no longer in state")
-            with self._client(rec.attributes["endpoint"]) as c:
+            with self._client(rec.attributes) as c:
                 have = c.serving()
                 want = [u for u in have if u not in remove] + [u for u in add if u not in have]
                 attrs = dict(rec.attributes)

@@ -78,3 +78,15 @@ def describe(spec: Any, replicas: int) -> str:
     if s == "recreate":
         return f"recreate: all {replicas} old replicas stop before the new ones start (capacity drops to zero)"
     return f"default: {replicas} replicas replaced at once, each new one before its old one goes"
+
+
+def describe_service_canary(spec: Any, replicas: int, service: str, routers: list[str]) -> str:
+    """One line for the plan: a canary of a fleet served as one service (a separate canary service)."""
+    real = plan_steps(list(spec.steps), replicas, replicas)
+    asked = " -> ".join(_pct(x) for x in spec.steps)
+    exact = all(abs(r.share - r.target) < 0.05 for r in real)
+    really = "" if exact else f", really {', '.join(_pct(r.share) for r in real)}"
+    return (f"canary {asked} through {', '.join(routers)}: the new version runs as a separate service "
+            f"{service}-canary ({replicas} replicas) beside {service}; the router holds both services' replicas "
+            f"({replicas} + {replicas}{really}); at 100% {service} is updated to it in place and the canary "
+            "service is removed")

@@ -111,9 +111,18 @@ def plan(prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
 class SmgClient:
     """The parts of smg's HTTP API a router's lifecycle needs."""
 
-    def __init__(self, endpoint: str, timeout: float = 5.0):
+    @classmethod
+    def for_router(cls, attributes: dict[str, Any], timeout: float = 5.0) -> SmgClient:
+        """A client for a router in state: its endpoint, and its control-plane key from the
+        environment variable the record names (``admin_key_env``), if any."""
+        env = attributes.get("admin_key_env")
+        return cls(attributes["endpoint"], timeout=timeout, api_key=os.environ.get(env) if env else None)
+
+    def __init__(self, endpoint: str, timeout: float = 5.0, api_key: str | None = None):
         self.endpoint = endpoint
-        self._http = httpx.Client(base_url=endpoint, timeout=timeout, trust_env=False)
+        # a control-plane key (smg --control-plane-api-keys) guards /workers on routers others can reach
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._http = httpx.Client(base_url=endpoint, timeout=timeout, trust_env=False, headers=headers)
 
     def __enter__(self) -> SmgClient:
         return self
@@ -294,13 +303,19 @@ def read(address: str, attributes: dict[str, Any]) -> ReadResult:
     if attrs is None:
         return ReadResult(exists=False, attributes=dict(attributes), detail=gone)
     with SmgClient(attrs.get("endpoint") or f"http://{attrs.get('host')}:{attrs.get('port')}", timeout=1.5) as client:
-        if not client.health():
-            return ReadResult(exists=True, attributes=attrs, healthy=False,
-                              detail=f"{client.endpoint}/health does not answer 200")
-        try:
-            held = client.serving()
-        except ProviderError as exc:
-            return ReadResult(exists=True, attributes=attrs, healthy=False, detail=str(exc))
+        return observe(client, attrs)
+
+
+def observe(client: SmgClient, attrs: dict[str, Any]) -> ReadResult:
+    """A running router as smg reports it: /health, and the workers it holds (`workers`;
+    a different set than configured shows as changed `worker_sets`)."""
+    if not client.health():
+        return ReadResult(exists=True, attributes=attrs, healthy=False,
+                          detail=f"{client.endpoint}/health does not answer 200")
+    try:
+        held = client.serving()
+    except ProviderError as exc:
+        return ReadResult(exists=True, attributes=attrs, healthy=False, detail=str(exc))
     attrs["workers"] = held
     detail = None
     try:

@@ -182,6 +182,7 @@ class SkyClient:
             if r["name"] != service_name:
                 continue
             replicas = [{"replica_id": ri.get("replica_id"), "version": ri.get("version"),
+                         "endpoint": _url(ri.get("endpoint")),
                          "status": map_status(REPLICA_STATUS, ri.get("status")),
                          "sky_status": str(getattr(ri.get("status"), "value", ri.get("status")))}
                         for ri in r.get("replica_info") or []]

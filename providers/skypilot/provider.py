@@ -30,6 +30,7 @@ from infraplan.diagnostics import Diagnostic
 from infraplan.errors import ProviderError, ResourceNotFound
 from infraplan.provider import Provider, ProviderContext, ProviderPlan, ReadResult
 
+from . import router as smg
 from . import service as svc
 from .settings import SkyPilotSettings
 
@@ -44,7 +45,7 @@ class SkyPilotProvider(Provider):
     plugin_requirements = ("skypilot==0.14.*", "tenacity>=8.2")
     updatable = frozenset({"labels"})
     computed = frozenset({"cluster_name", "endpoint", "cloud_chosen", "region_chosen", "instance_type_chosen",
-                          "status", "service_version"})
+                          "status", "service_version"}) | smg.ROUTER_COMPUTED
 
     def __init__(self, context: ProviderContext, client=None):
         super().__init__(context)
@@ -84,6 +85,8 @@ class SkyPilotProvider(Provider):
         return []
 
     def plan(self, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
+        if smg.is_router(desired):
+            return smg.plan(prior, desired)
         if svc.is_service(desired, self.settings):
             pplan = self._plan_service(prior, desired)
         else:
@@ -115,17 +118,21 @@ class SkyPilotProvider(Provider):
                 svc.make_service_spec(attrs, max(1, int(attrs.get("index") or 0) + 1))
             except ProviderError as exc:
                 diags.append(Diagnostic(str(exc), path=None))
-        return ProviderPlan(attributes=attrs, requires_replace=replace, diagnostics=diags)
+        # slot 0 owns the service: its update redeploys the servers behind the same endpoint
+        redeploys = prior is not None and not replace and int(attrs.get("index") or 0) == 0 and \
+            bool(svc.inputs_changed(prior, attrs))
+        return ProviderPlan(attributes=attrs, requires_replace=replace, diagnostics=diags, redeploys=redeploys)
 
     def estimate(self, attributes: dict[str, Any]) -> dict[str, Any] | None:
         from .pricing import estimate
 
+        price = smg.estimate if smg.is_router(attributes) else estimate  # a router: its CPU VM
         key = repr(sorted((k, repr(attributes.get(k))) for k in (
             "accelerators", "cloud", "region", "failover", "use_spot", "spot_fallback", "instance_type",
-            "disk_size", "placement")))
+            "disk_size", "placement", "kind", "port")))
         if key not in self._estimates:
             try:
-                self._estimates[key] = estimate(attributes, self.settings)
+                self._estimates[key] = price(attributes, self.settings)
             except ProviderError:
                 raise
             except ImportError as exc:
@@ -150,6 +157,8 @@ class SkyPilotProvider(Provider):
     def create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
         from .translate import make_task
 
+        if smg.is_router(attributes):
+            return smg.create(self.client, self.settings, address, attributes)
         if svc.is_service(attributes, self.settings):
             return self._create_slot(attributes)
         name = self.cluster_name(attributes)
@@ -161,6 +170,8 @@ class SkyPilotProvider(Provider):
         return out
 
     def read(self, address: str, attributes: dict[str, Any]) -> ReadResult:
+        if smg.is_router(attributes):
+            return smg.read(self.client, self.settings, address, attributes)
         if svc.is_service(attributes, self.settings):
             return self._read_slot(attributes)
         name = attributes.get("cluster_name") or self.cluster_name(attributes)
@@ -171,6 +182,8 @@ class SkyPilotProvider(Provider):
                           healthy=rec["status"] == "running", detail=rec.get("detail"))
 
     def update(self, address: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+        if smg.is_router(desired):
+            return smg.update(address, prior, desired)
         merged = super().update(address, prior, desired)
         if not svc.is_service(desired, self.settings) or int(desired.get("index") or 0) != 0:
             return merged  # clusters: only labels change in place; service members: state only
@@ -191,6 +204,8 @@ class SkyPilotProvider(Provider):
         return merged
 
     def delete(self, address: str, attributes: dict[str, Any]) -> None:
+        if smg.is_router(attributes):
+            return self.client.down(attributes.get("cluster_name") or smg.cluster_name(address, self.settings))
         if svc.is_service(attributes, self.settings):
             return self._delete_slot(attributes)
         self.client.down(attributes.get("cluster_name") or self.cluster_name(attributes))
@@ -262,7 +277,7 @@ class SkyPilotProvider(Provider):
     def _read_slot(self, attributes: dict[str, Any]) -> ReadResult:
         from .client import service_problem
 
-        name = attributes.get("service_name") or svc.service_name(attributes, self.settings)
+        name = svc.name_of(attributes, self.settings)
         rec = self.client.serve_status(name)
         if rec is None:
             return ReadResult(exists=False, detail=f"no SkyServe service {name}")
@@ -278,7 +293,7 @@ class SkyPilotProvider(Provider):
                           healthy=rec["status"] == "running" and not problem, detail=detail)
 
     def _delete_slot(self, attributes: dict[str, Any]) -> None:
-        name = attributes.get("service_name") or svc.service_name(attributes, self.settings)
+        name = svc.name_of(attributes, self.settings)
         index = int(attributes.get("index") or 0)
         with self._lock_for(name):
             if index == 0:
@@ -296,3 +311,28 @@ class SkyPilotProvider(Provider):
             latest = self._sent.get(name, attributes)  # an update this run already sent newer attributes
             self.client.serve_update(self._task(name, latest, index), name, svc.service_settings(latest).update_mode)
             self._remember(name, latest, index)
+
+    # -- canary beside the service (the engine's rollout.service) ----------------------
+    def service_workers(self, address: str, attributes: dict[str, Any]) -> list[str]:
+        if not svc.is_service(attributes, self.settings):
+            return []
+        name = svc.name_of(attributes, self.settings)
+        rec = self.client.serve_status(name)
+        if rec is None:
+            raise ResourceNotFound(f"SkyServe service {name} does not exist")
+        return [r["endpoint"] for r in rec["replicas"] if r["status"] == "running" and r.get("endpoint")]
+
+    def create_canary(self, address: str, attributes: dict[str, Any], replicas: int) -> dict[str, Any]:
+        """`sky.serve.up` of ``<service>-canary`` with the new version and `replicas` fixed replicas."""
+        if not svc.is_service(attributes, self.settings):
+            return super().create_canary(address, attributes, replicas)
+        attrs = svc.canary_attributes(attributes, replicas)
+        name = svc.canary_name(attrs, self.settings)
+        with self._lock_for(name):
+            if self.client.serve_status(name) is not None:  # left by an apply that died: start afresh
+                self.client.serve_down(name)
+            self.client.serve_up(self._task(name, attrs, replicas), name)
+        rec = self.client.wait_service(name, min_ready=replicas)
+        attrs.update(self._service_attrs(name, rec))
+        attrs["workers"] = [r["endpoint"] for r in rec["replicas"] if r["status"] == "running" and r.get("endpoint")]
+        return attrs

@@ -38,6 +38,25 @@ def service_name(attrs: dict[str, Any], settings: SkyPilotSettings) -> str:
     return name[:50].rstrip("-")
 
 
+def canary_name(attrs: dict[str, Any], settings: SkyPilotSettings) -> str:
+    """The service a canary of the fleet runs as: ``<service>-canary``."""
+    return f"{service_name(attrs, settings)[:43].rstrip('-')}-canary"
+
+
+def name_of(attrs: dict[str, Any], settings: SkyPilotSettings) -> str:
+    """The service a slot's record stands for: a canary's own, else the recorded or derived name."""
+    if attrs.get("canary"):
+        return canary_name(attrs, settings)
+    return attrs.get("service_name") or service_name(attrs, settings)
+
+
+def canary_attributes(attrs: dict[str, Any], replicas: int) -> dict[str, Any]:
+    """A canary's attributes: a fixed count of `replicas` (no autoscaling) and SkyServe's defaults otherwise."""
+    service = {k: v for k, v in (attrs.get("service") or {}).items()
+               if k not in ("min_replicas", "max_replicas", "target_qps_per_replica", "update_mode")}
+    return {**attrs, "service": service, "canary": True, "index": 0, "canary_replicas": replicas}
+
+
 def service_settings(attrs: dict[str, Any]) -> ServiceSettings:
     return ServiceSettings.model_validate(attrs.get("service") or {})
 

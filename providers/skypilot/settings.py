@@ -32,3 +32,17 @@ class SkyPilotSettings(StrictModel):
     poll_s: float = Field(15.0, description="Service placement: seconds between `sky serve status` polls while "
                           "waiting for replicas to be READY.", ge=0)
     name_prefix: str = Field("infraplan", description="Prefix of cluster and service names.")
+    router_infra: str | None = Field(
+        None, description="Routers: where the router's CPU VM runs, as a SkyPilot infra string (`aws/us-east-1`); "
+        "put it near the fleets. Unset: the cheapest CPU VM on `plan_clouds`.")
+    router_cpus: str = Field("2+", description="Routers: vCPUs of the router's VM (a SkyPilot `cpus` value).")
+    router_port: int = Field(30080, description="Routers: the port smg listens on when the router block sets none.",
+                             ge=1, le=65535)
+    smg_version: str = Field("1.13.0", description="Routers: the SGLang Model Gateway version `setup` installs "
+                             "(`smg==VERSION`).")
+    router_admin_key_env: str = Field(
+        "INFRAPLAN_ROUTER_ADMIN_KEY", description="Routers: environment variable holding the key that guards smg's "
+        "control plane (its /workers API) on the public port; passed as a SkyPilot secret, never stored. Unset "
+        "in the environment: the control plane is open to whoever reaches the port.")
+    router_ready_timeout_s: float = Field(900.0, description="Routers: longest wait for smg to answer /health "
+                                          "after the cluster is up (it installs smg first).", gt=0)

@@ -1,10 +1,17 @@
 """A fake `sky` SDK at the SDK boundary: calls return request ids, `get`/`stream_and_get`
 resolve them, and everything returned or raised is SkyPilot's real types (status enums,
-`StatusResponse`, exceptions, `SkyServiceSpec`)."""
+`StatusResponse`, exceptions, `SkyServiceSpec`).
+
+With ``FAKE_SKY_RUN_LOCAL=1`` a launched cluster runs its task's `run` command on this
+machine (setup skipped; ``FAKE_SKY_PATH`` first on PATH; envs and secrets in its
+environment) and its endpoints are on 127.0.0.1: enough for CPU tasks such as a router."""
 
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import subprocess
 from types import SimpleNamespace
 
 import sky
@@ -69,9 +76,10 @@ class FakeServe:
                 status, reps = (steps.pop(0) if len(steps) > 1 else steps[0]) if steps else (
                     ServiceStatus.READY, [ReplicaStatus.READY] * rec["spec"].min_replicas)
                 version = rec["active_versions"][-1]
+                net = list(self.services).index(n)  # each service's replicas on their own addresses
                 rec.update(status=status, replica_info=[
                     {"replica_id": i + 1, "name": f"{n}-{i + 1}", "status": s, "version": version, "launched_at": 0,
-                     "handle": None, "endpoint": f"10.0.0.{i + 1}:30000"} for i, s in enumerate(reps)])
+                     "handle": None, "endpoint": f"10.{net}.0.{i + 1}:30000"} for i, s in enumerate(reps)])
                 out.append({k: v for k, v in rec.items() if k not in ("task", "spec")})
             return out
         return self.owner._req(do)
@@ -98,6 +106,7 @@ class FakeSky:
         self.calls: list[tuple] = []
         self.fail_next: list[BaseException] = []
         self.controller_down = False
+        self.procs: dict[str, subprocess.Popen] = {}  # FAKE_SKY_RUN_LOCAL: cluster -> its run command
         self.serve = FakeServe(self)
         self._ids = itertools.count()
 
@@ -119,6 +128,8 @@ class FakeSky:
         self.calls.append(("launch", cluster_name, idle_minutes_to_autostop, task))
 
         def up():
+            if os.environ.get("FAKE_SKY_RUN_LOCAL") == "1":
+                self._run_local(cluster_name, task)
             res = task.resources[0] if isinstance(task.resources, list) else next(iter(task.resources))
             self.clusters[cluster_name] = StatusResponse(
                 name=cluster_name, launched_at=0, status=sky.ClusterStatus.UP, autostop=-1, to_down=False,
@@ -132,7 +143,15 @@ class FakeSky:
         return self._req(lambda: [self.clusters[n] for n in names if n in self.clusters])
 
     def endpoints(self, cluster, port=None):
-        return self._req({port: f"3.1.2.3:{port}"})
+        host = "127.0.0.1" if os.environ.get("FAKE_SKY_RUN_LOCAL") == "1" else "3.1.2.3"
+        return self._req({port: f"{host}:{port}"})
+
+    def _run_local(self, cluster_name, task) -> None:
+        secrets = {k: getattr(v, "get_secret_value", lambda v=v: v)() for k, v in (task.secrets or {}).items()}
+        env = {**os.environ, **(task.envs or {}), **secrets}
+        env["PATH"] = os.pathsep.join(p for p in (os.environ.get("FAKE_SKY_PATH"), env.get("PATH")) if p)
+        self.procs[cluster_name] = subprocess.Popen(["bash", "-c", task.run], env=env, start_new_session=True,
+                                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def down(self, name):
         self.calls.append(("down", name))
@@ -141,4 +160,8 @@ class FakeSky:
             if name not in self.clusters:
                 raise sky.exceptions.ClusterDoesNotExist(f"Cluster {name!r} does not exist.")
             del self.clusters[name]
+            proc = self.procs.pop(name, None)
+            if proc is not None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(10)
         return self._req(gone)

@@ -126,7 +126,7 @@ def test_multicloud_example_plans_offline_with_real_prices(offline_clouds, tmp_p
     assert r.exit_code == 1 and "over --max-hourly-cost $20.00/h" in r.output
 
 
-def test_a_canary_rollout_is_refused_for_a_skyserve_fleet(offline_clouds, tmp_path):
+def test_a_skyserve_canary_without_a_router_is_a_warning_until_a_version_rolls_out(offline_clouds, tmp_path):
     import shutil
     from pathlib import Path
 
@@ -141,6 +141,8 @@ def test_a_canary_rollout_is_refused_for_a_skyserve_fleet(offline_clouds, tmp_pa
     main.write_text(main.read_text().replace("    placement: service\n",
                                              "    placement: service\n    rollout: {strategy: canary}\n"))
     r = CliRunner().invoke(cli, ["plan", str(cfg), "--refresh=false", "--state", str(tmp_path / "s.db")])
-    assert r.exit_code == 1
-    assert "rollout strategy canary is not available with placement: service" in r.output
-    assert "Traceback" not in r.output
+    assert r.exit_code == 0, r.output
+    assert "no router fronts fleet.chat" in r.output and "Traceback" not in r.output
+    main.write_text(main.read_text().replace("rollout: {strategy: canary}", "rollout: {strategy: recreate}"))
+    r = CliRunner().invoke(cli, ["plan", str(cfg), "--refresh=false", "--state", str(tmp_path / "s.db")])
+    assert r.exit_code == 1 and "recreate is not available with placement: service" in r.output

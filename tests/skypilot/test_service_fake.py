@@ -146,3 +146,39 @@ def test_the_fleet_rollout_strategy_becomes_skyserve_update_mode():
     assert fb.provider_attributes()["service"]["update_mode"] == "blue_green"
     plain = FleetBlock.model_validate({"model": "model.m", "placement": "cluster", "rollout": {"strategy": "blue_green"}})
     assert "service" not in plain.provider_attributes()
+
+
+def test_only_the_owner_slots_new_version_redeploys(provider, fake):
+    out = create_fleet(provider, 2)
+    assert provider.plan(out[0], slot(0, model_revision="r2")).redeploys
+    assert not provider.plan(out[1], slot(1, model_revision="r2")).redeploys  # slot 1 follows slot 0
+    assert not provider.plan(out[0], slot(0, labels={"team": "a"})).redeploys  # state only
+
+
+def test_a_canary_is_a_separate_service_and_deleting_it_leaves_the_primary(provider, fake):
+    out = create_fleet(provider, 2)
+    assert provider.service_workers("fleet.chat[0]", out[0]) == ["http://10.0.0.1:30000", "http://10.0.0.2:30000"]
+    desired = dict(slot(0, model_revision="r2", service=dict(SVC, min_replicas=1, max_replicas=4)),
+                   service_name="infraplan-chat", canary=True)
+    canary = provider.create_canary("fleet.chat[0]", desired, 2)
+    (up,) = [c for c in calls(fake, "serve.up") if c[1] == "infraplan-chat-canary"]
+    spec = up[2].service
+    assert (spec.min_replicas, spec.max_replicas) == (2, None)  # fixed size: no autoscaling of a canary
+    assert "--revision r2" in up[2].run
+    assert canary["service_name"] == "infraplan-chat-canary" and canary["status"] == "running"
+    assert canary["workers"] == ["http://10.1.0.1:30000", "http://10.1.0.2:30000"]
+    assert provider.read("fleet.chat[0]", canary).exists
+    # a canary recorded before its result (an apply that died) still names the canary, not the primary
+    provider.delete("fleet.chat[0]", desired)
+    assert calls(fake, "serve.down")[-1] == ("serve.down", ("infraplan-chat-canary",))
+    assert set(fake.serve.services) == {"infraplan-chat"} and provider.read("fleet.chat[0]", out[0]).exists
+
+
+def test_a_leftover_canary_service_is_replaced(provider, fake):
+    create_fleet(provider, 1)
+    desired = dict(slot(0, model_revision="r2"), canary=True)
+    provider.create_canary("fleet.chat[0]", desired, 1)
+    provider.create_canary("fleet.chat[0]", dict(desired, model_revision="r3"), 1)
+    assert [c[0] for c in fake.calls if c[0] in ("serve.up", "serve.down") and
+            (c[1] if c[0] == "serve.up" else c[1][0]) == "infraplan-chat-canary"] == ["serve.up", "serve.down", "serve.up"]
+    assert "--revision r3" in fake.serve.services["infraplan-chat-canary"]["task"].run

@@ -104,3 +104,176 @@ def test_skypilot_errors_cross_the_process_boundary_as_infraplan_errors(sky_env,
         assert len(info.value.failover_history) == 1
     finally:
         p.close()
+
+
+CANARY_CFG = """\
+variable:
+  rev: {type: string, default: r1}
+  replicas: {type: number, default: 2}
+provider:
+  sky: {type: skypilot, isolation: plugin}
+model:
+  m: {source: hf://org/m, revision: "${var.rev}", served_name: m}
+fleet:
+  chat:
+    provider: sky
+    model: model.m
+    replicas: ${var.replicas}
+    accelerators: H100:1
+    cloud: aws
+    region: us-east-1
+    placement: service
+    rollout: {strategy: canary, steps: [25, 50, 100]}
+"""
+ROUTER = "router:\n  front: {fleets: [fleet.chat]}\n"
+
+
+def _plan(cfg: Path, state: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "infraplan", "plan", str(cfg), "--refresh=false", "--state",
+                           str(state), *args], env=dict(os.environ, NO_COLOR="1"), capture_output=True, text=True,
+                          timeout=120)
+
+
+def _applied_v1(tmp_path, router: bool) -> tuple[Path, Path]:
+    """The r1 fleet recorded in state as SkyServe made it (a plan's attributes plus what apply computes)."""
+    from infraplan.state import StateStore
+
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "main.yaml").write_text(CANARY_CFG + (ROUTER if router else ""))
+    state = tmp_path / "s.db"
+    proc = _plan(cfg, state, "--json")
+    assert proc.returncode == 0, proc.stderr
+    with StateStore(state) as store:
+        for c in json.loads(proc.stdout)["changes"]:
+            if c["kind"] == "replica":
+                attrs = dict(c["after"], service_name="infraplan-chat", endpoint="http://44.1.2.3:30001",
+                             status="running", service_version=1)
+                store.put(c["address"], kind="replica", provider="sky", attributes=attrs,
+                          dependencies=c["dependencies"])
+    return cfg, state
+
+
+def test_a_skyserve_canary_is_planned_as_a_separate_service_behind_the_router(sky_env, tmp_path):
+    cfg, state = _applied_v1(tmp_path, router=True)
+    proc = _plan(cfg, state, "--json", "--var", "rev=r2")
+    assert proc.returncode == 0, proc.stderr
+    changes = {c["address"]: c for c in json.loads(proc.stdout)["changes"]}
+    assert changes["fleet.chat[0]"]["action"] == "update" and changes["fleet.chat[0]"]["rolls_out"]
+    fleet = changes["fleet.chat"]
+    line = next(r for r in fleet["reasons"] if r.startswith("rollout: "))
+    assert "through router.front" in line and "separate service infraplan-chat-canary (2 replicas)" in line
+    assert "really 33.3%, 50%, 100%" in line  # 2 + 2 replicas cannot give 25%
+    assert fleet["cost"]["canary_service"] == {"replicas": 2, "extra_hourly": pytest.approx(fleet["cost"]["hourly"])}
+    text = _plan(cfg, state, "--var", "rev=r2").stdout
+    assert "canary service (2 replicas of the new version) while the canary runs: +$" in text
+
+
+def test_a_skyserve_canary_needs_a_router_and_an_unchanged_replica_count(sky_env, tmp_path):
+    cfg, state = _applied_v1(tmp_path, router=False)
+    proc = _plan(cfg, state, "--var", "rev=r2")
+    assert proc.returncode == 1 and "no router fronts fleet.chat" in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
+    (cfg / "main.yaml").write_text(CANARY_CFG + ROUTER)
+    proc = _plan(cfg, state, "--var", "rev=r2", "--var", "replicas=3")
+    assert proc.returncode == 1 and "cannot also change its replicas (fleet.chat[2])" in proc.stderr + proc.stdout
+    proc = _plan(cfg, state, "--var", "replicas=3")  # the replica change alone is fine
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_canary_service_through_the_plugin_with_the_sdk_faked_there(sky_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("INFRAPLAN_PLUGIN_PRELOAD", str(Path(__file__).with_name("fake_preload.py")))
+    p = _remote(tmp_path)
+    attrs = dict(ATTRS, index=0, placement="service")
+    try:
+        primary = p.create("fleet.chat[0]", p.prepare_create("fleet.chat[0]", attrs))
+        assert p.service_workers("fleet.chat[0]", primary) == ["http://10.0.0.1:30000"]
+        canary = p.create_canary("fleet.chat[0]", dict(attrs, model_revision="r2", canary=True), 2)
+        assert canary["service_name"] == "infraplan-chat-canary"
+        assert canary["workers"] == ["http://10.1.0.1:30000", "http://10.1.0.2:30000"]
+        p.delete("fleet.chat[0]", canary)
+        assert not p.read("fleet.chat[0]", canary).exists and p.read("fleet.chat[0]", primary).exists
+    finally:
+        p.close()
+
+
+def test_a_router_on_skypilot_runs_smg_and_takes_traffic(sky_env, tmp_path, monkeypatch):
+    """The router VM's run command really runs (here, through the fake's local mode): smg
+    with its control plane guarded by the key from the environment, workers registered
+    through /workers, chat requests proxied to a sim."""
+    import socket
+    import threading
+
+    import httpx
+
+    from infraplan_providers.local.sim import SimConfig, make_server
+
+    pytest.importorskip("smg")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("INFRAPLAN_PLUGIN_PRELOAD", str(Path(__file__).with_name("fake_preload.py")))
+    monkeypatch.setenv("FAKE_SKY_RUN_LOCAL", "1")
+    monkeypatch.setenv("FAKE_SKY_PATH", str(Path(sys.executable).parent))
+    monkeypatch.setenv("INFRAPLAN_ROUTER_ADMIN_KEY", "s3cret-key")
+    sim = make_server(SimConfig(model_path="org/tiny", served_model_name="tiny", port=0))
+    threading.Thread(target=sim.serve_forever, daemon=True).start()
+    worker = f"http://127.0.0.1:{sim.server_address[1]}"
+    ctx = ProviderContext(project_dir=tmp_path, state_path=tmp_path / "s.db", runtime_dir=tmp_path / "rt", name="sky",
+                          settings={"router_port": port, "router_infra": "aws/us-east-1", "poll_s": 0.2,
+                                    "router_ready_timeout_s": 60})
+    p = RemoteProvider(SkyPilotProvider, ctx, "skypilot")
+    attrs = {"kind": "router", "policy": "round_robin", "port": None, "labels": {}, "worker_sets": [[worker]],
+             "retries": {"enabled": False}}
+    try:
+        est = p.estimate(attrs)
+        assert est["cloud"] == "aws" and est["region"] == "us-east-1" and est["hourly"] > 0
+        out = p.create("router.gateway", dict(attrs))
+        assert out["cluster_name"] == "infraplan-router-gateway" and out["endpoint"] == f"http://127.0.0.1:{port}"
+        assert out["workers"] == [worker] and out["admin_key_env"] == "INFRAPLAN_ROUTER_ADMIN_KEY"
+        assert "s3cret-key" not in json.dumps(out)  # the key's name is kept, never the key
+        with httpx.Client(base_url=out["endpoint"], timeout=10, trust_env=False) as http:
+            assert http.get("/workers").status_code == 401  # the control plane needs the key
+            r = http.post("/v1/chat/completions", json={"model": "tiny", "max_tokens": 4,
+                                                         "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200 and r.json()["choices"]
+        got = p.read("router.gateway", out)
+        assert got.exists and got.healthy and got.attributes["workers"] == [worker]
+        emptied = p.update("router.gateway", out, dict(attrs, worker_sets=[[]]))
+        assert emptied["workers"] == []
+        p.delete("router.gateway", emptied)
+        assert not p.read("router.gateway", emptied).exists
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{out['endpoint']}/health", timeout=2, trust_env=False)
+    finally:
+        p.close()
+        sim.shutdown()
+        _kill_listener(port)
+
+
+def _kill_listener(port: int) -> None:
+    """A router left by a failed test (smg renames its process, so it is found by its port)."""
+    import psutil
+
+    for conn in psutil.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+            psutil.Process(conn.pid).kill()
+
+
+def test_a_router_on_skypilot_is_priced_in_the_plan(sky_env, tmp_path):
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "main.yaml").write_text(CANARY_CFG.replace(
+        "  sky: {type: skypilot, isolation: plugin}",
+        "  sky: {type: skypilot, isolation: plugin, settings: {router_infra: aws/us-east-1}}")
+        + "router:\n  front: {provider: sky, fleets: [fleet.chat]}\n")
+    proc = _plan(cfg, tmp_path / "s.db", "--json")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    (router,) = [x for x in plan["cost"]["shared"] if x["key"] == "router.front"]
+    assert (router["cloud"], router["region"]) == ("aws", "us-east-1") and router["hourly"] > 0
+    fleets = sum(c["cost"]["hourly"] for c in plan["changes"] if c["kind"] == "fleet")
+    controller = sum(x["hourly"] for x in plan["cost"]["shared"] if x["key"] != "router.front")
+    assert plan["cost"]["after_hourly"] == pytest.approx(fleets + controller + router["hourly"])
+    text = _plan(cfg, tmp_path / "s.db").stdout
+    assert "router.front: router VM (smg, 2+ vCPUs): $" in text
