@@ -36,6 +36,7 @@ class ServiceCanary:
         self.key = ""                   # deposed key of the canary's state record
         self.canary: dict | None = None  # its attributes once created
         self.held_before: list[str] = []
+        self.added: set[str] = set()     # workers this rollout put in the routers (the only ones it removes)
 
     # -- state of the canary service -------------------------------------------------
     def _create_canary(self, desired: dict, replicas: int) -> dict:
@@ -93,10 +94,14 @@ class ServiceCanary:
             for i, url in enumerate(workers):
                 r.check(Slot(f"{r.ctx.fleet} canary replica {i + 1}", [], new={"endpoint": url}))
             # the routers hold the primary's replicas instead of its load balancer: the same servers
+            # (other fleets' workers in the same routers are left alone)
+            lb = prior_attrs.get("endpoint")
             routed = list(base)
-            r.switch.set(base, [u for u in self.held_before if u not in base])
+            self.added.update(u for u in base if u not in self.held_before)
+            r.switch.set(base, [lb] if lb in self.held_before and lb not in base else [])
             for shape in _weights.plan_steps(list(r.spec.steps), len(workers), len(base)):
                 want = workers[:shape.new] + base[:shape.old]
+                self.added.update(u for u in want if u not in self.held_before)
                 r.switch.set([u for u in want if u not in routed], [u for u in routed if u not in want])
                 routed = want
                 r.step("weight", detail=f"{shape.target:g}% asked, {shape.share:.0f}% reached",
@@ -110,8 +115,8 @@ class ServiceCanary:
         except BaseException:
             self._restore()
             raise
-        r.switch.set(self.held_before, [u for u in r.switch.held() if u not in self.held_before])
-        r.step("routers", detail=f"routers back on the service ({len(self.held_before)} workers)")
+        r.switch.set(self.held_before, sorted(self.added - set(self.held_before)))
+        r.step("routers", detail="routers back on the service's load balancer")
         self._delete_canary()
 
     def _promote(self) -> None:
@@ -137,7 +142,7 @@ class ServiceCanary:
         """Routers back to what they held before; the canary service removed (problems noted, not raised)."""
         r = self.r
         try:
-            r.switch.set(self.held_before, [u for u in r.switch.held() if u not in self.held_before])
+            r.switch.set(self.held_before, sorted(self.added - set(self.held_before)))
         except InfraplanError as exc:
             r.problems.append(f"switching traffic back: {exc}")
         try:

@@ -279,3 +279,12 @@ def test_only_a_service_canary_turns_the_slot_updates_into_one_rollout_step(stra
         assert [c.address for c in g.nodes["rollout:fleet.a"]["node"].group] == ["fleet.a[0]", "fleet.a[1]"]
     else:  # SkyServe rolls it out itself: slot 0's update is `sky serve update`
         assert nodes == {"update", "write"}
+
+
+def test_other_fleets_workers_in_the_same_router_are_left_alone(service_fleet):
+    fleet = service_fleet(1)
+    other = "http://other-fleet.invalid:1"
+    fleet.switch = MemorySwitch([LB, other])
+    run_rollout(fleet.context(_canary(), fleet.changes("r2")))
+    assert all(other in h for h in fleet.switch.history)
+    assert sorted(fleet.switch.held()) == sorted([LB, other])
