@@ -71,7 +71,7 @@ class ServiceCanary:
 
     # -- the rollout -------------------------------------------------------------------
     def run(self) -> None:
-        from infraplan.rollout.strategies import Slot, _Abort
+        from infraplan.rollout.strategies import Slot
 
         r = self.r
         prior = self.store.get(self.owner.address)
