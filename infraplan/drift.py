@@ -547,7 +547,8 @@ def _router_findings(routers, providers: ProviderSet) -> list[Finding]:
         endpoint = attrs.get("endpoint") or src
         if not result.exists:
             out.append(Finding("missing", summary=f"{rec.address} no longer exists",
-                               evidence=[Evidence("exists", f"router pid {attrs.get('pid')}",
+                               evidence=[Evidence("exists", f"router cluster {attrs['cluster_name']}"
+                                                  if attrs.get("cluster_name") else f"router pid {attrs.get('pid')}",
                                                   result.detail or "not found", src)], **base))
         elif result.healthy is False:
             out.append(Finding("unhealthy", summary=f"{rec.address} fails /health: {result.detail}",
