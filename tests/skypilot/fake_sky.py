@@ -4,14 +4,21 @@ resolve them, and everything returned or raised is SkyPilot's real types (status
 
 With ``FAKE_SKY_RUN_LOCAL=1`` a launched cluster runs its task's `run` command on this
 machine (setup skipped; ``FAKE_SKY_PATH`` first on PATH; envs and secrets in its
-environment) and its endpoints are on 127.0.0.1: enough for CPU tasks such as a router."""
+environment) and its endpoints are on 127.0.0.1: enough for CPU tasks such as a router.
+With ``FAKE_SKY_STATE=FILE`` as well, SkyServe services run here too (`LocalServices`)."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import shlex
 import signal
+import socket
 import subprocess
+import sys
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import sky
@@ -19,13 +26,134 @@ from sky.schemas.api.responses import StatusResponse
 from sky.serve import ReplicaStatus, ServiceStatus, UpdateMode
 
 
+class LocalServices:
+    """SkyServe services as real processes on this machine, recorded in a JSON file so that
+    every infraplan command (each starts its own plugin worker) sees the same services.
+
+    A replica is infraplan's sim standing in for SGLang (the task's ``--model-path``,
+    ``--revision`` and ``--served-model-name``; ``SIM_ERROR_RATE`` and ``SIM_TTFT_MS`` from the
+    task's envs); a service's load balancer is an smg. An update in either mode starts the new
+    replicas, puts them in the load balancer, then takes the old ones out and stops them.
+    """
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.python = str(Path(os.environ.get("FAKE_SKY_PATH") or Path(sys.executable).parent) / "python")
+
+    def load(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def save(self, data: dict) -> None:
+        self.path.write_text(json.dumps(data, indent=1))
+
+    @staticmethod
+    def _port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    def _spawn(self, argv: list[str], name: str) -> int:
+        log = open(self.path.parent / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
+        env = {**os.environ, "SPT_NOENV": "1"}
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=log, start_new_session=True).pid
+
+    @staticmethod
+    def _wait(url: str, timeout: float = 30.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=1, trust_env=False).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{url} did not come up")
+
+    def _replica(self, name: str, task, rid: int, version: int) -> dict:
+        argv = shlex.split(task.run)
+        opt = {k: argv[argv.index(k) + 1] for k in ("--model-path", "--revision", "--served-model-name") if k in argv}
+        port = self._port()
+        envs = task.envs or {}
+        pid = self._spawn([self.python, "-m", "infraplan_providers.local.sim", "--host", "127.0.0.1", "--port",
+                           str(port), "--model-path", opt["--model-path"], "--revision", opt.get("--revision", ""),
+                           "--served-model-name", opt.get("--served-model-name", opt["--model-path"]),
+                           "--ttft-ms", envs.get("SIM_TTFT_MS", "2"), "--tpot-ms", "1",
+                           "--error-rate", envs.get("SIM_ERROR_RATE", "0")], f"{name}-{rid}")
+        self._wait(f"http://127.0.0.1:{port}")
+        return {"id": rid, "pid": pid, "port": port, "version": version}
+
+    def _lb(self, lb: dict):
+        from infraplan_providers.local.router import SmgClient
+
+        return SmgClient(f"http://127.0.0.1:{lb['port']}", timeout=10)
+
+    def up(self, name: str, task) -> str:
+        data = self.load()
+        if name in data:
+            raise ValueError(f"Service {name!r} already exists.")
+        n = task.service.min_replicas
+        reps = [self._replica(name, task, i + 1, 1) for i in range(n)]
+        port = self._port()
+        pid = self._spawn([self.python, "-m", "smg", "launch", "--host", "127.0.0.1", "--port", str(port),
+                           "--prometheus-host", "127.0.0.1", "--prometheus-port", str(self._port()),
+                           "--policy", "round_robin"], f"{name}-lb")
+        lb = {"pid": pid, "port": port}
+        self._wait(f"http://127.0.0.1:{port}")
+        with self._lb(lb) as c:
+            c.sync([f"http://127.0.0.1:{r['port']}" for r in reps])
+        data[name] = {"version": 1, "lb": lb, "replicas": reps, "next_id": n + 1,
+                      "policy": task.service.autoscaling_policy_str()}
+        self.save(data)
+        return f"127.0.0.1:{port}"
+
+    def update(self, name: str, task) -> None:
+        data = self.load()
+        svc = data[name]
+        version = svc["version"] + 1
+        new = [self._replica(name, task, svc["next_id"] + i, version) for i in range(task.service.min_replicas)]
+        with self._lb(svc["lb"]) as c:
+            c.sync([f"http://127.0.0.1:{r['port']}" for r in new])  # new in, then old out (drained)
+        for r in svc["replicas"]:
+            self._kill(r["pid"])
+        svc.update(version=version, replicas=new, next_id=svc["next_id"] + len(new),
+                   policy=task.service.autoscaling_policy_str())
+        self.save(data)
+
+    @staticmethod
+    def _kill(pid: int) -> None:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    def down(self, name: str) -> None:
+        data = self.load()
+        svc = data.pop(name, None)
+        if svc:
+            for pid in [svc["lb"]["pid"], *(r["pid"] for r in svc["replicas"])]:
+                self._kill(pid)
+        self.save(data)
+
+    def records(self, names: list[str]) -> list[dict]:
+        data = self.load()
+        return [{"name": n, "active_versions": [svc["version"]], "status": ServiceStatus.READY,
+                 "endpoint": f"127.0.0.1:{svc['lb']['port']}", "policy": svc["policy"],
+                 "replica_info": [{"replica_id": r["id"], "name": f"{n}-{r['id']}", "status": ReplicaStatus.READY,
+                                   "version": r["version"], "endpoint": f"127.0.0.1:{r['port']}"}
+                                  for r in svc["replicas"]]}
+                for n in names if (svc := data.get(n))]
+
+
 class FakeServe:
-    """`sky.serve`: up, update, status, down over in-memory service records."""
+    """`sky.serve`: up, update, status, down over in-memory service records (or `LocalServices`)."""
 
     UpdateMode = UpdateMode
 
     def __init__(self, owner: "FakeSky"):
         self.owner = owner
+        self.local = LocalServices(os.environ["FAKE_SKY_STATE"]) if os.environ.get("FAKE_SKY_STATE") else None
         self.services: dict[str, dict] = {}
         # scripted (ServiceStatus, [ReplicaStatus, ...]) per status call, per service; the last one sticks
         self.script: dict[str, list[tuple]] = {}
@@ -42,6 +170,8 @@ class FakeServe:
         self.owner.calls.append(("serve.up", service_name, task))
 
         def do():
+            if self.local:
+                return service_name, self.local.up(service_name, task)
             if service_name in self.services:
                 raise ValueError(f"Service {service_name!r} already exists.")
             self.services[service_name] = self._record(service_name, task, 1)
@@ -52,6 +182,8 @@ class FakeServe:
         self.owner.calls.append(("serve.update", service_name, task, mode))
 
         def do():
+            if self.local:
+                return self.local.update(service_name, task)
             if service_name not in self.services:
                 raise RuntimeError(f"Service {service_name!r} does not exist.")
             old = self.services[service_name]
@@ -67,6 +199,8 @@ class FakeServe:
         def do():
             if self.owner.controller_down:
                 raise sky.exceptions.ClusterNotUpError("Sky serve controller is not up.")
+            if self.local:
+                return self.local.records(names)
             out = []
             for n in names:
                 if n not in self.services:
@@ -91,6 +225,8 @@ class FakeServe:
         def do():
             for n in names:
                 self.services.pop(n, None)
+                if self.local:
+                    self.local.down(n)
         return self.owner._req(do)
 
 

@@ -277,3 +277,156 @@ def test_a_router_on_skypilot_is_priced_in_the_plan(sky_env, tmp_path):
     assert plan["cost"]["after_hourly"] == pytest.approx(fleets + controller + router["hourly"])
     text = _plan(cfg, tmp_path / "s.db").stdout
     assert "router.front: router VM (smg, 2+ vCPUs): $" in text
+
+
+E2E_CFG = """\
+variable:
+  rev: {type: string, default: r1}
+  err: {type: string, default: "0"}
+provider:
+  sky: {type: skypilot, isolation: plugin, settings: {poll_s: 0.2, timeout_s: 120}}
+model:
+  m: {source: hf://org/tiny, revision: "${var.rev}", served_name: tiny}
+fleet:
+  chat:
+    provider: sky
+    model: model.m
+    replicas: 2
+    accelerators: H100:1
+    cloud: aws
+    region: us-east-1
+    placement: service
+    engine: {type: sglang, env: {SIM_ERROR_RATE: "${var.err}"}}
+    rollout:
+      strategy: canary
+      steps: [50, 100]
+      readiness_timeout_s: 30
+      analysis:
+        window_s: 1.5
+        min_requests: 5
+        load_concurrency: 4
+        gates: [{metric: error_rate, max: 0.05}]
+router:
+  gateway: {fleets: [fleet.chat], policy: round_robin, retries: {enabled: false}}
+"""
+
+
+class RouterLoad:
+    """Chat requests to the router, one at a time, all along; who served each failure."""
+
+    def __init__(self, url: str):
+        import threading
+
+        self.url, self.sent, self.failed = url, 0, []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        import httpx
+
+        with httpx.Client(base_url=self.url, timeout=10, trust_env=False) as http:
+            while not self.stop.is_set():
+                try:
+                    r = http.post("/v1/chat/completions", json={"model": "tiny", "max_tokens": 2,
+                                                                 "messages": [{"role": "user", "content": "hi"}]})
+                    if r.status_code != 200:
+                        self.failed.append(r.headers.get("x-smg-routed-worker-id") or f"HTTP {r.status_code}")
+                except httpx.HTTPError as exc:
+                    self.failed.append(f"{type(exc).__name__}: {exc}")
+                self.sent += 1
+
+    def counts(self) -> tuple[int, int]:
+        return self.sent, len(self.failed)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(15)
+
+
+def test_skyserve_canary_end_to_end_through_the_cli(sky_env, tmp_path, monkeypatch):
+    """The CLI, the plugin, real processes: a SkyServe fleet (the fake SDK runs each service as
+    sims behind an smg load balancer) behind the local smg router, under constant load. A good
+    version is promoted with no failed request; a bad one is rolled back at its first step
+    with failures only from the canary service, and then refused."""
+    import time
+
+    import httpx
+
+    from infraplan.state import StateStore
+
+    pytest.importorskip("smg")
+    started = time.monotonic()
+    services = tmp_path / "fake-services.json"
+    monkeypatch.setenv("INFRAPLAN_PLUGIN_PRELOAD", str(Path(__file__).with_name("fake_preload.py")))
+    monkeypatch.setenv("FAKE_SKY_RUN_LOCAL", "1")
+    monkeypatch.setenv("FAKE_SKY_STATE", str(services))
+    monkeypatch.setenv("FAKE_SKY_PATH", str(Path(sys.executable).parent))
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "main.yaml").write_text(E2E_CFG)
+    state = tmp_path / "s.db"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "infraplan", *args, str(cfg), "--state", str(state)],
+                              env=dict(os.environ, NO_COLOR="1"), capture_output=True, text=True, timeout=240)
+
+    load = None
+    try:
+        up = cli("apply", "--auto-approve")
+        assert up.returncode == 0, up.stdout + up.stderr
+        with StateStore(state) as s:
+            router = s.get("router.gateway").attributes["endpoint"]
+            lb = s.get("fleet.chat[0]").attributes["endpoint"]
+        assert json.loads(services.read_text())["infraplan-chat"]["version"] == 1
+        load = RouterLoad(router)
+
+        good = cli("apply", "--auto-approve", "--var", "rev=r2")
+        assert good.returncode == 0, good.stdout + good.stderr
+        sent, failed = load.counts()
+        assert sent > 20 and failed == 0, load.failed
+        svc = json.loads(services.read_text())
+        assert set(svc) == {"infraplan-chat"} and svc["infraplan-chat"]["version"] == 2  # promoted; canary gone
+        assert [httpx.get(f"http://127.0.0.1:{r['port']}/model_info", trust_env=False).json()["revision"]
+                for r in svc["infraplan-chat"]["replicas"]] == ["r2", "r2"]
+        with StateStore(state) as s:
+            assert s.get("fleet.chat[1]").attributes["model_revision"] == "r2"
+            assert not [r for r in s.resources() if r.deposed]
+            assert s.get("router.gateway").attributes["workers"] == [lb]
+
+        bad = cli("apply", "--auto-approve", "--var", "rev=r3", "--var", "err=0.5")
+        out = bad.stdout + bad.stderr
+        assert bad.returncode != 0 and "rolled back" in out and "error_rate" in out, out
+        sent3, failed3 = load.counts()
+        assert sent3 - sent > 20
+        with StateStore(state) as s:
+            steps = [e.details for e in s.audit_log() if e.event == "rollout-step"]
+        canary = next(d["workers"] for d in steps if d["step"] == "canary-service")  # the newest: r3's
+        assert failed3 > 0 and set(load.failed) <= set(canary), (load.failed, canary)
+        assert failed3 <= 0.5 * (sent3 - sent)  # never more than the canary's share (50% at the first step)
+        svc = json.loads(services.read_text())
+        assert set(svc) == {"infraplan-chat"} and svc["infraplan-chat"]["version"] == 2  # never touched
+        with StateStore(state) as s:
+            assert s.get("fleet.chat[0]").attributes["model_revision"] == "r2"
+            assert s.get("router.gateway").attributes["workers"] == [lb]
+            assert len(s.rollbacks("fleet.chat")) == 1
+        refused = cli("plan", "--var", "rev=r3", "--var", "err=0.5")
+        assert refused.returncode == 1 and "was rolled back" in refused.stdout + refused.stderr
+        load.close()
+        print(f"\nSkyServe canary e2e: good version {sent} requests, 0 failed; bad version "
+              f"{sent3 - sent} requests, {failed3} failed, all from the canary service "
+              f"({time.monotonic() - started:.0f}s so far)")
+        gone = cli("destroy", "--auto-approve")
+        assert gone.returncode == 0, gone.stdout + gone.stderr
+        assert json.loads(services.read_text()) == {}
+    finally:
+        if load is not None:
+            load.close()
+        for svc in (json.loads(services.read_text()) if services.exists() else {}).values():
+            for pid in [svc["lb"]["pid"], *(r["pid"] for r in svc["replicas"])]:
+                try:
+                    os.killpg(pid, 15)
+                except ProcessLookupError:
+                    pass
+        if state.exists():
+            cli("destroy", "--auto-approve")
