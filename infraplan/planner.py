@@ -479,6 +479,10 @@ def _plan_service_rollout(ctx: _Ctx, desired, fleet_addr: str, fc: Change, reps,
     if strategy != "canary":
         if any(c.action == "update" for c in reps):
             fc.reasons.append(f"rollout: SkyServe {strategy} update of the service (sky.serve.update, mode {strategy})")
+        if redeploy:
+            for msg in _skyserve_ignores(spec_data):
+                ctx.diagnostics.append(Diagnostic(f"{fleet_addr}: {msg}", severity="warning",
+                                                  location=where["location"], path=f"{fleet_addr}.rollout"))
         return
     from infraplan.models.config import RolloutBlock
     from infraplan.rollout.weights import describe_service_canary
@@ -508,6 +512,24 @@ def _plan_service_rollout(ctx: _Ctx, desired, fleet_addr: str, fc: Change, reps,
         if c.action == "update" and not c.deposed:
             c.rolls_out = True  # the fleet's rollout step records every slot once it is promoted
             c.reasons.append(f"rolled out by the fleet's canary through {', '.join(routers)}")
+
+
+def _skyserve_ignores(spec_data: dict) -> list[str]:
+    """What a SkyServe rolling / blue_green update will not do of a `rollout:` block, said before it runs."""
+    from infraplan.models.config import RolloutBlock
+
+    spec, default = RolloutBlock.model_validate(spec_data), RolloutBlock()
+    out = []
+    if spec.analysis.gates or spec.golden_prompts:
+        out.append(f"SkyServe's {spec.strategy} update swaps the replicas itself: the golden prompts and analysis "
+                   "gates are not run, and nothing rolls back on a bad version; use strategy canary to have them judged")
+    if spec.strategy == "rolling" and (spec.max_surge, spec.max_unavailable) != (default.max_surge,
+                                                                               default.max_unavailable):
+        out.append("max_surge and max_unavailable do not apply: SkyServe's rolling update sets its own pace")
+    if spec.strategy == "blue_green" and spec.rollback_window:
+        out.append(f"rollback_window {spec.rollback_window} does not apply: SkyServe's blue_green update removes "
+                   "the old replicas once the new ones are ready")
+    return out
 
 
 def _expand_targets(targets, desired, current) -> set[str]:

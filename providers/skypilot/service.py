@@ -111,5 +111,9 @@ def policy_replicas(policy: str | None) -> int | None:
 
 
 def inputs_changed(prior: dict[str, Any], desired: dict[str, Any]) -> list[str]:
-    """Names of the attributes that SkyServe must be told about."""
-    return [k for k in SERVICE_INPUTS if prior.get(k) != desired.get(k)]
+    """Names of the attributes that SkyServe must be told about (the update mode is how, not what)."""
+    def value(attrs: dict[str, Any], key: str) -> Any:
+        if key == "service":
+            return {k: v for k, v in (attrs.get("service") or {}).items() if k != "update_mode"}
+        return attrs.get(key)
+    return [k for k in SERVICE_INPUTS if value(prior, k) != value(desired, k)]

@@ -182,3 +182,11 @@ def test_a_leftover_canary_service_is_replaced(provider, fake):
     assert [c[0] for c in fake.calls if c[0] in ("serve.up", "serve.down") and
             (c[1] if c[0] == "serve.up" else c[1][0]) == "infraplan-chat-canary"] == ["serve.up", "serve.down", "serve.up"]
     assert "--revision r3" in fake.serve.services["infraplan-chat-canary"]["task"].run
+
+
+def test_a_new_update_mode_alone_redeploys_nothing(provider, fake):
+    out = create_fleet(provider, 1)
+    changed = dict(slot(0), service=dict(SVC, update_mode="rolling"))
+    assert not provider.plan(out[0], changed).redeploys
+    provider.update("fleet.chat[0]", out[0], changed)
+    assert not calls(fake, "serve.update")  # recorded in state only

@@ -430,3 +430,19 @@ def test_skyserve_canary_end_to_end_through_the_cli(sky_env, tmp_path, monkeypat
                     pass
         if state.exists():
             cli("destroy", "--auto-approve")
+
+
+def test_a_skyserve_update_says_what_of_the_rollout_block_it_cannot_do(sky_env, tmp_path):
+    cfg, state = _applied_v1(tmp_path, router=False)
+    main = cfg / "main.yaml"
+    main.write_text(main.read_text().replace(
+        "rollout: {strategy: canary, steps: [25, 50, 100]}",
+        "rollout: {strategy: blue_green, rollback_window: 10m, golden_prompts: [{prompt: hi, contains: [h]}]}"))
+    proc = _plan(cfg, state, "--var", "rev=r2")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "rollout: SkyServe blue_green update of the service" in out
+    assert "the golden prompts and analysis gates are not run" in out
+    assert "rollback_window 10m does not apply" in out
+    quiet = _plan(cfg, state, "--var", "replicas=3")  # nothing rolls out: nothing to warn about
+    assert "gates are not run" not in quiet.stdout + quiet.stderr
