@@ -443,8 +443,8 @@ def _plan_rollouts(ctx: _Ctx, desired) -> None:
         replaced = [c for c in reps if c.action == "replace" and not c.deposed]
         fc = ctx.changes.get(fleet_addr)
         spec_data = ((fc.after or {}).get("rollout") if fc else None)
-        if spec_data and any((c.after or {}).get("placement") == "service" for c in reps):
-            _plan_service_rollout(ctx, desired, fleet_addr, fc, reps, spec_data)
+        if fc is not None and any((c.after or {}).get("placement") == "service" for c in reps):
+            _plan_service_rollout(ctx, desired, fleet_addr, fc, reps, spec_data or {"strategy": "default"})
             continue
         if not replaced or not spec_data:
             continue
@@ -477,9 +477,10 @@ def _plan_service_rollout(ctx: _Ctx, desired, fleet_addr: str, fc: Change, reps,
         return
     redeploy = [c for c in reps if c.action == "update" and c.rolls_out and not c.deposed]
     if strategy != "canary":
-        if any(c.action == "update" for c in reps):
-            fc.reasons.append(f"rollout: SkyServe {strategy} update of the service (sky.serve.update, mode {strategy})")
-        if redeploy:
+        if redeploy:  # a labels change is recorded in state only: nothing rolls out
+            mode = strategy if strategy != "default" else \
+                ((reps[0].after or {}).get("service") or {}).get("update_mode") or "rolling"
+            fc.reasons.append(f"rollout: SkyServe {mode} update of the service (sky.serve.update, mode {mode})")
             for msg in _skyserve_ignores(spec_data):
                 ctx.diagnostics.append(Diagnostic(f"{fleet_addr}: {msg}", severity="warning",
                                                   location=where["location"], path=f"{fleet_addr}.rollout"))

@@ -446,3 +446,19 @@ def test_a_skyserve_update_says_what_of_the_rollout_block_it_cannot_do(sky_env, 
     assert "rollback_window 10m does not apply" in out
     quiet = _plan(cfg, state, "--var", "replicas=3")  # nothing rolls out: nothing to warn about
     assert "gates are not run" not in quiet.stdout + quiet.stderr
+
+
+def test_a_skyserve_fleet_without_a_rollout_block_says_skyserves_own_mode_and_only_when_it_redeploys(
+        sky_env, tmp_path):
+    cfg, state = _applied_v1(tmp_path, router=False)
+    main = cfg / "main.yaml"
+    main.write_text(main.read_text().replace("    rollout: {strategy: canary, steps: [25, 50, 100]}\n",
+                                             "    labels: {team: \"${var.rev}\"}\n"))
+    new_version = json.loads(_plan(cfg, state, "--json", "--var", "rev=r2").stdout)
+    fleet = next(c for c in new_version["changes"] if c["address"] == "fleet.chat")
+    assert "rollout: SkyServe rolling update of the service (sky.serve.update, mode rolling)" in fleet["reasons"]
+    (cfg / "main.yaml").write_text(main.read_text().replace('revision: "${var.rev}"', "revision: r1"))
+    labels_only = json.loads(_plan(cfg, state, "--json", "--var", "rev=r2").stdout)
+    fleet = next(c for c in labels_only["changes"] if c["address"] == "fleet.chat")
+    assert not [r for r in fleet["reasons"] if r.startswith("rollout:")]
+    assert not any(c["rolls_out"] for c in labels_only["changes"])
