@@ -13,7 +13,7 @@ from infraplan.models.config import RolloutBlock  # noqa: E402
 from infraplan.rollout.strategies import run_rollout  # noqa: E402
 from infraplan.rollout.traffic import RouterSwitch, find_routers, switch_for  # noqa: E402
 
-from conftest import FLEET  # noqa: E402
+from rollout_helpers import FLEET  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 MAX_REQUESTS = 5000

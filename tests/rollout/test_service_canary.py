@@ -26,7 +26,7 @@ from infraplan.state import StateStore
 from infraplan_providers.local.provider import LocalProvider
 from infraplan_providers.sglang.client import SGLangClient
 
-from conftest import FLEET, replica_attrs  # noqa: E402  (tests/rollout/conftest.py)
+from rollout_helpers import FLEET, replica_attrs  # noqa: E402
 
 PRIMARY, CANARY = "svc-chat", "svc-chat-canary"
 LB = "http://svc-chat.lb.invalid"  # the service's load balancer: only the load below resolves it

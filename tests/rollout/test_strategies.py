@@ -13,7 +13,7 @@ from infraplan.rollout import RolloutFailed
 from infraplan.rollout.strategies import run_rollout
 from infraplan_providers.sglang.client import SGLangClient
 
-from conftest import FLEET  # noqa: E402  (tests/rollout/conftest.py; no __init__.py)
+from rollout_helpers import FLEET  # noqa: E402
 
 
 class Load:
