@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-
 from infraplan.plan import Change
 from infraplan.provider import ProviderContext
 from infraplan.rollout import RolloutContext
