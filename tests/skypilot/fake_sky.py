@@ -5,7 +5,9 @@ resolve them, and everything returned or raised is SkyPilot's real types (status
 With ``FAKE_SKY_RUN_LOCAL=1`` a launched cluster runs its task's `run` command on this
 machine (setup skipped; ``FAKE_SKY_PATH`` first on PATH; envs and secrets in its
 environment) and its endpoints are on 127.0.0.1: enough for CPU tasks such as a router.
-With ``FAKE_SKY_STATE=FILE`` as well, SkyServe services run here too (`LocalServices`)."""
+With ``FAKE_SKY_STATE=FILE`` as well, SkyServe services run here too (`LocalServices`), and
+clusters and services are kept in files so that every infraplan command (each starts its own
+plugin worker) sees what the last one left."""
 
 from __future__ import annotations
 
@@ -243,6 +245,8 @@ class FakeSky:
         self.fail_next: list[BaseException] = []
         self.controller_down = False
         self.procs: dict[str, subprocess.Popen] = {}  # FAKE_SKY_RUN_LOCAL: cluster -> its run command
+        state = os.environ.get("FAKE_SKY_STATE")
+        self.kept = Path(state).with_suffix(".clusters.json") if state else None  # clusters across processes
         self.serve = FakeServe(self)
         self._ids = itertools.count()
 
@@ -267,15 +271,24 @@ class FakeSky:
             if os.environ.get("FAKE_SKY_RUN_LOCAL") == "1":
                 self._run_local(cluster_name, task)
             res = task.resources[0] if isinstance(task.resources, list) else next(iter(task.resources))
-            self.clusters[cluster_name] = StatusResponse(
-                name=cluster_name, launched_at=0, status=sky.ClusterStatus.UP, autostop=-1, to_down=False,
-                cluster_hash="h", cluster_ever_up=True, user_hash="u", user_name="me", workspace="default",
-                is_managed=False, nodes=1, handle=SimpleNamespace(launched_resources=res.copy(instance_type="p5.48xlarge")))
+            self.clusters[cluster_name] = _status(cluster_name, res.copy(instance_type="p5.48xlarge"))
+            if self.kept:
+                kept = self._kept()
+                kept[cluster_name] = {"pid": self.procs[cluster_name].pid if cluster_name in self.procs else None,
+                                      "cloud": str(res.cloud), "region": res.region}
+                self.kept.write_text(json.dumps(kept))
             return (1, None)
         return self._req(up)
 
+    def _kept(self) -> dict:
+        return json.loads(self.kept.read_text()) if self.kept and self.kept.exists() else {}
+
     def status(self, names, refresh=None):
         self.calls.append(("status", tuple(names), refresh))
+        if self.kept:
+            for n, c in self._kept().items():
+                self.clusters.setdefault(n, _status(n, SimpleNamespace(cloud=c["cloud"], region=c["region"],
+                                                                       instance_type="p5.48xlarge")))
         return self._req(lambda: [self.clusters[n] for n in names if n in self.clusters])
 
     def endpoints(self, cluster, port=None):
@@ -293,11 +306,27 @@ class FakeSky:
         self.calls.append(("down", name))
 
         def gone():
-            if name not in self.clusters:
+            kept = self._kept()
+            if name not in self.clusters and name not in kept:
                 raise sky.exceptions.ClusterDoesNotExist(f"Cluster {name!r} does not exist.")
-            del self.clusters[name]
+            self.clusters.pop(name, None)
             proc = self.procs.pop(name, None)
+            pid = proc.pid if proc is not None else (kept.get(name) or {}).get("pid")
+            if pid:
+                try:
+                    os.killpg(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
             if proc is not None:
-                os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(10)
+            if name in kept:
+                del kept[name]
+                self.kept.write_text(json.dumps(kept))
         return self._req(gone)
+
+
+def _status(name: str, launched_resources) -> StatusResponse:
+    return StatusResponse(
+        name=name, launched_at=0, status=sky.ClusterStatus.UP, autostop=-1, to_down=False, cluster_hash="h",
+        cluster_ever_up=True, user_hash="u", user_name="me", workspace="default", is_managed=False, nodes=1,
+        handle=SimpleNamespace(launched_resources=launched_resources))

@@ -284,7 +284,10 @@ variable:
   rev: {type: string, default: r1}
   err: {type: string, default: "0"}
 provider:
-  sky: {type: skypilot, isolation: plugin, settings: {poll_s: 0.2, timeout_s: 120}}
+  sky:
+    type: skypilot
+    isolation: plugin
+    settings: {poll_s: 0.2, timeout_s: 120, router_infra: aws/us-east-1, router_port: ROUTER_PORT}
 model:
   m: {source: hf://org/tiny, revision: "${var.rev}", served_name: tiny}
 fleet:
@@ -307,7 +310,7 @@ fleet:
         load_concurrency: 4
         gates: [{metric: error_rate, max: 0.05}]
 router:
-  gateway: {fleets: [fleet.chat], policy: round_robin, retries: {enabled: false}}
+  gateway: {provider: sky, fleets: [fleet.chat], policy: round_robin, retries: {enabled: false}}
 """
 
 
@@ -346,9 +349,10 @@ class RouterLoad:
 
 def test_skyserve_canary_end_to_end_through_the_cli(sky_env, tmp_path, monkeypatch):
     """The CLI, the plugin, real processes: a SkyServe fleet (the fake SDK runs each service as
-    sims behind an smg load balancer) behind the local smg router, under constant load. A good
-    version is promoted with no failed request; a bad one is rolled back at its first step
-    with failures only from the canary service, and then refused."""
+    sims behind an smg load balancer) behind a router on SkyPilot (the fake runs its VM's smg
+    here, control plane keyed), under constant load. A good version is promoted with no failed
+    request; a bad one is rolled back at its first step with failures only from the canary
+    service, and then refused."""
     import time
 
     import httpx
@@ -362,9 +366,15 @@ def test_skyserve_canary_end_to_end_through_the_cli(sky_env, tmp_path, monkeypat
     monkeypatch.setenv("FAKE_SKY_RUN_LOCAL", "1")
     monkeypatch.setenv("FAKE_SKY_STATE", str(services))
     monkeypatch.setenv("FAKE_SKY_PATH", str(Path(sys.executable).parent))
+    monkeypatch.setenv("INFRAPLAN_ROUTER_ADMIN_KEY", "e2e-key")
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        router_port = sock.getsockname()[1]
     cfg = tmp_path / "cfg"
     cfg.mkdir()
-    (cfg / "main.yaml").write_text(E2E_CFG)
+    (cfg / "main.yaml").write_text(E2E_CFG.replace("ROUTER_PORT", str(router_port)))
     state = tmp_path / "s.db"
 
     def cli(*args: str) -> subprocess.CompletedProcess:
@@ -379,6 +389,8 @@ def test_skyserve_canary_end_to_end_through_the_cli(sky_env, tmp_path, monkeypat
             router = s.get("router.gateway").attributes["endpoint"]
             lb = s.get("fleet.chat[0]").attributes["endpoint"]
         assert json.loads(services.read_text())["infraplan-chat"]["version"] == 1
+        assert router == f"http://127.0.0.1:{router_port}"
+        assert httpx.get(f"{router}/workers", trust_env=False).status_code == 401  # keyed control plane
         load = RouterLoad(router)
 
         good = cli("apply", "--auto-approve", "--var", "rev=r2")
@@ -430,6 +442,7 @@ def test_skyserve_canary_end_to_end_through_the_cli(sky_env, tmp_path, monkeypat
                     pass
         if state.exists():
             cli("destroy", "--auto-approve")
+        _kill_listener(router_port)
 
 
 def test_a_skyserve_update_says_what_of_the_rollout_block_it_cannot_do(sky_env, tmp_path):
