@@ -209,7 +209,6 @@ class PluginProcess:
 
     def call(self, method: str, *args: Any) -> Any:
         fut: Future = Future()
-        data = None
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 if self._proc is not None:
@@ -226,6 +225,11 @@ class PluginProcess:
                 self._pending.pop(ident, None)
                 raise ProviderError(f"the {self.name} plugin process is gone ({exc}); {self._log_tail()}") from exc
         return fut.result()
+
+    @property
+    def started(self) -> bool:
+        """Whether a worker was started (and not closed): closing then says goodbye to it."""
+        return self._proc is not None
 
     def close(self, timeout: float = 30.0) -> None:
         with self._lock:
@@ -315,7 +319,7 @@ class RemoteProvider(Provider):
 
     def close(self) -> None:
         try:
-            if self.process._proc is not None:
+            if self.process.started:
                 self.process.call("close")
         except ProviderError:
             pass
