@@ -29,7 +29,7 @@ class Ctx:
 from infraplan.commands.common import config_options  # noqa: E402
 from infraplan.commands.common import fail as _fail  # noqa: E402
 from infraplan.commands.common import handle_errors as _handle  # noqa: E402
-from infraplan.commands.common import no_cyclic_gc  # noqa: E402
+from infraplan.gc_pause import no_cyclic_gc  # noqa: E402
 from infraplan.commands.common import open_workspace as _workspace  # noqa: E402
 
 

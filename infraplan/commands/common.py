@@ -6,11 +6,8 @@ Library code raises `InfraplanError`s; commands turn them into one-line messages
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -45,28 +42,6 @@ def handle_errors(fn):
             fail(exc.one_line(), exc.exit_code)
 
     return wrapper
-
-
-@contextlib.contextmanager
-def no_cyclic_gc() -> Iterator[None]:
-    """Keep the cyclic GC off for a command that ends when its work does (a plan).
-
-    Such a command builds objects that stay alive until it exits (imports included:
-    networkx, pydantic validators, the plan); young-generation passes over them free
-    nothing (~3 % of a 1,000-resource plan). Reference counting still frees the rest.
-    Afterwards the survivors go straight to the oldest generation (freeze + unfreeze,
-    as config loading does), so the first pass after it does not rescan them all.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if gc.get_freeze_count() == 0:
-            gc.freeze()
-            gc.unfreeze()
-        if was_enabled:
-            gc.enable()
 
 
 def config_options(fn):

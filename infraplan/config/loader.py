@@ -11,12 +11,10 @@ dependency order -> validate each block with its pydantic model.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -40,6 +38,7 @@ from infraplan.config.variables import resolve_variables, sensitive_strings
 from infraplan.config.yaml_positions import PathT, Positions, format_path, load_yaml, parse_path
 from infraplan.diagnostics import Diagnostic, Location, has_errors
 from infraplan.errors import ConfigError
+from infraplan.gc_pause import no_cyclic_gc
 from infraplan.models.config import (
     AlertBlock,
     ConfigFile,
@@ -153,7 +152,7 @@ def validate_config(
     an error.  Warnings come back either way.
     """
     loader = _Loader(path, var_args, var_files, env)
-    with _no_gc_rescans():
+    with no_cyclic_gc():
         config = loader.run()
     diags = sorted(loader.diags, key=_diag_order)
     if has_errors(diags):
@@ -182,28 +181,6 @@ def load_config(
     if config is None:
         raise ConfigError(diags)
     return config
-
-
-@contextlib.contextmanager
-def _no_gc_rescans() -> Iterator[None]:
-    """Keep the cyclic GC out of loading.
-
-    Loading allocates a great many small objects that mostly stay alive; young
-    generation collections would rescan them again and again (on a 10,000
-    resource config that costs more than parsing).  Afterwards the survivors go
-    straight to the oldest generation (freeze + unfreeze), unless someone else
-    uses gc.freeze, in which case we leave the permanent generation alone.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if gc.get_freeze_count() == 0:
-            gc.freeze()
-            gc.unfreeze()
-        if was_enabled:
-            gc.enable()
 
 
 def _diag_order(d: Diagnostic) -> tuple:

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from infraplan.cli import cli
 from infraplan.commands import common
-from infraplan.commands.common import no_cyclic_gc
+from infraplan.gc_pause import no_cyclic_gc
 
 
 def test_no_cyclic_gc_restores_the_gc_state_even_on_error():
