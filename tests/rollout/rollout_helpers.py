@@ -3,8 +3,11 @@ module: test modules import it, `conftest` would be whichever conftest was impor
 
 from __future__ import annotations
 
+import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 
 from infraplan.plan import Change
 from infraplan.provider import ProviderContext
@@ -72,3 +75,41 @@ class Fleet:
             except Exception:  # noqa: BLE001 - best effort, the session fixture checks leftovers
                 pass
         self.store.close()
+
+
+class Load:
+    """Real requests, one at a time, to a worker the switch holds while it holds it.
+
+    `resolve` turns what the switch holds into servers (a service's load balancer into
+    its replicas at that moment); by default each worker is a server.
+    """
+
+    def __init__(self, switch, resolve=lambda worker: [worker]):
+        self.switch, self.resolve, self.sent, self.failed = switch, resolve, 0, []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        rr = itertools.count()
+        with httpx.Client(timeout=10, trust_env=False) as client:
+            while not self.stop.is_set():
+                with self.switch.lock:  # the worker cannot leave the switch while a request is on it
+                    workers = [u for w in self.switch.held() for u in self.resolve(w)]
+                    url = workers[next(rr) % len(workers)]
+                    try:
+                        r = client.post(f"{url}/v1/chat/completions",
+                                        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+                        ok = r.status_code == 200
+                    except httpx.HTTPError as e:
+                        ok, r = False, e
+                    self.sent += 1
+                    if not ok:
+                        self.failed.append((url, str(r)))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(10)

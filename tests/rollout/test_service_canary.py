@@ -9,10 +9,8 @@ the faked SDK in tests/skypilot*.
 
 from __future__ import annotations
 
-import itertools
 import threading
 
-import httpx
 import pytest
 
 from infraplan.errors import ProviderError
@@ -26,10 +24,10 @@ from infraplan.state import StateStore
 from infraplan_providers.local.provider import LocalProvider
 from infraplan_providers.sglang.client import SGLangClient
 
-from rollout_helpers import FLEET, replica_attrs  # noqa: E402
+from rollout_helpers import FLEET, Load, replica_attrs  # noqa: E402
 
 PRIMARY, CANARY = "svc-chat", "svc-chat-canary"
-LB = "http://svc-chat.lb.invalid"  # the service's load balancer: only the load below resolves it
+LB = "http://svc-chat.lb.invalid"  # the service's load balancer: `SimServices.resolve` stands in for it
 
 
 class SimServices(Provider):
@@ -140,42 +138,6 @@ class ServiceFleet:
         return out
 
 
-class Load:
-    """Real requests, one at a time, to what the switch holds (the load balancer resolved to the
-    service's replicas at that moment), so no worker leaves the switch while a request is on it."""
-
-    def __init__(self, fleet: ServiceFleet):
-        self.fleet, self.sent, self.failed = fleet, 0, []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        rr = itertools.count()
-        switch = self.fleet.switch
-        with httpx.Client(timeout=10, trust_env=False) as client:
-            while not self.stop.is_set():
-                with switch.lock:
-                    urls = [u for w in switch.held() for u in self.fleet.provider.resolve(w)]
-                    url = urls[next(rr) % len(urls)]
-                    try:
-                        r = client.post(f"{url}/v1/chat/completions",
-                                        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
-                        ok = r.status_code == 200
-                    except httpx.HTTPError as e:
-                        ok, r = False, e
-                    self.sent += 1
-                    if not ok:
-                        self.failed.append((url, str(r)))
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(10)
-
-
 @pytest.fixture
 def service_fleet(tmp_path, leftover_servers):
     made: list[ServiceFleet] = []
@@ -200,7 +162,7 @@ def _canary(steps=(50, 100), **analysis) -> RolloutBlock:
 def test_a_passing_canary_is_promoted_by_updating_the_service_and_no_request_fails(service_fleet):
     fleet = service_fleet(2)
     spec = _canary(gates=[{"metric": "error_rate", "max": 0.05}])
-    with Load(fleet) as load:
+    with Load(fleet.switch, fleet.provider.resolve) as load:
         result = run_rollout(fleet.context(spec, fleet.changes("r2")))
     assert not result.rolled_back
     assert load.sent > 10 and load.failed == []
@@ -227,7 +189,7 @@ def test_a_passing_canary_is_promoted_by_updating_the_service_and_no_request_fai
 def test_a_failing_canary_is_rolled_back_at_its_first_step_and_the_service_is_never_touched(service_fleet):
     fleet = service_fleet(2)
     spec = _canary(steps=(25, 50, 100), gates=[{"metric": "error_rate", "max": 0.05}])
-    with Load(fleet) as load, pytest.raises(RolloutFailed) as info:
+    with Load(fleet.switch, fleet.provider.resolve) as load, pytest.raises(RolloutFailed) as info:
         run_rollout(fleet.context(spec, fleet.changes("r2", error_rate=0.5)))
     ev = info.value.evidence
     assert ev["canary"]["error_rate"] > 0.05 and ev["baseline"]["error_rate"] == 0

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import threading
-
-import httpx
 import pytest
 
 from infraplan.models.config import RolloutBlock
@@ -13,41 +9,7 @@ from infraplan.rollout import RolloutFailed
 from infraplan.rollout.strategies import run_rollout
 from infraplan_providers.sglang.client import SGLangClient
 
-from rollout_helpers import FLEET  # noqa: E402
-
-
-class Load:
-    """Real requests, one at a time, to a worker the switch holds while it holds it."""
-
-    def __init__(self, switch):
-        self.switch, self.sent, self.failed = switch, 0, []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        rr = itertools.count()
-        with httpx.Client(timeout=10, trust_env=False) as client:
-            while not self.stop.is_set():
-                with self.switch.lock:  # the worker cannot leave the switch while a request is on it
-                    workers = self.switch.held()
-                    url = workers[next(rr) % len(workers)]
-                    try:
-                        r = client.post(f"{url}/v1/chat/completions",
-                                        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
-                        ok = r.status_code == 200
-                    except httpx.HTTPError as e:
-                        ok, r = False, e
-                    self.sent += 1
-                    if not ok:
-                        self.failed.append((url, str(r)))
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(10)
+from rollout_helpers import FLEET, Load  # noqa: E402
 
 
 def revisions(fleet) -> list[str]:
