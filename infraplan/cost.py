@@ -139,10 +139,10 @@ def price_plan(changes: dict[str, Any], desired: dict[str, Any], current: dict[s
         if fc.kind != "fleet" or fc.deposed:
             continue
         d = desired.get(addr)
+        first = changes.get(f"{addr}[0]")
         cost: dict[str, Any] = {"replicas": 0, "unit": None, "hourly": 0.0}
         if d is not None:
             n = int(d.attributes.get("replicas") or 0)
-            first = changes.get(f"{addr}[0]")
             attrs = (first.after or first.before) if first is not None else None
             if attrs:
                 est, failed = None, False
@@ -193,7 +193,6 @@ def price_plan(changes: dict[str, Any], desired: dict[str, Any], current: dict[s
             extra = cost["before_hourly"]
             cost["rollback_window"] = {"window": window[0], "seconds": window[1], "extra_hourly": extra,
                                        "extra_total": round(extra * window[1] / 3600, 6)}
-        first = changes.get(f"{addr}[0]")
         if first is not None and first.rolls_out and ((fc.after or {}).get("rollout") or {}).get("strategy") == "canary" \
                 and cost.get("hourly"):
             # a service fleet's canary runs the new version as a second service until it is promoted

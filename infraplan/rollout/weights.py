@@ -58,16 +58,22 @@ def _pct(x: float) -> str:
     return f"{x:.0f}%" if abs(x - round(x)) < 0.05 else f"{x:.1f}%"
 
 
+def _canary_shares(spec: Any, replicas: int) -> tuple[str, str | None]:
+    """The steps asked ("25% -> 50% -> 100%") and, unless exact, the shares really reached ("33.3%, 50%, 100%")."""
+    real = plan_steps(list(spec.steps), replicas, replicas)
+    asked = " -> ".join(_pct(x) for x in spec.steps)
+    exact = all(abs(r.share - r.target) < 0.05 for r in real)
+    return asked, None if exact else ", ".join(_pct(r.share) for r in real)
+
+
 def describe(spec: Any, replicas: int) -> str:
     """One line for the plan: what the rollout strategy of a fleet of `replicas` will do."""
     s = spec.strategy
     if s == "canary":
-        real = plan_steps(list(spec.steps), replicas, replicas)
-        asked = " -> ".join(_pct(x) for x in spec.steps)
-        exact = all(abs(r.share - r.target) < 0.05 for r in real)
-        if exact:
+        asked, really = _canary_shares(spec, replicas)
+        if really is None:
             return f"canary {asked} ({replicas} replicas)"
-        return f"canary {asked} ({replicas} replicas: really {', '.join(_pct(r.share) for r in real)})"
+        return f"canary {asked} ({replicas} replicas: really {really})"
     if s == "rolling":
         floor = max(0, replicas - spec.max_unavailable)
         return (f"rolling {replicas} replicas, {spec.max_surge} extra at a time, at most {spec.max_unavailable} "
@@ -82,11 +88,8 @@ def describe(spec: Any, replicas: int) -> str:
 
 def describe_service_canary(spec: Any, replicas: int, service: str, routers: list[str]) -> str:
     """One line for the plan: a canary of a fleet served as one service (a separate canary service)."""
-    real = plan_steps(list(spec.steps), replicas, replicas)
-    asked = " -> ".join(_pct(x) for x in spec.steps)
-    exact = all(abs(r.share - r.target) < 0.05 for r in real)
-    really = "" if exact else f", really {', '.join(_pct(r.share) for r in real)}"
+    asked, really = _canary_shares(spec, replicas)
     return (f"canary {asked} through {', '.join(routers)}: the new version runs as a separate service "
             f"{service}-canary ({replicas} replicas) beside {service}; the router holds both services' replicas "
-            f"({replicas} + {replicas}{really}); at 100% {service} is updated to it in place and the canary "
+            f"({replicas} + {replicas}{'' if really is None else ', really ' + really}); at 100% {service} is updated to it in place and the canary "
             "service is removed")

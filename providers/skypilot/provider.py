@@ -320,7 +320,7 @@ class SkyPilotProvider(Provider):
         rec = self.client.serve_status(name)
         if rec is None:
             raise ResourceNotFound(f"SkyServe service {name} does not exist")
-        return [r["endpoint"] for r in rec["replicas"] if r["status"] == "running" and r.get("endpoint")]
+        return _ready_endpoints(rec)
 
     def create_canary(self, address: str, attributes: dict[str, Any], replicas: int) -> dict[str, Any]:
         """`sky.serve.up` of ``<service>-canary`` with the new version and `replicas` fixed replicas."""
@@ -334,5 +334,10 @@ class SkyPilotProvider(Provider):
             self.client.serve_up(self._task(name, attrs, replicas), name)
         rec = self.client.wait_service(name, min_ready=replicas)
         attrs.update(self._service_attrs(name, rec))
-        attrs["workers"] = [r["endpoint"] for r in rec["replicas"] if r["status"] == "running" and r.get("endpoint")]
+        attrs["workers"] = _ready_endpoints(rec)
         return attrs
+
+
+def _ready_endpoints(rec: dict[str, Any]) -> list[str]:
+    """URLs of a service record's READY replicas."""
+    return [r["endpoint"] for r in rec["replicas"] if r["status"] == "running" and r.get("endpoint")]
