@@ -57,10 +57,16 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
     desired = {} if opts.destroy else expand(config)
     current = {r.address: r for r in snapshot.resources if not r.deposed}
     deposed = [r for r in snapshot.resources if r.deposed]
+    used = {d.provider for d in desired.values()} | {r.provider for r in snapshot.resources}
+    settings_diags = _check_provider_settings(config, providers, used - {None})
+    if any(d.severity == "error" for d in settings_diags):
+        errors = [d for d in settings_diags if d.severity == "error"]
+        raise PlanError(errors[0].one_line(), errors)
     if observations is None:
         observations = refresh(snapshot.resources, providers, parallelism=opts.parallelism) if opts.refresh else {}
 
     ctx = _Ctx(state=current)
+    ctx.diagnostics.extend(settings_diags)
     for key, obs in observations.items():
         if obs.error:
             ctx.diagnostics.append(Diagnostic(f"refresh of {key} failed: {obs.error}", severity="warning", path=key))
@@ -170,6 +176,23 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
         destroy=opts.destroy,
         cost=plan_cost,
     )
+
+
+def _check_provider_settings(config, providers: ProviderSet, keys: set[str]) -> list[Diagnostic]:
+    """The settings of every provider block the plan uses, each problem located in the config."""
+    from infraplan.errors import InfraplanError
+
+    out: list[Diagnostic] = []
+    for key in sorted(keys):
+        try:
+            diags = providers.get(key).validate_settings()
+        except InfraplanError:
+            continue  # a provider that cannot be loaded is reported where it is used
+        for d in diags:
+            if d.location is None and d.path:
+                d.location = config.location_of(d.path)
+        out.extend(diags)
+    return out
 
 
 def ref_value(ref, attrs_of, unknown) -> Any:

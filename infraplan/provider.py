@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from infraplan.diagnostics import Diagnostic
-from infraplan.errors import ProviderUnavailable
+from infraplan.errors import ProviderError, ProviderUnavailable
 
 ENTRY_POINT_GROUP = "infraplan.providers"
 
@@ -81,7 +81,33 @@ class Provider:
 
     # -- plan time ---------------------------------------------------------
     def validate_settings(self) -> list[Diagnostic]:
-        """Check the provider block's settings."""
+        """Check the provider block's settings: one diagnostic per problem, at its config path
+        (``provider.BLOCK.settings.KEY``); the planner locates them and stops on errors."""
+        return []
+
+    def _parse_settings(self, model: Any) -> Any:
+        """The block's settings parsed by `model` (a pydantic model); ProviderError naming the first bad key."""
+        from pydantic import ValidationError
+
+        try:
+            return model.model_validate(self.context.settings or {})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ProviderError(f"provider {self.context.name or self.name}: settings.{where}: {first['msg']}") \
+                from exc
+
+    def _settings_diagnostics(self, model: Any) -> list[Diagnostic]:
+        """`validate_settings` for settings described by a pydantic model."""
+        from pydantic import ValidationError
+
+        try:
+            model.model_validate(self.context.settings or {})
+        except ValidationError as exc:
+            block = self.context.name or self.name
+            return [Diagnostic(summary=f"{self.name} provider setting: {err['msg']}",
+                               path=".".join(["provider", block, "settings", *map(str, err["loc"])]))
+                    for err in exc.errors()]
         return []
 
     def plan(self, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import psutil
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from infraplan.diagnostics import Diagnostic
 from infraplan.errors import ProviderError
@@ -128,29 +128,14 @@ class LocalProvider(ListsInstances, Provider):
     def settings(self) -> LocalSettings:
         """The parsed settings; ProviderError when they are invalid."""
         if self._settings is None:
-            try:
-                self._settings = LocalSettings.model_validate(self.context.settings or {})
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                raise ProviderError(f"provider {self._block_name()}: settings.{where}: {first['msg']}") from exc
+            self._settings = self._parse_settings(LocalSettings)
         return self._settings
 
     def _block_name(self) -> str:
         return self.context.name or self.name
 
     def validate_settings(self) -> list[Diagnostic]:
-        try:
-            LocalSettings.model_validate(self.context.settings or {})
-        except ValidationError as exc:
-            return [
-                Diagnostic(
-                    summary=f"local provider setting: {err['msg']}",
-                    path=".".join(["provider", self._block_name(), "settings", *map(str, err["loc"])]),
-                )
-                for err in exc.errors()
-            ]
-        return []
+        return self._settings_diagnostics(LocalSettings)
 
     # -- plan --------------------------------------------------------------
     def plan(self, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:

@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from infraplan.diagnostics import Diagnostic
 from infraplan.errors import ProviderError
@@ -51,29 +51,11 @@ class NullProvider(Provider):
     def settings(self) -> NullSettings:
         """The parsed settings; ProviderError when they are invalid."""
         if self._settings is None:
-            try:
-                self._settings = NullSettings.model_validate(self.context.settings or {})
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                raise ProviderError(
-                    f"provider {self.context.name or self.name}: settings.{where}: {first['msg']}"
-                ) from exc
+            self._settings = self._parse_settings(NullSettings)
         return self._settings
 
     def validate_settings(self) -> list[Diagnostic]:
-        try:
-            NullSettings.model_validate(self.context.settings or {})
-        except ValidationError as exc:
-            block = self.context.name or self.name
-            return [
-                Diagnostic(
-                    summary=f"null provider setting: {err['msg']}",
-                    path=".".join(["provider", block, "settings", *map(str, err["loc"])]),
-                )
-                for err in exc.errors()
-            ]
-        return []
+        return self._settings_diagnostics(NullSettings)
 
     def _wait(self) -> None:
         if self.settings.latency_ms:

@@ -24,8 +24,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pydantic import ValidationError
-
 from infraplan.diagnostics import Diagnostic
 from infraplan.errors import ProviderError, ResourceNotFound
 from infraplan.provider import Provider, ProviderContext, ProviderPlan, ReadResult
@@ -61,10 +59,7 @@ class SkyPilotProvider(Provider):
     @property
     def settings(self) -> SkyPilotSettings:
         if self._settings is None:
-            try:
-                self._settings = SkyPilotSettings.model_validate(self.context.settings or {})
-            except ValidationError as exc:
-                raise ProviderError(f"invalid skypilot provider settings: {exc}") from exc
+            self._settings = self._parse_settings(SkyPilotSettings)
         return self._settings
 
     @property
@@ -78,11 +73,7 @@ class SkyPilotProvider(Provider):
 
     # -- plan time ---------------------------------------------------------
     def validate_settings(self) -> list[Diagnostic]:
-        try:
-            self.settings
-        except ProviderError as exc:
-            return [Diagnostic(str(exc))]
-        return []
+        return self._settings_diagnostics(SkyPilotSettings)
 
     def plan(self, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
         if smg.is_router(desired):

@@ -430,3 +430,23 @@ def test_no_color_wins_over_a_forced_terminal(project):
     for env, pre in [({"FORCE_COLOR": "1", "NO_COLOR": "1"}, []), ({"FORCE_COLOR": "1"}, ["--no-color"])]:
         out = run(*pre, "plan", "config", "--refresh=false", "--var", "replicas=1", env=env).output
         assert not COLOUR_SGR.search(out), repr(out)
+
+
+def test_a_typo_in_provider_settings_is_a_located_error_and_nothing_is_applied(empty_project):
+    """Provider settings are the provider's to check; the planner asks every provider it uses
+    and places each problem in the config, before anything is refreshed or applied."""
+    run("apply", str(empty_project), "--auto-approve")
+    before = fingerprint(Path("config/infraplan.db"))
+    main = empty_project / "main.yaml"
+    main.write_text("provider:\n  local:\n    settings:\n      redy_timeout_s: 3\n      host: 0.0.0.0\n"
+                    + main.read_text())
+    for command in (["plan"], ["apply", "--auto-approve"]):
+        r = run(*command, str(empty_project))
+        assert r.exit_code == 1 and "Traceback" not in r.output
+        lines = [x for x in r.output.strip().splitlines() if "error:" in x]
+        assert len(lines) == 2, r.output  # both problems at once, each located
+        assert any(re.search(r"main\.yaml:4:\d+: error: .*\(at provider\.local\.settings\.redy_timeout_s\)", x)
+                   for x in lines), r.output
+        assert any(re.search(r"main\.yaml:5:\d+: error: .*\(at provider\.local\.settings\.host\)", x)
+                   for x in lines), r.output
+    assert fingerprint(Path("config/infraplan.db")) == before
