@@ -51,7 +51,7 @@ fleet:
 
 def host_main(argv: list[str]) -> None:
     """Host mode: serve one sim server per instance id on free 127.0.0.1 ports; print the ports."""
-    from infraplan_providers.local.sim import SimConfig, make_server
+    from infraplan.serving.sim import SimConfig, make_server
 
     p = argparse.ArgumentParser()
     p.add_argument("--instance-ids", required=True)
@@ -90,7 +90,7 @@ def start_hosts(n: int, hosts: int) -> tuple[list[subprocess.Popen], list[tuple[
 
 def write_state(project: Path, replicas) -> None:
     """Record the replicas as an apply of the config would (same attributes)."""
-    from infraplan.desired import expand
+    from infraplan.plan.expand import expand
     from infraplan.state import StateStore
     from infraplan.workspace import Workspace
 

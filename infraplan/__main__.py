@@ -1,3 +1,3 @@
-from infraplan.cli import main
+from infraplan.cli.main import main
 
 main()

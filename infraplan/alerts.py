@@ -15,7 +15,7 @@ nothing is marked as sent, so configuring alerts later reports what is open.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from infraplan.util.time import utc_now
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +25,7 @@ LEVELS = ("info", "success", "warning", "failure")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_now()
 
 
 def redact_url(url: str) -> str:

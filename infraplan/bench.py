@@ -46,7 +46,7 @@ import random
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from infraplan.util.time import utc_now
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -419,7 +419,7 @@ async def _run(cfg: BenchConfig, api_key: str | None, stop: threading.Event | No
     timeout = httpx.Timeout(cfg.timeout_s, connect=min(cfg.timeout_s, 10.0))
     cap = cfg.num_requests or MAX_REQUESTS
     rng = random.Random(cfg.seed)
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started_at = utc_now()
     async with httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout) as client:
         listed = await _preflight(client, base, url, cfg.timeout_s)
         model = cfg.model or (listed if cfg.api != "sglang-generate" else None)

@@ -7,29 +7,20 @@
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from infraplan.errors import ApplyError, StalePlanError
-from infraplan.plan import Plan
-from infraplan.planner import PlanOptions, make_plan
-from infraplan.provider import ProviderSet
+from infraplan.util.identity import who
+from infraplan.util.time import utc_now
+from infraplan.plan.model import Plan
+from infraplan.plan.planner import PlanOptions, make_plan
+from infraplan.providers.registry import ProviderSet
 
 STATE_FILE = "infraplan.db"
-
-
-def who() -> str:
-    try:
-        user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user in some containers
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
 
 
 def default_state_path(config_path: Path) -> Path:
@@ -92,7 +83,7 @@ class Workspace:
         return plan
 
     def _desired_snapshot(self, plan: Plan) -> dict[str, Any]:
-        from infraplan.redact import redact
+        from infraplan.util.redact import redact
 
         body = {"variables": {k: v for k, v in self.config.variables.items()}}
         return redact(body, plan.secrets)
@@ -164,12 +155,12 @@ class Workspace:
     def apply(self, plan: Plan, *, parallelism: int = 10, on_event: Callable[[dict], None] | None = None,
               operation: str | None = None, plan_is_fresh: bool = True):
         """Carry out `plan` under the state lock; writes history, audit and outputs."""
-        from infraplan.executor import Executor
+        from infraplan.apply.executor import Executor
 
         op = operation or ("destroy" if plan.destroy else "apply")
         store = self.store()
         config = self.config
-        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        started = utc_now()
         t0 = time.monotonic()
         with store.lock(op, who=who()):
             if store.serial != plan.serial or (plan.lineage and store.lineage != plan.lineage):
@@ -179,7 +170,7 @@ class Workspace:
             alert_urls = [a.url for a in getattr(config, "alerts", {}).values() if "rollout" in a.events]
             executor = Executor(store, providers, parallelism=parallelism, on_event=on_event,
                                 who=who(), alert_urls=alert_urls,
-                                resolve=self._resolver(store))
+                                resolve=self._resolver(store), run_rollout=run_rollout)
             try:
                 result = executor.run(plan)
             finally:
@@ -190,7 +181,7 @@ class Workspace:
             summary = dict(plan.summary(), **result.summary())
             plan_hash = plan.digest()
             store.add_history(operation=op, plan_hash=plan_hash, summary=summary, who=who(),
-                              started_at=started, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                              started_at=started, finished_at=utc_now(),
                               status=status, config_digest=plan.config_digest,
                               desired_config=self.history_snapshot(plan, serial=store.serial))
             store.audit(op, details={"status": status, "summary": summary, "plan_hash": plan_hash,
@@ -214,7 +205,7 @@ class Workspace:
 
     @staticmethod
     def _state_lookup(store, unknown):
-        from infraplan.planner import ref_value
+        from infraplan.plan.planner import ref_value
 
         def attrs_of(addr, _attr):
             rec = store.get(addr)
@@ -231,3 +222,11 @@ class Workspace:
             v = resolve_deferred(o.value, lookup)
             out[name] = None if v is UNKNOWN else v
         return out
+
+
+def run_rollout(**request: Any):
+    """The executor's rollout runner: one fleet's replacement through its strategy."""
+    from infraplan.rollout import RolloutContext
+    from infraplan.rollout.strategies import run_rollout as run
+
+    return run(RolloutContext(**request))

@@ -7,11 +7,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from infraplan import provider as provider_mod
-from infraplan.cli import cli
+from infraplan.providers import registry as provider_mod
+from infraplan.cli.main import cli
 from infraplan.cost import fleet_cost, free_estimate, over_budget, summarise
 from infraplan.errors import PlanError
-from infraplan.provider import Provider
+from infraplan.providers.contract import Provider
 
 
 def test_fleet_cost_multiplies_and_prices_tokens():

@@ -6,8 +6,8 @@ import json
 
 from click.testing import CliRunner
 
-from infraplan.cli import cli
-from infraplan.fit import GIB, check_fit, load_architecture
+from infraplan.cli.main import cli
+from infraplan.cost.fit import GIB, check_fit, load_architecture
 
 LLAMA_8B = {"parameters": 8.03e9, "dtype": "bfloat16",
             "architecture": {"num_layers": 32, "num_kv_heads": 8, "head_dim": 128}}

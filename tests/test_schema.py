@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from infraplan.schema import SCHEMA_ID, schema_json
+from infraplan.models.schema import SCHEMA_ID, schema_json
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schemas" / "infraplan.schema.json"
 

@@ -38,7 +38,7 @@ from infraplan.config.variables import resolve_variables, sensitive_strings
 from infraplan.config.yaml_positions import PathT, Positions, format_path, load_yaml, parse_path
 from infraplan.diagnostics import Diagnostic, Location, has_errors
 from infraplan.errors import ConfigError
-from infraplan.gc_pause import no_cyclic_gc
+from infraplan.util.gc_pause import no_cyclic_gc
 from infraplan.models.config import (
     AlertBlock,
     ConfigFile,

@@ -13,17 +13,11 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from infraplan.models.base import StrictModel
+from infraplan.models.types import Duration
 
 Scalar = str | int | float | bool
 ALERT_EVENTS = ("drift", "rollout")
-_DURATION = re.compile(r"(\d+(\.\d+)?)(s|m|h|d)\Z")
 
-
-def _check_duration(v: str | None) -> str | None:
-    m = _DURATION.match(v.strip()) if v is not None else None
-    if v is not None and (m is None or float(m.group(1)) <= 0):
-        raise ValueError("must be a positive duration such as `90s`, `30m`, `2h` or `1d`")
-    return v
 
 
 class VariableValidation(StrictModel):
@@ -217,7 +211,7 @@ class RolloutBlock(StrictModel):
     steps: list[float] = Field(default_factory=lambda: [25.0, 50.0, 100.0],
                                description="canary: traffic weights in percent, ending at 100.")
     pause_s: float = Field(0.0, description="canary: pause after each step's analysis.", ge=0)
-    rollback_window: str | None = Field(None, description="blue_green: keep the old set this long (e.g. `10m`) after the switch.")
+    rollback_window: Duration | None = Field(None, description="blue_green: keep the old set this long (e.g. `10m`) after the switch.")
     analysis: RolloutAnalysis = Field(default_factory=RolloutAnalysis, description="Gates judged at each step.")
     golden_prompts: list[GoldenPrompt] = Field(default_factory=list,
                                                description="Checked against each new replica before it takes traffic.")
@@ -245,7 +239,7 @@ class FleetBlock(StrictModel):
     depends_on: list[str] = Field(default_factory=list, description="Explicit dependencies: addresses such as `fleet.other`.")
     lifecycle: Lifecycle = Field(default_factory=Lifecycle, description="Lifecycle rules.")
     rollout: RolloutBlock = Field(default_factory=RolloutBlock, description="How replicas are replaced on a change.")
-    idle_after: str | None = Field(
+    idle_after: Duration | None = Field(
         None, description="`infraplan drift` reports a replica idle after this long without requests, e.g. `2h`, `30m`, `90s`."
     )
     for_each: list[Any] | dict[str, Any] | str | None = Field(
@@ -291,11 +285,6 @@ class FleetBlock(StrictModel):
         if not v.startswith("model.") or len(v.split(".")) != 2:
             raise ValueError("must reference a model as `model.NAME`")
         return v
-
-    @field_validator("idle_after")
-    @classmethod
-    def _idle_after(cls, v: str | None) -> str | None:
-        return _check_duration(v)
 
     @field_validator("accelerators")
     @classmethod

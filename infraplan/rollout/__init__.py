@@ -41,7 +41,7 @@ class RolloutContext:
     resolve: Callable[[dict, list[str]], dict]  # finish deferred ${...} values in `after`
     who: str = ""
     alert_urls: list[str] = field(default_factory=list)
-    providers: Any = None           # infraplan.provider.ProviderSet, to reach router providers
+    providers: Any = None           # infraplan.providers.contract.ProviderSet, to reach router providers
     traffic: Any = None             # a rollout.traffic.TrafficSwitch; None: the routers in state in front of the fleet
     stop: Any = None                # threading.Event: set to cut waits short (Ctrl-C); None: never
 

@@ -217,7 +217,7 @@ Scraper = Callable[[str], Metrics]
 
 def scrape(url: str, api_key: str | None = None) -> Metrics:
     """`/metrics` of one worker, parsed (SGLangClient.metrics)."""
-    from infraplan_providers.sglang.client import SGLangClient
+    from infraplan.serving.sglang_client import SGLangClient
 
     with SGLangClient(url, api_key=api_key, timeout=5.0, retries=2) as c:
         return c.metrics()

@@ -49,7 +49,7 @@ class GoldenReport:
 def run_golden(endpoint: str, prompts: list[Any], *, model: str | None = None, api_key: str | None = None,
                timeout: float = 30.0) -> GoldenReport:
     """Send each golden prompt to `endpoint` (temperature 0) and check its answer."""
-    from infraplan_providers.sglang.client import SGLangClient
+    from infraplan.serving.sglang_client import SGLangClient
 
     report = GoldenReport(endpoint)
     with SGLangClient(endpoint, api_key=api_key, timeout=timeout, retries=2) as client:

@@ -23,7 +23,8 @@ import secrets
 from typing import Any
 
 from infraplan.errors import ApplyError, InfraplanError
-from infraplan.rollout import weights as _weights
+from infraplan.plan import weights as _weights
+from infraplan.rollout.slots import Abort as _Abort, Slot
 
 
 class ServiceCanary:
@@ -40,8 +41,6 @@ class ServiceCanary:
 
     # -- state of the canary service -------------------------------------------------
     def _create_canary(self, desired: dict, replicas: int) -> dict:
-        from infraplan.rollout.strategies import _Abort
-
         attrs = {**desired, "canary": True}
         self.key = "canary-" + secrets.token_hex(3)
         self.store.record_intent(self.owner.address, action="create", kind="replica", provider=self.r._pname(),
@@ -71,8 +70,6 @@ class ServiceCanary:
 
     # -- the rollout -------------------------------------------------------------------
     def run(self) -> None:
-        from infraplan.rollout.strategies import Slot
-
         r = self.r
         prior = self.store.get(self.owner.address)
         if prior is None:
@@ -120,8 +117,6 @@ class ServiceCanary:
         self._delete_canary()
 
     def _promote(self) -> None:
-        from infraplan.rollout.strategies import _Abort
-
         r = self.r
         for c in r.updates:  # slot 0 first: it redeploys the service; the others record it
             rec = self.store.get(c.address)

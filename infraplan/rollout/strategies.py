@@ -18,39 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from infraplan.errors import ApplyError, InfraplanError
+from infraplan.plan.rollout_checks import check_spec
 from infraplan.rollout import RolloutContext, RolloutFailed, RolloutResult, fingerprint
+from infraplan.rollout.slots import Abort as _Abort, Slot
 from infraplan.rollout import analysis as _analysis
 from infraplan.rollout import golden as _golden
 from infraplan.rollout import traffic as _traffic
-from infraplan.rollout import weights as _weights
-
-
-@dataclass
-class Slot:
-    """One replica address during a rollout: the old object (deposed under `key`) and the new one."""
-
-    address: str
-    dependencies: list[str]
-    key: str = ""                  # deposed key of the old object ("" when it was not deposed)
-    old: dict | None = None        # attributes of the old object (None: a replica being added)
-    new: dict | None = None        # attributes of the new object once created
-    old_alive: bool = True
-
-    @property
-    def old_url(self) -> str | None:
-        return (self.old or {}).get("endpoint")
-
-    @property
-    def new_url(self) -> str | None:
-        return (self.new or {}).get("endpoint")
-
-
-class _Abort(Exception):
-    """A gate failed: roll back (reason, evidence)."""
-
-    def __init__(self, reason: str, evidence: dict | None = None):
-        super().__init__(reason)
-        self.reason, self.evidence = reason, evidence or {}
+from infraplan.plan import weights as _weights
 
 
 def run_rollout(ctx: RolloutContext) -> RolloutResult:
@@ -71,7 +45,7 @@ def run_rollout(ctx: RolloutContext) -> RolloutResult:
     if fn is None:
         raise ApplyError(f"{ctx.fleet}: unknown rollout strategy {strategy!r}")
     if strategy in _traffic.NEEDS_ROUTER and not getattr(runner.switch, "routed", True):
-        raise ApplyError(_traffic.check_spec(ctx.fleet, ctx.spec, has_router=False)[0])
+        raise ApplyError(check_spec(ctx.fleet, ctx.spec, has_router=False)[0])
     runner.step("start", strategy=strategy, replace=[c.address for c in runner.replaces],
                 create=[c.address for c in runner.creates], delete=[c.address for c in runner.deletes])
     try:
@@ -181,7 +155,7 @@ class _Runner:
     def check(self, slot: Slot) -> None:
         """Readiness (health, /health_generate and a real generation) then golden prompts."""
         url, spec = slot.new_url, self.spec
-        from infraplan_providers.sglang.client import SGLangClient
+        from infraplan.serving.sglang_client import SGLangClient
 
         deadline = time.monotonic() + spec.readiness_timeout_s
         why = "not checked"
@@ -320,7 +294,7 @@ class _Runner:
             raise _Abort(f"{name}: {res.reason}", res.evidence())
 
     def blue_green(self) -> None:
-        from infraplan.drift import parse_duration
+        from infraplan.models.types import parse_duration
 
         new_changes = self.replaces + self.creates
         by_address = {s.address: s for s in (self._slot(c) for c in self.replaces)}

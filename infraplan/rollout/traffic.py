@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from infraplan.errors import ApplyError, InfraplanError
 
-NEEDS_ROUTER = ("canary", "blue_green")
+from infraplan.plan.rollout_checks import NEEDS_ROUTER  # noqa: E402,F401  (re-exported for the strategies)
 
 
 class TrafficSwitch(Protocol):
@@ -95,7 +95,7 @@ class RouterSwitch:
 
     def _client(self, attributes: dict):
         # the local provider's smg client: the same HTTP API for any smg, local or in a cloud
-        from infraplan_providers.local.router import SmgClient
+        from infraplan.serving.smg import SmgClient
 
         return SmgClient.for_router(attributes)
 
@@ -132,19 +132,3 @@ def switch_for(ctx: Any) -> Any:
         return ctx.traffic
     routers = [r.address for r in find_routers(ctx.store, ctx.fleet)]
     return RouterSwitch(ctx.store, routers) if routers else NoRouter()
-
-
-def check_spec(fleet_addr: str, spec: Any, has_router: bool) -> list[str]:
-    """Plan-time errors for a fleet's `rollout:` block (empty when it can run)."""
-    errors = []
-    if spec.strategy in NEEDS_ROUTER and not has_router:
-        errors.append(f"{fleet_addr}: rollout strategy {spec.strategy} moves traffic through a router, and no "
-                      f"router fronts {fleet_addr}; add a `router:` block listing it, or use `rolling`")
-    if spec.strategy == "blue_green" and spec.rollback_window:
-        from infraplan.drift import parse_duration
-
-        try:
-            parse_duration(spec.rollback_window)
-        except InfraplanError as exc:
-            errors.append(f"{fleet_addr}: rollout.rollback_window: {exc}")
-    return errors

@@ -10,39 +10,18 @@ and leaves an audit event behind.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import getpass
 import json
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 
 from infraplan.errors import LockError
+from infraplan.util.identity import hostname, who as default_who
+from infraplan.util.time import utc_now
 
-if TYPE_CHECKING:  # pragma: no cover
-    from infraplan.state.store import StateStore
-
-
-def utc_now() -> str:
-    """Now as ISO 8601 UTC with a Z suffix, to the second."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def hostname() -> str:
-    return socket.gethostname()
-
-
-def default_who() -> str:
-    """`user@host` of this process."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (containers)
-        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
-    return f"{user}@{hostname()}"
 
 
 @dataclass(frozen=True)
@@ -84,13 +63,13 @@ def held_message(info: LockInfo) -> str:
     return msg + f"; if that run is gone, run: infraplan force-unlock {info.id}"
 
 
-def current(store: StateStore) -> LockInfo | None:
+def current(store: Any) -> LockInfo | None:
     """The lock currently held, if any."""
     row = store._read_one(f"SELECT {_COLUMNS} FROM locks WHERE slot = 1")
     return _row_to_info(row) if row else None
 
 
-def acquire(store: StateStore, operation: str, *, who: str | None = None) -> LockInfo:
+def acquire(store: Any, operation: str, *, who: str | None = None) -> LockInfo:
     """Take the lock or raise LockError naming the holder, without waiting."""
     info = LockInfo(
         id=uuid.uuid4().hex,
@@ -109,14 +88,14 @@ def acquire(store: StateStore, operation: str, *, who: str | None = None) -> Loc
     return info
 
 
-def release(store: StateStore, info: LockInfo) -> bool:
+def release(store: Any, info: LockInfo) -> bool:
     """Drop the lock if it is still `info`'s (it may have been force-unlocked)."""
     with store._transaction(bump_serial=False) as conn:
         return conn.execute("DELETE FROM locks WHERE id = ?", [info.id]).rowcount > 0
 
 
 @contextlib.contextmanager
-def hold(store: StateStore, operation: str, *, who: str | None = None) -> Iterator[LockInfo]:
+def hold(store: Any, operation: str, *, who: str | None = None) -> Iterator[LockInfo]:
     """Context manager: hold the lock for the duration of the block."""
     info = acquire(store, operation, who=who)
     try:
@@ -125,7 +104,7 @@ def hold(store: StateStore, operation: str, *, who: str | None = None) -> Iterat
         release(store, info)
 
 
-def force_unlock(store: StateStore, lock_id: str, *, who: str | None = None) -> LockInfo:
+def force_unlock(store: Any, lock_id: str, *, who: str | None = None) -> LockInfo:
     """Remove the lock if its id is `lock_id`; audit it. Returns the broken lock."""
     with store._transaction(bump_serial=False) as conn:
         row = conn.execute(f"SELECT {_COLUMNS} FROM locks WHERE slot = 1").fetchone()

@@ -23,7 +23,7 @@ from infraplan.bench import (
     run_bench,
     summarize,
 )
-from infraplan.cli import cli
+from infraplan.cli.main import cli
 
 
 # -- fixtures ----------------------------------------------------------------------------------
@@ -34,7 +34,7 @@ def start_sim():
 
     def start(*extra: str, ttft_ms: float = 40, tpot_ms: float = 5) -> str:
         p = subprocess.Popen(
-            [sys.executable, "-m", "infraplan_providers.local.sim", "--host", "127.0.0.1", "--port", "0",
+            [sys.executable, "-m", "infraplan.serving.sim", "--host", "127.0.0.1", "--port", "0",
              "--model-path", "org/m", "--revision", "abc", "--served-model-name", "m",
              "--ttft-ms", str(ttft_ms), "--tpot-ms", str(tpot_ms), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -334,6 +334,6 @@ def test_stop_event_ends_a_background_run(sim):
 
 def test_the_cli_offers_exactly_the_library_apis():
     from infraplan.bench import API_ROUTES
-    from infraplan.commands.bench import APIS
+    from infraplan.cli.commands.bench import APIS
 
     assert set(APIS) == set(API_ROUTES)

@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 from click.testing import CliRunner
 
-from infraplan.cli import cli
+from infraplan.cli.main import cli
 
 # A config that applies without starting any process (replicas: 0), so the state it
 # leaves is made by the real engine yet costs no server.

@@ -7,8 +7,8 @@ import io
 from rich.console import Console
 
 from cli_helpers import SMALL_CONFIG, run
-from infraplan.planner import PlanOptions
-from infraplan.render import PlainConsole, make_console, render_plan
+from infraplan.plan.planner import PlanOptions
+from infraplan.cli.views.plan import PlainConsole, make_console, render_plan
 from infraplan.workspace import Workspace
 
 # rich markup and emoji codes in a value must come out as they are written

@@ -7,9 +7,9 @@ import gc
 import pytest
 from click.testing import CliRunner
 
-from infraplan.cli import cli
-from infraplan.commands import common
-from infraplan.gc_pause import no_cyclic_gc
+from infraplan.cli.main import cli
+from infraplan.cli import common
+from infraplan.util.gc_pause import no_cyclic_gc
 
 
 def test_no_cyclic_gc_restores_the_gc_state_even_on_error():
@@ -36,7 +36,7 @@ def test_plan_runs_with_the_gc_off(tmp_path, monkeypatch):
         seen.append(gc.isenabled())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("infraplan.cli._workspace", spy)
+    monkeypatch.setattr("infraplan.cli.main._workspace", spy)
     result = CliRunner().invoke(cli, ["plan", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert seen == [False]

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from infraplan.cli import cli
-from infraplan.planner import PlanOptions
+from infraplan.cli.main import cli
+from infraplan.plan.planner import PlanOptions
 from infraplan.workspace import Workspace
 from infraplan_providers.local import process
 

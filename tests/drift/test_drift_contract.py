@@ -83,7 +83,7 @@ def test_refresh_concurrency_is_bounded_and_a_provider_bug_is_an_error():
     import threading
 
     from infraplan.drift import DriftSettings, detect
-    from infraplan.provider import ReadResult
+    from infraplan.providers.contract import ReadResult
     from infraplan.state.store import ResourceRecord, StateSnapshot
 
     class Provider:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from infraplan.cli import cli
+from infraplan.cli.main import cli
 
 CONFIG = """
 provider:

@@ -18,7 +18,7 @@ from libcloud.compute.drivers.ec2 import EC2NodeDriver  # noqa: E402
 
 from drift_helpers import CONFIG, run  # noqa: E402
 from infraplan.drift import list_orphans  # noqa: E402
-from infraplan.orphans import LibcloudFinder, SkyPilotClusterFinder, cluster_prefix, has_gpu  # noqa: E402
+from infraplan.drift.orphans import LibcloudFinder, SkyPilotClusterFinder, cluster_prefix, has_gpu  # noqa: E402
 from infraplan.state import StateStore  # noqa: E402
 from infraplan.state.store import ResourceRecord, StateSnapshot  # noqa: E402
 

@@ -53,7 +53,7 @@ def _servers_of(state_path):
     for proc in psutil.process_iter(["cmdline", "environ"]):
         try:
             cmd = proc.info["cmdline"] or []
-            if "infraplan_providers.local.sim" not in cmd or (proc.info["environ"] or {}).get("INFRAPLAN_TEST_RUN") != run:
+            if "infraplan.serving.sim" not in cmd or (proc.info["environ"] or {}).get("INFRAPLAN_TEST_RUN") != run:
                 continue
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue

@@ -352,8 +352,8 @@ def test_recreate_warns_capacity_drops_to_zero_and_applies(project):
 
 def test_sim_counts_simulated_failures_and_time_per_output_token():
     """The gates read the servers' own metrics: failed requests and TPOT are there."""
-    from infraplan_providers.local.sim import SimConfig, make_server
-    from infraplan_providers.sglang.client import SGLangClient, histogram_mean, metric_total
+    from infraplan.serving.sim import SimConfig, make_server
+    from infraplan.serving.sglang_client import SGLangClient, histogram_mean, metric_total
 
     def serve(**kw):
         server = make_server(SimConfig(model_path="org/tiny", served_model_name="tiny", port=0, **kw))

@@ -14,7 +14,7 @@ import re
 import sys
 
 from infraplan.config import load_config
-from infraplan.desired import expand
+from infraplan.plan.expand import expand
 
 START = 1767225600.0  # 2026-01-01T00:00:00Z
 

@@ -38,8 +38,8 @@ import pytest
 from rich.console import Console
 
 from infraplan.errors import InfraplanError
-from infraplan.planner import PlanOptions
-from infraplan.render import render_plan
+from infraplan.plan.planner import PlanOptions
+from infraplan.cli.views.plan import render_plan
 from infraplan.state import StateStore
 from infraplan.workspace import Workspace
 

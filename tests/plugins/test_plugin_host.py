@@ -18,8 +18,8 @@ import pytest
 
 from infraplan.diagnostics import Diagnostic, Location
 from infraplan.errors import ProviderError, ProviderUnavailable, ResourceNotFound
-from infraplan.plugin import RemoteProvider, decode, decode_error, encode, encode_error, runs_in_plugin
-from infraplan.provider import ProviderContext, ProviderPlan, ReadResult
+from infraplan.providers.plugin.host import RemoteProvider, decode, decode_error, encode, encode_error, runs_in_plugin
+from infraplan.providers.contract import ProviderContext, ProviderPlan, ReadResult
 from infraplan_providers.null.provider import NullProvider
 from infraplan_providers.skypilot.client import NoCapacity
 

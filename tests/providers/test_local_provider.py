@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from infraplan.errors import ProviderError
-from infraplan.provider import ProviderContext
+from infraplan.providers.contract import ProviderContext
 from infraplan_providers.local import process
 from infraplan_providers.local.provider import LocalProvider
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from infraplan.errors import ProviderError
-from infraplan.provider import ProviderContext, load_provider_class
+from infraplan.providers.contract import ProviderContext
+from infraplan.providers.registry import load_provider_class
 from infraplan.workspace import Workspace
 from infraplan_providers.null.provider import NullProvider
 
@@ -140,7 +141,7 @@ def test_apply_through_workspace(tmp_path, key, block):
     assert all(after[a]["id"] != old_ids[a] and after[a]["model_revision"] == "bbb" for a in old_ids)
 
     ws = Workspace(tmp_path, env={})
-    from infraplan.planner import PlanOptions
+    from infraplan.plan.planner import PlanOptions
 
     assert ws.apply(ws.plan(PlanOptions(destroy=True))).ok
     assert Workspace(tmp_path, env={}).snapshot().resources == []
@@ -159,7 +160,7 @@ def test_failed_create_is_recorded(tmp_path):
 
 
 def test_reads_run_in_line_unless_latency_is_simulated(tmp_path):
-    from infraplan.provider import ProviderContext
+    from infraplan.providers.contract import ProviderContext
     from infraplan_providers.null.provider import NullProvider
 
     def ctx(settings):

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from infraplan.errors import ProviderError
-from infraplan_providers.sglang.args import (
+from infraplan.serving.sglang_args import (
     SENSITIVE_ARGS,
     build_launch_argv,
     load_snapshot,

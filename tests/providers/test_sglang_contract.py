@@ -1,6 +1,6 @@
 """The SGLang HTTP contract, checked against the sim and against recorded SGLang bodies.
 
-The same client calls run against (a) a live `infraplan_providers.local.sim`
+The same client calls run against (a) a live `infraplan.serving.sim`
 process on 127.0.0.1 and (b) SGLang 0.5.x responses reconstructed from its
 source (tests/fixtures/sglang, see the README there) served by httpx.MockTransport.
 Then sim-only behaviour: streaming, pacing, error rate, startup delay, SIGTERM.
@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from infraplan.errors import ProviderError, ResourceNotFound, TransientProviderError
-from infraplan_providers.sglang import client as sc
-from infraplan_providers.sglang.client import SGLangClient, histogram_mean, metric_total, parse_metrics
+from infraplan.serving import sglang_client as sc
+from infraplan.serving.sglang_client import SGLangClient, histogram_mean, metric_total, parse_metrics
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sglang"
 API_KEY = "sk-fixture-not-a-real-key"  # the key the recorded server was launched with
@@ -54,7 +54,7 @@ class SimProc:
 def start_sim(*extra: str, model: str = "hf://org/tiny-model", served: str = "tiny", revision: str = "abc123",
               wait_ready: bool = True) -> SimProc:
     """Start the sim on a free port (--port 0) and read the port from its banner."""
-    cmd = [sys.executable, "-m", "infraplan_providers.local.sim", "--host", "127.0.0.1", "--port", "0",
+    cmd = [sys.executable, "-m", "infraplan.serving.sim", "--host", "127.0.0.1", "--port", "0",
            "--model-path", model, "--revision", revision, "--served-model-name", served, *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sim = SimProc(proc, "", "")
@@ -455,7 +455,7 @@ def test_sim_exits_on_sigterm_within_a_second_even_mid_stream():
 
 
 def test_sim_rejects_bad_server_args_json():
-    proc = subprocess.run([sys.executable, "-m", "infraplan_providers.local.sim", "--port", "0", "--model-path", "m",
+    proc = subprocess.run([sys.executable, "-m", "infraplan.serving.sim", "--port", "0", "--model-path", "m",
                            "--server-args-json", "[1]"], capture_output=True, text=True, timeout=10,
                           env={**os.environ})
     assert proc.returncode == 2 and "JSON object" in proc.stderr

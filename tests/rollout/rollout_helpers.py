@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from infraplan.plan import Change
-from infraplan.provider import ProviderContext
+from infraplan.plan.model import Change
+from infraplan.providers.contract import ProviderContext
 from infraplan.rollout import RolloutContext
 from infraplan.rollout.traffic import MemorySwitch
 from infraplan.state import StateStore

@@ -15,14 +15,14 @@ import pytest
 
 from infraplan.errors import ProviderError
 from infraplan.models.config import RolloutBlock
-from infraplan.plan import Change
-from infraplan.provider import Provider, ProviderContext, ReadResult
+from infraplan.plan.model import Change
+from infraplan.providers.contract import Provider, ProviderContext, ReadResult
 from infraplan.rollout import RolloutContext, RolloutFailed
 from infraplan.rollout.strategies import run_rollout
 from infraplan.rollout.traffic import MemorySwitch
 from infraplan.state import StateStore
 from infraplan_providers.local.provider import LocalProvider
-from infraplan_providers.sglang.client import SGLangClient
+from infraplan.serving.sglang_client import SGLangClient
 
 from rollout_helpers import FLEET, Load, replica_attrs  # noqa: E402
 
@@ -227,8 +227,8 @@ def test_a_canary_service_that_cannot_start_leaves_nothing_behind(service_fleet)
 
 @pytest.mark.parametrize("strategy, grouped", [("canary", True), ("rolling", False)])
 def test_only_a_service_canary_turns_the_slot_updates_into_one_rollout_step(strategy, grouped):
-    from infraplan.executor import build_apply_graph
-    from infraplan.plan import Plan
+    from infraplan.apply.executor import build_apply_graph
+    from infraplan.plan.model import Plan
 
     slots = [Change(address=f"fleet.a[{i}]", kind="replica", action="update", provider="sky", fleet="fleet.a",
                     dependencies=["model.m"], rolls_out=True) for i in range(2)]

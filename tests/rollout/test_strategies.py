@@ -7,7 +7,7 @@ import pytest
 from infraplan.models.config import RolloutBlock
 from infraplan.rollout import RolloutFailed
 from infraplan.rollout.strategies import run_rollout
-from infraplan_providers.sglang.client import SGLangClient
+from infraplan.serving.sglang_client import SGLangClient
 
 from rollout_helpers import FLEET, Load  # noqa: E402
 

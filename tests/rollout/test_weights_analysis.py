@@ -7,8 +7,9 @@ import math
 import pytest
 
 from infraplan.models.config import RolloutBlock, SloGate
-from infraplan.rollout import analysis, weights
-from infraplan_providers.sglang.client import parse_metrics
+from infraplan.plan import weights
+from infraplan.rollout import analysis
+from infraplan.serving.sglang_client import parse_metrics
 
 
 # -- weights ---------------------------------------------------------------------------
@@ -117,7 +118,10 @@ def test_canary_and_blue_green_need_a_router(tmp_path):
     from infraplan.errors import ApplyError
     from infraplan.rollout import RolloutContext
     from infraplan.rollout.strategies import run_rollout
-    from infraplan.rollout.traffic import NoRouter, check_spec, find_routers
+    from pydantic import ValidationError
+
+    from infraplan.plan.rollout_checks import check_spec
+    from infraplan.rollout.traffic import NoRouter, find_routers
     from infraplan.state import StateStore
 
     for strategy in ("canary", "blue_green"):
@@ -125,7 +129,8 @@ def test_canary_and_blue_green_need_a_router(tmp_path):
         assert "no router fronts fleet.a" in err
         assert check_spec("fleet.a", RolloutBlock(strategy=strategy), has_router=True) == []
     assert check_spec("fleet.a", RolloutBlock(strategy="rolling"), has_router=False) == []
-    assert check_spec("fleet.a", RolloutBlock(strategy="blue_green", rollback_window="soon"), True)
+    with pytest.raises(ValidationError, match="positive duration"):  # one Duration type, checked at load
+        RolloutBlock(strategy="blue_green", rollback_window="soon")
     with StateStore(tmp_path / "s.db") as store:
         store.put("router.gw", kind="router", attributes={"kind": "router", "worker_sets": [["http://x"]]},
                   dependencies=["fleet.b"])

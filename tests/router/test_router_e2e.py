@@ -53,7 +53,7 @@ def project(tmp_path, leftover_routers, leftover_servers):
 
 
 def _destroy():
-    from infraplan.planner import PlanOptions
+    from infraplan.plan.planner import PlanOptions
 
     return PlanOptions(destroy=True)
 
@@ -156,7 +156,7 @@ def test_drift_reports_a_killed_router_as_missing(project):
 
     from click.testing import CliRunner
 
-    from infraplan.cli import cli
+    from infraplan.cli.main import cli
 
     ws = Workspace(project)
     ws.apply(ws.plan())

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from infraplan.config import validate_config
-from infraplan.desired import expand
-from infraplan.executor import build_apply_graph
-from infraplan.plan import Change, Plan
+from infraplan.plan.expand import expand
+from infraplan.apply.executor import build_apply_graph
+from infraplan.plan.model import Change, Plan
 from infraplan_providers.local import router as smg_router
 
 BASE = """
@@ -128,7 +128,7 @@ def test_scale_down_updates_the_router_before_stopping_the_replica():
 
 
 def test_fleet_endpoints_leave_out_replicas_being_removed():
-    from infraplan.executor import Executor
+    from infraplan.apply.executor import Executor
 
     ex = Executor(store=None, providers=None)
     ex._remember("fleet.a[0]", {"fleet": "fleet.a", "index": 0, "endpoint": "http://x:1"})
@@ -193,7 +193,7 @@ def test_provider_plan_replaces_the_router_when_its_retries_change():
 
 
 def test_fleet_endpoints_list_a_shared_service_endpoint_once():
-    from infraplan.executor import Executor
+    from infraplan.apply.executor import Executor
 
     ex = Executor(store=None, providers=None)
     ex._leaving = set()

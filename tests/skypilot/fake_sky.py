@@ -78,7 +78,7 @@ class LocalServices:
         opt = {k: argv[argv.index(k) + 1] for k in ("--model-path", "--revision", "--served-model-name") if k in argv}
         port = self._port()
         envs = task.envs or {}
-        pid = self._spawn([self.python, "-m", "infraplan_providers.local.sim", "--host", "127.0.0.1", "--port",
+        pid = self._spawn([self.python, "-m", "infraplan.serving.sim", "--host", "127.0.0.1", "--port",
                            str(port), "--model-path", opt["--model-path"], "--revision", opt.get("--revision", ""),
                            "--served-model-name", opt.get("--served-model-name", opt["--model-path"]),
                            "--ttft-ms", envs.get("SIM_TTFT_MS", "2"), "--tpot-ms", "1",
@@ -87,7 +87,7 @@ class LocalServices:
         return {"id": rid, "pid": pid, "port": port, "version": version}
 
     def _lb(self, lb: dict):
-        from infraplan_providers.local.router import SmgClient
+        from infraplan.serving.smg import SmgClient
 
         return SmgClient(f"http://127.0.0.1:{lb['port']}", timeout=10)
 

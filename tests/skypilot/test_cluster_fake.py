@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infraplan.errors import ResourceNotFound, TransientProviderError
-from infraplan.provider import ProviderContext
+from infraplan.providers.contract import ProviderContext
 from infraplan_providers.skypilot.client import NoCapacity, NoCloudAccess, SkyClient, map_status, REPLICA_STATUS
 from infraplan_providers.skypilot.provider import SkyPilotProvider
 

@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.live, pytest.mark.skipif(os.environ.get("INFRAPLAN_LIV
 
 
 def test_cluster_launch_status_down_on_a_cheap_cpu_vm(tmp_path):
-    from infraplan.provider import ProviderContext
+    from infraplan.providers.contract import ProviderContext
     from infraplan_providers.skypilot.provider import SkyPilotProvider
 
     ctx = ProviderContext(project_dir=tmp_path, state_path=tmp_path / "s.db", runtime_dir=tmp_path,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infraplan.errors import ProviderError
-from infraplan.provider import ProviderContext
+from infraplan.providers.contract import ProviderContext
 from infraplan_providers.skypilot.pricing import estimate
 from infraplan_providers.skypilot.provider import SkyPilotProvider
 from infraplan_providers.skypilot.settings import SkyPilotSettings
@@ -103,7 +103,7 @@ def test_multicloud_example_plans_offline_with_real_prices(offline_clouds, tmp_p
 
     from click.testing import CliRunner
 
-    from infraplan.cli import cli
+    from infraplan.cli.main import cli
 
     example = Path(__file__).resolve().parents[2] / "examples" / "multicloud"
     state = tmp_path / "s.db"
@@ -132,7 +132,7 @@ def test_a_skyserve_canary_without_a_router_is_a_warning_until_a_version_rolls_o
 
     from click.testing import CliRunner
 
-    from infraplan.cli import cli
+    from infraplan.cli.main import cli
 
     example = Path(__file__).resolve().parents[2] / "examples" / "multicloud"
     cfg = tmp_path / "cfg"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infraplan.errors import ProviderError, ResourceNotFound
-from infraplan.provider import ProviderContext
+from infraplan.providers.contract import ProviderContext
 from infraplan_providers.skypilot import client as client_mod
 from infraplan_providers.skypilot.client import SkyClient
 from infraplan_providers.skypilot.provider import SkyPilotProvider

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from infraplan.plugin import RemoteProvider, plugin_python, plugin_root
-from infraplan.provider import ProviderContext, ReadResult
+from infraplan.providers.plugin.host import RemoteProvider, plugin_python, plugin_root
+from infraplan.providers.contract import ProviderContext, ReadResult
 from infraplan_providers.skypilot.client import NoCapacity
 from infraplan_providers.skypilot.provider import SkyPilotProvider
 
@@ -206,7 +206,7 @@ def test_a_router_on_skypilot_runs_smg_and_takes_traffic(sky_env, tmp_path, monk
 
     import httpx
 
-    from infraplan_providers.local.sim import SimConfig, make_server
+    from infraplan.serving.sim import SimConfig, make_server
 
     pytest.importorskip("smg")
     with socket.socket() as s:

@@ -1,0 +1,184 @@
+"""Orphan discovery on clouds: GPU instances that carry this project's tags but are in no state.
+
+Providers that run instances themselves implement `infraplan.providers.contract.ListsInstances`
+(the local provider lists its server processes). For clouds, `LibcloudFinder`
+lists nodes through any Apache Libcloud compute driver (EC2, GCE, Azure, ...)
+and keeps those tagged for this state:
+
+    infraplan-lineage = <state lineage>            (tag/label set by infraplan providers)
+    skypilot-cluster-name = ip-<lineage[:8]>-...   (SkyPilot's own tag, for clusters this state created)
+
+Libcloud is the optional extra ``infraplan[libcloud]``; it is imported only when
+a finder is made. Listing live clouds is opt-in (``infraplan drift --cloud ec2:us-east-1``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from infraplan.errors import InfraplanError, ProviderUnavailable
+from infraplan.providers.contract import Instance
+
+PROJECT_TAG = "infraplan-lineage"
+SKYPILOT_CLUSTER_TAG = "skypilot-cluster-name"
+LIBCLOUD_MISSING = "cloud listing needs Apache Libcloud: pip install 'infraplan[libcloud]'"
+
+# Machine types with GPUs: EC2 p*/g* families, GCE a2/a3/g2, Azure NC/ND/NV.
+_GPU_TYPE = re.compile(r"^(p\d|g\d|gr\d|trn\d|inf\d|a2-|a3-|a4-|g2-|standard_n[cdv])", re.IGNORECASE)
+
+
+def cluster_prefix(lineage: str) -> str:
+    """The name prefix of SkyPilot clusters created by the state with `lineage`."""
+    return f"ip-{lineage[:8]}-"
+
+
+def node_tags(node: Any) -> dict[str, str]:
+    """A libcloud node's key/value tags (EC2, Azure `tags`; GCE `labels`)."""
+    extra = getattr(node, "extra", None) or {}
+    tags: dict[str, str] = {}
+    for key in ("labels", "tags"):
+        value = extra.get(key)
+        if isinstance(value, dict):
+            tags.update({str(k): str(v) for k, v in value.items()})
+    return tags
+
+
+def machine_type(node: Any) -> str | None:
+    extra = getattr(node, "extra", None) or {}
+    for value in (extra.get("instance_type"), extra.get("instancetype"), extra.get("machineType"),
+                  ((extra.get("properties") or {}).get("hardwareProfile") or {}).get("vmSize"),
+                  getattr(getattr(node, "size", None), "name", None), extra.get("size")):
+        if value:
+            return str(value).rstrip("/").split("/")[-1]
+    return None
+
+
+def has_gpu(node: Any) -> bool | None:
+    """True/False when the node's machine type or accelerators say so; None when unknown."""
+    extra = getattr(node, "extra", None) or {}
+    if extra.get("guestAccelerators") or extra.get("gpus"):
+        return True
+    mtype = machine_type(node)
+    if mtype is None:
+        return None
+    return bool(_GPU_TYPE.match(mtype))
+
+
+class LibcloudFinder:
+    """Lists this project's tagged nodes through one libcloud compute driver."""
+
+    def __init__(self, driver: Any, *, lineage: str | None, cluster_prefixes: Iterable[str] = (),
+                 gpu_only: bool = True, name: str | None = None):
+        self.driver = driver
+        self.lineage = lineage
+        self.prefixes = tuple(p for p in cluster_prefixes if p)
+        self.gpu_only = gpu_only
+        self.name = name or f"libcloud:{getattr(driver, 'type', None) or type(driver).__name__}"
+
+    def _ours(self, tags: dict[str, str]) -> bool:
+        if self.lineage and tags.get(PROJECT_TAG) == self.lineage:
+            return True
+        cluster = tags.get(SKYPILOT_CLUSTER_TAG, "")
+        return bool(cluster) and any(cluster.startswith(p) for p in self.prefixes)
+
+    def list_instances(self) -> list[Instance]:
+        out = []
+        for node in self.driver.list_nodes():
+            state = str(getattr(node, "state", "")).lower()
+            if state in ("terminated", "nodestate.terminated"):
+                continue
+            tags = node_tags(node)
+            if not self._ours(tags):
+                continue
+            gpu = has_gpu(node)
+            if self.gpu_only and gpu is False:
+                continue
+            out.append(Instance(
+                instance_id=str(node.id), provider=self.name, name=str(node.name or ""),
+                detail={"state": state, "machine_type": machine_type(node), "gpu": gpu,
+                        "cluster": tags.get(SKYPILOT_CLUSTER_TAG), "ips": list(getattr(node, "public_ips", []) or []),
+                        "tags": tags},
+            ))
+        return out
+
+    def delete_instance(self, instance: Instance) -> None:
+        for node in self.driver.list_nodes():
+            if str(node.id) == instance.instance_id:
+                if not self.driver.destroy_node(node):
+                    raise InfraplanError(f"{self.name} refused to destroy {instance.instance_id}")
+                return
+
+
+class SkyPilotClusterFinder:
+    """Hook for SkyPilot's cluster list: clusters named with this state's prefix but in no state.
+
+    `list_clusters` returns records with a ``name`` (and optionally ``status``,
+    ``resources``); by default it asks SkyPilot (`sky.status()`), an optional extra.
+    """
+
+    name = "skypilot"
+
+    def __init__(self, lineage: str, list_clusters: Callable[[], list[dict]] | None = None):
+        self.prefix = cluster_prefix(lineage)
+        self._list = list_clusters or _sky_status
+
+    def list_instances(self) -> list[Instance]:
+        out = []
+        for c in self._list():
+            name = str(c.get("name", ""))
+            if name.startswith(self.prefix):
+                out.append(Instance(instance_id=name, provider=self.name, name=name,
+                                    detail={"status": str(c.get("status")), "resources": str(c.get("resources") or "")}))
+        return out
+
+
+def _sky_status() -> list[dict]:  # pragma: no cover - needs SkyPilot
+    try:
+        import sky
+    except ImportError as exc:
+        raise ProviderUnavailable("SkyPilot cluster listing needs SkyPilot in infraplan's own environment "
+                                  "(the skypilot plugin does not list orphans yet)") from exc
+    result = sky.status()
+    records = sky.get(result) if hasattr(sky, "get") else result
+    return [dict(r) if not isinstance(r, dict) else r for r in records]
+
+
+def make_driver(spec: str, env: dict[str, str] | None = None) -> Any:
+    """A libcloud driver from ``KIND[:REGION]``, credentials from the usual environment variables.
+
+    ec2:REGION  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY[, AWS_SESSION_TOKEN]
+    gce:ZONE    GOOGLE_APPLICATION_CREDENTIALS (service account JSON), GOOGLE_CLOUD_PROJECT
+    azure       AZURE_TENANT_ID, AZURE_SUBSCRIPTION_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET
+    dummy       libcloud's dummy driver (no network; for trying the command)
+    """
+    env = dict(os.environ if env is None else env)
+    try:
+        from libcloud.compute.providers import Provider, get_driver
+    except ImportError as exc:
+        raise ProviderUnavailable(LIBCLOUD_MISSING) from exc
+    kind, _, where = spec.partition(":")
+
+    def need(*names: str) -> list[str]:
+        missing = [n for n in names if not env.get(n)]
+        if missing:
+            raise InfraplanError(f"--cloud {spec}: set {', '.join(missing)}")
+        return [env[n] for n in names]
+
+    if kind == "ec2":
+        key, secret = need("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        return get_driver(Provider.EC2)(key, secret, region=where or "us-east-1", token=env.get("AWS_SESSION_TOKEN"))
+    if kind == "gce":
+        (creds, project) = need("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT")
+        import json
+
+        email = json.loads(open(creds).read()).get("client_email", "")
+        return get_driver(Provider.GCE)(email, creds, project=project, datacenter=where or None)
+    if kind == "azure":
+        tenant, sub, client, secret = need("AZURE_TENANT_ID", "AZURE_SUBSCRIPTION_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET")
+        return get_driver(Provider.AZURE_ARM)(tenant, sub, client, secret)
+    if kind == "dummy":
+        return get_driver(Provider.DUMMY)(0)
+    raise InfraplanError(f"--cloud {spec}: unknown cloud {kind!r} (ec2:REGION, gce:ZONE, azure, dummy)")

@@ -1,0 +1,198 @@
+"""The provider contract: what a provider implements (third parties included).
+
+A provider turns one resource instance (a fleet replica) into a real thing and
+back. The engine calls it in this order:
+
+    plan(prior, desired)      -> ProviderPlan   (pure; no side effects)
+    prepare_create(address, attrs) -> attrs     (allocate identity: port, token)
+        ... the engine records the intent in state ...
+    create(address, attrs)    -> attrs          (with ids: pid, cluster name, endpoint)
+    read(address, attrs)      -> ReadResult     (refresh; exists / attributes / healthy)
+    update(address, prior, desired) -> attrs    (only for attributes not forcing replace)
+    delete(address, attrs)    -> None           (idempotent: already gone is success)
+
+Providers are found through the entry-point group ``infraplan.providers``
+(`infraplan.providers.registry`); the built-in ones register there too. Providers
+import only this SDK, `serving`, `models`, `errors`, `diagnostics` and `util`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from infraplan.diagnostics import Diagnostic
+from infraplan.errors import ProviderError, ProviderUnavailable
+
+@dataclass
+class ProviderContext:
+    """What a provider may know about the run it serves."""
+
+    project_dir: Path
+    state_path: Path
+    runtime_dir: Path  # per-project scratch space (logs, pid files)
+    settings: dict[str, Any] = field(default_factory=dict)
+    name: str = ""  # the provider block's key
+
+
+@dataclass
+class ProviderPlan:
+    """The provider's view of one planned change."""
+
+    attributes: dict[str, Any]
+    requires_replace: list[str] = field(default_factory=list)  # attribute names forcing replacement
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    create_before_destroy_ok: bool = True  # False when old and new cannot run side by side
+    # an in-place update that redeploys the servers behind the same endpoint (a SkyServe
+    # update): a fleet's canary then runs the new version beside it (`create_canary`)
+    redeploys: bool = False
+
+
+@dataclass
+class ReadResult:
+    """What the real world says about one resource."""
+
+    exists: bool
+    attributes: dict[str, Any] = field(default_factory=dict)
+    healthy: bool | None = None
+    detail: str | None = None
+
+
+class Provider:
+    """Base class for providers. Subclass and register under ``infraplan.providers``."""
+
+    name: ClassVar[str] = "base"
+    #: attributes whose change the provider can apply in place
+    updatable: ClassVar[frozenset[str]] = frozenset({"labels"})
+    #: attributes written by the provider (ids, endpoints): never diffed against config
+    computed: ClassVar[frozenset[str]] = frozenset()
+    #: False when `read` answers from memory, so refresh need not spread reads over threads
+    concurrent_reads: bool = True
+    #: modules the provider imports at run time (its SDK); `isolation: auto` runs it as a plugin without them
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: pip requirements of the provider's plugin virtualenv (`infraplan plugins install NAME`)
+    plugin_requirements: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, context: ProviderContext):
+        self.context = context
+
+    # -- plan time ---------------------------------------------------------
+    def validate_settings(self) -> list[Diagnostic]:
+        """Check the provider block's settings: one diagnostic per problem, at its config path
+        (``provider.BLOCK.settings.KEY``); the planner locates them and stops on errors."""
+        return []
+
+    def _parse_settings(self, model: Any) -> Any:
+        """The block's settings parsed by `model` (a pydantic model); ProviderError naming the first bad key."""
+        from pydantic import ValidationError
+
+        try:
+            return model.model_validate(self.context.settings or {})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ProviderError(f"provider {self.context.name or self.name}: settings.{where}: {first['msg']}") \
+                from exc
+
+    def _settings_diagnostics(self, model: Any) -> list[Diagnostic]:
+        """`validate_settings` for settings described by a pydantic model."""
+        from pydantic import ValidationError
+
+        try:
+            model.model_validate(self.context.settings or {})
+        except ValidationError as exc:
+            block = self.context.name or self.name
+            return [Diagnostic(summary=f"{self.name} provider setting: {err['msg']}",
+                               path=".".join(["provider", block, "settings", *map(str, err["loc"])]))
+                    for err in exc.errors()]
+        return []
+
+    def plan(self, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
+        """Planned attributes and the attributes that force a replacement."""
+        attrs = dict(desired)
+        replace: list[str] = []
+        if prior is not None:
+            for key in sorted(set(prior) | set(desired)):
+                if key in self.computed:
+                    if key in prior:
+                        attrs.setdefault(key, prior[key])
+                    continue
+                if prior.get(key) != desired.get(key) and key not in self.updatable:
+                    replace.append(key)
+        return ProviderPlan(attributes=attrs, requires_replace=replace)
+
+    def estimate(self, attributes: dict[str, Any]) -> dict[str, Any] | None:
+        """One replica's placement and price for the plan's cost lines, or None if unknown.
+
+        Keys (all optional but ``hourly``): ``cloud``, ``region``, ``instance_type``,
+        ``accelerators``, ``hourly`` ($/hour as planned), ``hourly_on_demand``,
+        ``hourly_spot``, ``use_spot``, ``failover`` (candidates in the order tried),
+        ``gpu_memory_gib`` (per GPU, for the fit check), ``note``. Called once per
+        fleet, not per replica; raise ProviderError when the resources are infeasible.
+        """
+        return None
+
+    # -- apply time --------------------------------------------------------
+    def prepare_create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
+        """Allocate identity (ports, tokens) before the intent is written to state."""
+        return dict(attributes)
+
+    def create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def read(self, address: str, attributes: dict[str, Any]) -> ReadResult:
+        raise NotImplementedError
+
+    def update(self, address: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+        merged = dict(prior)
+        merged.update({k: v for k, v in desired.items() if k not in self.computed})
+        return merged
+
+    def delete(self, address: str, attributes: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # -- fleets served as one service (canary beside it) ---------------------
+    def service_workers(self, address: str, attributes: dict[str, Any]) -> list[str]:
+        """URLs of the ready replicas of the service `attributes` belongs to (a router's workers)."""
+        return []
+
+    def create_canary(self, address: str, attributes: dict[str, Any], replicas: int) -> dict[str, Any]:
+        """Run `attributes` (a new version of a service fleet) as a separate service of `replicas`.
+
+        Returns its attributes, with ``workers`` (its replicas' URLs); ``delete(address,
+        returned)`` removes it. Providers without services raise ProviderError.
+        """
+        from infraplan.errors import ProviderError
+
+        raise ProviderError(f"the {self.name} provider cannot run a canary service")
+
+    def close(self) -> None:
+        """Release clients and pools."""
+
+
+@dataclass
+class Instance:
+    """A real server or machine found by listing, whether or not the state knows it."""
+
+    instance_id: str
+    provider: str  # provider block name, or the cloud driver that listed it
+    name: str = ""
+    endpoint: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)  # evidence: pid, tags, machine type, ...
+
+
+class ListsInstances:
+    """Provider capability: list (and stop) the instances this state's project runs.
+
+    Used by `infraplan drift` to find orphans (instances whose id is in no state)
+    and by `infraplan cleanup` to remove them. Mix into a Provider subclass.
+    """
+
+    def list_instances(self) -> list[Instance]:
+        """Every instance carrying this project's marks (env, tags), in state or not."""
+        raise NotImplementedError
+
+    def delete_instance(self, instance: Instance) -> None:
+        """Stop/terminate one listed instance (idempotent: already gone is success)."""
+        raise NotImplementedError

@@ -1,0 +1,255 @@
+"""An httpx client for one running SGLang 0.5.x server (or infraplan's sim).
+
+Transient failures (refused connections, timeouts, HTTP 5xx) are retried a few
+times with tenacity, then raised as `TransientProviderError`; other failures
+raise `ProviderError`. Metric names are SGLang's own
+(`sglang/srt/metrics/collector.py`); every metric carries a `model_name` label.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from infraplan.errors import ProviderError, ResourceNotFound, TransientProviderError
+from infraplan.serving.sglang_args import REDACTED, SENSITIVE_ARGS
+
+# TokenizerMetricsCollector (label: model_name). Counters are exposed with `_total`.
+TIME_TO_FIRST_TOKEN = "sglang:time_to_first_token_seconds"  # histogram
+INTER_TOKEN_LATENCY = "sglang:inter_token_latency_seconds"  # histogram
+E2E_REQUEST_LATENCY = "sglang:e2e_request_latency_seconds"  # histogram
+NUM_REQUESTS = "sglang:num_requests_total"  # counter
+NUM_ABORTED_REQUESTS = "sglang:num_aborted_requests_total"  # counter
+PROMPT_TOKENS = "sglang:prompt_tokens_total"  # counter
+GENERATION_TOKENS = "sglang:generation_tokens_total"  # counter
+CACHED_TOKENS = "sglang:cached_tokens_total"  # counter
+# SchedulerMetricsCollector (labels: model_name, engine_type, tp_rank, pp_rank[, dp_rank]).
+NUM_RUNNING_REQS = "sglang:num_running_reqs"  # gauge
+NUM_QUEUE_REQS = "sglang:num_queue_reqs"  # gauge
+NUM_USED_TOKENS = "sglang:num_used_tokens"  # gauge
+TOKEN_USAGE = "sglang:token_usage"  # gauge
+GEN_THROUGHPUT = "sglang:gen_throughput"  # gauge, tokens/s
+CACHE_HIT_RATE = "sglang:cache_hit_rate"  # gauge
+MODEL_NAME_LABEL = "model_name"
+
+Metrics = dict[str, list[Sample]]
+
+
+def metric_total(metrics: Metrics, sample_name: str, **labels: str) -> float | None:
+    """Sum of the samples named `sample_name` whose labels include `labels`; None when absent."""
+    found = [s.value for s in metrics.get(sample_name, []) if all(s.labels.get(k) == v for k, v in labels.items())]
+    return sum(found) if found else None
+
+
+def histogram_mean(metrics: Metrics, histogram: str, **labels: str) -> float | None:
+    """Mean of a histogram (`_sum / _count`), or None when it has no observations."""
+    total = metric_total(metrics, histogram + "_sum", **labels)
+    count = metric_total(metrics, histogram + "_count", **labels)
+    if not count or total is None:
+        return None
+    return total / count
+
+
+def parse_metrics(text: str) -> Metrics:
+    """Prometheus text -> samples grouped by sample name (e.g. `..._bucket`, `..._total`)."""
+    out: Metrics = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out.setdefault(sample.name, []).append(sample)
+    except ValueError as e:
+        raise ProviderError(f"cannot parse Prometheus metrics: {e}") from e
+    return out
+
+
+def redact_server_info(info: dict[str, Any]) -> dict[str, Any]:
+    """`info` with sensitive server args (also inside `internal_states`) redacted."""
+
+    def scrub(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: (REDACTED if k in SENSITIVE_ARGS and v is not None else v) for k, v in d.items()}
+
+    out = scrub(info)
+    if isinstance(out.get("internal_states"), list):
+        out["internal_states"] = [scrub(s) if isinstance(s, dict) else s for s in out["internal_states"]]
+    return out
+
+
+class SGLangClient:
+    """Talks to one SGLang server's HTTP API."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 5.0,
+        transport: httpx.BaseTransport | None = None,
+        retries: int = 3,
+    ):
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self.retries = max(1, retries)
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+
+    # -- plumbing -----------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SGLangClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One request; transport errors and 5xx become TransientProviderError."""
+        try:
+            resp = self._http.request(method, path, **kw)
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
+            raise TransientProviderError(f"{method} {self.base_url}{path}: {type(e).__name__}: {e}") from e
+        if resp.status_code >= 500:
+            raise TransientProviderError(f"{method} {self.base_url}{path}: HTTP {resp.status_code}: {_error_text(resp)}")
+        return resp
+
+    def _request(self, method: str, path: str, *, ok_404: bool = False, **kw: Any) -> httpx.Response:
+        """A request retried on transient errors; 4xx raise ProviderError (404 -> ResourceNotFound)."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retries),
+            wait=wait_exponential(multiplier=0.05, max=0.5),
+            retry=retry_if_exception_type(TransientProviderError),
+            reraise=True,
+        )
+        resp = retrying(self._send, method, path, **kw)
+        if resp.status_code == 404 and ok_404:
+            return resp
+        if resp.status_code == 401:
+            raise ProviderError(f"{method} {self.base_url}{path}: unauthorized (check the api_key)")
+        if resp.status_code == 404:
+            raise ResourceNotFound(f"{method} {self.base_url}{path}: HTTP 404")
+        if resp.status_code >= 400:
+            raise ProviderError(f"{method} {self.base_url}{path}: HTTP {resp.status_code}: {_error_text(resp)}")
+        return resp
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        resp = self._request(method, path, **kw)
+        try:
+            return resp.json()
+        except ValueError as e:
+            raise ProviderError(f"{method} {self.base_url}{path}: response is not JSON") from e
+
+    def _get_with_fallback(self, path: str, old_path: str) -> dict[str, Any]:
+        resp = self._request("GET", path, ok_404=True)
+        if resp.status_code == 404:  # SGLang before /model_info and /server_info existed
+            resp = self._request("GET", old_path)
+        try:
+            return resp.json()
+        except ValueError as e:
+            raise ProviderError(f"GET {self.base_url}{path}: response is not JSON") from e
+
+    def _probe(self, path: str) -> bool:
+        try:
+            return self._http.get(path).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    # -- routes -------------------------------------------------------------
+    def health(self) -> bool:
+        """`/health` answers 200 (503 while starting or shutting down); never raises."""
+        return self._probe("/health")
+
+    def health_generate(self) -> bool:
+        """`/health_generate` answers 200 (SGLang runs a one-token generation); never raises."""
+        return self._probe("/health_generate")
+
+    def model_info(self) -> dict[str, Any]:
+        """`/model_info` (or the older `/get_model_info`): model_path, weight_version, ..."""
+        return self._get_with_fallback("/model_info", "/get_model_info")
+
+    def server_info(self) -> dict[str, Any]:
+        """`/server_info` (or `/get_server_info`): the server args and state, api key redacted."""
+        return redact_server_info(self._get_with_fallback("/server_info", "/get_server_info"))
+
+    def models(self) -> dict[str, Any]:
+        """`/v1/models`: `{"object": "list", "data": [{"id": served name, ...}]}`."""
+        return self._json("GET", "/v1/models")
+
+    def load(self) -> list[dict[str, Any]]:
+        """`/get_load`: one entry per DP rank with num_reqs, num_waiting_reqs, num_tokens."""
+        return self._json("GET", "/get_load")
+
+    def metrics(self) -> Metrics:
+        """`/metrics` parsed: sample name -> samples (needs `--enable-metrics` on SGLang)."""
+        return parse_metrics(self._request("GET", "/metrics").text)
+
+    def generate(self, text: str, max_new_tokens: int = 16, **sampling_params: Any) -> dict[str, Any]:
+        """Native `/generate`: `{"text", "output_ids", "meta_info": {...}}`."""
+        body = {"text": text, "sampling_params": {"max_new_tokens": max_new_tokens, **sampling_params}}
+        return self._json("POST", "/generate", json=body)
+
+    def generate_stream(self, text: str, max_new_tokens: int = 16, **sampling_params: Any) -> Iterator[dict[str, Any]]:
+        """Native `/generate` with `stream: true`: yields each `data:` object until `[DONE]`."""
+        body = {"text": text, "sampling_params": {"max_new_tokens": max_new_tokens, **sampling_params}, "stream": True}
+        yield from self._stream("/generate", body)
+
+    def completion(self, prompt: str, *, max_tokens: int = 16, model: str | None = None, **extra: Any) -> dict[str, Any]:
+        """OpenAI `/v1/completions` (non-streaming)."""
+        body = {"prompt": prompt, "max_tokens": max_tokens, **extra}
+        if model:
+            body["model"] = model
+        return self._json("POST", "/v1/completions", json=body)
+
+    def chat(self, messages: list[dict[str, Any]], *, max_tokens: int = 16, model: str | None = None,
+             **extra: Any) -> dict[str, Any]:
+        """OpenAI `/v1/chat/completions` (non-streaming)."""
+        body = {"messages": messages, "max_tokens": max_tokens, **extra}
+        if model:
+            body["model"] = model
+        return self._json("POST", "/v1/chat/completions", json=body)
+
+    def chat_stream(self, messages: list[dict[str, Any]], *, max_tokens: int = 16, model: str | None = None,
+                    include_usage: bool = True) -> Iterator[dict[str, Any]]:
+        """OpenAI `/v1/chat/completions` with `stream: true`: yields each chunk."""
+        body: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens, "stream": True,
+                                "stream_options": {"include_usage": include_usage}}
+        if model:
+            body["model"] = model
+        yield from self._stream("/v1/chat/completions", body)
+
+    def _stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        # No retry once streaming: a replay could duplicate output already consumed.
+        try:
+            with self._http.stream("POST", path, json=body) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    err = TransientProviderError if resp.status_code >= 500 else ProviderError
+                    raise err(f"POST {self.base_url}{path}: HTTP {resp.status_code}: {_error_text(resp)}")
+                for line in resp.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    try:
+                        yield json.loads(data)
+                    except json.JSONDecodeError as e:
+                        raise ProviderError(f"POST {self.base_url}{path}: bad stream event {data[:80]!r}") from e
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
+            raise TransientProviderError(f"POST {self.base_url}{path}: {type(e).__name__}: {e}") from e
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:200]
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            return str(err.get("message") or err)[:200]
+        return str(err)[:200]
+    return str(body)[:200]

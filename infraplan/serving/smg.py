@@ -1,0 +1,123 @@
+"""The SGLang Model Gateway (`smg`) as infraplan speaks to it: its `/workers` HTTP API
+and its launch flags (smg 1.13)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import httpx
+
+from infraplan.errors import ProviderError
+
+RETRY_FLAGS = {"max_retries": "--retry-max-retries", "initial_backoff_ms": "--retry-initial-backoff-ms",
+               "max_backoff_ms": "--retry-max-backoff-ms", "backoff_multiplier": "--retry-backoff-multiplier",
+               "jitter_factor": "--retry-jitter-factor"}
+SYNC_TIMEOUT_S = 30.0
+
+
+def flatten(worker_sets: Any) -> list[str]:
+    """The worker URLs of all sets, in order, each once; ProviderError while not resolved."""
+    if not isinstance(worker_sets, list) or not all(isinstance(s, list) for s in worker_sets):
+        raise ProviderError(f"the router's worker sets are not known yet: {worker_sets!r}")
+    out: list[str] = []
+    for s in worker_sets:
+        out.extend(u for u in s if isinstance(u, str) and u not in out)
+    return out
+
+
+def retry_args(retries: dict[str, Any] | None) -> list[str]:
+    """smg launch flags for a router's `retries` attribute (absent or empty: smg's defaults)."""
+    retries = retries or {}
+    if retries.get("enabled") is False:
+        return ["--disable-retries"]
+    out: list[str] = []
+    for key, flag in RETRY_FLAGS.items():
+        if retries.get(key) is not None:
+            out += [flag, str(retries[key])]
+    return out
+
+
+class SmgClient:
+    """The parts of smg's HTTP API a router's lifecycle needs."""
+
+    @classmethod
+    def for_router(cls, attributes: dict[str, Any], timeout: float = 5.0) -> SmgClient:
+        """A client for a router in state: its endpoint, and its control-plane key from the
+        environment variable the record names (``admin_key_env``), if any."""
+        env = attributes.get("admin_key_env")
+        return cls(attributes["endpoint"], timeout=timeout, api_key=os.environ.get(env) if env else None)
+
+    def __init__(self, endpoint: str, timeout: float = 5.0, api_key: str | None = None):
+        self.endpoint = endpoint
+        # a control-plane key (smg --control-plane-api-keys) guards /workers on routers others can reach
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._http = httpx.Client(base_url=endpoint, timeout=timeout, trust_env=False, headers=headers)
+
+    def __enter__(self) -> SmgClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            resp = self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"smg at {self.endpoint}: {method} {path} failed: {exc}") from exc
+        if resp.status_code >= 400:
+            raise ProviderError(f"smg at {self.endpoint}: {method} {path} answered {resp.status_code}: "
+                                f"{resp.text[:200]}")
+        return resp
+
+    def health(self) -> bool:
+        try:
+            return self._http.get("/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Every worker smg lists, draining ones included."""
+        data = self._call("GET", "/workers").json()
+        return [w for w in data.get("workers", []) if isinstance(w, dict)]
+
+    def serving(self) -> list[str]:
+        """URLs of the workers that take new requests (not draining), sorted."""
+        return sorted(w["url"] for w in self.workers() if w.get("status") != "draining")
+
+    def add(self, url: str) -> None:
+        self._call("POST", "/workers", json={"url": url})
+
+    def remove(self, worker_id: str) -> None:
+        self._call("DELETE", f"/workers/{worker_id}")
+
+    def sync(self, want: list[str], timeout: float = SYNC_TIMEOUT_S) -> list[str]:
+        """Make smg hold exactly `want`: register new workers and wait until they serve,
+        then remove the others and wait until smg dropped them. Returns the workers held."""
+        have = {w["url"]: w for w in self.workers()}
+        for url in want:
+            if url not in have:
+                self.add(url)
+        self._wait(lambda ws: all(any(w["url"] == u and w.get("status") == "ready" and w.get("is_healthy", True)
+                                      for w in ws) for u in want),
+                   timeout, f"workers {want} to be registered")
+        leaving = [w for url, w in have.items() if url not in want]
+        for w in leaving:
+            if w.get("status") != "draining":
+                self.remove(w["id"])
+        gone = {w["url"] for w in leaving}
+        self._wait(lambda ws: not any(w["url"] in gone for w in ws), timeout, f"workers {sorted(gone)} to be removed")
+        return self.serving()
+
+    def _wait(self, done: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            workers = self.workers()
+            if done(workers):
+                return
+            if time.monotonic() > deadline:
+                seen = [(w.get("url"), w.get("status")) for w in workers]
+                raise ProviderError(f"smg at {self.endpoint}: timed out after {timeout:g}s waiting for {what} "
+                                    f"(it lists {seen})")
+            time.sleep(0.1)

@@ -1,0 +1,179 @@
+"""Routers on SkyPilot: the SGLang Model Gateway (`smg`) on a CPU VM near the fleets.
+
+A `router:` block whose provider is a skypilot block is one SkyPilot cluster
+(``<prefix>-router-NAME``: `router_cpus` vCPUs at `router_infra`, the router port
+opened) whose setup installs ``smg==smg_version`` and whose run command is
+``smg launch --host 0.0.0.0 --port PORT --policy POLICY`` with the retry flags of the
+local router (`infraplan.serving.smg.retry_args`). The workers are the
+fleets' endpoints, registered from this machine through smg's ``/workers`` API at the
+endpoint SkyPilot reports for the port, exactly as for the local router, and rollouts
+drive it the same way (`infraplan.rollout.traffic.RouterSwitch`).
+
+The port is public, so smg's control plane is guarded with a key when the environment
+variable `router_admin_key_env` holds one: it reaches the VM as a SkyPilot secret
+(``--control-plane-api-keys``), the record keeps the variable's *name*, and every
+client sends it as a bearer token. Policy, retries and port are launch flags: a
+change replaces the router (the new VM first, then the old one down).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+from typing import Any
+
+from infraplan.errors import ProviderError
+from infraplan.providers.contract import ProviderPlan, ReadResult
+
+from .settings import SkyPilotSettings
+
+#: Attributes the provider writes for a router.
+ROUTER_COMPUTED = frozenset({"cluster_name", "endpoint", "status", "workers", "cloud_chosen", "region_chosen",
+                             "instance_type_chosen", "admin_key_env"})
+ROUTER_REPLACES = ("policy", "retries", "port")
+
+
+def is_router(attributes: dict[str, Any] | None) -> bool:
+    return (attributes or {}).get("kind") == "router"
+
+
+def cluster_name(address: str, settings: SkyPilotSettings) -> str:
+    """``router.gateway`` -> ``infraplan-router-gateway`` (SkyPilot-valid, stable)."""
+    name = address.removeprefix("router.")
+    return re.sub(r"[^a-z0-9-]+", "-", f"{settings.name_prefix}-router-{name}".lower()).strip("-")[:50]
+
+
+def port_of(attributes: dict[str, Any], settings: SkyPilotSettings) -> int:
+    return int(attributes.get("port") or settings.router_port)
+
+
+def plan(prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
+    """Launch flags replace; worker sets and labels change in place (the /workers API)."""
+    attrs = {k: v for k, v in desired.items() if k not in ROUTER_COMPUTED}
+    replace: list[str] = []
+    if prior is not None:
+        replace = [k for k in ROUTER_REPLACES if (prior.get(k) or None) != (desired.get(k) or None)]
+        if not replace:
+            attrs.update({k: prior[k] for k in ROUTER_COMPUTED if k in prior})
+    return ProviderPlan(attributes=attrs, requires_replace=replace)
+
+
+def admin_key(settings: SkyPilotSettings) -> str | None:
+    return os.environ.get(settings.router_admin_key_env) or None
+
+
+def run_command(attributes: dict[str, Any], settings: SkyPilotSettings) -> str:
+    """``smg launch`` on all interfaces, with the router's policy and retry flags (and the control-plane key)."""
+    from infraplan.serving.smg import retry_args
+
+    argv = ["smg", "launch", "--host", "0.0.0.0", "--port", str(port_of(attributes, settings)),
+            "--policy", attributes.get("policy") or "cache_aware", *retry_args(attributes.get("retries"))]
+    cmd = shlex.join(argv)
+    if admin_key(settings):
+        # the key is a SkyPilot secret: expanded on the VM, never written into the task
+        cmd += f' --control-plane-api-keys "infraplan:infraplan:admin:${{{settings.router_admin_key_env}}}"'
+    return cmd
+
+
+def resources_kwargs(attributes: dict[str, Any], settings: SkyPilotSettings) -> dict[str, Any]:
+    kw: dict[str, Any] = {"cpus": settings.router_cpus, "ports": port_of(attributes, settings)}
+    if settings.router_infra:
+        kw["infra"] = settings.router_infra
+    return kw
+
+
+def make_task(address: str, attributes: dict[str, Any], settings: SkyPilotSettings, *, with_secrets: bool = False):
+    """The router's real `sky.Task`: a CPU VM that installs smg and runs it."""
+    import sky
+
+    try:
+        resources = sky.Resources(**resources_kwargs(attributes, settings))
+    except (ValueError, sky.exceptions.ResourcesUnavailableError) as exc:
+        raise ProviderError(f"invalid SkyPilot resources for {address}: {exc}") from exc
+    key = admin_key(settings) if with_secrets else None
+    task = sky.Task(name=cluster_name(address, settings), setup=f"pip install 'smg=={settings.smg_version}'",
+                    run=run_command(attributes, settings),
+                    secrets={settings.router_admin_key_env: key} if key else None)
+    task.set_resources(resources)
+    return task
+
+
+def estimate(attributes: dict[str, Any], settings: SkyPilotSettings) -> dict[str, Any] | None:
+    """The router VM's cheapest offering in SkyPilot's catalogs."""
+    import sky
+    from sky import sky_logging
+
+    from .pricing import _pricing_clouds, cheapest_offering
+
+    res = sky.Resources(**{k: v for k, v in resources_kwargs(attributes, settings).items() if k != "ports"})
+    names = [str(res.cloud).lower()] if res.cloud else list(settings.plan_clouds)
+    with _pricing_clouds(names), sky_logging.silent():
+        offer = cheapest_offering(res, names)
+    if offer is None:
+        raise ProviderError(f"no offering in SkyPilot's catalog for a router VM ({res})")
+    return dict(offer, note=f"router VM (smg, {settings.router_cpus} vCPUs)")
+
+
+def _client(attributes: dict[str, Any], timeout: float = 10.0):
+    from infraplan.serving.smg import SmgClient
+
+    return SmgClient.for_router(attributes, timeout=timeout)
+
+
+def _wait_healthy(attributes: dict[str, Any], settings: SkyPilotSettings, address: str) -> None:
+    deadline = time.monotonic() + settings.router_ready_timeout_s
+    with _client(attributes, timeout=5.0) as c:
+        while not c.health():
+            if time.monotonic() > deadline:
+                raise ProviderError(f"{address}: smg at {attributes['endpoint']} not healthy after "
+                                    f"{settings.router_ready_timeout_s:g}s; see `sky logs "
+                                    f"{attributes.get('cluster_name')}`")
+            time.sleep(min(2.0, max(0.1, settings.poll_s)))
+
+
+def create(client, settings: SkyPilotSettings, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    """Launch the VM, wait for smg's /health, register the workers."""
+    from infraplan.serving.smg import flatten
+
+    want = flatten(attributes.get("worker_sets"))
+    name = cluster_name(address, settings)
+    info = client.launch(make_task(address, attributes, settings, with_secrets=True), name,
+                         port=port_of(attributes, settings))
+    if not info.get("endpoint"):
+        raise ProviderError(f"{address}: SkyPilot reports no endpoint for port {port_of(attributes, settings)} "
+                            f"of {name}")
+    attrs = dict(attributes, cluster_name=name, **{k: v for k, v in info.items() if k in ROUTER_COMPUTED})
+    if admin_key(settings):
+        attrs["admin_key_env"] = settings.router_admin_key_env
+    _wait_healthy(attrs, settings, address)
+    with _client(attrs) as c:
+        attrs["workers"] = c.sync(want)
+    return attrs
+
+
+def update(address: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """Swap the registered workers for the desired ones (new ones first)."""
+    from infraplan.serving.smg import flatten
+
+    attrs = dict(prior)
+    attrs.update({k: v for k, v in desired.items() if k not in ROUTER_COMPUTED})
+    with _client(attrs) as c:
+        attrs["workers"] = c.sync(flatten(attrs.get("worker_sets")))
+    return attrs
+
+
+def read(client, settings: SkyPilotSettings, address: str, attributes: dict[str, Any]) -> ReadResult:
+    """The cluster, smg's /health, and the workers it holds (as the local router reports them)."""
+    from infraplan.providers.smg_router import observe
+
+    name = attributes.get("cluster_name") or cluster_name(address, settings)
+    rec = client.status(name)
+    if rec is None:
+        return ReadResult(exists=False, detail=f"no SkyPilot cluster {name}")
+    attrs = dict(attributes, **{k: v for k, v in rec.items() if k in ROUTER_COMPUTED})
+    if rec["status"] != "running" or not attrs.get("endpoint"):
+        return ReadResult(exists=True, attributes=attrs, healthy=False, detail=rec.get("detail") or rec["status"])
+    with _client(attrs, timeout=3.0) as c:
+        return observe(c, attrs)

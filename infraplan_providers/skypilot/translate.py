@@ -1,0 +1,83 @@
+"""Replica attributes -> real `sky.Task` and `sky.Resources` objects.
+
+Fail-over: ``failover`` (a list of `infra` strings) and ``use_spot`` with
+``spot_fallback`` become an *ordered* resources list, tried first to last:
+every infra with spot, then (with the fall-back) every infra on demand.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from typing import Any
+
+from infraplan.errors import ProviderError
+from infraplan.serving.sglang_args import build_launch_argv
+
+from .settings import SkyPilotSettings
+
+
+def infras(attrs: dict[str, Any]) -> list[str | None]:
+    """Where to run, in order: ``failover``, else ``cloud[/region]``, else anywhere (None)."""
+    if attrs.get("failover"):
+        return list(attrs["failover"])
+    if attrs.get("cloud"):
+        return ["/".join(x for x in (attrs["cloud"], attrs.get("region")) if x)]
+    if attrs.get("region"):
+        return [f"*/{attrs['region']}"]
+    return [None]
+
+
+def candidate_kwargs(attrs: dict[str, Any], settings: SkyPilotSettings) -> list[dict[str, Any]]:
+    """`sky.Resources` keyword arguments for each candidate, in fail-over order."""
+    spots = [True, False] if attrs.get("use_spot") and attrs.get("spot_fallback") else [bool(attrs.get("use_spot"))]
+    out = []
+    for spot in spots:
+        for infra in infras(attrs):
+            kw: dict[str, Any] = {"infra": infra, "accelerators": attrs.get("accelerators"), "use_spot": spot,
+                                  "instance_type": attrs.get("instance_type"), "disk_size": attrs.get("disk_size"),
+                                  "ports": settings.port}
+            out.append({k: v for k, v in kw.items() if v is not None})
+    return out
+
+
+def make_resources(attrs: dict[str, Any], settings: SkyPilotSettings) -> list:
+    """Real `sky.Resources`, one per candidate; invalid ones are a ProviderError."""
+    import sky
+
+    out = []
+    for kw in candidate_kwargs(attrs, settings):
+        try:
+            out.append(sky.Resources(**kw))
+        except (ValueError, sky.exceptions.ResourcesUnavailableError, sky.exceptions.InvalidCloudConfigs) as exc:
+            raise ProviderError(f"invalid SkyPilot resources {kw}: {exc}") from exc
+    return out
+
+
+def setup_script(settings: SkyPilotSettings) -> str:
+    return f"pip install --upgrade pip && pip install 'sglang[all]=={settings.sglang_version}'"
+
+
+def run_command(attrs: dict[str, Any], settings: SkyPilotSettings) -> str:
+    """`python -m sglang.launch_server` with the fleet's mapped args."""
+    argv = build_launch_argv(model_source=attrs.get("model_source") or "", revision=attrs.get("model_revision"),
+                             served_name=attrs.get("served_name"), host="0.0.0.0", port=settings.port,
+                             args=attrs.get("args") or {})
+    return shlex.join(["python", *argv[1:]])
+
+
+def secrets_from_env(settings: SkyPilotSettings) -> dict[str, str]:
+    """The secrets to pass, read from this process's environment (never stored)."""
+    return {name: os.environ[name] for name in settings.secrets_env if os.environ.get(name)}
+
+
+def make_task(name: str, attrs: dict[str, Any], settings: SkyPilotSettings, *, with_secrets: bool = False):
+    """The `sky.Task` for one replica (cluster placement) or the fleet (service placement)."""
+    import sky
+
+    resources = make_resources(attrs, settings)
+    task = sky.Task(name=name, setup=setup_script(settings), run=run_command(attrs, settings),
+                    envs={k: str(v) for k, v in (attrs.get("env") or {}).items()},
+                    secrets=secrets_from_env(settings) if with_secrets else None)
+    task.set_resources(resources if len(resources) > 1 else resources[0])
+    return task
