@@ -114,22 +114,19 @@ def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, 
 
         over_budget(the_plan.cost, max_hourly_cost)
     if out:
-        saved = the_plan.to_json()
-        saved["apply_options"] = {"refresh": refresh, "targets": list(targets), "replace": list(replace),
-                                  "destroy": destroy, "var_args": _public_vars(ws, var_args),
-                                  "var_files": list(var_files), "state": str(ws.state_path),
-                                  "refresh_only": refresh_only, "force": force}
-        Path(out).write_text(json.dumps(saved, indent=1, sort_keys=True, default=str))
+        from infraplan.plan.planfile import ApplyOptions, public_var_args, save_plan, sensitive_variables
+
+        kept, withheld = public_var_args(var_args, sensitive_variables(ws.config))
+        save_plan(the_plan, out, ApplyOptions(
+            refresh=refresh, targets=list(targets), replace=list(replace), destroy=destroy, var_args=kept,
+            var_files=list(var_files), state=str(ws.state_path), refresh_only=refresh_only, force=force,
+            withheld_vars=withheld))
         if not as_json:
-            click.echo(f"\nSaved the plan to {out}. To carry it out exactly, run: infraplan apply {out}")
+            again = "".join(f" --var {n}=..." for n in withheld)
+            click.echo(f"\nSaved the plan to {out}. To carry it out exactly, run: infraplan apply {out}{again}"
+                       + (" (sensitive values are not saved: give them again)" if withheld else ""))
     if detailed_exitcode and (the_plan.has_changes or (refresh_only and the_plan.changes)):
         sys.exit(2)
-
-
-def _public_vars(ws, var_args):
-    """--var values to store in a saved plan: sensitive ones are left out (give them again)."""
-    sensitive = {n for n, block in ws.config.variable_blocks.items() if block.sensitive}
-    return [a for a in var_args if a.split("=", 1)[0] not in sensitive]
 
 
 # -- apply / destroy ----------------------------------------------------------------
@@ -246,19 +243,18 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
           as_json, refresh_only):
     """Create, update and destroy resources to match the configuration (or a saved plan FILE)."""
     from infraplan.plan.planner import PlanOptions
-    from infraplan.plan.model import Plan
     from infraplan.cli.views.plan import render_plan
 
     if _looks_like_plan_file(path):
-        saved = Plan.load(path)  # a clean error for a corrupt or foreign file
-        raw = json.loads(Path(path).read_text())
-        opts = raw.get("apply_options", {})
-        ws = _workspace(saved.config_path, state_path or opts.get("state"),
-                        list(opts.get("var_args", [])) + list(var_args), list(opts.get("var_files", [])) + list(var_files))
-        options = PlanOptions(refresh=opts.get("refresh", True), targets=tuple(opts.get("targets", ())),
-                              replace=tuple(opts.get("replace", ())), destroy=opts.get("destroy", False),
-                              parallelism=parallelism, force=bool(opts.get("force")) or force)
-        refresh_only = bool(opts.get("refresh_only"))
+        from infraplan.plan.planfile import load_plan
+
+        saved, opts = load_plan(path)  # a clean error for a corrupt or foreign file
+        ws = _workspace(saved.config_path, state_path or opts.state or None,
+                        list(opts.var_args) + list(var_args), list(opts.var_files) + list(var_files))
+        options = PlanOptions(refresh=bool(opts.refresh), targets=tuple(opts.targets),
+                              replace=tuple(opts.replace), destroy=bool(opts.destroy),
+                              parallelism=parallelism, force=bool(opts.force) or force)
+        refresh_only = bool(opts.refresh_only)
         if refresh_only:
             from infraplan.plan.refresh_only import check_saved
 

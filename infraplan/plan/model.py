@@ -187,9 +187,6 @@ class Plan:
         body.pop("created_at", None)
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
-    def save(self, path: Path | str) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1, sort_keys=True, default=str))
-
     @classmethod
     def load(cls, path: Path | str) -> Plan:
         from infraplan.errors import StalePlanError

@@ -1,0 +1,1 @@
+"""The provider SDK: the contract providers implement (`contract`), how they are found (`registry`, entry-point group ``infraplan.providers``) and the plugin host that runs a provider in an interpreter of its own (`plugin`)."""

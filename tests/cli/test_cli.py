@@ -450,3 +450,24 @@ def test_a_typo_in_provider_settings_is_a_located_error_and_nothing_is_applied(e
         assert any(re.search(r"main\.yaml:5:\d+: error: .*\(at provider\.local\.settings\.host\)", x)
                    for x in lines), r.output
     assert fingerprint(Path("config/infraplan.db")) == before
+
+
+def test_saved_plans_are_private_and_say_which_values_to_give_again(empty_project):
+    (empty_project / "main.yaml").write_text(SENSITIVE_CONFIG)
+    result = run("plan", "config", "--refresh=false", "--var", "hf_token=hf_TopSecret9", "--out", "plan.json")
+    assert result.exit_code == 0, result.output
+    assert Path("plan.json").stat().st_mode & 0o777 == 0o600
+    assert "--var hf_token=..." in result.output
+    assert json.loads(Path("plan.json").read_text())["apply_options"]["withheld_vars"] == ["hf_token"]
+
+
+def test_drift_plan_out_does_not_store_sensitive_vars(empty_project):
+    """`drift --plan-out` had a second plan writer that looked up a config field that does not exist."""
+    (empty_project / "main.yaml").write_text(SENSITIVE_CONFIG)
+    with StateStore(empty_project / "infraplan.db"):
+        pass  # an empty state: drift has something to compare with
+    result = run("drift", "config", "--var", "hf_token=hf_TopSecret9", "--plan-out", "drift.plan")
+    assert result.exit_code in (0, 2), result.output
+    text = Path("drift.plan").read_text()
+    assert "hf_TopSecret9" not in text and "hf_token" in text
+    assert Path("drift.plan").stat().st_mode & 0o777 == 0o600

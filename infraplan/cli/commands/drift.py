@@ -155,13 +155,12 @@ def _save_plan(ws, report, out: str, parallelism: int, quiet: bool) -> None:
     from infraplan.drift import plan_from_report
     from infraplan.cli.views.plan import make_console, render_plan
 
+    from infraplan.plan.planfile import ApplyOptions, public_var_args, save_plan, sensitive_variables
+
     plan = plan_from_report(ws, report, parallelism)
-    saved = plan.to_json()
-    saved["apply_options"] = {"refresh": True, "targets": [], "replace": [], "destroy": False,
-                              "var_args": [a for a in ws.var_args if a.split("=", 1)[0] not in
-                                           getattr(ws.config, "sensitive_variables", set())],
-                              "var_files": list(ws.var_files), "state": str(ws.state_path)}
-    Path(out).write_text(json.dumps(saved, indent=1, sort_keys=True, default=str))
+    kept, withheld = public_var_args(ws.var_args, sensitive_variables(ws.config))
+    save_plan(plan, out, ApplyOptions(var_args=kept, var_files=list(ws.var_files), state=str(ws.state_path),
+                                      withheld_vars=withheld))
     if not quiet:
         click.echo("")
         render_plan(plan, make_console(no_color=bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()))

@@ -1,0 +1,1 @@
+"""Providers in a process of their own: the host (`host`) and the worker it starts (`worker`), speaking JSON lines."""
