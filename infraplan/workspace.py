@@ -78,7 +78,7 @@ class Workspace:
             providers.close()
         if not (options and options.force):
             self._refuse_rolled_back(plan)
-        plan.secrets = frozenset(getattr(config, "sensitive_values", ()) or ())
+        plan.secrets = frozenset(config.sensitive_values)
         plan.desired_config = self._desired_snapshot(plan)
         return plan
 
@@ -167,7 +167,7 @@ class Workspace:
                 raise StalePlanError(
                     f"the state changed while planning (serial {plan.serial} -> {store.serial}); run the command again")
             providers = self.providers(config)
-            alert_urls = [a.url for a in getattr(config, "alerts", {}).values() if "rollout" in a.events]
+            alert_urls = [a.url for a in config.alerts.values() if "rollout" in a.events]
             executor = Executor(store, providers, parallelism=parallelism, on_event=on_event,
                                 who=who(), alert_urls=alert_urls,
                                 resolve=self._resolver(store), run_rollout=run_rollout)

@@ -128,19 +128,10 @@ class DriftSettings(StrictModel):
 
 
 def settings_from_config(config) -> DriftSettings:
-    """Settings from the loaded config: its `alert` blocks for ``drift`` and its fleets' `idle_after`.
-
-    A `drift:` object on the config (when a loader provides one) is the starting point.
-    """
-    raw = getattr(config, "drift", None)
-    if raw is None:
-        s = DriftSettings()
-    elif isinstance(raw, DriftSettings):
-        s = raw
-    else:
-        s = DriftSettings.model_validate(raw.model_dump() if hasattr(raw, "model_dump") else raw)
+    """Settings from the loaded config: its `alert` blocks for ``drift`` and its fleets' `idle_after`."""
+    s = DriftSettings()
     urls, severity, names = list(s.alerts), dict(s.alert_min_severity), dict(s.alert_names)
-    for name, block in (getattr(config, "alerts", None) or {}).items():
+    for name, block in config.alerts.items():
         if "drift" not in block.events:
             continue
         if block.url not in urls:
@@ -149,10 +140,9 @@ def settings_from_config(config) -> DriftSettings:
         if block.min_severity is not None:
             severity[block.url] = block.min_severity
     windows = dict(s.fleet_idle_after_s)
-    for address, rc in (getattr(config, "fleets", None) or {}).items():
-        idle_after = getattr(rc.block, "idle_after", None)
-        if idle_after:
-            windows[address] = parse_duration(idle_after)
+    for address, rc in config.fleets.items():
+        if rc.block.idle_after:
+            windows[address] = parse_duration(rc.block.idle_after)
     return s.model_copy(update={"alerts": urls, "alert_min_severity": severity, "alert_names": names,
                                 "fleet_idle_after_s": windows})
 
@@ -834,7 +824,7 @@ def plan_from_report(ws, report: DriftReport, parallelism: int = 10):
                          observations=report.observations)
     finally:
         providers.close()
-    plan.secrets = frozenset(getattr(config, "sensitive_values", ()) or ())
+    plan.secrets = frozenset(config.sensitive_values)
     plan.desired_config = ws._desired_snapshot(plan)
     return plan
 

@@ -127,7 +127,7 @@ def expand(config) -> dict[str, DesiredResource]:
             depends_on=set(deps) | set(replica_addrs) | ({model_addr} if model else set()),
             lifecycle=fb.lifecycle, location=rc.location, templated=templated,
         )
-    for addr, rc in getattr(config, "routers", {}).items():
+    for addr, rc in config.routers.items():
         out[addr] = router_resource(config, addr, rc, block_instances)
     return out
 

@@ -60,7 +60,7 @@ def refresh_only_plan(ws, *, parallelism: int = 10, targets: tuple[str, ...] = (
     plan = Plan(changes=sorted(changes, key=lambda c: c.address), lineage=snapshot.lineage, serial=snapshot.serial,
                 config_digest=config.digest, config_path=str(config.root), refreshed=True,
                 diagnostics=[d.to_json() for d in diags])
-    plan.secrets = frozenset(getattr(config, "sensitive_values", ()) or ())
+    plan.secrets = frozenset(config.sensitive_values)
     plan.desired_config = ws._desired_snapshot(plan)
     return plan
 
