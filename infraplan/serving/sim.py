@@ -73,6 +73,8 @@ class SimConfig:
     tpot_ms: float = 5.0
     error_rate: float = 0.0
     startup_s: float = 0.0
+    #: real SGLang's /health runs a generation and sleeps 1 s first; set 1.0 to imitate it
+    health_delay_s: float = 0.0
     seed: int = 0
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     server_args: dict[str, Any] = field(default_factory=dict)
@@ -365,7 +367,7 @@ class Handler(BaseHTTPRequestHandler):
     def _authorized(self) -> bool:
         key = self.sim.cfg.server_args.get("api_key")
         path = self.path.split("?", 1)[0]
-        if not key or path.startswith("/health") or path.startswith("/metrics"):
+        if not key or path.startswith(("/health", "/ready", "/metrics")):
             return True
         return self.headers.get("Authorization") == f"Bearer {key}"
 
@@ -387,7 +389,7 @@ class Handler(BaseHTTPRequestHandler):
             self._body()
             return self._send_json({"error": "Unauthorized"}, 401)
         get_routes = {
-            "/health": self._health, "/health_generate": self._health,
+            "/health": self._health, "/health_generate": self._health, "/ready": self._ready,
             "/model_info": lambda: self._send_json(self.sim.model_info()),
             "/get_model_info": lambda: self._send_json(self.sim.model_info()),
             "/server_info": lambda: self._send_json(self.sim.server_info()),
@@ -424,6 +426,12 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- routes -------------------------------------------------------------
     def _health(self) -> None:
+        if self.sim.cfg.health_delay_s:
+            time.sleep(self.sim.cfg.health_delay_s)
+        self._send_empty(200 if self.sim.ready() else 503)
+
+    def _ready(self) -> None:
+        """SGLang 0.5.23's `/ready`: at once, no generation, no auth."""
         self._send_empty(200 if self.sim.ready() else 503)
 
     def _metrics(self) -> None:
@@ -581,6 +589,7 @@ def parse_args(argv: list[str] | None = None) -> SimConfig:
     p.add_argument("--tpot-ms", type=float, default=5.0)
     p.add_argument("--error-rate", type=float, default=0.0)
     p.add_argument("--startup-s", type=float, default=0.0)
+    p.add_argument("--health-delay-s", type=float, default=0.0, help="Seconds /health takes (real SGLang: about 1).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--instance-id", default=None)
     p.add_argument("--server-args-json", default="{}", help="Extra SGLang server args reported by /server_info.")
@@ -600,7 +609,7 @@ def parse_args(argv: list[str] | None = None) -> SimConfig:
     cfg = SimConfig(
         model_path=model_path, served_model_name=a.served_model_name or model_path,  # SGLang's default
         revision=a.revision, host=a.host, port=a.port, ttft_ms=a.ttft_ms, tpot_ms=a.tpot_ms,
-        error_rate=a.error_rate, startup_s=a.startup_s, seed=a.seed, server_args=extra,
+        error_rate=a.error_rate, startup_s=a.startup_s, health_delay_s=a.health_delay_s, seed=a.seed, server_args=extra,
     )
     if a.instance_id:
         cfg.instance_id = a.instance_id

@@ -337,13 +337,25 @@ class ReadyOutcome:
     last_error: str | None = None
 
 
+#: Real SGLang's `/health` runs a one-token generation and sleeps 1 s before it answers
+#: (SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION, 0.5.6 and 0.5.23 alike): a probe of it needs
+#: room for that. `/ready` (0.5.23) answers at once and is asked first.
+HEALTH_PROBE_TIMEOUT_S = 5.0
+READY_PROBE_TIMEOUT_S = 1.0
+
+
 def wait_for_health(
     endpoint: str, popen: subprocess.Popen, timeout: float, interval: float = 0.1
 ) -> ReadyOutcome:
-    """Poll ``endpoint/health`` until it answers 200, the process exits, or `timeout` passes."""
+    """Poll until the server is ready, the process exits, or `timeout` passes.
+
+    Asks ``/ready`` (no generation, no auth); a server without it (404, SGLang before
+    0.5.23) is asked ``/health`` instead, with a timeout that fits its real cost.
+    """
     deadline = time.monotonic() + timeout
     outcome = ReadyOutcome(ready=False)
-    with httpx.Client(timeout=1.0, trust_env=False) as client:
+    route, probe_timeout = "/ready", READY_PROBE_TIMEOUT_S
+    with httpx.Client(timeout=probe_timeout, trust_env=False) as client:
         while True:
             code = popen.poll()
             if code is not None:
@@ -353,13 +365,16 @@ def wait_for_health(
             if remaining <= 0:
                 return outcome
             try:
-                resp = client.get(f"{endpoint}/health", timeout=min(1.0, max(remaining, 0.05)))
+                resp = client.get(f"{endpoint}{route}", timeout=min(probe_timeout, max(remaining, 0.05)))
                 outcome.last_status = resp.status_code
                 if resp.status_code == 200:
                     outcome.ready = True
                     return outcome
+                if resp.status_code == 404 and route == "/ready":
+                    route, probe_timeout = "/health", HEALTH_PROBE_TIMEOUT_S
+                    continue
             except httpx.HTTPError as exc:
-                outcome.last_error = f"{type(exc).__name__}: {exc}"
+                outcome.last_error = f"{type(exc).__name__}: {exc} (GET {route})"
             time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
 
 
