@@ -607,6 +607,7 @@ class _Loader:
                 self.error(f"unknown model {block.model!r}{did_you_mean(block.model, ['model.' + m for m in self.raw['model']])}",
                            base + ("model",))
                 continue
+            self._check_server_args(block, base)
             if isinstance(block.replicas, int):
                 self.fleet_replicas[name] = block.replicas
             address = f"fleet.{name}" if key is None else f"fleet.{name}[{json.dumps(key)}]"
@@ -614,6 +615,14 @@ class _Loader:
             results.append(ResourceConfig(address, "fleet", name, key, block, deps | {block.model},
                                           self.index.locate(base, key=True)))
         return results
+
+    def _check_server_args(self, block: FleetBlock, base: PathT) -> None:
+        """`engine.args` against the real SGLang parser's snapshot: every bad arg, located, with a did-you-mean."""
+        from infraplan.serving.sglang_args import validate_args
+
+        args = {k: v for k, v in block.engine.args.items() if not (isinstance(v, str) and has_deferred(v))}
+        for arg, message in validate_args(args):
+            self.error(message, base + ("engine", "args", arg), key=True)
 
     def _instances(self, fe: Any, path: PathT) -> list[tuple[Any, Any]] | None:
         """``(key, each.value)`` pairs of a for_each value, or None after reporting an error."""
