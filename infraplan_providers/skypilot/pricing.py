@@ -77,7 +77,10 @@ def gpu_memory(cloud: str, accelerators: dict | None) -> float | None:
     found = sky.catalog.list_accelerators(gpus_only=True, name_filter=name, clouds=[cloud], case_sensitive=False)
     for info in found.get(name, []):
         if info.device_memory and not math.isnan(info.device_memory):
-            return float(info.device_memory)
+            memory = float(info.device_memory)
+            # RunPod's catalog has GB in a field named SizeInMiB, which SkyPilot divides by
+            # 1024 (an H100 shows as 0.078): no GPU has less than 1 GB, so undo that division.
+            return memory * 1024 if memory < 1.0 else memory
     return None
 
 

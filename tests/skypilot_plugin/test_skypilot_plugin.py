@@ -475,3 +475,14 @@ def test_a_skyserve_fleet_without_a_rollout_block_says_skyserves_own_mode_and_on
     fleet = next(c for c in labels_only["changes"] if c["address"] == "fleet.chat")
     assert not [r for r in fleet["reasons"] if r.startswith("rollout:")]
     assert not any(c["rolls_out"] for c in labels_only["changes"])
+
+
+def test_runpod_gpu_memory_is_read_in_gb_not_as_a_thousandth(sky_env):
+    """SkyPilot reports RunPod's H100 as 0.078 GiB; the fit check then refused models that fit."""
+    code = ("import json; from infraplan_providers.skypilot.pricing import gpu_memory; "
+            "print(json.dumps([gpu_memory('runpod', {'H100': 8}), gpu_memory('aws', {'H100': 8})]))")
+    proc = subprocess.run([str(plugin_python("skypilot")), "-c", code], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runpod, aws = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert runpod == pytest.approx(80.0) and aws == pytest.approx(80.0)
