@@ -19,6 +19,7 @@ from infraplan.errors import ProviderError
 from infraplan.models.config import ServiceSettings
 
 from .settings import SkyPilotSettings
+from .translate import spot_fallback_by_policy
 
 # attributes a service update cannot change: they change which service a slot belongs to
 SERVICE_REPLACES = frozenset({"placement", "fleet", "index", "provider_type"})
@@ -69,10 +70,13 @@ def service_section(attrs: dict[str, Any], replicas: int) -> dict[str, Any]:
                             "timeout_seconds": s.timeout_seconds},
     }
     floor = s.min_replicas if s.min_replicas is not None else replicas
-    if s.max_replicas is not None or s.target_qps_per_replica is not None:
+    fallback = spot_fallback_by_policy(attrs)
+    if s.max_replicas is not None or s.target_qps_per_replica is not None or fallback:
         policy: dict[str, Any] = {"min_replicas": floor, "max_replicas": s.max_replicas or floor}
         if s.target_qps_per_replica is not None:
             policy["target_qps_per_replica"] = s.target_qps_per_replica
+        if fallback:
+            policy["dynamic_ondemand_fallback"] = True
         section["replica_policy"] = policy
     else:
         section["replicas"] = floor
@@ -96,8 +100,14 @@ def make_service_task(name: str, attrs: dict[str, Any], settings: SkyPilotSettin
     """The fleet's `sky.Task` with its service spec."""
     from .translate import make_task
 
+    from sky.serve import serve_utils
+
     task = make_task(name, attrs, settings, with_secrets=with_secrets)
     task.set_service(make_service_spec(attrs, replicas))
+    try:  # what `sky serve up` checks first (e.g. all resources spot or none)
+        serve_utils.validate_service_task(task, pool=False)
+    except (ValueError, RuntimeError) as exc:
+        raise ProviderError(f"SkyServe refuses this service: {exc}") from exc
     return task
 
 

@@ -28,9 +28,20 @@ def infras(attrs: dict[str, Any]) -> list[str | None]:
     return [None]
 
 
+def spot_fallback_by_policy(attrs: dict[str, Any]) -> bool:
+    """A SkyServe fleet on spot with on-demand fallback: SkyServe refuses a mixed spot/on-demand
+    resource list, so the fallback is its replica policy's `dynamic_ondemand_fallback`."""
+    return attrs.get("placement") == "service" and bool(attrs.get("use_spot")) and bool(attrs.get("spot_fallback"))
+
+
 def candidate_kwargs(attrs: dict[str, Any], settings: SkyPilotSettings) -> list[dict[str, Any]]:
     """`sky.Resources` keyword arguments for each candidate, in fail-over order."""
-    spots = [True, False] if attrs.get("use_spot") and attrs.get("spot_fallback") else [bool(attrs.get("use_spot"))]
+    if spot_fallback_by_policy(attrs):
+        spots = [True]
+    elif attrs.get("use_spot") and attrs.get("spot_fallback"):
+        spots = [True, False]
+    else:
+        spots = [bool(attrs.get("use_spot"))]
     out = []
     for spot in spots:
         for infra in infras(attrs):

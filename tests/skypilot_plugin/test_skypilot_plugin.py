@@ -486,3 +486,22 @@ def test_runpod_gpu_memory_is_read_in_gb_not_as_a_thousandth(sky_env):
     assert proc.returncode == 0, proc.stderr[-2000:]
     runpod, aws = json.loads(proc.stdout.strip().splitlines()[-1])
     assert runpod == pytest.approx(80.0) and aws == pytest.approx(80.0)
+
+
+def test_skyserve_spot_with_fallback_passes_skyservices_own_validation(sky_env):
+    """`sky serve up` refuses a mixed spot/on-demand list ("Resources must either all use spot or
+    none use spot"); SkyServe's answer is `dynamic_ondemand_fallback` in its replica policy."""
+    code = """
+import json
+from infraplan_providers.skypilot.service import make_service_task
+from infraplan_providers.skypilot.settings import SkyPilotSettings
+attrs = {"placement": "service", "accelerators": "H100:8", "use_spot": True, "spot_fallback": True,
+         "failover": ["aws/us-east-1", "gcp"], "model_source": "hf://org/m", "engine": "sglang", "args": {}}
+task = make_service_task("chat", attrs, SkyPilotSettings(), 2)
+print(json.dumps({"spots": sorted({r.use_spot for r in task.resources}),
+                  "fallback": task.service.dynamic_ondemand_fallback, "min": task.service.min_replicas}))
+"""
+    proc = subprocess.run([str(plugin_python("skypilot")), "-c", code], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"spots": [True], "fallback": True, "min": 2}
