@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -161,6 +162,21 @@ _HISTORY_COLUMNS = (
 )
 
 
+def _create_private(path: Path) -> None:
+    """Create the state file readable by its owner only (SQLite gives `-wal`/`-shm` the same
+    mode), and tighten a file an older infraplan left world-readable."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists() and side.stat().st_mode & 0o077:
+                os.chmod(side, 0o600)
+    except PermissionError:
+        pass  # not ours to change: SQLite reports what it cannot open
+
+
 class StateStore:
     """Read and write one infraplan state file.
 
@@ -207,6 +223,7 @@ class StateStore:
                                        check_same_thread=False)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                _create_private(self.path)
                 conn = sqlite3.connect(str(self.path), timeout=busy_timeout,
                                        check_same_thread=False)
             db = Database(conn, execute_plugins=False)

@@ -563,3 +563,19 @@ def test_a_state_from_before_later_migrations_is_readable_without_upgrading(tmp_
         assert rw.rollbacks() == []
     conn = sqlite3.connect(db)
     assert {r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations")} == set(migrations.known_names())
+
+
+def test_state_files_are_private_to_their_owner(tmp_path):
+    """The state (and its WAL and shared-memory files) holds provider ids and history: 0600."""
+    db = tmp_path / "infraplan.db"
+    with StateStore(db) as s:
+        s.put("model.m", kind="model", attributes={"source": "hf://org/m"})
+        for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            if f.exists():
+                assert f.stat().st_mode & 0o777 == 0o600, f
+    old = tmp_path / "old.db"
+    old.touch(mode=0o644)
+    old.chmod(0o644)
+    with StateStore(old):
+        pass
+    assert old.stat().st_mode & 0o777 == 0o600
