@@ -21,6 +21,7 @@ only after the routers in front of its fleet stopped sending it requests.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 import queue
@@ -35,6 +36,8 @@ from infraplan.plan.model import Change, Plan
 from infraplan.providers.registry import ProviderSet
 
 Event = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -460,22 +463,47 @@ class Executor:
         if job[0] == "rollout":
             if self.run_rollout is None:
                 raise ApplyError(f"{job[1]['fleet']}: this apply cannot run rollouts (no rollout runner)")
-            return self.run_rollout(**job[1])
+            log.debug("rollout %s: begin", job[1]["fleet"])
+            out = self.run_rollout(**job[1])
+            log.debug("rollout %s: end", job[1]["fleet"])
+            return out
         op, provider, address, *args = job
         fn = getattr(provider, op)
+        log.debug("%s %s: provider call begins", op, address)
         try:  # first try without tenacity's machinery: most calls succeed at once
-            return fn(address, *args)
-        except TransientProviderError:
+            out = fn(address, *args)
+        except TransientProviderError as exc:
             if self.retries <= 1:
+                log.debug("%s %s: provider call failed: %s", op, address, _reason(exc))
                 raise
-        for attempt in Retrying(
-            retry=retry_if_exception_type(TransientProviderError),
-            stop=stop_after_attempt(self.retries - 1),
-            wait=wait_exponential(multiplier=0.2, max=5),
-            reraise=True,
-        ):
-            with attempt:
-                return fn(address, *args)
+            log.debug("%s %s: transient error, retrying: %s", op, address, _reason(exc))
+        except BaseException as exc:
+            log.debug("%s %s: provider call failed: %s", op, address, _reason(exc))
+            raise
+        else:
+            log.debug("%s %s: provider call ends", op, address)
+            return out
+
+        def before_retry(state) -> None:
+            # +2: the first try ran before tenacity's attempts
+            log.debug("%s %s: try %d of %d after: %s", op, address, state.attempt_number + 2, self.retries,
+                      _reason(state.outcome.exception()))
+
+        try:
+            for attempt in Retrying(
+                retry=retry_if_exception_type(TransientProviderError),
+                stop=stop_after_attempt(self.retries - 1),
+                wait=wait_exponential(multiplier=0.2, max=5),
+                before_sleep=before_retry,
+                reraise=True,
+            ):
+                with attempt:  # a swallowed failure skips the rest of this block, so return in it
+                    out = fn(address, *args)
+                    log.debug("%s %s: provider call ends (after retries)", op, address)
+                    return out
+        except BaseException as exc:
+            log.debug("%s %s: provider call failed after retries: %s", op, address, _reason(exc))
+            raise
         return None  # pragma: no cover
 
     def _complete(self, node: Node, value) -> None:

@@ -7,7 +7,10 @@ Library code raises `InfraplanError`s; commands turn them into one-line messages
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import sys
+from enum import Enum
 from pathlib import Path
 
 import click
@@ -45,12 +48,12 @@ def handle_errors(fn):
 
 
 def config_options(fn):
-    """--var, --var-file and --state."""
+    """--var, --var-file and --state (see `resolve_state_path`)."""
     fn = click.option("--var", "var_args", multiple=True, metavar="NAME=VALUE", help="Set a variable.")(fn)
     fn = click.option("--var-file", "var_files", multiple=True, type=click.Path(),
                       help="A YAML/JSON file of variable values.")(fn)
     fn = click.option("--state", "state_path", type=click.Path(), default=None,
-                      help="State file (default: infraplan.db beside the config).")(fn)
+                      help=f"State file (default: ${STATE_ENV}, else infraplan.db beside the config).")(fn)
     return fn
 
 
@@ -63,4 +66,121 @@ def open_workspace(path, state_path, var_args, var_files):
         from infraplan.errors import ConfigError
 
         raise ConfigError([Diagnostic(f"configuration path {path} does not exist")])
-    return Workspace(path, state_path=state_path, var_args=var_args, var_files=var_files)
+    return Workspace(path, state_path=resolve_state_path(state_path, path), var_args=var_args, var_files=var_files)
+
+
+STATE_ENV = "INFRAPLAN_STATE"
+LOG_ENV = "INFRAPLAN_LOG"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class LogLevel(str, Enum):
+    """The values INFRAPLAN_LOG accepts."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARN = "warn"
+
+    @property
+    def level(self) -> int:
+        return {LogLevel.DEBUG: logging.DEBUG, LogLevel.INFO: logging.INFO, LogLevel.WARN: logging.WARNING}[self]
+
+
+def resolve_state_path(state_path: str | Path | None, config_path: str | Path | None = None, *,
+                       recorded: str | None = None) -> Path:
+    """The one state-path rule: --state, else $INFRAPLAN_STATE, else infraplan.db beside the config.
+
+    Commands without a config PATH argument pass `config_path=None`: the default is then
+    ./infraplan.db in the current directory. `recorded` (the state a saved plan was made
+    against) replaces the default.
+    """
+    from infraplan.workspace import STATE_FILE, default_state_path
+
+    if state_path:
+        return Path(state_path)
+    env = os.environ.get(STATE_ENV)
+    if env:
+        return Path(env)
+    if recorded:
+        return Path(recorded)
+    if config_path is None:
+        return Path(STATE_FILE)
+    return default_state_path(Path(config_path))
+
+
+def existing_state(state_path: str | Path | None) -> Path:
+    """The state path of a command without a config PATH; an error (nothing created) when no file is there."""
+    from infraplan.errors import InfraplanError
+
+    path = resolve_state_path(state_path)
+    if not path.exists():
+        raise InfraplanError(f"no state at {path}")
+    return path
+
+
+def state_option(fn):
+    """--state for commands without a config PATH argument."""
+    return click.option("--state", "state_path", type=click.Path(), default=None,
+                        help=f"State file (default: ${STATE_ENV}, else ./infraplan.db).")(fn)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each record (click's test runner swaps it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+_LOGGERS = ("infraplan", "infraplan_providers")
+_handler = _StderrHandler()
+_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+
+
+def configure_logging(value: str | None) -> None:
+    """Switch infraplan's stdlib logging to stderr at INFRAPLAN_LOG's level (off when unset).
+
+    Idempotent: each call replaces what an earlier one set (in-process runs share the loggers).
+    """
+    from infraplan.errors import InfraplanError
+
+    level = None
+    if value:
+        try:
+            level = LogLevel(value.strip().lower()).level
+        except ValueError:
+            raise InfraplanError(f"{LOG_ENV}={value!r} is not one of "
+                                 f"{', '.join(v.value for v in LogLevel)}") from None
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        logger.removeHandler(_handler)
+        logger.setLevel(logging.NOTSET)
+        if level is not None:
+            logger.addHandler(_handler)
+            logger.setLevel(level)
+
+
+class Cli(click.Group):
+    """The root group: click's usage errors exit 1, keeping 2 for "changes" and "drift found"."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            exc.exit_code = 1
+            raise
+
+    def invoke(self, ctx):
+        # subcommands (and nested groups) parse their arguments inside the root's invoke
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            exc.exit_code = 1
+            raise

@@ -1,7 +1,12 @@
 """The `infraplan` command line: click commands that call the library and turn its
 errors into one-line messages and exit codes.
 
-Exit codes: 0 success; 1 error; 2 with --detailed-exitcode when the plan has changes.
+Exit codes: 0 success; 1 error (usage errors included); 2 only for "changes" (plan
+--detailed-exitcode) and "drift found" (drift).
+
+State file, for every command: --state, else $INFRAPLAN_STATE, else infraplan.db beside the
+config PATH (./infraplan.db for commands without one). INFRAPLAN_LOG=debug|info|warn logs
+to stderr.
 """
 
 from __future__ import annotations
@@ -26,19 +31,27 @@ class Ctx:
         return make_console(no_color=self.no_color, stderr=stderr, text_only=text_only)
 
 
-from infraplan.cli.common import config_options  # noqa: E402
+from infraplan.cli.common import LOG_ENV, Cli, config_options, configure_logging  # noqa: E402
+from infraplan.cli.common import existing_state as _existing_state  # noqa: E402
+from infraplan.cli.common import resolve_state_path as _state_path  # noqa: E402
+from infraplan.cli.common import state_option  # noqa: E402
 from infraplan.cli.common import fail as _fail  # noqa: E402
 from infraplan.cli.common import handle_errors as _handle  # noqa: E402
 from infraplan.util.gc_pause import no_cyclic_gc  # noqa: E402
 from infraplan.cli.common import open_workspace as _workspace  # noqa: E402
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="infraplan")
 @click.option("--no-color", is_flag=True, help="No colour (also NO_COLOR=1; off anyway when not a TTY).")
 @click.pass_context
+@_handle
 def cli(ctx, no_color):
-    """Plan, apply and watch fleets of LLM model servers."""
+    """Plan, apply and watch fleets of LLM model servers.
+
+    INFRAPLAN_LOG=debug|info|warn logs to stderr; INFRAPLAN_STATE names the state file.
+    """
+    configure_logging(os.environ.get(LOG_ENV))
     ctx.obj = Ctx(no_color)
 
 
@@ -249,7 +262,8 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
         from infraplan.plan.planfile import load_plan
 
         saved, opts = load_plan(path)  # a clean error for a corrupt or foreign file
-        ws = _workspace(saved.config_path, state_path or opts.state or None,
+        state = _state_path(state_path, saved.config_path, recorded=opts.state or None)
+        ws = _workspace(saved.config_path, state,
                         list(opts.var_args) + list(var_args), list(opts.var_files) + list(var_files))
         options = PlanOptions(refresh=bool(opts.refresh), targets=tuple(opts.targets),
                               replace=tuple(opts.replace), destroy=bool(opts.destroy),
@@ -321,7 +335,7 @@ def destroy(obj, path, state_path, var_args, var_files, targets, parallelism, re
 @click.option("--to", "to_id", type=int, default=None,
               help="History id to go back to (see `infraplan history`); default: the previous applied config.")
 @click.option("--state", "state_path", type=click.Path(), default=None,
-              help="State file (default: infraplan.db beside the config).")
+              help="State file (default: $INFRAPLAN_STATE, else infraplan.db beside the config).")
 @click.option("--var", "var_args", multiple=True, metavar="NAME=VALUE",
               help="Values for sensitive variables (they are never stored in history).")
 @click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 1000))
@@ -336,9 +350,13 @@ def rollback(obj, path, to_id, state_path, var_args, parallelism, auto_approve, 
     from infraplan.plan.planner import PlanOptions
     from infraplan.cli.views.plan import render_plan
     from infraplan.state import StateStore
-    from infraplan.workspace import Workspace, default_state_path
+    from infraplan.workspace import Workspace
 
-    state = Path(state_path) if state_path else default_state_path(Path(path))
+    state = _state_path(state_path, path)
+    if not state.exists():
+        from infraplan.errors import InfraplanError
+
+        raise InfraplanError(f"no state at {state}")
     store = StateStore.open_readonly(state)
     entry = _rollback_target(store.history(), to_id)
     snap = entry.desired_config
@@ -386,7 +404,7 @@ def _rollback_target(history, to_id):
 # -- read-only views -------------------------------------------------------------------
 @cli.command()
 @click.argument("name", required=False)
-@click.option("--state", "state_path", type=click.Path(), default="infraplan.db")
+@state_option
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--raw", is_flag=True, help="Print a string output without quotes (for scripts).")
 @_handle
@@ -394,7 +412,7 @@ def output(name, state_path, as_json, raw):
     """Show outputs from the state."""
     from infraplan.state import StateStore
 
-    outs = StateStore.open_readonly(state_path).snapshot().outputs
+    outs = StateStore.open_readonly(_existing_state(state_path)).snapshot().outputs
     if name:
         if name not in outs:
             _fail(f"no output named {name!r} (have: {', '.join(sorted(outs)) or 'none'})")
@@ -410,7 +428,7 @@ def output(name, state_path, as_json, raw):
 
 @cli.command()
 @click.argument("planfile", required=False, type=click.Path())
-@click.option("--state", "state_path", type=click.Path(), default="infraplan.db")
+@state_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @_handle
@@ -428,7 +446,7 @@ def show(obj, planfile, state_path, as_json):
         else:
             render_plan(saved, obj.console())
         return
-    snap = StateStore.open_readonly(state_path).snapshot()
+    snap = StateStore.open_readonly(_existing_state(state_path)).snapshot()
     if as_json:
         click.echo(json.dumps({"lineage": snap.lineage, "serial": snap.serial, "outputs": snap.outputs,
                                "resources": [redact({"address": r.address, "deposed": r.deposed, "kind": r.kind,
@@ -493,7 +511,7 @@ def providers_cmd():
 
 
 @cli.command()
-@click.option("--state", "state_path", type=click.Path(), default="infraplan.db")
+@state_option
 @click.option("--limit", default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @_handle
@@ -503,7 +521,7 @@ def history(state_path, limit, as_json):
 
     from dataclasses import asdict
 
-    rows = [asdict(h) for h in StateStore.open_readonly(state_path).history(limit=limit)]
+    rows = [asdict(h) for h in StateStore.open_readonly(_existing_state(state_path)).history(limit=limit)]
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -518,13 +536,13 @@ def history(state_path, limit, as_json):
 
 @cli.command("force-unlock")
 @click.argument("lock_id")
-@click.option("--state", "state_path", type=click.Path(), default="infraplan.db")
+@state_option
 @_handle
 def force_unlock(lock_id, state_path):
     """Break a stale state lock (audited)."""
     from infraplan.state import StateStore
 
-    StateStore(state_path).force_unlock(lock_id)
+    StateStore(_existing_state(state_path)).force_unlock(lock_id)
     click.echo(f"Lock {lock_id} broken. The state is unlocked.")
 
 
@@ -535,13 +553,13 @@ def state():
 
 
 @state.command("list")
-@click.option("--state", "state_path", type=click.Path(), default="infraplan.db")
+@state_option
 @_handle
 def state_list(state_path):
     """List resource addresses in state."""
     from infraplan.state import StateStore
 
-    for r in StateStore.open_readonly(state_path).snapshot().resources:
+    for r in StateStore.open_readonly(_existing_state(state_path)).snapshot().resources:
         suffix = f" (deposed {r.deposed})" if r.deposed else ""
         status = "" if r.status == "ready" else f" [{r.status}]"
         click.echo(f"{r.address}{suffix}{status}")
@@ -549,14 +567,14 @@ def state_list(state_path):
 
 @state.command("show")
 @click.argument("address")
-@click.option("--state", "state_path", type=click.Path(), default="infraplan.db")
+@state_option
 @_handle
 def state_show(address, state_path):
     """Show one resource's attributes."""
     from infraplan.util.redact import redact
     from infraplan.state import StateStore
 
-    rec = StateStore.open_readonly(state_path).get(address)
+    rec = StateStore.open_readonly(_existing_state(state_path)).get(address)
     if rec is None:
         _fail(f"no resource {address} in state")
     click.echo(json.dumps({"address": rec.address, "kind": rec.kind, "provider": rec.provider,
@@ -567,14 +585,14 @@ def state_show(address, state_path):
 
 @state.command("rm")
 @click.argument("addresses", nargs=-1, required=True)
-@click.option("--state", "state_path", type=click.Path(), default="infraplan.db")
+@state_option
 @_handle
 def state_rm(addresses, state_path):
     """Forget resources (the real servers keep running)."""
     from infraplan.state import StateStore
     from infraplan.util.identity import who
 
-    store = StateStore(state_path)
+    store = StateStore(_existing_state(state_path))
     with store.lock("state rm", who=who()):
         for a in addresses:
             if store.get(a) is None:
@@ -587,14 +605,14 @@ def state_rm(addresses, state_path):
 @state.command("mv")
 @click.argument("src")
 @click.argument("dst")
-@click.option("--state", "state_path", type=click.Path(), default="infraplan.db")
+@state_option
 @_handle
 def state_mv(src, dst, state_path):
     """Rename a resource in state (and its replicas)."""
     from infraplan.state import StateStore
     from infraplan.util.identity import who
 
-    store = StateStore(state_path)
+    store = StateStore(_existing_state(state_path))
     with store.lock("state mv", who=who()):
         store.move(src, dst)
         store.audit("state-mv", address=src, details={"to": dst}, who=who())

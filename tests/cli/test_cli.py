@@ -399,8 +399,8 @@ def test_history(project):
 def test_history_of_missing_state(tmp_path):
     db = tmp_path / "none.db"
     result = run("history", "--state", str(db))
-    assert result.exit_code == 0
-    assert result.output.strip() == "No history yet."
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: no state at {db}"
     assert not db.exists()
 
 

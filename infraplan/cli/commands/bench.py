@@ -22,10 +22,12 @@ def _resolve(url: str, state_path: str) -> str:
     """An http(s) URL as given; anything else is a state address with an `endpoint`."""
     from pathlib import Path
 
+    from infraplan.cli.common import resolve_state_path
     from infraplan.errors import InfraplanError
 
     if url.startswith(("http://", "https://")):
         return url
+    state_path = resolve_state_path(state_path)
     if not Path(state_path).exists():
         raise InfraplanError(f"{url!r} is not an http(s) URL and there is no state file {state_path} to look it up in")
     from infraplan.state import StateStore
@@ -101,8 +103,8 @@ class _BenchCommand(click.Command):
 @click.option("--api-key", envvar="INFRAPLAN_BENCH_API_KEY", default=None,
               help="Bearer token (also INFRAPLAN_BENCH_API_KEY).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--state", "state_path", type=click.Path(), default="infraplan.db", show_default=True,
-              help="State file to look up a fleet address given as URL.")
+@click.option("--state", "state_path", type=click.Path(), default=None,
+              help="State file to look up a fleet address given as URL [$INFRAPLAN_STATE, else ./infraplan.db].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (format_version 1).")
 @click.option("--records", "include_records", is_flag=True, help="With --json, include every request.")
 @click.pass_context

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -17,6 +16,7 @@ import click
 from infraplan.cli.common import config_options  # noqa: E402
 from infraplan.cli.common import handle_errors as _handle  # noqa: E402
 from infraplan.cli.common import open_workspace as _workspace  # noqa: E402
+from infraplan.cli.common import resolve_state_path  # noqa: E402
 
 
 def _common(fn):
@@ -172,9 +172,11 @@ def _history(path, state_path, limit, as_json) -> None:
 
     from infraplan.drift import KINDS
     from infraplan.state import StateStore
-    from infraplan.workspace import default_state_path
+    from infraplan.errors import InfraplanError
 
-    sp = Path(state_path) if state_path else default_state_path(Path(path))
+    sp = resolve_state_path(state_path, path)
+    if not sp.exists():
+        raise InfraplanError(f"no state at {sp}")
     runs = StateStore.open_readonly(sp).drift_runs(limit=limit)
     if as_json:
         click.echo(json.dumps([asdict(r) for r in runs], indent=2, default=str))

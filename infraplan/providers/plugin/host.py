@@ -28,6 +28,7 @@ import importlib
 import importlib.util
 import itertools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -44,6 +45,8 @@ from infraplan.providers.contract import Provider, ProviderContext, ProviderPlan
 METHODS = frozenset({"validate_settings", "plan", "estimate", "prepare_create", "create", "read", "update",
                      "delete", "service_workers", "create_canary", "close"})
 _DATACLASSES = {c.__name__: c for c in (ProviderPlan, ReadResult, Diagnostic, Location)}
+
+log = logging.getLogger(__name__)
 
 BOOTSTRAP = """\
 import importlib.util, json, sys
@@ -127,6 +130,14 @@ def encode_error(exc: BaseException) -> dict[str, Any]:
             "ours": isinstance(exc, InfraplanError)}
 
 
+def _outcome(msg: dict[str, Any]) -> str:
+    """`ok`, or `error TYPE` (never the message: it may quote attributes) for the debug log."""
+    if "error" not in msg:
+        return "ok"
+    err = msg["error"]
+    return f"error {err.get('type') if isinstance(err, dict) else type(err).__name__}"
+
+
 def decode_error(err: dict[str, Any], plugin: str) -> BaseException:
     """The worker's exception as the same infraplan class here (a ProviderError otherwise)."""
     module, _, qualname = str(err.get("type", "")).partition(":")
@@ -187,6 +198,7 @@ class PluginProcess:
                 fut = self._pending.pop(msg.get("id"), None)
             if fut is None:
                 continue
+            log.debug("plugin %s: response #%s: %s", self.name, msg.get("id"), _outcome(msg))
             if "error" in msg:
                 fut.set_exception(decode_error(msg["error"], self.name))
             else:
@@ -219,6 +231,7 @@ class PluginProcess:
             data = json.dumps({"id": ident, "method": method, "args": encode(list(args))}, default=str) + "\n"
             try:
                 assert self._proc.stdin is not None
+                log.debug("plugin %s: request #%d %s", self.name, ident, method)
                 self._proc.stdin.write(data.encode())
                 self._proc.stdin.flush()
             except (BrokenPipeError, OSError) as exc:
