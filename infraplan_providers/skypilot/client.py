@@ -86,6 +86,14 @@ def translate_error(exc: BaseException) -> BaseException:
     return exc
 
 
+def _cancel(sky: Any, request_id: Any) -> None:
+    """Ask the API server to cancel a request that timed out (best effort)."""
+    try:
+        sky.api_cancel(request_id)
+    except Exception:  # noqa: BLE001 - an old server or a request already done
+        pass
+
+
 class SkyClient:
     """Launch, status and down of clusters; up, update, status and down of services."""
 
@@ -104,14 +112,22 @@ class SkyClient:
                 request_id = getattr(sky, fn_name)(*args, **kwargs) if "." not in fn_name else \
                     getattr(getattr(sky, fn_name.split(".")[0]), fn_name.split(".")[1])(*args, **kwargs)
                 resolve = sky.stream_and_get if stream else sky.get
-                with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                    fut = pool.submit(resolve, request_id)
-                    try:
-                        return fut.result(timeout=self.timeout_s)
-                    except concurrent.futures.TimeoutError:
-                        raise TransientProviderError(
-                            f"SkyPilot {fn_name} did not finish in {self.timeout_s:g}s (request {request_id})") from None
-            except TransientProviderError:
+                # not `with`: leaving a ThreadPoolExecutor block waits for the call, so a
+                # timeout would only fire after the call's full length
+                pool = concurrent.futures.ThreadPoolExecutor(1)
+                fut = pool.submit(resolve, request_id)
+                try:
+                    return fut.result(timeout=self.timeout_s)
+                except concurrent.futures.TimeoutError:
+                    _cancel(sky, request_id)
+                    # not transient: submitting again while the first request may still run
+                    # could make a second cluster for one intent
+                    raise ProviderError(
+                        f"SkyPilot {fn_name} did not finish in {self.timeout_s:g}s (request {request_id}, "
+                        "cancelled); run `sky api status` to see what became of it") from None
+                finally:
+                    pool.shutdown(wait=False, cancel_futures=True)
+            except ProviderError:  # ours already (a timeout), not SkyPilot's
                 raise
             except Exception as exc:  # noqa: BLE001 - every SkyPilot error is translated
                 new = translate_error(exc)
