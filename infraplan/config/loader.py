@@ -40,6 +40,7 @@ from infraplan.diagnostics import Diagnostic, Location, has_errors
 from infraplan.errors import ConfigError
 from infraplan.util.gc_pause import no_cyclic_gc
 from infraplan.models.config import (
+    MAX_FOR_EACH,
     AlertBlock,
     ConfigFile,
     FleetBlock,
@@ -658,6 +659,9 @@ class _Loader:
                 self.error(f"for_each has duplicate key {key!r}", path + (i,))
                 return None
             seen[key] = i
+        if len(pairs) > MAX_FOR_EACH:
+            self.error(f"for_each has {len(pairs):,} items; at most {MAX_FOR_EACH} are allowed", path)
+            return None
         return pairs
 
     def _output(self, node: str, name: str, raw: dict, ctx: EvalContext, deps: set[str], tainted: set[PathT]) -> OutputConfig | None:

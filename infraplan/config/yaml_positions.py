@@ -25,6 +25,14 @@ except ImportError:  # pragma: no cover
 
 PathT = tuple[str | int, ...]
 
+#: Bounds on YAML alias expansion ("billion laughs"): alias uses, and nodes built inside expanded aliases.
+MAX_ALIAS_EXPANSIONS = 10_000
+MAX_EXPANDED_NODES = 1_000_000
+
+
+class _Refused(Exception):
+    """Stops building: an alias bound was crossed (the diagnostic is already recorded)."""
+
 
 class _Loader(_YamlLoader):  # type: ignore[misc,valid-type]
     """The safe loader with a leaner tag resolver (PyYAML's is pure Python and
@@ -128,28 +136,75 @@ class _Builder:
     def __init__(self, file: str):
         self.pos = Positions(file)
         self.diags: list[Diagnostic] = []
+        # The composer hands an alias back as its anchor's node object: a node met twice is an alias use.
+        self._seen: set[int] = set()
+        self._open: set[int] = set()  # collections being built (an alias to one of them is recursive)
+        self._aliases = 0
+        self._expanding = 0  # depth inside alias expansions
+        self._expanded = 0
 
     def build(self, node: Any, path: PathT) -> Any:
-        self.pos.values[path] = _lc(node.start_mark)
         if isinstance(node, ScalarNode):
-            tag = node.tag
-            if tag == _STR_TAG or tag == _TIMESTAMP_TAG:
-                return node.value
-            ctor = _SCALARS.get(tag)
-            if ctor is None:
-                self._error(f"unsupported YAML tag {tag!r}", node, path)
-                return None
-            try:
-                return ctor(_constructor, node)
-            except (ConstructorError, ValueError) as e:
-                self._error(f"bad {tag.rsplit(':', 1)[-1]} value: {e}", node, path)
-                return None
+            self._enter(node, path)
+            self.pos.values[path] = _lc(node.start_mark)
+            return self._scalar(node, path)
+        return self._within(node, path, self._collection)
+
+    def _enter(self, node: Any, path: PathT) -> bool:
+        """Count `node` against the alias bounds; True when it is an alias use."""
+        nid = id(node)
+        if nid in self._open:
+            self._refuse("recursive YAML alias (an anchor's value refers to itself)", node, path)
+        # scalars inside an expanded collection are met again with it: only collections count as alias uses
+        alias = nid in self._seen and not isinstance(node, ScalarNode)
+        if alias:
+            self._aliases += 1
+            if self._aliases > MAX_ALIAS_EXPANSIONS:
+                self._refuse(f"too many YAML alias expansions (more than {MAX_ALIAS_EXPANSIONS:,})", node, path)
+        self._seen.add(nid)
+        if self._expanding or nid in self._seen:
+            self._expanded += 1
+            if self._expanded > MAX_EXPANDED_NODES:
+                self._refuse(f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} values", node, path)
+        return alias
+
+    def _within(self, node: Any, path: PathT, build: Any) -> Any:
+        alias = self._enter(node, path)
+        nid = id(node)
+        self._open.add(nid)
+        self._expanding += alias
+        try:
+            return build(node, path)
+        finally:
+            self._open.discard(nid)
+            self._expanding -= alias
+
+    def _refuse(self, summary: str, node: Any, path: PathT) -> None:
+        self._error(summary + " at this anchor", node, path)
+        raise _Refused
+
+    def _collection(self, node: Any, path: PathT) -> Any:
+        self.pos.values[path] = _lc(node.start_mark)
         if isinstance(node, SequenceNode):
             return [self.build(child, path + (i,)) for i, child in enumerate(node.value)]
         if isinstance(node, MappingNode):
             return self._mapping(node, path)
         self._error("unsupported YAML node", node, path)  # pragma: no cover
         return None
+
+    def _scalar(self, node: ScalarNode, path: PathT) -> Any:
+        tag = node.tag
+        if tag == _STR_TAG or tag == _TIMESTAMP_TAG:
+            return node.value
+        ctor = _SCALARS.get(tag)
+        if ctor is None:
+            self._error(f"unsupported YAML tag {tag!r}", node, path)
+            return None
+        try:
+            return ctor(_constructor, node)
+        except (ConstructorError, ValueError) as e:
+            self._error(f"bad {tag.rsplit(':', 1)[-1]} value: {e}", node, path)
+            return None
 
     def _mapping(self, node: MappingNode, path: PathT) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -176,7 +231,7 @@ class _Builder:
                 if not isinstance(src, MappingNode):
                     self._error("a merge key (<<) needs a mapping or a list of mappings", src, path)
                     continue
-                for k, v in self._mapping(src, path).items():
+                for k, v in self._within(src, path, self._mapping).items():
                     out.setdefault(k, v)
         return out
 
@@ -209,5 +264,10 @@ def load_yaml(text: str | bytes, file: str) -> tuple[Any, Positions, list[Diagno
         return None, builder.pos, [Diagnostic(f"YAML error: {e}", location=Location(file, 1, 1))]
     if node is None:
         return None, builder.pos, []
-    value = builder.build(node, ())
+    try:
+        value = builder.build(node, ())
+    except _Refused:
+        return None, builder.pos, builder.diags
+    except RecursionError:
+        return None, builder.pos, [Diagnostic("YAML nested too deeply", location=_loc(file, node.start_mark))]
     return value, builder.pos, builder.diags

@@ -122,15 +122,15 @@ def load_architecture(model: dict[str, Any], project_dir: Path | None = None) ->
 def _local_config(source: str, project_dir: Path | None) -> tuple[Path, dict] | None:
     if "://" in source and not source.startswith("file://"):
         return None
-    p = Path(source.removeprefix("file://")).expanduser()
-    if not p.is_absolute() and project_dir is not None:
-        p = project_dir / p
-    f = p / "config.json" if p.is_dir() else p
-    if f.name != "config.json" or not f.is_file():
-        return None
-    try:
+    try:  # a source too long or odd for the filesystem (ENAMETOOLONG, NUL) is just not a local path
+        p = Path(source.removeprefix("file://")).expanduser()
+        if not p.is_absolute() and project_dir is not None:
+            p = project_dir / p
+        f = p / "config.json" if p.is_dir() else p
+        if f.name != "config.json" or not f.is_file():
+            return None
         return f, json.loads(f.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: `~user` with no such user
         return None
 
 

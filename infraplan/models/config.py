@@ -15,6 +15,11 @@ from pydantic import Field, field_validator, model_validator
 from infraplan.models.base import StrictModel
 from infraplan.models.types import Duration
 
+#: Most replicas one fleet (or one for_each instance) may have: plans hold every replica in memory.
+MAX_REPLICAS = 1000
+#: Most instances one `for_each` may create.
+MAX_FOR_EACH = 1000
+
 Scalar = str | int | float | bool
 ALERT_EVENTS = ("drift", "rollout")
 
@@ -95,7 +100,8 @@ class ModelArchitecture(StrictModel):
 class ModelBlock(StrictModel):
     """A model version: a registry entry in state, with no infrastructure of its own."""
 
-    source: str = Field(..., description="Where the weights come from, e.g. `hf://org/name` or a local path.")
+    source: str = Field(..., description="Where the weights come from, e.g. `hf://org/name` or a local path "
+                        "(at most 2048 characters).", max_length=2048)
     revision: str = Field("main", description="The exact revision (commit, tag or branch) to serve.")
     served_name: str | None = Field(None, description="The name clients use (`--served-model-name`); defaults to the source's name.")
     parameters: float | None = Field(None, description="Parameter count, e.g. 8.03e9, for GPU-fit checks.", gt=0)
@@ -156,8 +162,10 @@ class ServiceSettings(StrictModel):
     readiness_path: str = Field("/health_generate", description="HTTP path probed before a replica takes traffic.")
     initial_delay_seconds: int = Field(1200, description="Grace period for a replica to load the model before probes count.", ge=0)
     timeout_seconds: int = Field(15, description="Timeout of one readiness probe.", ge=1)
-    min_replicas: int | None = Field(None, description="Autoscaling floor; defaults to the fleet's `replicas`.", ge=0)
-    max_replicas: int | None = Field(None, description="Autoscaling ceiling; unset means a fixed number of replicas.", ge=1)
+    min_replicas: int | None = Field(None, description="Autoscaling floor; defaults to the fleet's `replicas`.", ge=0,
+                                     le=MAX_REPLICAS)
+    max_replicas: int | None = Field(None, description="Autoscaling ceiling; unset means a fixed number of replicas.", ge=1,
+                                     le=MAX_REPLICAS)
     target_qps_per_replica: float | None = Field(None, description="Autoscale to keep this many requests/s per replica.", gt=0)
     load_balancing_policy: str | None = Field(None, description="SkyServe load balancing policy, e.g. `least_load` or `round_robin`.")
     update_mode: Literal["rolling", "blue_green"] = Field("rolling", description="How a new version replaces the old one.")
@@ -205,11 +213,13 @@ class RolloutBlock(StrictModel):
         "default", description="`default`: create-before-destroy, all replicas at once; `recreate` stops the old "
         "ones first (capacity drops to zero); `rolling`, `blue_green` and `canary` move traffic through the routers "
         "in front of the fleet.")
-    max_surge: int = Field(1, description="rolling: new replicas started at a time.", ge=1)
-    max_unavailable: int = Field(0, description="rolling: old replicas that may be gone before their successor is ready.", ge=0)
+    max_surge: int = Field(1, description="rolling: new replicas started at a time.", ge=1, le=MAX_REPLICAS)
+    max_unavailable: int = Field(0, description="rolling: old replicas that may be gone before their successor is ready.",
+                                 ge=0, le=MAX_REPLICAS)
     readiness_timeout_s: float = Field(120.0, description="Most time a new replica may take to pass readiness.", gt=0)
     steps: list[float] = Field(default_factory=lambda: [25.0, 50.0, 100.0],
-                               description="canary: traffic weights in percent, ending at 100.")
+                               description="canary: traffic weights in percent, ending at 100 (at most 100 steps).",
+                               max_length=100)
     pause_s: float = Field(0.0, description="canary: pause after each step's analysis.", ge=0)
     rollback_window: Duration | None = Field(None, description="blue_green: keep the old set this long (e.g. `10m`) after the switch.")
     analysis: RolloutAnalysis = Field(default_factory=RolloutAnalysis, description="Gates judged at each step.")
@@ -229,7 +239,8 @@ class FleetBlock(StrictModel):
 
     provider: str = Field("local", description="Provider block name (or plugin name) that runs the replicas.")
     model: str = Field(..., description="The model to serve: `model.NAME`.")
-    replicas: int = Field(1, description="How many replicas (addresses `fleet.NAME[i]`).", ge=0)
+    replicas: int = Field(1, description=f"How many replicas (addresses `fleet.NAME[i]`), at most {MAX_REPLICAS}.",
+                          ge=0, le=MAX_REPLICAS)
     accelerators: str | None = Field(None, description="GPUs per replica, e.g. `H100:1`.")
     engine: EngineBlock = Field(default_factory=EngineBlock, description="The serving engine and its arguments.")
     port: int | None = Field(None, description="Base port; replica i listens on port+i. Chosen by the provider when unset.", ge=1, le=65535)
@@ -244,7 +255,8 @@ class FleetBlock(StrictModel):
     )
     for_each: list[Any] | dict[str, Any] | str | None = Field(
         None,
-        description="One fleet instance per item (`fleet.NAME[\"key\"]`); use `${each.key}` and `${each.value}` inside.",
+        description="One fleet instance per item (`fleet.NAME[\"key\"]`); use `${each.key}` and `${each.value}` inside "
+        f"(at most {MAX_FOR_EACH} items).",
     )
     description: str | None = Field(None, description="Free text.")
     placement: Literal["cluster", "service"] | None = Field(
