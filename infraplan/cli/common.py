@@ -167,15 +167,19 @@ def configure_logging(value: str | None) -> None:
             logger.setLevel(level)
 
 
-class Cli(click.Group):
-    """The root group: click's usage errors exit 1, keeping 2 for "changes" and "drift found"."""
+class UsageExitsOne:
+    """Mixin for click commands: a usage error exits 1 (click's own code is 2, kept for "changes")."""
 
     def make_context(self, *args, **kwargs):
         try:
-            return super().make_context(*args, **kwargs)
+            return super().make_context(*args, **kwargs)  # type: ignore[misc]
         except click.UsageError as exc:
             exc.exit_code = 1
             raise
+
+
+class Cli(UsageExitsOne, click.Group):
+    """The root group: click's usage errors exit 1, keeping 2 for "changes" and "drift found"."""
 
     def invoke(self, ctx):
         # subcommands (and nested groups) parse their arguments inside the root's invoke

@@ -139,11 +139,13 @@ def test_metrics_match_the_simulated_latencies(sim, api):
     assert [x.output_tokens for x in r.records] == [20] * 8
     assert d["tokens"]["output"] == 160
     lat = d["latency_ms"]
-    assert 38 <= lat["ttft"]["median"] <= 60  # sim: first token 40 ms after the request
-    assert 4.5 <= lat["tpot"]["median"] <= 6.5  # then one every 5 ms
-    assert 4.0 <= lat["itl"]["median"] <= 6.5
+    # lower bounds check the definitions; upper bounds are tolerant (a loaded 2-core CI machine
+    # adds delay): exact figures belong in benchmarks/
+    assert 38 <= lat["ttft"]["median"] <= 120  # sim: first token 40 ms after the request
+    assert 4.5 <= lat["tpot"]["median"] <= 10  # then one every 5 ms
+    assert 4.0 <= lat["itl"]["median"] <= 10
     assert lat["itl"]["count"] == 8 * 19
-    assert 130 <= lat["e2e"]["median"] <= 170  # 40 + 19 * 5
+    assert 130 <= lat["e2e"]["median"] <= 300  # 40 + 19 * 5
     for x in r.records:  # TPOT is (e2e - ttft) / (n - 1) per request
         assert x.tpot_s == pytest.approx((x.e2e_s - x.ttft_s) / 19)
         assert x.e2e_s >= x.ttft_s + sum(x.itl_s) - 1e-6

@@ -11,6 +11,8 @@ import sys
 
 import click
 
+from infraplan.cli.common import UsageExitsOne
+
 # The names of infraplan.bench.API_ROUTES, spelled out so `infraplan --help` does not import
 # the load generator (httpx, asyncio); tests/bench checks the two agree.
 APIS = ("openai-chat", "openai-completions", "sglang-generate")
@@ -71,15 +73,8 @@ def _render(result, console) -> None:
     console.print(table)
 
 
-class _BenchCommand(click.Command):
-    """Bad options exit 1, like every other bench usage error (click's own code is 2)."""
-
-    def make_context(self, *args, **kwargs):
-        try:
-            return super().make_context(*args, **kwargs)
-        except click.UsageError as exc:
-            exc.exit_code = 1
-            raise
+class _BenchCommand(UsageExitsOne, click.Command):
+    """Bad options exit 1 even when `bench` is invoked on its own (tests, other groups)."""
 
 
 @click.command(cls=_BenchCommand)
