@@ -127,9 +127,6 @@ def state_option(fn):
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time of each record (click's test runner swaps it)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self):  # type: ignore[override]
         return sys.stderr

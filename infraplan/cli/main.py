@@ -127,7 +127,7 @@ def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, 
 
         over_budget(the_plan.cost, max_hourly_cost)
     if out:
-        from infraplan.plan.planfile import ApplyOptions, public_var_args, save_plan, sensitive_variables
+        from infraplan.plan.planfile import ApplyOptions, apply_hint, public_var_args, save_plan, sensitive_variables
 
         kept, withheld = public_var_args(var_args, sensitive_variables(ws.config))
         save_plan(the_plan, out, ApplyOptions(
@@ -135,9 +135,7 @@ def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, 
             var_files=list(var_files), state=str(ws.state_path), refresh_only=refresh_only, force=force,
             withheld_vars=withheld))
         if not as_json:
-            again = "".join(f" --var {n}=..." for n in withheld)
-            click.echo(f"\nSaved the plan to {out}. To carry it out exactly, run: infraplan apply {out}{again}"
-                       + (" (sensitive values are not saved: give them again)" if withheld else ""))
+            click.echo(f"\nSaved the plan to {out}. To carry it out exactly, run: {apply_hint(out, withheld)}")
     if detailed_exitcode and (the_plan.has_changes or (refresh_only and the_plan.changes)):
         sys.exit(2)
 
@@ -434,13 +432,14 @@ def output(name, state_path, as_json, raw):
 @_handle
 def show(obj, planfile, state_path, as_json):
     """Show a saved plan, or the resources in state."""
-    from infraplan.plan.model import Plan
     from infraplan.util.redact import redact
     from infraplan.cli.views.plan import render_plan
     from infraplan.state import StateStore
 
     if planfile:
-        saved = Plan.load(planfile)
+        from infraplan.plan.planfile import load_plan
+
+        saved, _ = load_plan(planfile)
         if as_json:
             click.echo(json.dumps(saved.to_json(), indent=2, sort_keys=True, default=str))
         else:

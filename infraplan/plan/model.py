@@ -33,7 +33,6 @@ from infraplan.util.time import utc_now
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from infraplan.plan.diff import AttributeChange
@@ -187,14 +186,3 @@ class Plan:
         body.pop("created_at", None)
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
-    @classmethod
-    def load(cls, path: Path | str) -> Plan:
-        from infraplan.errors import StalePlanError
-
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise StalePlanError(f"cannot read plan file {path}: {exc}") from exc
-        if not isinstance(data, dict) or "changes" not in data:
-            raise StalePlanError(f"{path} is not an infraplan plan file")
-        return cls.from_json(data)

@@ -37,11 +37,16 @@ class ApplyOptions:
 
 def public_var_args(var_args: list[str] | tuple[str, ...], sensitive: set[str]) -> tuple[list[str], list[str]]:
     """Split ``NAME=VALUE`` arguments into those that may be stored and the sensitive names withheld."""
-    keep, withheld = [], []
-    for a in var_args:
-        name = a.split("=", 1)[0]
-        (withheld if name in sensitive else keep).append(name if name in sensitive else a)
-    return keep, sorted(set(withheld))
+    names = [a.split("=", 1)[0] for a in var_args]
+    keep = [a for a, name in zip(var_args, names) if name not in sensitive]
+    return keep, sorted({name for name in names if name in sensitive})
+
+
+def apply_hint(path: str | Path, withheld: list[str]) -> str:
+    """The command that carries out a saved plan, naming the sensitive values to give again."""
+    again = "".join(f" --var {n}=..." for n in withheld)
+    return f"infraplan apply {path}{again}" + (" (sensitive values are not saved: give them again)"
+                                               if withheld else "")
 
 
 def save_plan(plan: Plan, path: str | Path, options: ApplyOptions) -> None:
@@ -63,9 +68,15 @@ def save_plan(plan: Plan, path: str | Path, options: ApplyOptions) -> None:
 
 def load_plan(path: str | Path) -> tuple[Plan, ApplyOptions]:
     """Read a plan file; a damaged or foreign file is one `StalePlanError` line."""
-    plan = Plan.load(path)
     try:
-        raw = json.loads(Path(path).read_text()).get("apply_options") or {}
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise StalePlanError(f"cannot read plan file {path}: {exc}") from exc
+    if not isinstance(data, dict) or "changes" not in data:
+        raise StalePlanError(f"{path} is not an infraplan plan file")
+    plan = Plan.from_json(data)
+    try:
+        raw = data.get("apply_options") or {}
         known = {k: v for k, v in raw.items() if k in ApplyOptions.__dataclass_fields__}
         options = ApplyOptions(**known)
         if not (isinstance(options.targets, list) and isinstance(options.var_args, list)

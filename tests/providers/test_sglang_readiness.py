@@ -8,15 +8,12 @@ engine used to poll it with a 1.0 s timeout and so never saw a server come up. A
 
 from __future__ import annotations
 
-import os
-import signal
 import textwrap
 
 import psutil
 import pytest
 
 from infraplan.providers.contract import ProviderContext
-from infraplan_providers.local import process
 from infraplan_providers.local.provider import LocalProvider
 
 pytestmark = pytest.mark.e2e
@@ -80,17 +77,8 @@ def test_sglang_engine_becomes_ready(tmp_path, standin, monkeypatch, has_ready):
         else:
             assert routes[:2] == ["/ready", "/health"]
     finally:
-        pid = created.get("pid")
-        if pid:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
-            process.stop_pid(pid, 0)
+        provider.delete("fleet.chat[0]", created)  # the provider's own stop: SIGTERM, then SIGKILL
+    assert not psutil.pid_exists(created["pid"]) or psutil.Process(created["pid"]).status() == psutil.STATUS_ZOMBIE
 
 
 def test_the_simulator_has_ready_and_a_health_that_can_cost_what_sglangs_costs():

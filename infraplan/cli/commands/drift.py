@@ -155,7 +155,7 @@ def _save_plan(ws, report, out: str, parallelism: int, quiet: bool) -> None:
     from infraplan.drift import plan_from_report
     from infraplan.cli.views.plan import make_console, render_plan
 
-    from infraplan.plan.planfile import ApplyOptions, public_var_args, save_plan, sensitive_variables
+    from infraplan.plan.planfile import ApplyOptions, apply_hint, public_var_args, save_plan, sensitive_variables
 
     plan = plan_from_report(ws, report, parallelism)
     kept, withheld = public_var_args(ws.var_args, sensitive_variables(ws.config))
@@ -164,7 +164,7 @@ def _save_plan(ws, report, out: str, parallelism: int, quiet: bool) -> None:
     if not quiet:
         click.echo("")
         render_plan(plan, make_console(no_color=bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()))
-        click.echo(f"\nSaved the plan to {out}. Review it, then run: infraplan apply {out}")
+        click.echo(f"\nSaved the plan to {out}. Review it, then run: {apply_hint(out, withheld)}")
 
 
 def _history(path, state_path, limit, as_json) -> None:
