@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover
 
 PathT = tuple[str | int, ...]
 
-#: Bounds on YAML alias expansion ("billion laughs"): alias uses, and nodes built inside expanded aliases.
+#: Bounds on YAML alias expansion ("billion laughs"): alias uses, and values built in all (expanded aliases included).
 MAX_ALIAS_EXPANSIONS = 10_000
 MAX_EXPANDED_NODES = 1_000_000
 
@@ -140,8 +140,7 @@ class _Builder:
         self._seen: set[int] = set()
         self._open: set[int] = set()  # collections being built (an alias to one of them is recursive)
         self._aliases = 0
-        self._expanding = 0  # depth inside alias expansions
-        self._expanded = 0
+        self._built = 0  # values built, each alias expansion counted again
 
     def build(self, node: Any, path: PathT) -> Any:
         if isinstance(node, ScalarNode):
@@ -150,34 +149,29 @@ class _Builder:
             return self._scalar(node, path)
         return self._within(node, path, self._collection)
 
-    def _enter(self, node: Any, path: PathT) -> bool:
-        """Count `node` against the alias bounds; True when it is an alias use."""
+    def _enter(self, node: Any, path: PathT) -> None:
+        """Count `node` against the alias bounds (refusing past them)."""
         nid = id(node)
         if nid in self._open:
             self._refuse("recursive YAML alias (an anchor's value refers to itself)", node, path)
         # scalars inside an expanded collection are met again with it: only collections count as alias uses
-        alias = nid in self._seen and not isinstance(node, ScalarNode)
-        if alias:
+        if nid in self._seen and not isinstance(node, ScalarNode):
             self._aliases += 1
             if self._aliases > MAX_ALIAS_EXPANSIONS:
                 self._refuse(f"too many YAML alias expansions (more than {MAX_ALIAS_EXPANSIONS:,})", node, path)
         self._seen.add(nid)
-        if self._expanding or nid in self._seen:
-            self._expanded += 1
-            if self._expanded > MAX_EXPANDED_NODES:
-                self._refuse(f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} values", node, path)
-        return alias
+        self._built += 1
+        if self._built > MAX_EXPANDED_NODES:
+            self._refuse(f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} values", node, path)
 
     def _within(self, node: Any, path: PathT, build: Any) -> Any:
-        alias = self._enter(node, path)
+        self._enter(node, path)
         nid = id(node)
         self._open.add(nid)
-        self._expanding += alias
         try:
             return build(node, path)
         finally:
             self._open.discard(nid)
-            self._expanding -= alias
 
     def _refuse(self, summary: str, node: Any, path: PathT) -> None:
         self._error(summary + " at this anchor", node, path)
