@@ -34,6 +34,7 @@ import networkx as nx
 from infraplan.errors import ApplyError, InfraplanError, TransientProviderError
 from infraplan.plan.model import Change, Plan
 from infraplan.providers.registry import ProviderSet
+from infraplan.util.retry import ATTEMPTS, call_with_retries
 
 Event = dict[str, Any]
 
@@ -194,7 +195,7 @@ class Executor:
     """Runs an apply graph against a state store and providers."""
 
     def __init__(self, store, providers: ProviderSet, *, parallelism: int = 10,
-                 on_event: Callable[[Event], None] | None = None, retries: int = 3,
+                 on_event: Callable[[Event], None] | None = None, retries: int = ATTEMPTS,
                  resolve: Callable[[dict[str, Any], list[str]], dict[str, Any]] | None = None,
                  who: str = "", alert_urls: list[str] | None = None,
                  run_rollout: Callable[..., Any] | None = None):
@@ -458,8 +459,6 @@ class Executor:
         raise AssertionError(node.op)
 
     def _call(self, job):
-        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
         if job[0] == "rollout":
             if self.run_rollout is None:
                 raise ApplyError(f"{job[1]['fleet']}: this apply cannot run rollouts (no rollout runner)")
@@ -470,41 +469,14 @@ class Executor:
         op, provider, address, *args = job
         fn = getattr(provider, op)
         log.debug("%s %s: provider call begins", op, address)
-        try:  # first try without tenacity's machinery: most calls succeed at once
-            out = fn(address, *args)
-        except TransientProviderError as exc:
-            if self.retries <= 1:
-                log.debug("%s %s: provider call failed: %s", op, address, _reason(exc))
-                raise
-            log.debug("%s %s: transient error, retrying: %s", op, address, _reason(exc))
+        try:  # the engine owns retries (util.retry): providers raise TransientProviderError once
+            out = call_with_retries(lambda: fn(address, *args), retry_on=TransientProviderError,
+                                    attempts=self.retries, what=f"{op} {address}", log=log)
         except BaseException as exc:
             log.debug("%s %s: provider call failed: %s", op, address, _reason(exc))
             raise
-        else:
-            log.debug("%s %s: provider call ends", op, address)
-            return out
-
-        def before_retry(state) -> None:
-            # +2: the first try ran before tenacity's attempts
-            log.debug("%s %s: try %d of %d after: %s", op, address, state.attempt_number + 2, self.retries,
-                      _reason(state.outcome.exception()))
-
-        try:
-            for attempt in Retrying(
-                retry=retry_if_exception_type(TransientProviderError),
-                stop=stop_after_attempt(self.retries - 1),
-                wait=wait_exponential(multiplier=0.2, max=5),
-                before_sleep=before_retry,
-                reraise=True,
-            ):
-                with attempt:  # a swallowed failure skips the rest of this block, so return in it
-                    out = fn(address, *args)
-                    log.debug("%s %s: provider call ends (after retries)", op, address)
-                    return out
-        except BaseException as exc:
-            log.debug("%s %s: provider call failed after retries: %s", op, address, _reason(exc))
-            raise
-        return None  # pragma: no cover
+        log.debug("%s %s: provider call ends", op, address)
+        return out
 
     def _complete(self, node: Node, value) -> None:
         c = node.change

@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from infraplan.errors import InfraplanError
+from infraplan.errors import InfraplanError, TransientProviderError
 from infraplan.providers.contract import ReadResult
 from infraplan.providers.registry import ProviderSet
+from infraplan.util.retry import call_with_retries
 
 
 PROVIDER_KINDS = ("replica", "router")  # kinds backed by a real thing a provider can read
@@ -35,7 +36,10 @@ def refresh(records, providers: ProviderSet, *, parallelism: int = 10) -> dict[s
         key = record_key(rec)
         try:
             provider = providers.get(rec.provider)
-            return Observation(key, provider.read(rec.address, dict(rec.attributes)))
+            # a read that fails transiently is asked again (the engine's one retry policy)
+            result = call_with_retries(lambda: provider.read(rec.address, dict(rec.attributes)),
+                                       retry_on=TransientProviderError, what=f"read {key}")
+            return Observation(key, result)
         except InfraplanError as exc:
             return Observation(key, None, str(exc))
         except Exception as exc:  # a provider bug must not hide the other resources

@@ -2,7 +2,8 @@
 
 Every SDK call returns a request id; it is resolved here with `sky.get` (or
 `sky.stream_and_get` for launches, which stream provisioning logs), under a
-timeout, with retries on transient errors. SkyPilot's exceptions become
+timeout, and never retried here: transient errors are raised once and the engine
+calls again (`infraplan.util.retry`, one owner, one bound). SkyPilot's exceptions become
 infraplan's: no capacity (with the fail-over history), no cloud access, cluster
 not found. Tests replace the module-level `sdk()` with a fake that returns
 SkyPilot's real types.
@@ -14,7 +15,6 @@ import concurrent.futures
 import time
 from typing import Any
 
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from infraplan.errors import ProviderError, ResourceNotFound, TransientProviderError
 
@@ -97,15 +97,13 @@ def _cancel(sky: Any, request_id: Any) -> None:
 class SkyClient:
     """Launch, status and down of clusters; up, update, status and down of services."""
 
-    def __init__(self, *, timeout_s: float = 3600.0, retries: int = 3, wait_s: float = 2.0, poll_s: float = 15.0):
+    def __init__(self, *, timeout_s: float = 3600.0, poll_s: float = 15.0):
         self.timeout_s = timeout_s
-        self.retries = retries
-        self.wait_s = wait_s
         self.poll_s = poll_s
 
     def _call(self, fn_name: str, *args, stream: bool = False, **kwargs) -> Any:
-        @retry(retry=retry_if_exception_type(TransientProviderError), stop=stop_after_attempt(self.retries),
-               wait=wait_exponential(multiplier=self.wait_s, max=30), reraise=True)
+        """One SkyPilot request, resolved within `timeout_s`; errors translated, never retried here
+        (the engine owns retries: `infraplan.util.retry`)."""
         def attempt():
             sky = sdk()
             try:
@@ -242,8 +240,8 @@ class SkyClient:
                 raise ProviderError(f"SkyServe service {service_name} {problem}")
             if min_ready <= 0 or (rec["status"] == "running" and rec["ready_replicas"] >= min_ready):
                 return rec
-            if time.monotonic() >= deadline:
-                raise TransientProviderError(
+            if time.monotonic() >= deadline:  # not transient: calling again would wait as long once more
+                raise ProviderError(
                     f"SkyServe service {service_name} not ready after {self.timeout_s:g}s "
                     f"(status {rec['sky_status']}, {rec['ready_replicas']}/{min_ready} replicas ready)")
             time.sleep(self.poll_s)

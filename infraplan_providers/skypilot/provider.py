@@ -67,8 +67,7 @@ class SkyPilotProvider(Provider):
         if self._client is None:
             from .client import SkyClient
 
-            self._client = SkyClient(timeout_s=self.settings.timeout_s, retries=self.settings.retries,
-                                     poll_s=self.settings.poll_s)
+            self._client = SkyClient(timeout_s=self.settings.timeout_s, poll_s=self.settings.poll_s)
         return self._client
 
     # -- plan time ---------------------------------------------------------

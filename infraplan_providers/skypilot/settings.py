@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from infraplan.models.base import StrictModel
 
@@ -13,6 +13,14 @@ DEFAULT_PLAN_CLOUDS = ("aws", "gcp", "lambda", "runpod")
 
 class SkyPilotSettings(StrictModel):
     """`provider: {sky: {type: skypilot, settings: {...}}}`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_retries(cls, data):
+        if isinstance(data, dict) and "retries" in data:
+            raise ValueError("`retries` is no longer a SkyPilot setting: infraplan retries every provider call "
+                             "that fails transiently, 3 attempts in all; remove it")
+        return data
 
     placement: Literal["cluster", "service"] = Field(
         "cluster", description="Default placement: one SkyPilot cluster per replica, or one SkyServe service per fleet.")
@@ -28,7 +36,6 @@ class SkyPilotSettings(StrictModel):
         default_factory=lambda: list(DEFAULT_PLAN_CLOUDS),
         description="Clouds the plan-time optimizer may choose from when a fleet names none (pricing needs no credentials).")
     timeout_s: float = Field(3600.0, description="Longest wait for one SkyPilot request (launch, serve up, ...).", gt=0)
-    retries: int = Field(3, description="Attempts for SkyPilot calls that fail transiently.", ge=1)
     poll_s: float = Field(15.0, description="Service placement: seconds between `sky serve status` polls while "
                           "waiting for replicas to be READY.", ge=0)
     name_prefix: str = Field("infraplan", description="Prefix of cluster and service names.")

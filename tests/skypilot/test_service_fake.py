@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infraplan.errors import ProviderError, ResourceNotFound
+from infraplan.errors import TransientProviderError, ProviderError, ResourceNotFound
 from infraplan.providers.contract import ProviderContext
 from infraplan_providers.skypilot import client as client_mod
 from infraplan_providers.skypilot.client import SkyClient
@@ -25,7 +25,7 @@ ATTRS = {"fleet": "fleet.chat", "model_source": "hf://org/m", "model_revision": 
 def provider(tmp_path, fake):
     ctx = ProviderContext(project_dir=tmp_path, state_path=tmp_path / "s.db", runtime_dir=tmp_path,
                           settings={"poll_s": 0})
-    return SkyPilotProvider(ctx, client=SkyClient(timeout_s=5, retries=2, wait_s=0, poll_s=0))
+    return SkyPilotProvider(ctx, client=SkyClient(timeout_s=5, poll_s=0))
 
 
 def slot(i, **kw):
@@ -118,7 +118,9 @@ def test_failed_service_is_a_clear_provider_error(provider, fake, status, replic
 
 def test_skypilot_exceptions_are_mapped(provider, fake):
     fake.fail_next = [sky.exceptions.ApiServerConnectionError("http://127.0.0.1:46580")]
-    out = create_fleet(provider, 1)  # transient: retried
+    with pytest.raises(TransientProviderError):  # raised once: the engine retries
+        create_fleet(provider, 1)
+    out = create_fleet(provider, 1)
     assert out[0]["status"] == "running"
     fake.fail_next = [sky.exceptions.ResourcesUnavailableError("no H100 anywhere")]
     with pytest.raises(client_mod.NoCapacity):

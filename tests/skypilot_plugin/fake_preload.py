@@ -23,3 +23,21 @@ if os.environ.get("FAKE_SKY_FAIL") == "no_capacity":
     FAKE.fail_next = [sky.exceptions.ResourcesUnavailableError(
         "Failed to provision all possible launchable resources.", failover_history=history)]
 client.sdk = lambda: FAKE
+if os.environ.get("FAKE_SKY_FAIL") == "transient":  # the API server never answers
+    class _Always(list):
+        def __bool__(self):
+            return True
+
+        def pop(self, _i=-1):
+            return sky.exceptions.ApiServerConnectionError("http://127.0.0.1:46580")
+
+    FAKE.fail_next = _Always()
+if os.environ.get("FAKE_SKY_CALLS"):  # one line per SDK request, for tests counting them
+    _launch = FAKE.launch
+
+    def _counted_launch(*args, **kwargs):
+        with open(os.environ["FAKE_SKY_CALLS"], "a") as f:
+            f.write("launch\n")
+        return _launch(*args, **kwargs)
+
+    FAKE.launch = _counted_launch

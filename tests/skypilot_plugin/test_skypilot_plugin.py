@@ -75,7 +75,7 @@ ATTRS = {"fleet": "fleet.chat", "index": 1, "model_source": "hf://org/m", "model
 
 def _remote(tmp_path) -> RemoteProvider:
     ctx = ProviderContext(project_dir=tmp_path, state_path=tmp_path / "s.db", runtime_dir=tmp_path / "rt",
-                          settings={"idle_minutes_to_autostop": 30, "retries": 1}, name="sky")
+                          settings={"idle_minutes_to_autostop": 30}, name="sky")
     return RemoteProvider(SkyPilotProvider, ctx, "skypilot")
 
 
@@ -103,6 +103,31 @@ def test_skypilot_errors_cross_the_process_boundary_as_infraplan_errors(sky_env,
         with pytest.raises(NoCapacity, match="InsufficientInstanceCapacity") as info:
             p.create("fleet.chat[1]", dict(ATTRS))
         assert len(info.value.failover_history) == 1
+    finally:
+        p.close()
+
+
+def test_one_retry_owner_a_failing_launch_is_submitted_three_times_not_nine(sky_env, tmp_path, monkeypatch):
+    """The SkyPilot client raises a transient error once; the engine's executor retries (3 attempts)."""
+    import tenacity
+
+    from infraplan.apply.executor import Executor
+    from infraplan.errors import TransientProviderError
+
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("INFRAPLAN_PLUGIN_PRELOAD", str(Path(__file__).with_name("fake_preload.py")))
+    monkeypatch.setenv("FAKE_SKY_FAIL", "transient")
+    monkeypatch.setenv("FAKE_SKY_CALLS", str(calls))
+    monkeypatch.setattr(tenacity.nap, "sleep", lambda _s: None)
+    p = _remote(tmp_path)
+    try:
+        with pytest.raises(TransientProviderError, match="ApiServerConnectionError"):
+            p.create("fleet.chat[1]", dict(ATTRS))
+        assert calls.read_text().splitlines() == ["launch"]  # the client alone: one request
+        calls.unlink()
+        with pytest.raises(TransientProviderError):
+            Executor(store=None, providers=None)._call(("create", p, "fleet.chat[1]", dict(ATTRS)))
+        assert calls.read_text().splitlines() == ["launch"] * 3
     finally:
         p.close()
 

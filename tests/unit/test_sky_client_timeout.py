@@ -30,7 +30,7 @@ def test_a_half_second_timeout_fires_after_half_a_second_not_after_the_call(monk
     fake = types.SimpleNamespace(launch=launch, get=get, stream_and_get=get, api_cancel=cancelled.append,
                                  exceptions=_Exceptions)
     monkeypatch.setattr(client_mod, "sdk", lambda: fake)
-    sky = client_mod.SkyClient(timeout_s=0.5, retries=3, wait_s=0)
+    sky = client_mod.SkyClient(timeout_s=0.5)
     t0 = time.monotonic()
     with pytest.raises(ProviderError, match="did not finish in 0.5s") as info:
         sky._call("launch", "task")
