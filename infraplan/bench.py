@@ -53,6 +53,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from infraplan.errors import InfraplanError
+from infraplan.serving.http import Failure, failure
 
 FORMAT_VERSION = 1
 API_ROUTES = {
@@ -282,6 +283,10 @@ def _payload(api: str, model: str | None, prompt: str, max_tokens: int) -> dict[
     return body
 
 
+_FAILURE_TEXT = {Failure.TIMEOUT: "timeout ({})", Failure.REFUSED: "connect error",
+                 Failure.BROKEN: "broken stream ({})", Failure.OTHER: "http error ({})"}
+
+
 async def _one(client: httpx.AsyncClient, api: str, url: str, payload: dict[str, Any],
                rec: RequestRecord, t0: float, timeout_s: float) -> None:
     """Send one streaming request and fill `rec` (never raises for request failures)."""
@@ -292,14 +297,8 @@ async def _one(client: httpx.AsyncClient, api: str, url: str, payload: dict[str,
             await _stream(client, api, url, payload, rec, st)
     except TimeoutError:
         rec.error = f"timeout after {timeout_s:g}s"
-    except httpx.TimeoutException as e:
-        rec.error = f"timeout ({type(e).__name__})"
-    except httpx.ConnectError:
-        rec.error = "connect error"
-    except (httpx.RemoteProtocolError, httpx.ReadError) as e:
-        rec.error = f"broken stream ({type(e).__name__})"
     except httpx.HTTPError as e:
-        rec.error = f"http error ({type(e).__name__})"
+        rec.error = _FAILURE_TEXT[failure(e)].format(type(e).__name__)
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
         rec.error = f"bad response ({type(e).__name__})"
 

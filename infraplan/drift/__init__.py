@@ -68,7 +68,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +81,7 @@ from infraplan.models.base import StrictModel
 from infraplan.providers.contract import Instance, ListsInstances
 from infraplan.providers.registry import ProviderSet
 from infraplan.plan.refresh import Observation, record_key
+from infraplan.serving.http import Failure, failure
 
 FORMAT_VERSION = "1.0"
 KINDS = ("missing", "changed", "unhealthy", "orphaned", "idle", "error")
@@ -298,14 +298,14 @@ class Prober:
                 resp = self._get(url, headers, deadline)
             except _Deadline:
                 break
-            except httpx.ConnectError as exc:
-                why, err = f"connection refused ({type(exc).__name__})", None
-                continue
-            except httpx.TimeoutException:
-                why, err = None, f"no answer from {url} within {self.s.probe_timeout_s:g}s"
-                continue
-            except httpx.HTTPError as exc:  # garbage: not HTTP, cut off
-                why, err = None, f"{url} answered garbage ({type(exc).__name__}: {exc})"
+            except httpx.HTTPError as exc:
+                kind = failure(exc)
+                if kind is Failure.REFUSED:
+                    why, err = f"connection refused ({type(exc).__name__})", None
+                elif kind is Failure.TIMEOUT:
+                    why, err = None, f"no answer from {url} within {self.s.probe_timeout_s:g}s"
+                else:  # garbage: not HTTP, cut off
+                    why, err = None, f"{url} answered garbage ({type(exc).__name__}: {exc})"
                 continue
             if resp.status_code == 200:
                 return "ok", None
@@ -355,9 +355,9 @@ class Prober:
             resp = self._get(url, headers, deadline)
         except _Deadline:
             raise _ProbeFailed(f"no time left for {url} within the {self.s.deadline_s:g}s budget") from None
-        except httpx.TimeoutException:
-            raise _ProbeFailed(f"no answer from {url} within {self.s.probe_timeout_s:g}s") from None
         except httpx.HTTPError as exc:
+            if failure(exc) is Failure.TIMEOUT:
+                raise _ProbeFailed(f"no answer from {url} within {self.s.probe_timeout_s:g}s") from None
             raise _ProbeFailed(f"{url}: {type(exc).__name__}: {exc}") from None
         if resp.status_code != 200:
             raise _ProbeFailed(f"{url} answered HTTP {resp.status_code}")

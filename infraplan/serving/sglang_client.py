@@ -1,8 +1,10 @@
 """An httpx client for one running SGLang 0.5.x server (or infraplan's sim).
 
-Transient failures (refused connections, timeouts, HTTP 5xx) are retried a few
-times with tenacity, then raised as `TransientProviderError`; other failures
-raise `ProviderError`. Metric names are SGLang's own
+Failures map to infraplan's errors in one place (`infraplan.serving.http`):
+refused connections, timeouts and HTTP 5xx raise `TransientProviderError`, which
+the engine retries (`infraplan.util.retry`); a client made with ``retries=N`` for
+a feature's own probes tries N times with the same policy. Other failures raise
+`ProviderError`. Metric names are SGLang's own
 (`sglang/srt/metrics/collector.py`); every metric carries a `model_name` label.
 """
 
@@ -14,9 +16,10 @@ from typing import Any, Iterator
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from infraplan.errors import ProviderError, ResourceNotFound, TransientProviderError
+from infraplan.errors import ProviderError, TransientProviderError
+from infraplan.serving.http import status_error, transport_error
+from infraplan.util.retry import call_with_retries
 from infraplan.serving.sglang_args import REDACTED, SENSITIVE_ARGS
 
 # TokenizerMetricsCollector (label: model_name). Counters are exposed with `_total`.
@@ -89,7 +92,7 @@ class SGLangClient:
         api_key: str | None = None,
         timeout: float = 5.0,
         transport: httpx.BaseTransport | None = None,
-        retries: int = 3,
+        retries: int = 1,
     ):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
@@ -110,29 +113,24 @@ class SGLangClient:
         """One request; transport errors and 5xx become TransientProviderError."""
         try:
             resp = self._http.request(method, path, **kw)
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
-            raise TransientProviderError(f"{method} {self.base_url}{path}: {type(e).__name__}: {e}") from e
-        if resp.status_code >= 500:
-            raise TransientProviderError(f"{method} {self.base_url}{path}: HTTP {resp.status_code}: {_error_text(resp)}")
+        except httpx.HTTPError as e:
+            raise transport_error(e, f"{method} {self.base_url}{path}") from e
+        err = status_error(resp.status_code, f"{method} {self.base_url}{path}", _error_text(resp))
+        if isinstance(err, TransientProviderError):
+            raise err
         return resp
 
     def _request(self, method: str, path: str, *, ok_404: bool = False, **kw: Any) -> httpx.Response:
         """A request retried on transient errors; 4xx raise ProviderError (404 -> ResourceNotFound)."""
-        retrying = Retrying(
-            stop=stop_after_attempt(self.retries),
-            wait=wait_exponential(multiplier=0.05, max=0.5),
-            retry=retry_if_exception_type(TransientProviderError),
-            reraise=True,
-        )
-        resp = retrying(self._send, method, path, **kw)
+        resp = call_with_retries(lambda: self._send(method, path, **kw), retry_on=TransientProviderError,
+                                 attempts=self.retries, what=f"{method} {self.base_url}{path}",
+                                 wait_multiplier_s=0.05)
         if resp.status_code == 404 and ok_404:
             return resp
-        if resp.status_code == 401:
-            raise ProviderError(f"{method} {self.base_url}{path}: unauthorized (check the api_key)")
-        if resp.status_code == 404:
-            raise ResourceNotFound(f"{method} {self.base_url}{path}: HTTP 404")
-        if resp.status_code >= 400:
-            raise ProviderError(f"{method} {self.base_url}{path}: HTTP {resp.status_code}: {_error_text(resp)}")
+        err = status_error(resp.status_code, f"{method} {self.base_url}{path}",
+                           "" if resp.status_code in (401, 403, 404) else _error_text(resp))
+        if err is not None:
+            raise err
         return resp
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
@@ -226,8 +224,7 @@ class SGLangClient:
             with self._http.stream("POST", path, json=body) as resp:
                 if resp.status_code >= 400:
                     resp.read()
-                    err = TransientProviderError if resp.status_code >= 500 else ProviderError
-                    raise err(f"POST {self.base_url}{path}: HTTP {resp.status_code}: {_error_text(resp)}")
+                    raise status_error(resp.status_code, f"POST {self.base_url}{path}", _error_text(resp))
                 for line in resp.iter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -238,8 +235,8 @@ class SGLangClient:
                         yield json.loads(data)
                     except json.JSONDecodeError as e:
                         raise ProviderError(f"POST {self.base_url}{path}: bad stream event {data[:80]!r}") from e
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
-            raise TransientProviderError(f"POST {self.base_url}{path}: {type(e).__name__}: {e}") from e
+        except httpx.HTTPError as e:
+            raise transport_error(e, f"POST {self.base_url}{path}") from e
 
 
 def _error_text(resp: httpx.Response) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from infraplan.errors import ProviderError
+from infraplan.serving.http import status_error, transport_error
 
 RETRY_FLAGS = {"max_retries": "--retry-max-retries", "initial_backoff_ms": "--retry-initial-backoff-ms",
                "max_backoff_ms": "--retry-max-backoff-ms", "backoff_multiplier": "--retry-backoff-multiplier",
@@ -62,13 +63,14 @@ class SmgClient:
         self._http.close()
 
     def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        what = f"smg at {self.endpoint}: {method} {path}"
         try:
             resp = self._http.request(method, path, **kw)
         except httpx.HTTPError as exc:
-            raise ProviderError(f"smg at {self.endpoint}: {method} {path} failed: {exc}") from exc
-        if resp.status_code >= 400:
-            raise ProviderError(f"smg at {self.endpoint}: {method} {path} answered {resp.status_code}: "
-                                f"{resp.text[:200]}")
+            raise transport_error(exc, what) from exc
+        err = status_error(resp.status_code, what, resp.text[:200])
+        if err is not None:
+            raise err
         return resp
 
     def health(self) -> bool:

@@ -287,11 +287,20 @@ def test_transient_errors_are_retried_then_raised():
     assert calls.count("/v1/models") == 3
 
 
-def test_5xx_then_success_is_retried():
+def test_5xx_then_success_is_retried_by_a_client_asked_to_retry():
     responses = [httpx.Response(503), httpx.Response(200, json={"object": "list", "data": []})]
-    with SGLangClient("http://flaky.test", transport=httpx.MockTransport(lambda r: responses.pop(0))) as c:
+    with SGLangClient("http://flaky.test", transport=httpx.MockTransport(lambda r: responses.pop(0)),
+                      retries=2) as c:
         assert c.models() == {"object": "list", "data": []}
     assert responses == []
+
+
+def test_by_default_a_5xx_is_raised_once_for_the_engine_to_retry():
+    responses = [httpx.Response(503), httpx.Response(200, json={"object": "list", "data": []})]
+    with SGLangClient("http://flaky.test", transport=httpx.MockTransport(lambda r: responses.pop(0))) as c:
+        with pytest.raises(TransientProviderError, match="HTTP 503"):
+            c.models()
+    assert len(responses) == 1
 
 
 def test_4xx_is_not_retried():

@@ -1,0 +1,70 @@
+"""The one mapping from httpx's outcomes to infraplan's errors.
+
+Every client that speaks HTTP to a model server or a router (the SGLang client, the
+smg client, drift's probes, the benchmark, the local provider's readiness wait) turns
+httpx exceptions and HTTP statuses into infraplan's terms here:
+
+==========================================  ==========================  ==================
+httpx outcome                               `Failure`                   error raised
+==========================================  ==========================  ==================
+ConnectError (refused, unreachable)         REFUSED                     TransientProviderError
+TimeoutException (connect, read, pool)      TIMEOUT                     TransientProviderError
+RemoteProtocolError, ReadError, WriteError  BROKEN (cut off, not HTTP)  TransientProviderError
+any other HTTPError (bad URL, decoding)     OTHER                       ProviderError
+HTTP 401 / 403                              -                           ProviderError (check the api_key)
+HTTP 404                                    -                           ResourceNotFound
+HTTP 429, 5xx                               -                           TransientProviderError
+other HTTP 4xx                              -                           ProviderError
+==========================================  ==========================  ==================
+
+Transient errors are the ones the engine retries (`infraplan.util.retry`).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import httpx
+
+from infraplan.errors import ProviderError, ResourceNotFound, TransientProviderError
+
+
+class Failure(str, Enum):
+    """What kind of transport failure an httpx exception is."""
+
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    BROKEN = "broken"
+    OTHER = "other"
+
+
+def failure(exc: httpx.HTTPError) -> Failure:
+    """Classify one httpx exception."""
+    if isinstance(exc, httpx.TimeoutException):  # before ConnectError: ConnectTimeout is both kinds
+        return Failure.TIMEOUT
+    if isinstance(exc, httpx.ConnectError):
+        return Failure.REFUSED
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.CloseError)):
+        return Failure.BROKEN
+    return Failure.OTHER
+
+
+def transport_error(exc: httpx.HTTPError, what: str) -> ProviderError:
+    """The infraplan error for an httpx exception raised while doing `what` (``GET http://h/p``)."""
+    kind = failure(exc)
+    text = f"{what}: {type(exc).__name__}: {exc}" if str(exc) else f"{what}: {type(exc).__name__}"
+    return ProviderError(text) if kind is Failure.OTHER else TransientProviderError(text)
+
+
+def status_error(status: int, what: str, detail: str = "") -> ProviderError | None:
+    """The infraplan error for an HTTP status (None below 400)."""
+    if status < 400:
+        return None
+    tail = f": {detail}" if detail else ""
+    if status in (401, 403):
+        return ProviderError(f"{what}: HTTP {status}, unauthorized (check the api_key){tail}")
+    if status == 404:
+        return ResourceNotFound(f"{what}: HTTP 404{tail}")
+    if status == 429 or status >= 500:
+        return TransientProviderError(f"{what}: HTTP {status}{tail}")
+    return ProviderError(f"{what}: HTTP {status}{tail}")
