@@ -19,6 +19,7 @@ from infraplan.util.time import utc_now
 from infraplan.plan.model import Plan
 from infraplan.plan.planner import PlanOptions, make_plan
 from infraplan.providers.registry import ProviderSet
+from infraplan.models.actions import Action
 
 STATE_FILE = "infraplan.db"
 
@@ -96,7 +97,7 @@ class Workspace:
 
         replaced = {}
         for c in plan.changes:
-            if c.kind == "replica" and (c.action == "replace" or c.rolls_out) and c.fleet and c.after \
+            if c.kind == "replica" and (c.action == Action.REPLACE or c.rolls_out) and c.fleet and c.after \
                     and c.fleet not in replaced:
                 replaced[c.fleet] = c.after
         if not replaced:

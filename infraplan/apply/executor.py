@@ -27,6 +27,7 @@ from collections.abc import Callable
 import queue
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import networkx as nx
@@ -35,22 +36,36 @@ from infraplan.errors import ApplyError, InfraplanError, TransientProviderError
 from infraplan.plan.model import Change, Plan
 from infraplan.providers.registry import ProviderSet
 from infraplan.util.retry import ATTEMPTS, call_with_retries
+from infraplan.models.actions import Action
 
 Event = dict[str, Any]
 
 log = logging.getLogger(__name__)
 
 
+class Op(StrEnum):
+    """What one apply-graph node does."""
+
+    CREATE = "create"  # provider create (or the new object of a replacement)
+    UPDATE = "update"  # provider update in place
+    DELETE = "delete"  # provider delete (or the old object of a replacement)
+    FORGET = "forget"  # drop a record that no provider backs (models, fleets)
+    WRITE = "write"  # record what the plan says, no provider call
+    ROLLOUT = "rollout"  # a fleet's replacements carried out by its rollout strategy
+
+
 @dataclass
 class Node:
-    op: str
+    """One step of an apply: an operation on one change (the node's id is stable across runs)."""
+
+    op: Op
     change: Change
     deposed: str = ""  # for deletes of deposed objects; filled in at run time for CBD
     group: list[Change] | None = None  # op "rollout": the fleet's replica replacements
 
     @property
     def id(self) -> str:
-        suffix = ":old" if self.op == "delete" and self.change.action == "replace" else ""
+        suffix = ":old" if self.op == Op.DELETE and self.change.action == Action.REPLACE else ""
         return f"{self.op}:{self.change.key}{suffix}"
 
 
@@ -77,14 +92,14 @@ class ApplyResult:
     def count(self, node: Node) -> None:
         """Tally a finished node as Terraform counts resources."""
         action = node.change.action
-        if node.op == "rollout":
+        if node.op == Op.ROLLOUT:
             self.added += len(node.group or [])
             self.destroyed += len(node.group or [])
-        elif node.op in ("delete", "forget"):
+        elif node.op in (Op.DELETE, Op.FORGET):
             self.destroyed += 1
-        elif action in ("create", "replace"):
+        elif action in (Action.CREATE, Action.REPLACE):
             self.added += 1
-        elif action == "update":
+        elif action == Action.UPDATE:
             self.changed += 1
 
 
@@ -107,43 +122,45 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
     groups: dict[str, list[Change]] = {}
     for c in plan.changes:
         if c.kind == "replica" and not c.deposed and c.fleet and (
-                c.action == "replace" or (c.action == "update" and c.rolls_out)):
+                c.action == Action.REPLACE or (c.action == Action.UPDATE and c.rolls_out)):
             fleet = by_addr.get(c.fleet)
             strategy = ((fleet.after or {}).get("rollout") or {}).get("strategy") if fleet else None
             # a fleet served as one service: only its canary redeploys through a rollout step
-            if strategy in ROLLOUT_STRATEGIES and (c.action == "replace" or strategy == "canary"):
+            if strategy in ROLLOUT_STRATEGIES and (c.action == Action.REPLACE or strategy == "canary"):
                 groups.setdefault(c.fleet, []).append(c)
     grouped = {id(m) for members in groups.values() for m in members}
     for fleet_addr, members in groups.items():
-        rid = add(Node("rollout", by_addr[fleet_addr], group=members))
+        rid = add(Node(Op.ROLLOUT, by_addr[fleet_addr], group=members))
         for m in members:
             fwd[m.address] = rid
 
     for c in plan.changes:
-        if c.action == "noop" or id(c) in grouped:
+        if c.action == Action.NOOP or id(c) in grouped:
             continue
         provider_backed = c.kind in ("replica", "router")
-        if c.action in ("create", "update", "refresh") and not c.deposed:
-            op = ("create" if c.action == "create" else "update" if c.action == "update" else "write") if provider_backed else "write"
+        if c.action in (Action.CREATE, Action.UPDATE, Action.REFRESH) and not c.deposed:
+            op = Op.WRITE
+            if provider_backed and c.action is not Action.REFRESH:
+                op = Op.CREATE if c.action == Action.CREATE else Op.UPDATE
             fwd[c.address] = add(Node(op, c))
-        elif c.action == "delete":
-            nid = add(Node("delete" if provider_backed else "forget", c, deposed=c.deposed))
+        elif c.action == Action.DELETE:
+            nid = add(Node(Op.DELETE if provider_backed else Op.FORGET, c, deposed=c.deposed))
             if not c.deposed:
                 rem[c.address] = nid
-        elif c.action == "replace":
+        elif c.action == Action.REPLACE:
             if c.create_before_destroy:
-                fwd[c.address] = add(Node("create", c))
-                old[c.address] = add(Node("delete", c))
+                fwd[c.address] = add(Node(Op.CREATE, c))
+                old[c.address] = add(Node(Op.DELETE, c))
                 g.add_edge(fwd[c.address], old[c.address])
             else:
-                rem[c.address] = add(Node("delete", c))
-                fwd[c.address] = add(Node("create", c))
+                rem[c.address] = add(Node(Op.DELETE, c))
+                fwd[c.address] = add(Node(Op.CREATE, c))
                 g.add_edge(rem[c.address], fwd[c.address])
 
     # address -> dependents, over what the configuration keeps (for transitive dependents)
     users = nx.DiGraph()
     for c in plan.changes:
-        if not c.deposed and c.action != "delete":
+        if not c.deposed and c.action != Action.DELETE:
             users.add_edges_from((dep, c.address) for dep in c.dependencies)
 
     def dependents(address: str, kinds: tuple[str, ...] | None = None) -> list[str]:
@@ -158,13 +175,13 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
             g.add_edge(nid, old_id)
 
     for c in plan.changes:
-        if c.action == "noop":
+        if c.action == Action.NOOP:
             continue
         me_fwd = fwd.get(c.address) if not c.deposed else None
         if me_fwd:
             for dep in c.dependencies:
                 if dep in fwd and fwd[dep] != me_fwd:
-                    if by_addr.get(dep) is not None and by_addr[dep].kind == "model" and by_addr[dep].action == "update":
+                    if by_addr.get(dep) is not None and by_addr[dep].kind == "model" and by_addr[dep].action == Action.UPDATE:
                         # a model is a registry entry: record a new version once what serves it is
                         # in place, so a failed or rolled-back rollout leaves the old version recorded
                         g.add_edge(me_fwd, fwd[dep])
@@ -182,7 +199,7 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
             # removing a replica changes its fleet's endpoints: update the fleet after, or,
             # when routers front the fleet, update the fleet and routers first (the fleet's
             # endpoints leave out replicas being removed) so no request goes to a stopped server
-            if c.kind == "replica" and c.fleet in fwd and c.action == "delete":
+            if c.kind == "replica" and c.fleet in fwd and c.action == Action.DELETE:
                 routers = dependents(c.fleet, ("router",))
                 for rid in routers:
                     g.add_edge(rid, nid)
@@ -245,7 +262,7 @@ class Executor:
         result = ApplyResult()
         started = time.monotonic()
         self._load_cache()
-        self._leaving = {c.address for c in plan.changes if c.kind == "replica" and c.action == "delete" and not c.deposed}
+        self._leaving = {c.address for c in plan.changes if c.kind == "replica" and c.action == Action.DELETE and not c.deposed}
         remaining_preds = {n: g.in_degree(n) for n in g.nodes}
         ready = [n for n, d in remaining_preds.items() if d == 0]
         heapq.heapify(ready)
@@ -352,7 +369,7 @@ class Executor:
                     if fut.cancel():
                         not_started.append(g.nodes[running.pop(fut)[0]]["node"])
                 for node in not_started:
-                    if node.op != "rollout":  # a rollout records its own steps once it runs
+                    if node.op != Op.ROLLOUT:  # a rollout records its own steps once it runs
                         self._record_failure(node, InfraplanError("not started: the apply was interrupted"))
                 for fut in list(running):
                     nid, t0 = running.pop(fut)
@@ -407,7 +424,7 @@ class Executor:
     def _begin(self, node: Node):
         c = node.change
         s = self.store
-        if node.op == "write":
+        if node.op == Op.WRITE:
             attrs = self.resolve(dict(c.after or {}), c.after_unknown)
             if c.kind == "fleet":
                 attrs.update(self._fleet_endpoints(c.address))
@@ -416,36 +433,36 @@ class Executor:
             s.put(c.address, kind=c.kind, attributes=attrs, provider=c.provider,
                   dependencies=c.dependencies)
             return None
-        if node.op == "forget":
+        if node.op == Op.FORGET:
             s.remove(c.address, missing_ok=True)
             return None
         provider = self.providers.get(c.provider)
-        if node.op == "rollout":
+        if node.op == Op.ROLLOUT:
             spec = _rollout_spec((c.after or {}).get("rollout") or {})
             request = dict(store=s, provider=provider, fleet=c.address, spec=spec,
                            changes=list(node.group or []), emit=self.on_event, resolve=self.resolve,
                            who=self.who, alert_urls=list(self.alert_urls), providers=self.providers)
-            return ("rollout", request)
-        if node.op == "create":
+            return (Op.ROLLOUT, request)
+        if node.op == Op.CREATE:
             attrs = self.resolve(dict(c.after or {}), c.after_unknown)
             attrs = {k: v for k, v in attrs.items() if k not in provider.computed}
-            if c.action == "replace" and c.create_before_destroy:
+            if c.action == Action.REPLACE and c.create_before_destroy:
                 old = s.get(c.address)
                 if old is not None:
                     self._deposed[c.address] = s.depose(c.address)
                     self._old_attrs[c.address] = old.attributes
             attrs = provider.prepare_create(c.address, attrs)
-            s.record_intent(c.address, action="create", kind=c.kind, provider=c.provider,
+            s.record_intent(c.address, action=Action.CREATE, kind=c.kind, provider=c.provider,
                             attributes=attrs, dependencies=c.dependencies)
-            return ("create", provider, c.address, attrs)
-        if node.op == "update":
+            return (Op.CREATE, provider, c.address, attrs)
+        if node.op == Op.UPDATE:
             attrs = self.resolve(dict(c.after or {}), c.after_unknown)
-            s.record_intent(c.address, action="update", kind=c.kind, provider=c.provider,
+            s.record_intent(c.address, action=Action.UPDATE, kind=c.kind, provider=c.provider,
                             attributes=attrs, dependencies=c.dependencies)
-            return ("update", provider, c.address, dict(c.before or {}), attrs)
-        if node.op == "delete":
+            return (Op.UPDATE, provider, c.address, dict(c.before or {}), attrs)
+        if node.op == Op.DELETE:
             deposed = node.deposed
-            if c.action == "replace" and c.create_before_destroy:
+            if c.action == Action.REPLACE and c.create_before_destroy:
                 deposed = self._deposed.get(c.address, "")
                 node.deposed = deposed
                 if not deposed:
@@ -453,13 +470,13 @@ class Executor:
             rec = s.get(c.address, deposed=deposed)
             if rec is None:
                 return None
-            s.record_intent(c.address, action="delete", kind=c.kind, provider=c.provider,
+            s.record_intent(c.address, action=Action.DELETE, kind=c.kind, provider=c.provider,
                             attributes=rec.attributes, deposed=deposed)
-            return ("delete", provider, c.address, dict(rec.attributes))
+            return (Op.DELETE, provider, c.address, dict(rec.attributes))
         raise AssertionError(node.op)
 
     def _call(self, job):
-        if job[0] == "rollout":
+        if job[0] is Op.ROLLOUT:
             if self.run_rollout is None:
                 raise ApplyError(f"{job[1]['fleet']}: this apply cannot run rollouts (no rollout runner)")
             log.debug("rollout %s: begin", job[1]["fleet"])
@@ -481,16 +498,16 @@ class Executor:
     def _complete(self, node: Node, value) -> None:
         c = node.change
         s = self.store
-        if node.op == "rollout":
+        if node.op == Op.ROLLOUT:
             for m in node.group or []:  # the rollout wrote state itself; refresh what we keep in memory
                 rec = s.get(m.address)
                 if rec is not None:
                     self._remember(m.address, rec.attributes)
             return
-        if node.op in ("create", "update"):
+        if node.op in (Op.CREATE, Op.UPDATE):
             s.record_result(c.address, attributes=value, dependencies=c.dependencies)
             self._remember(c.address, value)
-        elif node.op == "delete":
+        elif node.op == Op.DELETE:
             s.remove(c.address, deposed=node.deposed, missing_ok=True)
             if not node.deposed:
                 self._forget(c.address, c.fleet)
@@ -498,10 +515,10 @@ class Executor:
     def _record_failure(self, node: Node, exc: BaseException) -> None:
         c = node.change
         try:
-            self.store.record_failure(c.address, _reason(exc), deposed=node.deposed if node.op == "delete" else "")
+            self.store.record_failure(c.address, _reason(exc), deposed=node.deposed if node.op == Op.DELETE else "")
         except InfraplanError:
             pass
-        if node.op == "create" and c.action == "replace" and c.address in self._deposed:
+        if node.op == Op.CREATE and c.action == Action.REPLACE and c.address in self._deposed:
             # the new object did not come up: keep serving with the old one
             self.store.remove(c.address, missing_ok=True)
             self.store.undepose(c.address, self._deposed.pop(c.address))

@@ -6,6 +6,7 @@ here it becomes a fleet cost (x replicas) and the plan's before/after/delta.
 """
 
 from __future__ import annotations
+from infraplan.models.actions import Action
 
 from typing import Any
 
@@ -201,7 +202,7 @@ def price_plan(changes: dict[str, Any], desired: dict[str, Any], current: dict[s
     for addr, rc in changes.items():  # routers on a cloud provider are VMs too (the local one costs nothing)
         if rc.kind != "router" or rc.deposed:
             continue
-        for attrs, side in ((rc.before, shared_before), (rc.after if rc.action != "delete" else None, shared_after)):
+        for attrs, side in ((rc.before, shared_before), (rc.after if rc.action != Action.DELETE else None, shared_after)):
             if not attrs:
                 continue
             try:
@@ -221,7 +222,7 @@ def _rollback_window(fc, changes: dict[str, Any], addr: str) -> tuple[str, float
     if spec.get("strategy") != "blue_green" or not spec.get("rollback_window"):
         return None
     first = changes.get(f"{addr}[0]")
-    if first is None or first.action != "replace":
+    if first is None or first.action != Action.REPLACE:
         return None
     from infraplan.models.types import parse_duration
 

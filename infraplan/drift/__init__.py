@@ -82,6 +82,7 @@ from infraplan.providers.contract import Instance, ListsInstances
 from infraplan.providers.registry import ProviderSet
 from infraplan.plan.refresh import Observation, record_key
 from infraplan.serving.http import Failure, failure
+from infraplan.models.actions import Action
 
 FORMAT_VERSION = "1.0"
 KINDS = ("missing", "changed", "unhealthy", "orphaned", "idle", "error")
@@ -932,7 +933,7 @@ def execute_cleanup(ws, todo: CleanupPlan) -> CleanupPlan:
                 if rec is None:
                     item.error = "no longer in state"
                     continue
-                changes.append(Change(address=rec.address, kind="replica", action="delete", provider=rec.provider,
+                changes.append(Change(address=rec.address, kind="replica", action=Action.DELETE, provider=rec.provider,
                                       provider_type=(rec.attributes or {}).get("provider_type"), before=rec.attributes,
                                       dependencies=list(rec.dependencies or []), fleet=(rec.attributes or {}).get("fleet"),
                                       reasons=[f"cleanup: {item.summary}"], risks=["destroys a serving replica"]))

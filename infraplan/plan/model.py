@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infraplan.plan.diff import AttributeChange
+from infraplan.models.actions import Action
 
 FORMAT_VERSION = "1.0"
-ACTIONS = ("create", "update", "replace", "delete", "noop", "refresh")
+ACTIONS = tuple(Action)  # the plan JSON's action names, in this order
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Change:
 
     address: str
     kind: str
-    action: str
+    action: Action
     provider: str | None = None
     provider_type: str | None = None
     reasons: list[str] = field(default_factory=list)
@@ -80,6 +81,7 @@ class Change:
     def from_json(cls, d: dict[str, Any]) -> Change:
         d = dict(d)
         d["attributes"] = [AttributeChange(**a) for a in d.get("attributes", [])]
+        d["action"] = Action(d["action"])
         return cls(**d)
 
 
@@ -117,20 +119,20 @@ class Plan:
         for c in self.changes:
             counts[c.action] += 1
         return {
-            "add": counts["create"] + counts["replace"],
-            "change": counts["update"],
-            "destroy": counts["delete"] + counts["replace"],
-            "replace": counts["replace"],
-            "noop": counts["noop"],
-            "refresh": counts["refresh"],
+            "add": counts[Action.CREATE] + counts[Action.REPLACE],
+            "change": counts[Action.UPDATE],
+            "destroy": counts[Action.DELETE] + counts[Action.REPLACE],
+            "replace": counts[Action.REPLACE],
+            "noop": counts[Action.NOOP],
+            "refresh": counts[Action.REFRESH],
         }
 
     def actionable(self) -> list[Change]:
-        return [c for c in self.changes if c.action not in ("noop",)]
+        return [c for c in self.changes if c.action not in (Action.NOOP,)]
 
     @property
     def has_changes(self) -> bool:
-        return any(c.action in ("create", "update", "replace", "delete") for c in self.changes)
+        return any(c.action in (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.DELETE) for c in self.changes)
 
     # -- serialisation -----------------------------------------------------
     def to_json(self) -> dict[str, Any]:

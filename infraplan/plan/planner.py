@@ -20,6 +20,7 @@ from infraplan.graph import CycleError, build_graph, creation_order, with_ancest
 from infraplan.plan.model import Change, Plan
 from infraplan.providers.registry import ProviderSet
 from infraplan.plan.refresh import Observation, record_key, refresh
+from infraplan.models.actions import Action
 
 # Attributes of the fleet aggregate computed from its replicas at apply time.
 FLEET_COMPUTED = ("endpoint", "endpoints")
@@ -97,14 +98,14 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
         if gone:
             reason += " (already gone: only the state entry is removed)"
         ctx.add(addr, Change(
-            address=addr, kind=rec.kind, action="delete", provider=rec.provider,
+            address=addr, kind=rec.kind, action=Action.DELETE, provider=rec.provider,
             provider_type=(rec.attributes or {}).get("provider_type"), reasons=[reason],
             before=rec.attributes, after=None, dependencies=list(rec.dependencies or []),
             fleet=(rec.attributes or {}).get("fleet") if rec.kind == "replica" else None,
         ))
     for rec in deposed:
         ctx.add(record_key(rec), Change(
-            address=rec.address, kind=rec.kind, action="delete", provider=rec.provider,
+            address=rec.address, kind=rec.kind, action=Action.DELETE, provider=rec.provider,
             reasons=["deposed object left by an interrupted replacement"], before=rec.attributes,
             dependencies=list(rec.dependencies or []), deposed=rec.deposed,
             fleet=(rec.attributes or {}).get("fleet"),
@@ -129,8 +130,8 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
             change = _plan_fleet(d, attrs, unknown, ctx)
         else:
             change = _plan_plain(d, attrs, unknown, ctx)
-        if addr in opts.replace and d.kind not in ("replica", "router") and change.action in ("update", "noop", "refresh"):
-            change.action = "replace"
+        if addr in opts.replace and d.kind not in ("replica", "router") and change.action in (Action.UPDATE, Action.NOOP, Action.REFRESH):
+            change.action = Action.REPLACE
             change.reasons.append("replacement requested with --replace")
         ctx.add(addr, change)
 
@@ -244,12 +245,12 @@ def _plan_plain(d: DesiredResource, attrs, unknown, ctx: _Ctx) -> Change:
     rec = ctx.state.get(d.address)
     ignore = set(d.lifecycle.ignore_changes) if d.lifecycle else set()
     if rec is None:
-        return Change(address=d.address, kind=d.kind, action="create", reasons=["not in state"],
+        return Change(address=d.address, kind=d.kind, action=Action.CREATE, reasons=["not in state"],
                       after=attrs, after_unknown=sorted(unknown),
                       dependencies=sorted(d.depends_on))
     after = {k: (rec.attributes.get(k) if k in ignore else v) for k, v in attrs.items()}
     attr_changes = diff_attributes(rec.attributes, after, unknown=unknown)
-    action = "update" if attr_changes else "noop"
+    action = Action.UPDATE if attr_changes else Action.NOOP
     return Change(address=d.address, kind=d.kind, action=action, before=rec.attributes, after=after,
                   after_unknown=sorted(unknown), attributes=attr_changes, dependencies=sorted(d.depends_on),
                   reasons=[_changed_names(attr_changes)] if attr_changes else [])
@@ -258,7 +259,7 @@ def _plan_plain(d: DesiredResource, attrs, unknown, ctx: _Ctx) -> Change:
 def _plan_fleet(d: DesiredResource, attrs, unknown, ctx: _Ctx) -> Change:
     rec = ctx.state.get(d.address)
     replica_changes = ctx.by_fleet.get(d.address, [])
-    endpoints_change = any(c.action in ("create", "replace", "delete") for c in replica_changes)
+    endpoints_change = any(c.action in (Action.CREATE, Action.REPLACE, Action.DELETE) for c in replica_changes)
     prior = rec.attributes if rec else None
     after = dict(attrs)
     ignore = set(d.lifecycle.ignore_changes) if d.lifecycle else set()
@@ -275,7 +276,7 @@ def _plan_fleet(d: DesiredResource, attrs, unknown, ctx: _Ctx) -> Change:
             if k in prior:
                 after[k] = prior[k]
     if rec is None:
-        return Change(address=d.address, kind="fleet", action="create", provider=d.provider,
+        return Change(address=d.address, kind="fleet", action=Action.CREATE, provider=d.provider,
                       provider_type=d.provider_type, reasons=["not in state"], after=after,
                       after_unknown=sorted(unknown),
                       dependencies=sorted(d.depends_on))
@@ -286,7 +287,7 @@ def _plan_fleet(d: DesiredResource, attrs, unknown, ctx: _Ctx) -> Change:
         reasons.append(f"replicas {before_n} -> {after_n}")
     elif attr_changes:
         reasons.append(_changed_names(attr_changes))
-    return Change(address=d.address, kind="fleet", action="update" if attr_changes else "noop",
+    return Change(address=d.address, kind="fleet", action=Action.UPDATE if attr_changes else Action.NOOP,
                   provider=d.provider, provider_type=d.provider_type, before=prior, after=after,
                   after_unknown=sorted(unknown), attributes=attr_changes, dependencies=sorted(d.depends_on),
                   reasons=reasons)
@@ -312,7 +313,7 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
     if rec is None or (obs and obs.result is not None and not obs.result.exists and rec.status == "creating"):
         reasons = ["not in state"] if rec is None else ["an interrupted create left no server behind"]
         after, unknown, _ = fresh(reasons, unknown)
-        return Change(**base, action="create", reasons=reasons, after=after, after_unknown=sorted(unknown),
+        return Change(**base, action=Action.CREATE, reasons=reasons, after=after, after_unknown=sorted(unknown),
                       create_before_destroy=cbd)
 
     prior = dict(rec.attributes)
@@ -332,7 +333,7 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
     if gone:
         detail = f": {obs.result.detail}" if obs.result.detail else ""
         after, unknown, _ = fresh([], unknown)
-        return Change(**base, action="create", before=rec.attributes, after=after, after_unknown=sorted(unknown),
+        return Change(**base, action=Action.CREATE, before=rec.attributes, after=after, after_unknown=sorted(unknown),
                       attributes=diff_attributes(prior, after, unknown=unknown), create_before_destroy=cbd,
                       reasons=[f"the real server is gone (refresh found nothing{detail}); it will be created again"])
     # a server an interrupted apply started is ours (found by its instance id), even while it warms up
@@ -362,7 +363,7 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
                 f"{d.address} cannot be replaced create-before-destroy (fixed port); "
                 "it will be stopped before its replacement starts",
                 severity="warning", location=d.location, path=d.address))
-        return Change(**base, action="replace", before=rec.attributes, after=after, after_unknown=sorted(unknown),
+        return Change(**base, action=Action.REPLACE, before=rec.attributes, after=after, after_unknown=sorted(unknown),
                       attributes=attr_changes, requires_replace=forces or ["(forced)"],
                       create_before_destroy=cbd, reasons=reasons)
 
@@ -371,16 +372,16 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
         {k: v for k, v in prior.items() if k not in computed},
         {k: v for k, v in after.items() if k not in computed}, unknown=unknown)
     if attr_changes:
-        return Change(**base, action="update", before=rec.attributes, after=after, after_unknown=sorted(unknown),
+        return Change(**base, action=Action.UPDATE, before=rec.attributes, after=after, after_unknown=sorted(unknown),
                       attributes=attr_changes, reasons=[f"{a.path} changes in place" for a in attr_changes][:3],
                       rolls_out=pplan.redeploys)
     if adopt:
-        return Change(**base, action="refresh", before=rec.attributes, after=prior,
+        return Change(**base, action=Action.REFRESH, before=rec.attributes, after=prior,
                       reasons=["adopts the server an interrupted apply started"])
     if obs is not None and obs.result is not None and obs.result.exists and _observed_differs(rec.attributes, prior):
-        return Change(**base, action="refresh", before=rec.attributes, after=prior,
+        return Change(**base, action=Action.REFRESH, before=rec.attributes, after=prior,
                       reasons=["state updated from what refresh found"])
-    return Change(**base, action="noop", before=rec.attributes, after=prior)
+    return Change(**base, action=Action.NOOP, before=rec.attributes, after=prior)
 
 
 def _with_computed(attrs: dict, unknown: set[str], provider) -> tuple[dict, set[str]]:
@@ -418,7 +419,7 @@ def _locate(diags: list[Diagnostic], d: DesiredResource) -> list[Diagnostic]:
 
 def _check_prevent_destroy(desired, current, ctx: _Ctx) -> None:
     for c in ctx.changes.values():
-        if c.action not in ("delete", "replace") or c.deposed:
+        if c.action not in (Action.DELETE, Action.REPLACE) or c.deposed:
             continue
         d = desired.get(c.address) or desired.get(c.fleet or "")
         lifecycle = d.lifecycle if d else None
@@ -439,15 +440,15 @@ def _mark_risks(ctx: _Ctx, desired) -> None:
     for c in ctx.changes.values():
         if c.kind == "replica" and c.fleet:
             by_fleet.setdefault(c.fleet, []).append(c)
-        if c.action == "delete":
+        if c.action == Action.DELETE:
             c.risks.append("destroys" + (" a serving replica" if c.kind == "replica" else ""))
-        elif c.action == "replace":
+        elif c.action == Action.REPLACE:
             c.risks.append("replaces" + ("" if c.create_before_destroy else " (stops the old one first)"))
     for fleet, reps in by_fleet.items():
         live_before = sum(1 for c in reps if c.before is not None and not c.deposed)
-        dbd = sum(1 for c in reps if c.action == "replace" and not c.create_before_destroy)
-        deleted = sum(1 for c in reps if c.action == "delete" and not c.deposed)
-        created = sum(1 for c in reps if c.action == "create" and c.before is None)
+        dbd = sum(1 for c in reps if c.action == Action.REPLACE and not c.create_before_destroy)
+        deleted = sum(1 for c in reps if c.action == Action.DELETE and not c.deposed)
+        created = sum(1 for c in reps if c.action == Action.CREATE and c.before is None)
         low = live_before - deleted - dbd
         if live_before and low < live_before:
             fc = ctx.changes.get(fleet)
@@ -463,7 +464,7 @@ def _mark_risks(ctx: _Ctx, desired) -> None:
 def _plan_rollouts(ctx: _Ctx, desired) -> None:
     """Say in the plan how each fleet's replacements will roll out, and check they can."""
     for fleet_addr, reps in ctx.by_fleet.items():
-        replaced = [c for c in reps if c.action == "replace" and not c.deposed]
+        replaced = [c for c in reps if c.action == Action.REPLACE and not c.deposed]
         fc = ctx.changes.get(fleet_addr)
         spec_data = ((fc.after or {}).get("rollout") if fc else None)
         if fc is not None and any((c.after or {}).get("placement") == "service" for c in reps):
@@ -480,7 +481,7 @@ def _plan_rollouts(ctx: _Ctx, desired) -> None:
         d = desired.get(fleet_addr)
         for msg in check_spec(fleet_addr, spec, has_router):
             ctx.diagnostics.append(Diagnostic(msg, location=d.location if d else None, path=f"{fleet_addr}.rollout"))
-        fc.reasons.append("rollout: " + describe(spec, len([c for c in reps if not c.deposed and c.action != "delete"])))
+        fc.reasons.append("rollout: " + describe(spec, len([c for c in reps if not c.deposed and c.action != Action.DELETE])))
         for c in replaced:
             c.reasons.append(f"replaced by the fleet's {spec.strategy} rollout")
         if spec.strategy == "recreate":
@@ -498,7 +499,7 @@ def _plan_service_rollout(ctx: _Ctx, desired, fleet_addr: str, fc: Change, reps,
             f"{fleet_addr}: rollout strategy recreate is not available with placement: service (SkyServe never "
             "stops a service to update it); use rolling, blue_green or canary", **where))
         return
-    redeploy = [c for c in reps if c.action == "update" and c.rolls_out and not c.deposed]
+    redeploy = [c for c in reps if c.action == Action.UPDATE and c.rolls_out and not c.deposed]
     if strategy != "canary":
         if redeploy:  # a labels change is recorded in state only: nothing rolls out
             mode = strategy if strategy != "default" else \
@@ -522,7 +523,7 @@ def _plan_service_rollout(ctx: _Ctx, desired, fleet_addr: str, fc: Change, reps,
         return
     if not redeploy:
         return
-    scaled = [c.address for c in reps if c.action in ("create", "delete", "replace") and not c.deposed]
+    scaled = [c.address for c in reps if c.action in (Action.CREATE, Action.DELETE, Action.REPLACE) and not c.deposed]
     if scaled:
         ctx.diagnostics.append(Diagnostic(
             f"{fleet_addr}: a canary of a placement: service fleet cannot also change its replicas "
@@ -533,7 +534,7 @@ def _plan_service_rollout(ctx: _Ctx, desired, fleet_addr: str, fc: Change, reps,
     service = (redeploy[0].before or {}).get("service_name") or "the service"
     fc.reasons.append("rollout: " + describe_service_canary(spec, n, service, routers))
     for c in reps:
-        if c.action == "update" and not c.deposed:
+        if c.action == Action.UPDATE and not c.deposed:
             c.rolls_out = True  # the fleet's rollout step records every slot once it is promoted
             c.reasons.append(f"rolled out by the fleet's canary through {', '.join(routers)}")
 
@@ -570,7 +571,7 @@ def _targets_fleet(change: Change, targets) -> bool:
     return any(change.address.startswith(t + "[") or change.fleet == t for t in targets)
 
 
-_ORDER = {"delete": 0, "replace": 1, "update": 2, "create": 3, "refresh": 4, "noop": 5}
+_ORDER = {Action.DELETE: 0, Action.REPLACE: 1, Action.UPDATE: 2, Action.CREATE: 3, Action.REFRESH: 4, Action.NOOP: 5}
 
 
 def _ordered(changes: list[Change]) -> list[Change]:

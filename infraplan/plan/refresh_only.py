@@ -13,6 +13,7 @@ from infraplan.plan.diff import diff_attributes
 from infraplan.errors import StalePlanError
 from infraplan.plan.model import Change, Plan
 from infraplan.plan.refresh import record_key, refresh
+from infraplan.models.actions import Action
 
 OPERATION = "apply-refresh-only"
 
@@ -51,7 +52,7 @@ def refresh_only_plan(ws, *, parallelism: int = 10, targets: tuple[str, ...] = (
         if not attr_changes and rec.status == "ready":
             continue
         changes.append(Change(
-            address=rec.address, kind="replica", action="refresh", provider=rec.provider,
+            address=rec.address, kind="replica", action=Action.REFRESH, provider=rec.provider,
             provider_type=(rec.attributes or {}).get("provider_type"), before=rec.attributes, after=after,
             attributes=attr_changes, dependencies=list(rec.dependencies or []),
             fleet=(rec.attributes or {}).get("fleet"),
@@ -84,7 +85,7 @@ def apply_refresh_only(ws, plan: Plan, **kw):
     from infraplan.util.redact import redact
     from infraplan.util.identity import who
 
-    if any(c.action != "refresh" for c in plan.changes):
+    if any(c.action != Action.REFRESH for c in plan.changes):
         raise StalePlanError("not a refresh-only plan: it has changes other than refresh")
     result = ws.apply(plan, operation=OPERATION, **kw)
     store = ws.store()

@@ -25,6 +25,7 @@ from typing import Any
 from infraplan.errors import ApplyError, InfraplanError
 from infraplan.plan import weights as _weights
 from infraplan.rollout.slots import Abort as _Abort, Slot
+from infraplan.models.actions import Action
 
 
 class ServiceCanary:
@@ -43,7 +44,7 @@ class ServiceCanary:
     def _create_canary(self, desired: dict, replicas: int) -> dict:
         attrs = {**desired, "canary": True}
         self.key = "canary-" + secrets.token_hex(3)
-        self.store.record_intent(self.owner.address, action="create", kind="replica", provider=self.r._pname(),
+        self.store.record_intent(self.owner.address, action=Action.CREATE, kind="replica", provider=self.r._pname(),
                                  attributes=attrs, dependencies=self.owner.dependencies, deposed=self.key)
         try:
             made = self.provider.create_canary(self.owner.address, attrs, replicas)
@@ -58,7 +59,7 @@ class ServiceCanary:
     def _delete_canary(self) -> None:
         if self.canary is None:
             return
-        self.store.record_intent(self.owner.address, action="delete", kind="replica", provider=self.r._pname(),
+        self.store.record_intent(self.owner.address, action=Action.DELETE, kind="replica", provider=self.r._pname(),
                                  attributes=self.canary, deposed=self.key)
         try:
             self.provider.delete(self.owner.address, self.canary)
@@ -122,7 +123,7 @@ class ServiceCanary:
             rec = self.store.get(c.address)
             before = dict(rec.attributes) if rec is not None else dict(c.before or {})
             desired = r._desired(c)
-            self.store.record_intent(c.address, action="update", kind="replica", provider=c.provider,
+            self.store.record_intent(c.address, action=Action.UPDATE, kind="replica", provider=c.provider,
                                      attributes=desired, dependencies=c.dependencies)
             try:
                 new = self.provider.update(c.address, before, desired)

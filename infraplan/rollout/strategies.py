@@ -25,6 +25,7 @@ from infraplan.rollout import analysis as _analysis
 from infraplan.rollout import golden as _golden
 from infraplan.rollout import traffic as _traffic
 from infraplan.plan import weights as _weights
+from infraplan.models.actions import Action
 
 
 def run_rollout(ctx: RolloutContext) -> RolloutResult:
@@ -68,10 +69,10 @@ class _Runner:
         self.stop = ctx.stop or threading.Event()
         live = [c for c in ctx.changes if c.kind == "replica" and not c.deposed]
         order = lambda c: ((c.after or c.before or {}).get("index", 0), c.address)  # noqa: E731
-        self.replaces = sorted((c for c in live if c.action == "replace"), key=order)
-        self.creates = sorted((c for c in live if c.action == "create"), key=order)
-        self.deletes = sorted((c for c in live if c.action == "delete"), key=order)
-        self.updates = sorted((c for c in live if c.action == "update"), key=order)  # slots of a service fleet
+        self.replaces = sorted((c for c in live if c.action == Action.REPLACE), key=order)
+        self.creates = sorted((c for c in live if c.action == Action.CREATE), key=order)
+        self.deletes = sorted((c for c in live if c.action == Action.DELETE), key=order)
+        self.updates = sorted((c for c in live if c.action == Action.UPDATE), key=order)  # slots of a service fleet
         self.slots: list[Slot] = []          # every slot touched, for rollback
         self.deleted: list[Slot] = []        # removed replicas (scale-down), for rollback
         self.problems: list[str] = []        # what went wrong while rolling back, found before `rollback`
@@ -110,7 +111,7 @@ class _Runner:
 
     def _create(self, address: str, desired: dict, deps: list[str]) -> dict:
         attrs = self.provider.prepare_create(address, desired)
-        self.store.record_intent(address, action="create", kind="replica", provider=self._pname(),
+        self.store.record_intent(address, action=Action.CREATE, kind="replica", provider=self._pname(),
                                  attributes=attrs, dependencies=deps)
         try:
             new = self.provider.create(address, attrs)
@@ -126,7 +127,7 @@ class _Runner:
         return c[0].provider if c else None
 
     def _delete(self, address: str, attrs: dict, deposed: str = "") -> None:
-        self.store.record_intent(address, action="delete", kind="replica", provider=self._pname(),
+        self.store.record_intent(address, action=Action.DELETE, kind="replica", provider=self._pname(),
                                  attributes=attrs, deposed=deposed)
         try:
             self.provider.delete(address, attrs)
@@ -205,7 +206,7 @@ class _Runner:
             return [f.result() for f in futures]
 
     def _slot(self, change: Any) -> Slot:
-        rec = self.store.get(change.address) if change.action != "create" else None
+        rec = self.store.get(change.address) if change.action != Action.CREATE else None
         slot = Slot(change.address, list(change.dependencies or []), old=dict(rec.attributes) if rec else None)
         self.slots.append(slot)
         return slot

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from infraplan.errors import ApplyError, InfraplanError
 
 from infraplan.plan.rollout_checks import NEEDS_ROUTER  # noqa: E402,F401  (re-exported for the strategies)
+from infraplan.models.actions import Action
 
 
 class TrafficSwitch(Protocol):
@@ -116,7 +117,7 @@ class RouterSwitch:
                 have = c.serving()
                 want = [u for u in have if u not in remove] + [u for u in add if u not in have]
                 attrs = dict(rec.attributes)
-                self.store.record_intent(addr, action="update", kind=rec.kind, provider=rec.provider,
+                self.store.record_intent(addr, action=Action.UPDATE, kind=rec.kind, provider=rec.provider,
                                          attributes={**attrs, "workers": sorted(want)})
                 try:
                     held = c.sync(want, timeout=self.timeout)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from infraplan.errors import StateError
 from infraplan.state import lock as _lock
 from infraplan.state.lock import LockInfo, default_who, utc_now
+from infraplan.models.actions import Action
 
 if TYPE_CHECKING:  # sqlite-utils is imported when a file is opened (see _open)
     from sqlite_utils import Database
@@ -478,11 +479,11 @@ class StateStore:
                 "status": ACTION_STATUS[action], "pending": _dumps(pending), "updated_at": now,
             }
             if existing is None:
-                if action != "create":
+                if action != Action.CREATE:
                     raise StateError(f"cannot record a {action} of {address}: it is not in state")
                 row["created_at"] = now
                 row["error"] = None
-            if action == "create":
+            if action == Action.CREATE:
                 row["attributes"] = _dumps(attributes)
                 row["dependencies"] = _dumps(deps)
             self._upsert(existing, row)
