@@ -19,7 +19,8 @@ from pathlib import Path
 import click
 
 from infraplan import __version__
-from infraplan.cli.options import color_option, complete_address, console, emit_json, json_option, to_json
+from infraplan.cli.completion import complete_address
+from infraplan.cli.options import color_option, console, emit_json, json_option, to_json
 
 
 class Ctx:

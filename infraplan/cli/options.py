@@ -1,5 +1,5 @@
 """The options every printing command shares (--json, --no-color), the one JSON writer,
-the console they colour, and shell completion of state addresses.
+and the console they colour.
 
 Both flags are recorded in `click.Context.meta`, which nested contexts share, so the root's
 `infraplan --no-color plan` and the command's `infraplan plan --no-color` mean the same.
@@ -87,24 +87,3 @@ def console(*, stderr: bool = False, text_only: bool = False):
     from infraplan.cli.views.plan import make_console
 
     return make_console(no_color=color_disabled(), stderr=stderr, text_only=text_only)
-
-
-# -- shell completion -----------------------------------------------------------------
-def complete_address(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
-    """Addresses in the state the state-path rule finds for what is typed so far.
-
-    Read-only and quiet: no state file is created, no lock taken, and any error means no
-    completions (a shell completing a word must never print a traceback).
-    """
-    try:
-        from infraplan.cli.common import resolve_state_path
-        from infraplan.state import StateStore
-
-        path = resolve_state_path(ctx.params.get("state_path"), ctx.params.get("path"))
-        if not path.is_file():
-            return []
-        with StateStore.open_readonly(path, busy_timeout=0.2) as store:
-            addresses = {r.address for r in store.resources(include_deposed=False)}
-        return sorted(a for a in addresses if a.startswith(incomplete))
-    except Exception:  # noqa: BLE001 - completion is best effort by design
-        return []

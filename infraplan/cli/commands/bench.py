@@ -10,7 +10,8 @@ from __future__ import annotations
 import click
 
 from infraplan.cli.common import UsageExitsOne, fail
-from infraplan.cli.options import color_option, complete_address, console, json_option
+from infraplan.cli.completion import complete_address
+from infraplan.cli.options import color_option, console, json_option
 
 # The names of infraplan.bench.API_ROUTES, spelled out so `infraplan --help` does not import
 # the load generator (httpx, asyncio); tests/bench checks the two agree.
