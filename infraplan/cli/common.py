@@ -188,8 +188,14 @@ class Cli(UsageExitsOne, click.Group):
 
     def invoke(self, ctx):
         # subcommands (and nested groups) parse their arguments inside the root's invoke
+        typed = list(ctx.args)  # the subcommand's words (click empties ctx.args as it goes)
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
             exc.exit_code = 1
+            options = typed[:typed.index("--")] if "--" in typed else typed
+            if "--json" in options:  # the flag was typed but never parsed: answer in JSON all the same
+                from infraplan.cli.options import emit_json
+
+                emit_json({"error": exc.format_message().splitlines()[0], "exit_code": 1})
             raise

@@ -125,6 +125,16 @@ def test_json_errors_are_one_object(tmp_path, monkeypatch, args, code):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_usage_errors_with_json_answer_in_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("plan", "--json", "--parallelism", "0")
+    assert result.exit_code == 1
+    body = json.loads(result.stdout)
+    assert body["exit_code"] == 1 and "--parallelism" in body["error"]
+    assert "Usage:" in result.stderr  # click's own message is unchanged
+    assert run("plan", "--parallelism", "0").stdout == ""
+
+
 def test_config_errors_carry_their_diagnostics_in_json(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "main.yaml").write_text(SMALL_CONFIG.replace("model.llama", "model.nope"))
