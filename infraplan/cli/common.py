@@ -16,9 +16,16 @@ from pathlib import Path
 import click
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Print `Error: message` to stderr and exit."""
+def fail(message: str, code: int = 1, diagnostics: list | None = None) -> None:
+    """Print `Error: message` to stderr and exit; with --json also `{"error", "exit_code"}` on stdout."""
+    from infraplan.cli.options import emit_json, json_requested
+
     click.echo(f"Error: {message}", err=True)
+    if json_requested():
+        body: dict = {"error": message, "exit_code": code}
+        if diagnostics:
+            body["diagnostics"] = diagnostics
+        emit_json(body)
     sys.exit(code)
 
 
@@ -35,7 +42,8 @@ def handle_errors(fn):
             for d in exc.diagnostics:
                 click.echo(d.one_line(), err=True)
             n = sum(1 for d in exc.diagnostics if d.severity == "error")
-            fail(f"configuration has {n} error{'s' if n != 1 else ''}; nothing was planned or applied")
+            fail(f"configuration has {n} error{'s' if n != 1 else ''}; nothing was planned or applied",
+                 diagnostics=[d.to_json() for d in exc.diagnostics])
         except PlanError as exc:
             for d in exc.diagnostics[1:]:
                 if d.severity == "error":
@@ -180,8 +188,14 @@ class Cli(UsageExitsOne, click.Group):
 
     def invoke(self, ctx):
         # subcommands (and nested groups) parse their arguments inside the root's invoke
+        typed = list(ctx.args)  # the subcommand's words (click empties ctx.args as it goes)
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
             exc.exit_code = 1
+            options = typed[:typed.index("--")] if "--" in typed else typed
+            if "--json" in options:  # the flag was typed but never parsed: answer in JSON all the same
+                from infraplan.cli.options import emit_json
+
+                emit_json({"error": exc.format_message().splitlines()[0], "exit_code": 1})
             raise

@@ -19,16 +19,15 @@ from pathlib import Path
 import click
 
 from infraplan import __version__
+from infraplan.cli.completion import complete_address
+from infraplan.cli.options import color_option, console, emit_json, json_option, to_json
 
 
 class Ctx:
-    def __init__(self, no_color: bool):
-        self.no_color = no_color or bool(os.environ.get("NO_COLOR"))
+    """The root's context object: the console every command prints through."""
 
     def console(self, stderr: bool = False, *, text_only: bool = False):
-        from infraplan.cli.views.plan import make_console
-
-        return make_console(no_color=self.no_color, stderr=stderr, text_only=text_only)
+        return console(stderr=stderr, text_only=text_only)
 
 
 from infraplan.cli.common import LOG_ENV, Cli, config_options, configure_logging  # noqa: E402
@@ -43,23 +42,24 @@ from infraplan.cli.common import open_workspace as _workspace  # noqa: E402
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="infraplan")
-@click.option("--no-color", is_flag=True, help="No colour (also NO_COLOR=1; off anyway when not a TTY).")
+@color_option
 @click.pass_context
 @_handle
-def cli(ctx, no_color):
+def cli(ctx):
     """Plan, apply and watch fleets of LLM model servers.
 
     INFRAPLAN_LOG=debug|info|warn logs to stderr; INFRAPLAN_STATE names the state file.
     """
     configure_logging(os.environ.get(LOG_ENV))
-    ctx.obj = Ctx(no_color)
+    ctx.obj = Ctx()
 
 
 # -- validate -------------------------------------------------------------------
 @cli.command()
 @click.argument("path", default=".", type=click.Path())
 @config_options
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable diagnostics.")
+@json_option("Machine-readable diagnostics.")
+@color_option
 @_handle
 def validate(path, state_path, var_args, var_files, as_json):
     """Check the configuration; report every error at once."""
@@ -68,7 +68,7 @@ def validate(path, state_path, var_args, var_files, as_json):
     config, diags = validate_config(path, var_args=list(var_args), var_files=list(var_files), env=os.environ)
     errors = [d for d in diags if d.severity == "error"]
     if as_json:
-        click.echo(json.dumps({"valid": not errors, "diagnostics": [d.to_json() for d in diags]}, indent=2))
+        emit_json({"valid": not errors, "diagnostics": [d.to_json() for d in diags]})
     else:
         for d in diags:
             click.echo(d.one_line(), err=bool(errors))
@@ -82,8 +82,10 @@ def validate(path, state_path, var_args, var_files, as_json):
 def plan_options(fn):
     fn = click.option("--refresh", type=click.BOOL, default=True, show_default=True,
                       help="Ask providers what really runs before planning (--refresh=false to skip).")(fn)
-    fn = click.option("--target", "targets", multiple=True, metavar="ADDR", help="Limit to ADDR and its dependencies.")(fn)
-    fn = click.option("--replace", "replace", multiple=True, metavar="ADDR", help="Force replacement of ADDR.")(fn)
+    fn = click.option("--target", "targets", multiple=True, metavar="ADDR", shell_complete=complete_address,
+                      help="Limit to ADDR and its dependencies.")(fn)
+    fn = click.option("--replace", "replace", multiple=True, metavar="ADDR", shell_complete=complete_address,
+                      help="Force replacement of ADDR.")(fn)
     fn = click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 1000),
                       help="Concurrent provider calls.")(fn)
     fn = click.option("--force", is_flag=True, help="Roll out again a version whose rollout was rolled back.")(fn)
@@ -97,7 +99,8 @@ def plan_options(fn):
 @click.option("--destroy", is_flag=True, help="Plan to destroy everything in state.")
 @click.option("--out", "out", type=click.Path(), help="Save the plan for `infraplan apply FILE`.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 no changes, 1 error, 2 changes.")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (format_version 1.0).")
+@json_option("Print the plan as JSON (format_version 1.0).")
+@color_option
 @click.option("--refresh-only", is_flag=True, help="Only accept what refresh found into state; no infrastructure changes.")
 @click.option("--max-hourly-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
               help="Fail (exit 1, nothing saved) when the planned fleets cost more than USD per hour.")
@@ -119,7 +122,7 @@ def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, 
             the_plan = ws.plan(PlanOptions(refresh=refresh, targets=targets, replace=replace, destroy=destroy,
                                            parallelism=parallelism, force=force))
         if as_json:
-            click.echo(json.dumps(the_plan.to_json(), indent=2, sort_keys=True, default=str))
+            emit_json(the_plan.to_json(), sort_keys=True)
         else:
             render_plan(the_plan, obj.console(text_only=True))
     if max_hourly_cost is not None:
@@ -168,7 +171,7 @@ def _progress(obj, as_json):
 
     def on_event(ev):
         if as_json:
-            click.echo(json.dumps({"@timestamp": _t.time(), **ev}, default=str))
+            emit_json({"@timestamp": _t.time(), **ev}, indent=None)
             return
         if ev["type"] == "rollout":
             details = {k: v for k, v in ev.items() if k not in ("type", "fleet", "step", "at", "evidence")}
@@ -203,8 +206,8 @@ def _finish(obj, ws, result, as_json, the_plan):
 
     summary = result.summary()
     if as_json:
-        click.echo(json.dumps({"type": "summary", **summary, "outputs": ws.compute_outputs(ws.store())
-                               if not the_plan.destroy else {}}, default=str))
+        emit_json({"type": "summary", **summary, "outputs": ws.compute_outputs(ws.store())
+                   if not the_plan.destroy else {}}, indent=None)
     else:
         c = obj.console()
         style = "green" if result.ok else "red"
@@ -246,7 +249,8 @@ def _looks_like_plan_file(path: str) -> bool:
 @config_options
 @plan_options
 @click.option("--auto-approve", is_flag=True, help="Skip the interactive approval.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+@json_option("One JSON event per line.")
+@color_option
 @click.option("--refresh-only", is_flag=True, help="Only accept what refresh found into state; no infrastructure changes (audited).")
 @click.pass_obj
 @_handle
@@ -287,7 +291,7 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
             render_plan(the_plan, obj.console())
         if not the_plan.has_changes and not any(c.action == "refresh" for c in the_plan.changes):
             if as_json:
-                click.echo(json.dumps({"type": "summary", "done": 0, "failed": 0, "skipped": 0}))
+                emit_json({"type": "summary", "done": 0, "failed": 0, "skipped": 0}, indent=None)
             return
         approved = _approve(obj.console(), the_plan, auto_approve, "apply")
     if not approved:
@@ -304,11 +308,12 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
 @cli.command()
 @click.argument("path", default=".", type=click.Path())
 @config_options
-@click.option("--target", "targets", multiple=True, metavar="ADDR")
+@click.option("--target", "targets", multiple=True, metavar="ADDR", shell_complete=complete_address)
 @click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--refresh", type=click.BOOL, default=True)
 @click.option("--auto-approve", is_flag=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option("One JSON event per line.")
+@color_option
 @click.pass_obj
 @_handle
 def destroy(obj, path, state_path, var_args, var_files, targets, parallelism, refresh, auto_approve, as_json):
@@ -338,7 +343,8 @@ def destroy(obj, path, state_path, var_args, var_files, targets, parallelism, re
               help="Values for sensitive variables (they are never stored in history).")
 @click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--auto-approve", is_flag=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option("One JSON event per line.")
+@color_option
 @click.pass_obj
 @_handle
 def rollback(obj, path, to_id, state_path, var_args, parallelism, auto_approve, as_json):
@@ -403,7 +409,8 @@ def _rollback_target(history, to_id):
 @cli.command()
 @click.argument("name", required=False)
 @state_option
-@click.option("--json", "as_json", is_flag=True)
+@json_option("All outputs as one JSON object.")
+@color_option
 @click.option("--raw", is_flag=True, help="Print a string output without quotes (for scripts).")
 @_handle
 def output(name, state_path, as_json, raw):
@@ -415,19 +422,23 @@ def output(name, state_path, as_json, raw):
         if name not in outs:
             _fail(f"no output named {name!r} (have: {', '.join(sorted(outs)) or 'none'})")
         v = outs[name]
-        click.echo(v if raw and isinstance(v, str) else json.dumps(v, default=str))
+        if raw and isinstance(v, str):
+            click.echo(v)
+        else:
+            emit_json(v, indent=None)
         return
     if as_json:
-        click.echo(json.dumps(outs, indent=2, default=str))
+        emit_json(outs)
     else:
         for k, v in sorted(outs.items()):
-            click.echo(f"{k} = {json.dumps(v, default=str)}")
+            click.echo(f"{k} = {to_json(v, indent=None)}")
 
 
 @cli.command()
 @click.argument("planfile", required=False, type=click.Path())
 @state_option
-@click.option("--json", "as_json", is_flag=True)
+@json_option("The plan or the state as JSON.")
+@color_option
 @click.pass_obj
 @_handle
 def show(obj, planfile, state_path, as_json):
@@ -441,17 +452,16 @@ def show(obj, planfile, state_path, as_json):
 
         saved, _ = load_plan(planfile)
         if as_json:
-            click.echo(json.dumps(saved.to_json(), indent=2, sort_keys=True, default=str))
+            emit_json(saved.to_json(), sort_keys=True)
         else:
             render_plan(saved, obj.console())
         return
     snap = StateStore.open_readonly(_existing_state(state_path)).snapshot()
     if as_json:
-        click.echo(json.dumps({"lineage": snap.lineage, "serial": snap.serial, "outputs": snap.outputs,
-                               "resources": [redact({"address": r.address, "deposed": r.deposed, "kind": r.kind,
-                                                     "provider": r.provider, "status": r.status,
-                                                     "attributes": r.attributes}) for r in snap.resources]},
-                              indent=2, default=str))
+        emit_json({"lineage": snap.lineage, "serial": snap.serial, "outputs": snap.outputs,
+                   "resources": [redact({"address": r.address, "deposed": r.deposed, "kind": r.kind,
+                                         "provider": r.provider, "status": r.status,
+                                         "attributes": r.attributes}) for r in snap.resources]})
         return
     if not snap.resources:
         click.echo("The state is empty.")
@@ -471,19 +481,27 @@ def show(obj, planfile, state_path, as_json):
 @cli.command()
 @click.argument("path", default=".", type=click.Path())
 @config_options
+@json_option("The graph as {\"nodes\": [...], \"edges\": [[from, to], ...]}.")
+@color_option
 @_handle
-def graph(path, state_path, var_args, var_files):
+def graph(path, state_path, var_args, var_files, as_json):
     """Print the dependency graph as Graphviz DOT."""
     from infraplan.plan.expand import expand
     from infraplan.graph import build_graph, to_dot
 
     ws = _workspace(path, state_path, var_args, var_files)
     desired = expand(ws.config)
-    click.echo(to_dot(build_graph({a: d.depends_on for a, d in desired.items()})), nl=False)
+    g = build_graph({a: d.depends_on for a, d in desired.items()})
+    if as_json:
+        emit_json({"nodes": sorted(g.nodes), "edges": sorted([list(e) for e in g.edges])})
+    else:
+        click.echo(to_dot(g), nl=False)
 
 
 @cli.command()
 @click.option("--out", "out", type=click.Path(), help="Write to this file instead of stdout.")
+@json_option("Accepted for uniformity: the schema is JSON already.", expose_value=False)
+@color_option
 def schema(out):
     """Print the JSON Schema of the configuration language."""
     from infraplan.models.schema import schema_json
@@ -496,23 +514,33 @@ def schema(out):
 
 
 @cli.command("providers")
-def providers_cmd():
+@json_option("A list of {name, available, detail}.")
+@color_option
+@_handle
+def providers_cmd(as_json):
     """List installed providers (and why one is unavailable)."""
     from infraplan.errors import ProviderUnavailable
     from infraplan.providers.registry import available_providers, load_provider_class
 
+    rows = []
     for name in sorted(available_providers()):
         try:
             load_provider_class(name)
-            click.echo(f"{name}: available")
+            rows.append({"name": name, "available": True, "detail": None})
         except ProviderUnavailable as exc:
-            click.echo(f"{name}: {exc}")
+            rows.append({"name": name, "available": False, "detail": str(exc)})
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['name']}: {'available' if r['available'] else r['detail']}")
 
 
 @cli.command()
 @state_option
 @click.option("--limit", default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option("The history rows as JSON.")
+@color_option
 @_handle
 def history(state_path, limit, as_json):
     """Show past applies and destroys."""
@@ -522,7 +550,7 @@ def history(state_path, limit, as_json):
 
     rows = [asdict(h) for h in StateStore.open_readonly(_existing_state(state_path)).history(limit=limit)]
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        emit_json(rows)
         return
     if not rows:
         click.echo("No history yet.")
@@ -536,13 +564,18 @@ def history(state_path, limit, as_json):
 @cli.command("force-unlock")
 @click.argument("lock_id")
 @state_option
+@json_option("The broken lock as JSON.")
+@color_option
 @_handle
-def force_unlock(lock_id, state_path):
+def force_unlock(lock_id, state_path, as_json):
     """Break a stale state lock (audited)."""
     from infraplan.state import StateStore
 
-    StateStore(_existing_state(state_path)).force_unlock(lock_id)
-    click.echo(f"Lock {lock_id} broken. The state is unlocked.")
+    info = StateStore(_existing_state(state_path)).force_unlock(lock_id)
+    if as_json:
+        emit_json({"unlocked": True, "lock": info})
+    else:
+        click.echo(f"Lock {lock_id} broken. The state is unlocked.")
 
 
 # -- state ------------------------------------------------------------------------------
@@ -553,20 +586,28 @@ def state():
 
 @state.command("list")
 @state_option
+@json_option("A list of {address, deposed, status}.")
+@color_option
 @_handle
-def state_list(state_path):
+def state_list(state_path, as_json):
     """List resource addresses in state."""
     from infraplan.state import StateStore
 
-    for r in StateStore.open_readonly(_existing_state(state_path)).snapshot().resources:
+    resources = StateStore.open_readonly(_existing_state(state_path)).snapshot().resources
+    if as_json:
+        emit_json([{"address": r.address, "deposed": r.deposed, "status": r.status} for r in resources])
+        return
+    for r in resources:
         suffix = f" (deposed {r.deposed})" if r.deposed else ""
         status = "" if r.status == "ready" else f" [{r.status}]"
         click.echo(f"{r.address}{suffix}{status}")
 
 
 @state.command("show")
-@click.argument("address")
+@click.argument("address", shell_complete=complete_address)
 @state_option
+@json_option("Accepted for uniformity: the resource is printed as JSON anyway.", expose_value=False)
+@color_option
 @_handle
 def state_show(address, state_path):
     """Show one resource's attributes."""
@@ -576,17 +617,19 @@ def state_show(address, state_path):
     rec = StateStore.open_readonly(_existing_state(state_path)).get(address)
     if rec is None:
         _fail(f"no resource {address} in state")
-    click.echo(json.dumps({"address": rec.address, "kind": rec.kind, "provider": rec.provider,
-                           "status": rec.status, "attributes": redact(rec.attributes),
-                           "dependencies": rec.dependencies, "created_at": rec.created_at,
-                           "updated_at": rec.updated_at}, indent=2, default=str))
+    emit_json({"address": rec.address, "kind": rec.kind, "provider": rec.provider,
+               "status": rec.status, "attributes": redact(rec.attributes),
+               "dependencies": rec.dependencies, "created_at": rec.created_at,
+               "updated_at": rec.updated_at})
 
 
 @state.command("rm")
-@click.argument("addresses", nargs=-1, required=True)
+@click.argument("addresses", nargs=-1, required=True, shell_complete=complete_address)
 @state_option
+@json_option("{\"removed\": [addresses]}.")
+@color_option
 @_handle
-def state_rm(addresses, state_path):
+def state_rm(addresses, state_path, as_json):
     """Forget resources (the real servers keep running)."""
     from infraplan.state import StateStore
     from infraplan.util.identity import who
@@ -598,24 +641,32 @@ def state_rm(addresses, state_path):
                 _fail(f"no resource {a} in state")
             store.remove(a)
             store.audit("state-rm", address=a, who=who())
-            click.echo(f"Removed {a}")
+            if not as_json:
+                click.echo(f"Removed {a}")
+    if as_json:
+        emit_json({"removed": list(addresses)})
 
 
 @state.command("mv")
-@click.argument("src")
+@click.argument("src", shell_complete=complete_address)
 @click.argument("dst")
 @state_option
+@json_option("{\"moved\": [addresses moved], \"from\": SRC, \"to\": DST}.")
+@color_option
 @_handle
-def state_mv(src, dst, state_path):
+def state_mv(src, dst, state_path, as_json):
     """Rename a resource in state (and its replicas)."""
     from infraplan.state import StateStore
     from infraplan.util.identity import who
 
     store = StateStore(_existing_state(state_path))
     with store.lock("state mv", who=who()):
-        store.move(src, dst)
+        moved = store.move(src, dst)
         store.audit("state-mv", address=src, details={"to": dst}, who=who())
-    click.echo(f"Moved {src} to {dst}")
+    if as_json:
+        emit_json({"from": src, "to": dst, "moved": moved})
+    else:
+        click.echo(f"Moved {src} to {dst}")
 
 
 from infraplan.cli.commands.drift import cleanup, drift  # noqa: E402

@@ -7,11 +7,11 @@ counted in the output, not in the exit code); 1 usage errors or nothing answers 
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from infraplan.cli.common import UsageExitsOne
+from infraplan.cli.common import UsageExitsOne, fail
+from infraplan.cli.completion import complete_address
+from infraplan.cli.options import color_option, console, json_option
 
 # The names of infraplan.bench.API_ROUTES, spelled out so `infraplan --help` does not import
 # the load generator (httpx, asyncio); tests/bench checks the two agree.
@@ -78,7 +78,7 @@ class _BenchCommand(UsageExitsOne, click.Command):
 
 
 @click.command(cls=_BenchCommand)
-@click.argument("url")
+@click.argument("url", shell_complete=complete_address)
 @click.option("--concurrency", "-c", type=click.IntRange(1, 4096), default=8, show_default=True,
               help="Requests in flight at most.")
 @click.option("--rate", type=click.FloatRange(0, min_open=True), default=None,
@@ -100,10 +100,10 @@ class _BenchCommand(UsageExitsOne, click.Command):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--state", "state_path", type=click.Path(), default=None,
               help="State file to look up a fleet address given as URL [$INFRAPLAN_STATE, else ./infraplan.db].")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (format_version 1).")
+@json_option("Print the result as JSON (format_version 1).")
+@color_option
 @click.option("--records", "include_records", is_flag=True, help="With --json, include every request.")
-@click.pass_context
-def bench(ctx, url, concurrency, rate, arrival, duration, num_requests, prompt_tokens, output_tokens,
+def bench(url, concurrency, rate, arrival, duration, num_requests, prompt_tokens, output_tokens,
           api, model, timeout_s, api_key, seed, state_path, as_json, include_records):
     """Send a bounded load to URL; print TTFT, TPOT, ITL and E2E percentiles and throughput.
 
@@ -121,16 +121,9 @@ def bench(ctx, url, concurrency, rate, arrival, duration, num_requests, prompt_t
                            duration_s=duration_s, num_requests=num_requests, prompt_tokens=prompt_tokens,
                            output_tokens=output_tokens, api=api, timeout_s=timeout_s, api_key=api_key, seed=seed)
     except InfraplanError as exc:
-        click.echo(f"Error: {exc.one_line()}", err=True)
-        sys.exit(1)
+        fail(exc.one_line())
     if as_json:
+        # the library's own writer: it also turns the non-finite numbers of an empty run into null
         click.echo(result.to_json(include_records=include_records))
         return
-    obj = ctx.find_object(object)
-    if obj is not None and hasattr(obj, "console"):
-        console = obj.console()
-    else:
-        from infraplan.cli.views.plan import make_console
-
-        console = make_console()
-    _render(result, console)
+    _render(result, console())

@@ -6,8 +6,6 @@ be asked, or the run failed). cleanup: 0 done (or nothing to do), 1 error.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 import click
@@ -17,6 +15,7 @@ from infraplan.cli.common import config_options  # noqa: E402
 from infraplan.cli.common import handle_errors as _handle  # noqa: E402
 from infraplan.cli.common import open_workspace as _workspace  # noqa: E402
 from infraplan.cli.common import resolve_state_path  # noqa: E402
+from infraplan.cli.options import color_option, console, emit_json, json_option, to_json  # noqa: E402
 
 
 def _common(fn):
@@ -65,7 +64,7 @@ def _finders(ws, clouds):
 
 
 def _fmt(v) -> str:
-    return v if isinstance(v, str) else json.dumps(v, default=str)
+    return v if isinstance(v, str) else to_json(v, indent=None)
 
 
 def render_report(report) -> str:
@@ -111,7 +110,8 @@ def render_report(report) -> str:
 @click.command()
 @click.argument("path", default=".", type=click.Path())
 @_common
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (format_version 1.0).")
+@json_option("Print the report as JSON (format_version 1.0).")
+@color_option
 @click.option("--alert", "alerts", multiple=True, metavar="URL", envvar="INFRAPLAN_ALERT_URLS",
               help="Apprise URL to alert when drift appears or clears (repeatable; also INFRAPLAN_ALERT_URLS).")
 @click.option("--retries", type=click.IntRange(1, 10), default=None, help="Tries of a failing health probe [2].")
@@ -141,7 +141,7 @@ def drift(path, var_args, var_files, state_path, idle_after, timeout, parallelis
         check_urls(urls)
     report = run_drift(ws, settings, finders=_finders(ws, clouds), alert_urls=urls)
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2, default=str))
+        emit_json(report.to_json())
     else:
         click.echo(render_report(report))
     if report.alerts.get("error"):
@@ -153,7 +153,7 @@ def drift(path, var_args, var_files, state_path, idle_after, timeout, parallelis
 
 def _save_plan(ws, report, out: str, parallelism: int, quiet: bool) -> None:
     from infraplan.drift import plan_from_report
-    from infraplan.cli.views.plan import make_console, render_plan
+    from infraplan.cli.views.plan import render_plan
 
     from infraplan.plan.planfile import ApplyOptions, apply_hint, public_var_args, save_plan, sensitive_variables
 
@@ -163,7 +163,7 @@ def _save_plan(ws, report, out: str, parallelism: int, quiet: bool) -> None:
                                       withheld_vars=withheld))
     if not quiet:
         click.echo("")
-        render_plan(plan, make_console(no_color=bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()))
+        render_plan(plan, console(text_only=True))
         click.echo(f"\nSaved the plan to {out}. Review it, then run: {apply_hint(out, withheld)}")
 
 
@@ -179,7 +179,7 @@ def _history(path, state_path, limit, as_json) -> None:
         raise InfraplanError(f"no state at {sp}")
     runs = StateStore.open_readonly(sp).drift_runs(limit=limit)
     if as_json:
-        click.echo(json.dumps([asdict(r) for r in runs], indent=2, default=str))
+        emit_json([asdict(r) for r in runs])
         return
     if not runs:
         click.echo("No drift runs recorded yet.")
@@ -203,7 +203,8 @@ def _history(path, state_path, limit, as_json) -> None:
 @_common
 @click.option("--include-idle", is_flag=True, help="Also destroy idle replicas (needs --idle-after or a fleet's `idle_after`).")
 @click.option("--auto-approve", is_flag=True, help="Skip the interactive approval.")
-@click.option("--json", "as_json", is_flag=True, help="Print what was planned and removed as JSON.")
+@json_option("Print what was planned and removed as JSON.")
+@color_option
 @_handle
 def cleanup(path, var_args, var_files, state_path, idle_after, timeout, parallelism, clouds, include_idle,
             auto_approve, as_json):
@@ -221,7 +222,7 @@ def cleanup(path, var_args, var_files, state_path, idle_after, timeout, parallel
         click.echo(todo.render())
     if not todo.items:
         if as_json:
-            click.echo(json.dumps(todo.to_json(), indent=2, default=str))
+            emit_json(todo.to_json())
         return
     if not auto_approve:
         if not sys.stdin.isatty():
@@ -235,7 +236,7 @@ def cleanup(path, var_args, var_files, state_path, idle_after, timeout, parallel
             sys.exit(1)
     done = execute_cleanup(ws, todo)
     if as_json:
-        click.echo(json.dumps(done.to_json(), indent=2, default=str))
+        emit_json(done.to_json())
     else:
         for item in done.items:
             status = "removed" if item.removed else f"FAILED: {item.error}"

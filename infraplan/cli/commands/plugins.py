@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from infraplan.cli.common import handle_errors as _handle
+from infraplan.cli.options import color_option, emit_json, json_option
 
 
 @click.group()
@@ -18,7 +17,8 @@ def plugins():
 @click.argument("name")
 @click.option("--python", "python", metavar="PATH", help="Interpreter to create the virtualenv with [this one].")
 @click.option("--upgrade", is_flag=True, help="Upgrade the plugin's packages within its pins.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option("Print the result as JSON.")
+@color_option
 @_handle
 def install_cmd(name, python, upgrade, as_json):
     """Create NAME's plugin virtualenv, install its SDK there and check that it serves."""
@@ -30,14 +30,15 @@ def install_cmd(name, python, upgrade, as_json):
     info = install(name, cls, python=python, upgrade=upgrade, echo=echo)
     info["path"] = str(plugin_dir(name))
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        emit_json(info)
     else:
         versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
         click.echo(f"plugin {name} ready: {versions} (Python {info['python']}, {info['path']})")
 
 
 @plugins.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option("Print as JSON.")
+@color_option
 @_handle
 def list_cmd(as_json):
     """Providers, where each runs (in-process or plugin) and what its plugin has installed."""
@@ -57,7 +58,7 @@ def list_cmd(as_json):
         rows.append({"name": name, "runs": runs, "plugin_requirements": reqs,
                      "plugin_installed": installed, "plugin_path": str(plugin_dir(name)) if reqs else None})
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        emit_json(rows)
         return
     for r in rows:
         line = f"{r['name']:<10} {r['runs']}"

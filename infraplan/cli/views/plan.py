@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def make_console(*, no_color: bool = False, stderr: bool = False, text_only: bool = False) -> Console | PlainConsole:
-    """Colour only on a TTY (rich decides) and never with --no-color / NO_COLOR.
+    """Colour only on a TTY (rich decides) and no escape codes at all with `no_color`.
 
     `text_only` callers print nothing but text (as `render_plan` does): when the stream is
     surely not a terminal they get a `PlainConsole`, and rich is not imported.
@@ -30,7 +30,8 @@ def make_console(*, no_color: bool = False, stderr: bool = False, text_only: boo
         return PlainConsole(stream)
     from rich.console import Console
 
-    return Console(stderr=stderr, no_color=no_color or None, highlight=False, soft_wrap=True)
+    # no colour system at all: rich's own no_color keeps bold and dim escapes
+    return Console(stderr=stderr, color_system=None if no_color else "auto", highlight=False, soft_wrap=True)
 
 
 def _not_a_terminal(stream: TextIO) -> bool:
