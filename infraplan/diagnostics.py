@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -43,5 +45,65 @@ class Diagnostic:
         return d
 
 
-def has_errors(diags: list[Diagnostic]) -> bool:
+class Diagnostics:
+    """Diagnostics in the order found, each problem once.
+
+    The one de-duplication rule: a problem is its severity and summary at its place, the
+    file location when known (the replicas of one fleet block share it, so a fleet of 50
+    reports a bad setting once), else the config path.
+    """
+
+    def __init__(self, items: Iterable[Diagnostic] = ()):
+        self._items: list[Diagnostic] = []
+        self._keys: set[tuple] = set()
+        self.extend(items)
+
+    @staticmethod
+    def key(d: Diagnostic) -> tuple:
+        return (d.severity, d.summary, d.location if d.location is not None else d.path)
+
+    def append(self, d: Diagnostic) -> bool:
+        """Add `d` unless the same problem is already here; True when added."""
+        k = self.key(d)
+        if k in self._keys:
+            return False
+        self._keys.add(k)
+        self._items.append(d)
+        return True
+
+    def extend(self, items: Iterable[Diagnostic]) -> None:
+        for d in items:
+            self.append(d)
+
+    def __iter__(self) -> Iterator[Diagnostic]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: int) -> Diagnostic:
+        return self._items[i]
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self._items if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self._items if d.severity == "warning"]
+
+    def has_errors(self) -> bool:
+        return any(d.severity == "error" for d in self._items)
+
+    def to_json(self) -> list[dict]:
+        return [d.to_json() for d in self._items]
+
+
+def has_errors(diags: Iterable[Diagnostic]) -> bool:
     return any(d.severity == "error" for d in diags)
+
+
+def did_you_mean(word: object, choices: Iterable[object]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of `choices` to `word`, or ``""``."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

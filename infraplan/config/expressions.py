@@ -17,13 +17,14 @@ into final values, substituting deferred references through a lookup.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from infraplan.diagnostics import did_you_mean
 
 KINDS = ("var", "local", "each", "model", "fleet", "router")
 
@@ -140,7 +141,7 @@ def parse_reference(text: str) -> Reference:
         else:
             steps.append((s.group(3) if s.group(3) is not None else s.group(4), True))
     if root not in KINDS:
-        hint = _did_you_mean(root, KINDS)
+        hint = did_you_mean(root, KINDS)
         raise ExpressionError(f"unknown reference ${{{text.strip()}}}: {root!r} is not one of {', '.join(KINDS)}{hint}")
     if not steps or steps[0][1]:
         raise ExpressionError(f"${{{text.strip()}}} needs a name, e.g. {root}.NAME")
@@ -267,7 +268,7 @@ class EvalContext:
                 raise ExpressionError(f"${{{ref}}} is only known after apply and cannot be used here")
             if ref.name not in table:
                 noun = {"var": "variable", "local": "local", "model": "model"}[ref.kind]
-                raise ExpressionError(f"unknown {noun} {ref.address!r}{_did_you_mean(ref.name, table)}")
+                raise ExpressionError(f"unknown {noun} {ref.address!r}{did_you_mean(ref.name, table)}")
             value = table[ref.name]
             if ref.kind == "var":
                 return escape(_walk(value, ref))
@@ -287,7 +288,7 @@ def _walk(value: Any, ref: Reference) -> Any:
             where += _fmt_steps(ref.path[:i])
             if isinstance(value, str) and has_deferred(value):
                 raise ExpressionError(f"{where} is only known after apply; cannot take {_fmt_steps((step,))}")
-            hint = _did_you_mean(step, value) if isinstance(value, dict) and isinstance(step, str) else ""
+            hint = did_you_mean(step, value) if isinstance(value, dict) and isinstance(step, str) else ""
             raise ExpressionError(f"{where} has no {'index' if isinstance(step, int) else 'attribute'} {step!r}{hint}")
     return value
 
@@ -401,11 +402,3 @@ def _unexpected(ref: Reference) -> Any:
 def unescape(value: Any) -> Any:
     """A template-form value without deferred references, as a final value."""
     return resolve_deferred(value, _unexpected)
-
-
-def _did_you_mean(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-did_you_mean = _did_you_mean

@@ -26,7 +26,6 @@ from infraplan.config.expressions import (
     EvalContext,
     ExpressionError,
     Reference,
-    did_you_mean,
     evaluate,
     has_deferred,
     parse_template,
@@ -36,7 +35,7 @@ from infraplan.config.expressions import (
 )
 from infraplan.config.variables import resolve_variables, sensitive_strings
 from infraplan.config.yaml_positions import PathT, Positions, format_path, load_yaml, parse_path
-from infraplan.diagnostics import Diagnostic, Location, has_errors
+from infraplan.diagnostics import Diagnostic, Diagnostics, Location, did_you_mean, has_errors
 from infraplan.errors import ConfigError
 from infraplan.util.gc_pause import no_cyclic_gc
 from infraplan.models.config import (
@@ -223,8 +222,7 @@ class _Loader:
         self.var_args = list(var_args)
         self.var_files = list(var_files)
         self.env = env
-        self.diags: list[Diagnostic] = []
-        self._seen: set[tuple] = set()
+        self.diags = Diagnostics()
         self.index = _Index()
         self.files: list[Path] = []
         self.hash = hashlib.sha256()
@@ -245,17 +243,10 @@ class _Loader:
               severity: Literal["error", "warning"] = "error", detail: str | None = None) -> None:
         loc = location or self.index.locate(path, key=key)
         pstr = format_path(path) if path else None
-        sig = (summary, loc, pstr, severity)
-        if sig not in self._seen:
-            self._seen.add(sig)
-            self.diags.append(Diagnostic(summary, severity=severity, location=loc, path=pstr, detail=detail))
+        self.diags.append(Diagnostic(summary, severity=severity, location=loc, path=pstr, detail=detail))
 
     def add(self, diags: list[Diagnostic]) -> None:
-        for d in diags:
-            sig = (d.summary, d.location, d.path, d.severity)
-            if sig not in self._seen:
-                self._seen.add(sig)
-                self.diags.append(d)
+        self.diags.extend(diags)
 
     def pydantic_errors(self, exc: ValidationError, base: PathT, cls: type[BaseModel],
                         secret: frozenset[str] = frozenset()) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from infraplan.plan.expand import DesiredResource, expand
-from infraplan.diagnostics import Diagnostic
+from infraplan.diagnostics import Diagnostic, Diagnostics
 from infraplan.plan.diff import diff_attributes
 from infraplan.errors import PlanError
 from infraplan.graph import CycleError, build_graph, creation_order, with_ancestors
@@ -40,7 +40,7 @@ class PlanOptions:
 class _Ctx:
     state: dict[str, Any]  # address -> current record
     changes: dict[str, Change] = field(default_factory=dict)
-    diagnostics: list[Diagnostic] = field(default_factory=list)
+    diagnostics: Diagnostics = field(default_factory=Diagnostics)
     by_fleet: dict[str, list[Change]] = field(default_factory=dict)
 
     def add(self, key: str, change: Change) -> None:
@@ -160,7 +160,7 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
         ctx.diagnostics.append(Diagnostic(
             "resource targeting is in effect: this plan may not hold every change the configuration needs",
             severity="warning"))
-    errors = [d for d in ctx.diagnostics if d.severity == "error"]
+    errors = ctx.diagnostics.errors
     if errors:
         raise PlanError(errors[0].one_line(), ctx.diagnostics)
 
@@ -173,7 +173,7 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
         config_path=str(config.root),
         refreshed=opts.refresh,
         outputs=outputs,
-        diagnostics=_unique(d.to_json() for d in ctx.diagnostics),
+        diagnostics=ctx.diagnostics.to_json(),
         destroy=opts.destroy,
         cost=plan_cost,
     )
@@ -213,17 +213,6 @@ def ref_value(ref, attrs_of, unknown) -> Any:
         except (KeyError, IndexError, TypeError):
             return unknown
     return unknown if value is None else value
-
-
-def _unique(diags) -> list[dict]:
-    """Diagnostics once each: a fleet's replicas report the same thing."""
-    seen, out = set(), []
-    for d in diags:
-        key = (d["severity"], d["summary"], str(d["location"]))
-        if key not in seen:
-            seen.add(key)
-            out.append(d)
-    return out
 
 
 def _changed_names(changes) -> str:

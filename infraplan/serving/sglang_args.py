@@ -8,13 +8,13 @@ validation works without SGLang installed.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from infraplan.diagnostics import did_you_mean
 from infraplan.errors import ProviderError
 
 SNAPSHOT_PATH = Path(__file__).with_name("server_args_snapshot.json")
@@ -168,9 +168,7 @@ def validate_args(args: dict[str, Any]) -> list[tuple[str, str]]:
         if spec is None:
             if name not in all_names:
                 msg = f"unknown SGLang {version} server arg {name!r}"
-                close = difflib.get_close_matches(name, sorted(all_names | set(_alias_map())), n=1)
-                if close:
-                    msg += f"; did you mean {close[0]!r}?"
+                msg += did_you_mean(name, sorted(all_names | set(_alias_map())))
                 problems.append((name, msg))
             continue  # a real arg the snapshot has no type for
         if value is None:
@@ -187,7 +185,6 @@ def validate_args(args: dict[str, Any]) -> list[tuple[str, str]]:
             for v in value if isinstance(value, list) else [value]:
                 if v not in choices:
                     msg = f"{v!r} is not one of SGLang's choices for {spec['flag']}"
-                    close = difflib.get_close_matches(str(v), [str(c) for c in choices], n=1)
-                    msg += f"; did you mean {close[0]!r}?" if close else f" ({', '.join(map(str, choices))})"
+                    msg += did_you_mean(v, choices) or f" ({', '.join(map(str, choices))})"
                     problems.append((name, msg))
     return problems

@@ -165,12 +165,7 @@ def _change_segments(c: Change, secrets: frozenset[str]) -> _Segments:
 
 def render_plan(plan: Plan, console: Console | PlainConsole, *, show_noop: bool = False) -> None:
     """Print the plan: warnings and risks first, then each change, then the summary line."""
-    warnings, seen = [], set()
-    for d in plan.diagnostics:
-        key = (d.get("summary"), json.dumps(d.get("location"), sort_keys=True))
-        if d.get("severity") == "warning" and key not in seen:
-            seen.add(key)
-            warnings.append(d)
+    warnings = [d for d in plan.diagnostics if d.get("severity") == "warning"]  # each once (Diagnostics)
     risks = [(c.address, r) for c in plan.changes for r in c.risks if "serving capacity" in r]
     colour = console.is_terminal and not console.no_color
     plain = isinstance(console, PlainConsole)
