@@ -1,4 +1,7 @@
-"""Orphan discovery on clouds: GPU instances that carry this project's tags but are in no state.
+"""Orphans: instances carrying this project's marks that no state knows.
+
+`list_orphans` asks every provider with the `ListsInstances` capability and every cloud
+finder at once, under one timeout, and keeps what no state record names.
 
 Providers that run instances themselves implement `infraplan.providers.contract.ListsInstances`
 (the local provider lists its server processes). For clouds, `LibcloudFinder`
@@ -17,10 +20,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
+from infraplan.drift.findings import Evidence, Finding, now_iso
 from infraplan.errors import InfraplanError, ProviderUnavailable
-from infraplan.providers.contract import Instance
+from infraplan.providers.contract import Instance, ListsInstances
+from infraplan.providers.registry import ProviderSet
 
 PROJECT_TAG = "infraplan-lineage"
 SKYPILOT_CLUSTER_TAG = "skypilot-cluster-name"
@@ -182,3 +188,77 @@ def make_driver(spec: str, env: dict[str, str] | None = None) -> Any:
     if kind == "dummy":
         return get_driver(Provider.DUMMY)(0)
     raise InfraplanError(f"--cloud {spec}: unknown cloud {kind!r} (ec2:REGION, gce:ZONE, azure, dummy)")
+
+
+# -- across providers and finders ---------------------------------------------------------
+
+
+def known_ids(snapshot) -> set[str]:
+    """Every instance id / cluster name recorded in state (deposed and in-flight objects too)."""
+    known = set()
+    for rec in snapshot.resources:
+        a = rec.attributes or {}
+        known.update(str(a[k]) for k in ("instance_id", "cluster_name", "node_id") if a.get(k))
+    for rec in snapshot.resources:  # an in-flight create's intended identity
+        pend = (rec.pending or {}).get("attributes") or {}
+        known.update(str(pend[k]) for k in ("instance_id", "cluster_name", "node_id") if pend.get(k))
+    return known
+
+
+def list_orphans(snapshot, providers: ProviderSet, provider_keys: set[str], finders: list, timeout: float
+                 ) -> tuple[list[tuple[Instance, Any]], int, list[Finding]]:
+    """(orphan, the lister that can delete it) pairs, how many instances were listed, and listing errors."""
+    known = known_ids(snapshot)
+    listers: list[tuple[str, str, Any]] = []  # (name, address, object with list_instances)
+    errors: list[Finding] = []
+
+    def error(name: str, address: str, what: str) -> Finding:
+        return Finding("error", address=address, provider=name, summary=f"cannot list instances of {name}: {what}",
+                       evidence=[Evidence("list_instances", "an answer", what, name, "expected")])
+
+    for key in sorted(provider_keys):
+        try:
+            provider = providers.get(key)
+        except InfraplanError as exc:
+            errors.append(error(key, f"provider.{key}", str(exc)))
+            continue
+        if isinstance(provider, ListsInstances):
+            listers.append((key, f"provider.{key}", provider))
+    for finder in finders:
+        name = getattr(finder, "name", type(finder).__name__)
+        listers.append((name, f"cloud.{name}", finder))
+    found: list[tuple[Instance, Any]] = []
+    if listers:
+        pool = ThreadPoolExecutor(max_workers=min(8, len(listers)))
+        try:
+            futures = {pool.submit(obj.list_instances): (name, addr, obj) for name, addr, obj in listers}
+            _, late = wait(futures, timeout=timeout)
+            for fut, (name, addr, obj) in futures.items():
+                if fut in late:
+                    errors.append(error(name, addr, f"no answer within {timeout:g}s"))
+                elif fut.exception() is not None:
+                    exc = fut.exception()
+                    errors.append(error(name, addr, str(exc) if isinstance(exc, InfraplanError) else f"{type(exc).__name__}: {exc}"))
+                else:
+                    found.extend((inst, obj) for inst in fut.result())
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+    orphans = [(i, o) for i, o in found
+               if not {i.instance_id, i.name, i.detail.get("cluster")} & known]
+    return orphans, len(found), errors
+
+
+def orphan_finding(inst: Instance) -> Finding:
+    shown = {k: (now_iso(v) if k == "started_at" and isinstance(v, (int, float)) else v) for k, v in inst.detail.items()}
+    what = ", ".join(f"{k} {v}" for k, v in shown.items() if v is not None and not isinstance(v, (dict, list)))
+    return Finding("orphaned", address=f"{inst.provider}/{inst.instance_id}", provider=inst.provider,
+                   instance_id=inst.instance_id,
+                   summary=f"{inst.name or inst.instance_id} runs for this project but is in no state",
+                   evidence=[Evidence("state record", "one for every instance of this project", "none",
+                                     f"{inst.provider} instance listing", "expected")],
+                   detail=what or None, resource={"name": inst.name, "endpoint": inst.endpoint, **inst.detail})
+
+
+def orphan_findings(snapshot, providers, provider_keys, finders, timeout) -> tuple[list[Finding], int, list[Finding]]:
+    orphans, listed, errors = list_orphans(snapshot, providers, provider_keys, finders, timeout)
+    return [orphan_finding(i) for i, _ in orphans], listed, errors
