@@ -1,4 +1,4 @@
-"""Shared fixtures. Every server process a test starts inherits INFRAPLAN_TEST_RUN, so the
+"""Shared fixtures (more in helpers.fixtures). Every server process a test starts inherits INFRAPLAN_TEST_RUN, so the
 session can make sure none is left behind, even when a test fails half-way."""
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import uuid
 
 import psutil
 import pytest
+
+pytest_plugins = ["helpers.fixtures"]
 
 RUN_ID = uuid.uuid4().hex
 os.environ["INFRAPLAN_TEST_RUN"] = RUN_ID
@@ -44,3 +46,16 @@ def no_leftover_servers():
 def leftover_servers():
     """A callable listing server processes started by this test run that are still alive."""
     return lambda: [p for p in _our_processes() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+AXIS = {"unit": None, "golden": None, "project": None, "contract": "contract", "e2e": "e2e"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The folder is the test's kind: tests/e2e/** are `e2e`, tests/contract/** are `contract` (``-m``)."""
+    root = config.rootpath / "tests"
+    for item in items:
+        parts = item.path.relative_to(root).parts
+        marker = AXIS.get(parts[0]) if len(parts) > 1 else None
+        if marker:
+            item.add_marker(marker)

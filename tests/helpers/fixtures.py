@@ -1,0 +1,54 @@
+"""Fixtures shared across test folders (registered by tests/conftest.py through `pytest_plugins`)."""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+import pytest
+
+from helpers.drift import make_fleet, webhook
+from helpers.rollout import Fleet as RolloutFleet
+
+
+@pytest.fixture
+def rollout_fleet(tmp_path, leftover_servers):
+    """Makes rollout fleets of `n` simulator replicas; cleans them up and fails on leftovers."""
+    made: list[RolloutFleet] = []
+
+    def make(n: int) -> RolloutFleet:
+        f = RolloutFleet(tmp_path / f"f{len(made)}", n)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.cleanup()
+    assert not leftover_servers()
+
+def _smg_processes() -> list[psutil.Process]:
+    run = os.environ.get("INFRAPLAN_TEST_RUN")
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            env = p.environ()
+            if run and env.get("INFRAPLAN_TEST_RUN") == run and "smg" in " ".join(p.cmdline()) \
+                    and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+@pytest.fixture
+def leftover_routers():
+    """Lists this run's live smg processes; kills any left when the test ends, and fails it."""
+    before = {p.pid for p in _smg_processes()}
+    yield lambda: [p for p in _smg_processes() if p.pid not in before]
+    left = [p for p in _smg_processes() if p.pid not in before]
+    for p in left:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    assert not left, f"the test left smg processes behind: {[p.pid for p in left]}"

@@ -1,0 +1,158 @@
+"""Tests of the state lock, across real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from infraplan.errors import LockError, StateError
+from infraplan.state import StateStore, default_who
+from helpers.paths import REPO
+
+
+HOLDER = """
+    import json, os, signal, sys
+    from infraplan.state import StateStore
+    s = StateStore({path!r})
+    with s.lock("apply", who="alice") as info:
+        print(json.dumps(info.as_dict()), flush=True)
+        if {die!r}:
+            os.kill(os.getpid(), signal.SIGKILL)
+        sys.stdin.read()  # hold until the parent closes stdin
+    print("released", flush=True)
+"""
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "state.db"
+
+
+@pytest.fixture
+def spawn():
+    procs: list[subprocess.Popen] = []
+
+    def start(path: Path, *, die: bool = False) -> tuple[subprocess.Popen, dict]:
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        code = textwrap.dedent(HOLDER).format(path=str(path), die=die)
+        proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+        procs.append(proc)
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        return proc, json.loads(line)
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
+
+
+def test_second_process_fails_at_once_naming_the_holder(path: Path, spawn):
+    proc, held = spawn(path)
+    with StateStore(path) as s:
+        start = time.monotonic()
+        with pytest.raises(LockError) as exc:
+            with s.lock("plan"):
+                pytest.fail("acquired a held lock")
+        assert time.monotonic() - start < 1.0
+        msg = str(exc.value)
+        assert f"locked by alice (pid {proc.pid} on {held['host']}) for apply" in msg
+        assert f"since {held['since']}" in msg
+        assert f"infraplan force-unlock {held['id']}" in msg
+        assert "no longer running" not in msg
+        assert exc.value.holder["pid"] == proc.pid
+        assert exc.value.holder["id"] == held["id"]
+        assert isinstance(exc.value, StateError)
+        assert s.current_lock().id == held["id"]
+
+        proc.stdin.close()  # let the holder release and exit
+        assert proc.stdout.readline().strip() == "released"
+        assert proc.wait(10) == 0
+        assert s.current_lock() is None
+        with s.lock("plan") as mine:
+            assert mine.pid == os.getpid()
+            assert s.current_lock() == mine
+        assert s.current_lock() is None
+
+
+def test_dead_holder_is_reported_but_not_broken(path: Path, spawn):
+    proc, held = spawn(path, die=True)
+    assert proc.wait(10) == -signal.SIGKILL
+    with StateStore(path) as s:
+        with pytest.raises(LockError, match=f"pid {proc.pid} is no longer running"):
+            with s.lock("apply"):
+                pass
+        assert s.current_lock().id == held["id"]  # still there: never auto-broken
+
+        serial = s.serial
+        broken = s.force_unlock(held["id"], who="bob@h")
+        assert broken.pid == proc.pid
+        assert s.current_lock() is None
+        assert s.serial == serial
+        event = s.audit_log(limit=1)[0]
+        assert (event.event, event.who) == ("force-unlock", "bob@h")
+        assert event.details == held
+        with s.lock("apply"):
+            pass
+
+
+def test_force_unlock_requires_the_matching_id(path: Path):
+    with StateStore(path) as s:
+        with pytest.raises(LockError, match="not locked"):
+            s.force_unlock("abc")
+        with s.lock("apply") as info:
+            with pytest.raises(LockError, match="does not match") as exc:
+                s.force_unlock("abc")
+            assert exc.value.holder["id"] == info.id
+            assert s.current_lock() == info
+        assert s.audit_log() == []
+
+
+def test_release_leaves_a_lock_that_is_no_longer_ours(path: Path):
+    with StateStore(path) as a, StateStore(path) as b:
+        theirs = None
+        with a.lock("apply") as mine:
+            b.force_unlock(mine.id)
+            theirs_cm = b.lock("refresh")
+            theirs = theirs_cm.__enter__()
+        try:
+            assert a.current_lock() == theirs  # a's exit did not drop b's lock
+        finally:
+            theirs_cm.__exit__(None, None, None)
+        assert a.current_lock() is None
+
+
+def test_in_process_second_acquirer_and_single_row(path: Path):
+    with StateStore(path) as a, StateStore(path) as b:
+        with a.lock("apply"):
+            with pytest.raises(LockError, match=f"pid {os.getpid()}"):
+                with b.lock("apply"):
+                    pass
+        with pytest.raises(Exception, match="single row"):
+            a.db.execute("INSERT INTO locks (slot, id, operation, since) VALUES (2, 'x', 'y', 'z')")
+        assert a.current_lock() is None
+
+
+def test_lock_defaults_and_no_serial_bump(path: Path):
+    with StateStore(path) as s:
+        with s.lock("apply") as info:
+            assert info.who == default_who()
+            assert info.host in info.who
+            assert len(info.id) == 32
+            assert info.since.endswith("Z")
+        assert s.serial == 0
+        assert "@" in default_who()
