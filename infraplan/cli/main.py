@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 
 import click
@@ -434,24 +435,40 @@ def output(name, state_path, as_json, raw):
             click.echo(f"{k} = {to_json(v, indent=None)}")
 
 
+class ShowFormat(StrEnum):
+    """What `show --json PLANFILE` prints: infraplan's plan JSON, or Terraform's shape of it."""
+
+    NATIVE = "native"
+    TERRAFORM = "terraform"
+
+
 @cli.command()
 @click.argument("planfile", required=False, type=click.Path())
 @state_option
 @json_option("The plan or the state as JSON.")
+@click.option("--format", "view", type=click.Choice([f.value for f in ShowFormat]), default=ShowFormat.NATIVE.value,
+              show_default=True, help="The JSON of a saved plan: infraplan's own, or shaped like "
+              "`terraform show -json` (needs --json and PLANFILE).")
 @color_option
 @click.pass_obj
 @_handle
-def show(obj, planfile, state_path, as_json):
+def show(obj, planfile, state_path, as_json, view):
     """Show a saved plan, or the resources in state."""
     from infraplan.util.redact import redact
     from infraplan.cli.views.plan import render_plan
     from infraplan.state import StateStore
 
+    if ShowFormat(view) == ShowFormat.TERRAFORM and not (as_json and planfile):
+        raise click.UsageError("--format terraform is JSON of a saved plan: give --json and PLANFILE")
     if planfile:
         from infraplan.plan.planfile import load_plan
 
         saved, _ = load_plan(planfile)
-        if as_json:
+        if as_json and ShowFormat(view) == ShowFormat.TERRAFORM:
+            from infraplan.plan.terraform_json import terraform_plan
+
+            emit_json(terraform_plan(saved))
+        elif as_json:
             emit_json(saved.to_json(), sort_keys=True)
         else:
             render_plan(saved, obj.console())

@@ -18,6 +18,15 @@ FREE_PROVIDER_TYPES = {
 }
 
 
+#: hours in a month for monthly figures (365 x 24 / 12, the convention cloud price lists use)
+HOURS_PER_MONTH = 730
+
+
+def monthly(hourly: float | None) -> float | None:
+    """$/hour as $/month (`HOURS_PER_MONTH`); None (not priced) stays None."""
+    return None if hourly is None else round(hourly * HOURS_PER_MONTH, 2)
+
+
 def free_estimate(provider_type: str | None) -> dict[str, Any] | None:
     """The $0 estimate of a provider type in `FREE_PROVIDER_TYPES`, else None."""
     note = FREE_PROVIDER_TYPES.get(provider_type or "")

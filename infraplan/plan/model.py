@@ -41,6 +41,10 @@ from infraplan.models.actions import Action
 FORMAT_VERSION = "1.0"
 ACTIONS = tuple(Action)  # the plan JSON's action names, in this order
 
+#: the reasons the planner gives a forced replacement (views map them, e.g. to Terraform's action_reason)
+REASON_REPLACE_REQUESTED = "replacement requested with --replace"
+REASON_REPLACE_FORCED = "replaced because "  # + what forced it: tainted, a failed or interrupted apply
+
 
 @dataclass
 class Change:

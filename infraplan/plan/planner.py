@@ -17,7 +17,7 @@ from infraplan.diagnostics import Diagnostic, Diagnostics
 from infraplan.plan.diff import diff_attributes
 from infraplan.errors import PlanError
 from infraplan.graph import CycleError, build_graph, creation_order, with_ancestors
-from infraplan.plan.model import Change, Plan
+from infraplan.plan.model import REASON_REPLACE_FORCED, REASON_REPLACE_REQUESTED, Change, Plan
 from infraplan.providers.registry import ProviderSet
 from infraplan.plan.refresh import Observation, record_key, refresh
 from infraplan.models.actions import Action
@@ -132,7 +132,7 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
             change = _plan_plain(d, attrs, unknown, ctx)
         if addr in opts.replace and d.kind not in ("replica", "router") and change.action in (Action.UPDATE, Action.NOOP, Action.REFRESH):
             change.action = Action.REPLACE
-            change.reasons.append("replacement requested with --replace")
+            change.reasons.append(REASON_REPLACE_REQUESTED)
         ctx.add(addr, change)
 
     _check_prevent_destroy(desired, current, ctx)
@@ -336,9 +336,9 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
         what = {"tainted": "it is tainted", "failed": "a previous apply failed on it",
                 "deleting": "a delete was interrupted"}.get(
             rec.status, f"an interrupted {(rec.pending or {}).get('action', 'apply')}")
-        forced_by.append(f"replaced because {what}")
+        forced_by.append(REASON_REPLACE_FORCED + what)
     if d.address in opts.replace:
-        forced_by.append("replacement requested with --replace")
+        forced_by.append(REASON_REPLACE_REQUESTED)
 
     if forces or forced_by:
         after, unknown, cbd_ok = fresh([], unknown)

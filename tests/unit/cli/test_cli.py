@@ -210,6 +210,27 @@ def test_saved_plan_does_not_store_sensitive_vars(empty_project):
     assert "hf_TopSecret9" not in Path("plan.json").read_text()
 
 
+def test_show_terraform_format_of_a_saved_plan(project):
+    """`show --json --format terraform PLANFILE` is the saved plan shaped like `terraform show -json`."""
+    (project / "main.yaml").write_text(SENSITIVE_CONFIG)
+    made = run("plan", "config", "--refresh=false", "--var", "replicas=1", "--var", "hf_token=hf_TopSecret9",
+               "--out", "plan.json")
+    assert made.exit_code == 0, made.output
+    result = run("show", "--json", "--format", "terraform", "plan.json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["format_version"] == "1.2" and doc["errored"] is False
+    by = {rc["address"]: rc for rc in doc["resource_changes"]}
+    assert {a: rc["change"]["actions"] for a, rc in by.items()} == {
+        "fleet.chat": ["update"], "fleet.chat[0]": ["create"], "model.llama": ["no-op"]}
+    assert by["fleet.chat[0]"]["change"]["after_sensitive"]["env"] == {"HF_TOKEN": True}
+    assert "hf_TopSecret9" not in result.output
+    assert json.loads(run("show", "--json", "plan.json").stdout)["format_version"] == "1.0"  # native by default
+    for args in (("show", "--format", "terraform", "plan.json"), ("show", "--json", "--format", "terraform")):
+        refused = run(*args)
+        assert refused.exit_code == 1 and "--format terraform" in refused.stderr, args
+
+
 def test_apply_refuses_a_non_plan_json_file(project):
     Path("junk.json").write_text('{"a": 1}')
     result = run("apply", "junk.json")
