@@ -36,7 +36,7 @@ def test_plan_runs_with_the_gc_off(tmp_path, monkeypatch):
         seen.append(gc.isenabled())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("infraplan.cli.main._workspace", spy)
+    monkeypatch.setattr("infraplan.cli.commands.plan.open_workspace", spy)
     result = CliRunner().invoke(cli, ["plan", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert seen == [False]

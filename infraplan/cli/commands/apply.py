@@ -1,0 +1,129 @@
+"""`infraplan apply` and `infraplan destroy`: carry out a plan, after approval."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from infraplan.cli.commands.plan import plan_options
+from infraplan.cli.common import config_options, fail, handle_errors, open_workspace, resolve_state_path
+from infraplan.cli.completion import complete_address
+from infraplan.cli.options import color_option, emit_json, json_option
+from infraplan.cli.views.progress import finish, progress
+
+
+def approve(console, the_plan, auto_approve: bool, verb: str) -> bool:
+    """Whether to go on: --auto-approve, else a typed 'yes' at a terminal; no terminal is an error."""
+    if auto_approve:
+        return True
+    if not sys.stdin.isatty():
+        from infraplan.errors import InfraplanError
+
+        raise InfraplanError(f"refusing to {verb} without approval: no terminal to ask; pass --auto-approve")
+    console.print("\nDo you want to perform these actions? Only 'yes' will be accepted.")
+    answer = click.prompt("  Enter a value", default="", show_default=False)
+    return answer.strip() == "yes"
+
+
+def looks_like_plan_file(path: str) -> bool:
+    """Whether `apply PATH` names a saved plan (a JSON file) rather than a config directory or file."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(64).lstrip()
+    except OSError:
+        return False
+    return head.startswith(b"{")
+
+
+@click.command()
+@click.argument("path", default=".", type=click.Path())
+@config_options
+@plan_options
+@click.option("--auto-approve", is_flag=True, help="Skip the interactive approval.")
+@json_option("One JSON event per line.")
+@color_option
+@click.option("--refresh-only", is_flag=True, help="Only accept what refresh found into state; no infrastructure changes (audited).")
+@click.pass_obj
+@handle_errors
+def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, force, auto_approve,
+          as_json, refresh_only):
+    """Create, update and destroy resources to match the configuration (or a saved plan FILE)."""
+    from infraplan.cli.views.plan import render_plan
+    from infraplan.plan.planner import PlanOptions
+
+    if looks_like_plan_file(path):
+        from infraplan.plan.planfile import load_plan
+
+        saved, opts = load_plan(path)  # a clean error for a corrupt or foreign file
+        state = resolve_state_path(state_path, saved.config_path, recorded=opts.state or None)
+        ws = open_workspace(saved.config_path, state,
+                        list(opts.var_args) + list(var_args), list(opts.var_files) + list(var_files))
+        options = PlanOptions(refresh=bool(opts.refresh), targets=tuple(opts.targets),
+                              replace=tuple(opts.replace), destroy=bool(opts.destroy),
+                              parallelism=parallelism, force=bool(opts.force) or force)
+        refresh_only = bool(opts.refresh_only)
+        if refresh_only:
+            from infraplan.plan.refresh_only import check_saved
+
+            the_plan = check_saved(ws, saved, parallelism=parallelism)
+        else:
+            the_plan = ws.check_saved_plan(saved, options)
+        approved = True  # a saved plan was reviewed when it was made
+    else:
+        ws = open_workspace(path, state_path, var_args, var_files)
+        if refresh_only:
+            from infraplan.plan.refresh_only import refresh_only_plan
+
+            the_plan = refresh_only_plan(ws, parallelism=parallelism, targets=targets)
+        else:
+            the_plan = ws.plan(PlanOptions(refresh=refresh, targets=targets, replace=replace, parallelism=parallelism,
+                                           force=force))
+        if not as_json:
+            render_plan(the_plan, obj.console())
+        if not the_plan.has_changes and not any(c.action == "refresh" for c in the_plan.changes):
+            if as_json:
+                emit_json({"type": "summary", "done": 0, "failed": 0, "skipped": 0}, indent=None)
+            return
+        approved = approve(obj.console(), the_plan, auto_approve, "apply")
+    if not approved:
+        fail("apply cancelled; nothing was changed")
+    if refresh_only:
+        from infraplan.plan.refresh_only import apply_refresh_only
+
+        result = apply_refresh_only(ws, the_plan, parallelism=parallelism, on_event=progress(obj.console(), as_json))
+    else:
+        result = ws.apply(the_plan, parallelism=parallelism, on_event=progress(obj.console(), as_json))
+    finish(obj.console(), ws, result, as_json, the_plan)
+
+
+@click.command()
+@click.argument("path", default=".", type=click.Path())
+@config_options
+@click.option("--target", "targets", multiple=True, metavar="ADDR", shell_complete=complete_address)
+@click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--refresh", type=click.BOOL, default=True)
+@click.option("--auto-approve", is_flag=True)
+@json_option("One JSON event per line.")
+@color_option
+@click.pass_obj
+@handle_errors
+def destroy(obj, path, state_path, var_args, var_files, targets, parallelism, refresh, auto_approve, as_json):
+    """Destroy everything this state manages."""
+    from infraplan.cli.views.plan import render_plan
+    from infraplan.plan.planner import PlanOptions
+
+    ws = open_workspace(path, state_path, var_args, var_files)
+    the_plan = ws.plan(PlanOptions(destroy=True, targets=targets, parallelism=parallelism, refresh=refresh))
+    if not as_json:
+        render_plan(the_plan, obj.console())
+    if not the_plan.has_changes:
+        return
+    if not approve(obj.console(), the_plan, auto_approve, "destroy"):
+        fail("destroy cancelled; nothing was changed")
+    result = ws.apply(the_plan, parallelism=parallelism, on_event=progress(obj.console(), as_json))
+    finish(obj.console(), ws, result, as_json, the_plan)

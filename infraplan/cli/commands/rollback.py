@@ -1,0 +1,86 @@
+"""`infraplan rollback`: apply an earlier config from the history again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from infraplan.cli.commands.apply import approve
+from infraplan.cli.common import fail, handle_errors, resolve_state_path
+from infraplan.cli.options import color_option, json_option
+from infraplan.cli.views.progress import finish, progress
+
+
+@click.command()
+@click.argument("path", default=".", type=click.Path())
+@click.option("--to", "to_id", type=int, default=None,
+              help="History id to go back to (see `infraplan history`); default: the previous applied config.")
+@click.option("--state", "state_path", type=click.Path(), default=None,
+              help="State file (default: $INFRAPLAN_STATE, else infraplan.db beside the config).")
+@click.option("--var", "var_args", multiple=True, metavar="NAME=VALUE",
+              help="Values for sensitive variables (they are never stored in history).")
+@click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--auto-approve", is_flag=True)
+@json_option("One JSON event per line.")
+@color_option
+@click.pass_obj
+@handle_errors
+def rollback(obj, path, to_id, state_path, var_args, parallelism, auto_approve, as_json):
+    """Apply a previous config again, from the history, with the same strategies."""
+    import tempfile
+
+    from infraplan.cli.views.plan import render_plan
+    from infraplan.plan.planner import PlanOptions
+    from infraplan.state import StateStore
+    from infraplan.workspace import Workspace
+
+    state = resolve_state_path(state_path, path)
+    if not state.exists():
+        from infraplan.errors import InfraplanError
+
+        raise InfraplanError(f"no state at {state}")
+    store = StateStore.open_readonly(state)
+    entry = rollback_target(store.history(), to_id)
+    snap = entry.desired_config
+    with tempfile.TemporaryDirectory(prefix="infraplan-rollback-") as tmp:
+        for name, text in snap["files"].items():
+            (Path(tmp) / name).write_text(text)
+        stored = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in snap["variables"].items()]
+        ws = Workspace(tmp, state_path=state, var_args=stored + list(var_args))
+        if not as_json:
+            click.echo(f"Rolling back to the config of history #{entry.id} ({entry.finished_at}, "
+                       f"plan {str(entry.plan_hash)[:12]}).\n")
+        the_plan = ws.plan(PlanOptions(parallelism=parallelism))
+        if not as_json:
+            render_plan(the_plan, obj.console())
+        if not the_plan.has_changes:
+            return
+        if not approve(obj.console(), the_plan, auto_approve, "roll back"):
+            fail("rollback cancelled; nothing was changed")
+        result = ws.apply(the_plan, parallelism=parallelism, on_event=progress(obj.console(), as_json), operation="rollback")
+        finish(obj.console(), ws, result, as_json, the_plan)
+        if not as_json:
+            click.echo("\nNote: your config files still describe the newer version; fix them before the next apply.")
+
+
+def rollback_target(history, to_id):
+    """The history entry to go back to: #to_id, else the newest applied config that differs from the current one."""
+    from infraplan.errors import InfraplanError
+
+    applied = [h for h in history if h.status == "ok" and h.operation in ("apply", "rollback")
+               and (h.desired_config or {}).get("files")]
+    if to_id is not None:
+        for h in applied:
+            if h.id == to_id:
+                return h
+        raise InfraplanError(f"history #{to_id} is not a successful apply with a stored config "
+                             f"(have: {', '.join('#' + str(h.id) for h in applied) or 'none'})")
+    if not applied:
+        raise InfraplanError("no earlier applied config in the history to roll back to")
+    current = applied[0].config_digest
+    for h in applied[1:]:
+        if h.config_digest != current:
+            return h
+    raise InfraplanError("the history holds no earlier config that differs from the current one")

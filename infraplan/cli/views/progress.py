@@ -1,0 +1,84 @@
+"""What apply prints while it runs and when it ends: progress lines or JSON events, then the summary."""
+
+from __future__ import annotations
+
+import sys
+
+from infraplan.cli.options import emit_json
+
+
+def progress(console, as_json: bool):
+    """The executor's event callback: Terraform-like progress lines, or one JSON event per line."""
+    import time as _t
+
+    starts: dict[str, float] = {}
+    fancy = console.is_terminal and not console.no_color
+
+    def say(text: str, style: str | None = None) -> None:
+        if fancy:
+            console.print(text, style=style, markup=False, highlight=False)
+        else:
+            sys.stdout.write(text + "\n")
+
+    def on_event(ev):
+        if as_json:
+            emit_json({"@timestamp": _t.time(), **ev}, indent=None)
+            return
+        if ev["type"] == "rollout":
+            details = {k: v for k, v in ev.items() if k not in ("type", "fleet", "step", "at", "evidence")}
+            extra = " ".join(f"{k}={v}" for k, v in details.items())
+            style = "red" if ev.get("passed") is False or ev.get("step") == "rollback" else None
+            say(f"{ev['fleet']}: rollout {ev.get('step')}" + (f" ({extra})" if extra else ""), style)
+            return
+        key = f"{ev['op']}:{ev['address']}"
+        label = {"create": "Creating", "update": "Updating", "delete": "Destroying", "write": "Recording",
+                 "forget": "Forgetting"}.get(ev["op"], ev["op"])
+        old = " (old)" if ev.get("deposed") or (ev["op"] == "delete" and ev.get("action") == "replace") else ""
+        if ev["type"] == "start":
+            starts[key] = _t.monotonic()
+            if ev["op"] in ("create", "update", "delete"):
+                say(f"{ev['address']}{old}: {label}...")
+        elif ev["type"] == "done":
+            if ev["op"] in ("create", "update", "delete"):
+                done = {"create": "Creation", "update": "Update", "delete": "Destruction"}[ev["op"]]
+                say(f"{ev['address']}{old}: {done} complete after {ev.get('elapsed', 0):.1f}s")
+        elif ev["type"] == "still":
+            say(f"{ev['address']}{old}: Still {label.lower()}... [{ev.get('elapsed', 0):.0f}s elapsed]")
+        elif ev["type"] == "failed":
+            say(f"{ev['address']}{old}: failed: {ev.get('error')}", "red")
+        elif ev["type"] == "skipped":
+            say(f"{ev['address']}{old}: skipped (a dependency failed)", "yellow")
+
+    return on_event
+
+
+def finish(console, ws, result, as_json: bool, the_plan) -> None:
+    """The apply summary (and outputs); exits 1 when a step failed."""
+    from infraplan.cli.views.plan import fmt
+
+    summary = result.summary()
+    if as_json:
+        emit_json({"type": "summary", **summary, "outputs": ws.compute_outputs(ws.store())
+                   if not the_plan.destroy else {}}, indent=None)
+    else:
+        c = console
+        style = "green" if result.ok else "red"
+        verb = "Destroy" if the_plan.destroy else "Apply"
+        c.print(f"\n[{style}]{verb} {'complete' if result.ok else 'finished with errors'}! "
+                f"Resources: {summary['added']} added, {summary['changed']} changed, {summary['destroyed']} destroyed. "
+                f"Steps: {summary['done']} done, {summary['failed']} failed, {summary['skipped']} skipped.[/{style}]",
+                markup=True)
+        for nid, reason in result.failed.items():
+            c.print(f"  failed  {nid}: {reason}")
+        for nid in result.skipped:
+            c.print(f"  skipped {nid}")
+        if not the_plan.destroy and result.ok:
+            outs = ws.store().outputs()
+            if outs:
+                c.print("\nOutputs:")
+                sens = ws.config.outputs
+                for k, v in sorted(outs.items()):
+                    shown = "(sensitive value)" if k in sens and sens[k].sensitive else fmt(v)
+                    c.print(f"  {k} = {shown}")
+    if not result.ok:
+        sys.exit(1)
