@@ -10,6 +10,7 @@ import pytest
 
 from infraplan.errors import ProviderError, TransientProviderError
 from infraplan_providers.skypilot import client as client_mod
+from helpers.timing import within
 
 
 class _Exceptions:  # what translate_error looks at; none of these is raised here
@@ -36,7 +37,7 @@ def test_a_half_second_timeout_fires_after_half_a_second_not_after_the_call(monk
         sky._call("launch", "task")
     elapsed = time.monotonic() - t0
     release.set()
-    assert elapsed < 1.5, elapsed
+    assert elapsed < within(1.5), elapsed
     assert not isinstance(info.value, TransientProviderError)
     assert calls == [("task",)], "a timed-out launch is never submitted again"
     assert cancelled == ["req-1"]

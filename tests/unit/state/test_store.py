@@ -19,6 +19,7 @@ import pytest
 from infraplan.errors import StateError
 from infraplan.state import StateStore, default_who, migrations
 from helpers.paths import REPO
+from helpers.timing import within
 
 
 
@@ -416,7 +417,7 @@ def test_snapshot_of_10000_resources_is_fast(store: StateStore):
     snap = store.snapshot()
     elapsed = time.perf_counter() - start
     assert len(snap.resources) == 10_000
-    assert elapsed < 1.0  # target is well under 0.3 s; generous for slow CI
+    assert elapsed < within(1.0)  # the speed target (well under 0.3 s) is benchmarks/' business
 
 
 def test_store_is_usable_from_another_thread(store: StateStore):
