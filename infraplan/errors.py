@@ -13,7 +13,9 @@ anything else escaping is a bug and keeps its traceback.
     └── ProviderError          a provider call failed
         ├── ProviderUnavailable    the provider's extra is not installed / unknown name
         ├── TransientProviderError worth a retry (timeouts, connection refused, 5xx)
-        └── ResourceNotFound       the real object is gone
+        ├── ResourceNotFound       the real object is gone
+        └── ProviderTimeout        a plugin call got no answer in its time limit and was cancelled;
+                                   its effect is unknown (never retried for create/update/delete)
 """
 
 from __future__ import annotations
@@ -89,3 +91,16 @@ class TransientProviderError(ProviderError):
 
 class ResourceNotFound(ProviderError):
     """The real object behind a state entry no longer exists."""
+
+
+class ProviderTimeout(ProviderError):
+    """A call to a provider plugin got no answer within its time limit; it was cancelled.
+
+    What the call did is unknown (a create may have started a server), so the engine
+    does not submit it again: the next plan's refresh sees what exists. Timed-out reads
+    are raised as `ReadTimeout`, which is also a TransientProviderError.
+    """
+
+
+class ReadTimeout(ProviderTimeout, TransientProviderError):
+    """A timed-out call that changes nothing (read, plan, list): safe to ask again."""

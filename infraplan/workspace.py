@@ -20,6 +20,7 @@ from infraplan.plan.model import Plan
 from infraplan.plan.planner import PlanOptions, make_plan
 from infraplan.providers.registry import ProviderSet
 from infraplan.models.actions import Action
+from infraplan.models.kinds import ResourceKind
 
 STATE_FILE = "infraplan.db"
 
@@ -97,7 +98,7 @@ class Workspace:
 
         replaced = {}
         for c in plan.changes:
-            if c.kind == "replica" and (c.action == Action.REPLACE or c.rolls_out) and c.fleet and c.after \
+            if c.kind == ResourceKind.REPLICA and (c.action == Action.REPLACE or c.rolls_out) and c.fleet and c.after \
                     and c.fleet not in replaced:
                 replaced[c.fleet] = c.after
         if not replaced:

@@ -37,6 +37,7 @@ from infraplan.plan.model import Change, Plan
 from infraplan.providers.registry import ProviderSet
 from infraplan.util.retry import ATTEMPTS, call_with_retries
 from infraplan.models.actions import Action
+from infraplan.models.kinds import ResourceKind
 
 Event = dict[str, Any]
 
@@ -121,7 +122,7 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
     # fleets whose replica replacements a rollout strategy carries out as one step
     groups: dict[str, list[Change]] = {}
     for c in plan.changes:
-        if c.kind == "replica" and not c.deposed and c.fleet and (
+        if c.kind == ResourceKind.REPLICA and not c.deposed and c.fleet and (
                 c.action == Action.REPLACE or (c.action == Action.UPDATE and c.rolls_out)):
             fleet = by_addr.get(c.fleet)
             strategy = ((fleet.after or {}).get("rollout") or {}).get("strategy") if fleet else None
@@ -137,7 +138,7 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
     for c in plan.changes:
         if c.action == Action.NOOP or id(c) in grouped:
             continue
-        provider_backed = c.kind in ("replica", "router")
+        provider_backed = ResourceKind(c.kind).provider_backed
         if c.action in (Action.CREATE, Action.UPDATE, Action.REFRESH) and not c.deposed:
             op = Op.WRITE
             if provider_backed and c.action is not Action.REFRESH:
@@ -163,7 +164,7 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
         if not c.deposed and c.action != Action.DELETE:
             users.add_edges_from((dep, c.address) for dep in c.dependencies)
 
-    def dependents(address: str, kinds: tuple[str, ...] | None = None) -> list[str]:
+    def dependents(address: str, kinds: tuple[ResourceKind, ...] | None = None) -> list[str]:
         """Forward nodes of everything that transitively depends on `address`."""
         if address not in users:
             return []
@@ -181,7 +182,7 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
         if me_fwd:
             for dep in c.dependencies:
                 if dep in fwd and fwd[dep] != me_fwd:
-                    if by_addr.get(dep) is not None and by_addr[dep].kind == "model" and by_addr[dep].action == Action.UPDATE:
+                    if by_addr.get(dep) is not None and by_addr[dep].kind == ResourceKind.MODEL and by_addr[dep].action == Action.UPDATE:
                         # a model is a registry entry: record a new version once what serves it is
                         # in place, so a failed or rolled-back rollout leaves the old version recorded
                         g.add_edge(me_fwd, fwd[dep])
@@ -199,8 +200,8 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
             # removing a replica changes its fleet's endpoints: update the fleet after, or,
             # when routers front the fleet, update the fleet and routers first (the fleet's
             # endpoints leave out replicas being removed) so no request goes to a stopped server
-            if c.kind == "replica" and c.fleet in fwd and c.action == Action.DELETE:
-                routers = dependents(c.fleet, ("router",))
+            if c.kind == ResourceKind.REPLICA and c.fleet in fwd and c.action == Action.DELETE:
+                routers = dependents(c.fleet, (ResourceKind.ROUTER,))
                 for rid in routers:
                     g.add_edge(rid, nid)
                 if not routers:
@@ -262,7 +263,7 @@ class Executor:
         result = ApplyResult()
         started = time.monotonic()
         self._load_cache()
-        self._leaving = {c.address for c in plan.changes if c.kind == "replica" and c.action == Action.DELETE and not c.deposed}
+        self._leaving = {c.address for c in plan.changes if c.kind == ResourceKind.REPLICA and c.action == Action.DELETE and not c.deposed}
         remaining_preds = {n: g.in_degree(n) for n in g.nodes}
         ready = [n for n, d in remaining_preds.items() if d == 0]
         heapq.heapify(ready)
@@ -426,9 +427,9 @@ class Executor:
         s = self.store
         if node.op == Op.WRITE:
             attrs = self.resolve(dict(c.after or {}), c.after_unknown)
-            if c.kind == "fleet":
+            if c.kind == ResourceKind.FLEET:
                 attrs.update(self._fleet_endpoints(c.address))
-            elif c.kind == "replica":
+            elif c.kind == ResourceKind.REPLICA:
                 self._remember(c.address, attrs)
             s.put(c.address, kind=c.kind, attributes=attrs, provider=c.provider,
                   dependencies=c.dependencies)
@@ -451,15 +452,15 @@ class Executor:
                 if old is not None:
                     self._deposed[c.address] = s.depose(c.address)
                     self._old_attrs[c.address] = old.attributes
-            attrs = provider.prepare_create(c.address, attrs)
+            attrs = provider.prepare_create(c.kind, c.address, attrs)
             s.record_intent(c.address, action=Action.CREATE, kind=c.kind, provider=c.provider,
                             attributes=attrs, dependencies=c.dependencies)
-            return (Op.CREATE, provider, c.address, attrs)
+            return (Op.CREATE, provider, c.kind, c.address, attrs)
         if node.op == Op.UPDATE:
             attrs = self.resolve(dict(c.after or {}), c.after_unknown)
             s.record_intent(c.address, action=Action.UPDATE, kind=c.kind, provider=c.provider,
                             attributes=attrs, dependencies=c.dependencies)
-            return (Op.UPDATE, provider, c.address, dict(c.before or {}), attrs)
+            return (Op.UPDATE, provider, c.kind, c.address, dict(c.before or {}), attrs)
         if node.op == Op.DELETE:
             deposed = node.deposed
             if c.action == Action.REPLACE and c.create_before_destroy:
@@ -472,7 +473,7 @@ class Executor:
                 return None
             s.record_intent(c.address, action=Action.DELETE, kind=c.kind, provider=c.provider,
                             attributes=rec.attributes, deposed=deposed)
-            return (Op.DELETE, provider, c.address, dict(rec.attributes))
+            return (Op.DELETE, provider, c.kind, c.address, dict(rec.attributes))
         raise AssertionError(node.op)
 
     def _call(self, job):
@@ -483,11 +484,21 @@ class Executor:
             out = self.run_rollout(**job[1])
             log.debug("rollout %s: end", job[1]["fleet"])
             return out
-        op, provider, address, *args = job
-        fn = getattr(provider, op)
+        op, provider, kind, address, *args = job
+        if op == Op.CREATE:
+            fn = provider.create
+        elif op == Op.UPDATE:
+            fn = provider.update
+        elif op == Op.DELETE:
+            fn = provider.delete
+        else:
+            raise AssertionError(op)
         log.debug("%s %s: provider call begins", op, address)
-        try:  # the engine owns retries (util.retry): providers raise TransientProviderError once
-            out = call_with_retries(lambda: fn(address, *args), retry_on=TransientProviderError,
+        # the engine owns retries (util.retry): providers raise TransientProviderError once. A
+        # ProviderTimeout (a plugin call past its limit, cancelled) is no TransientProviderError:
+        # a create that may have happened is not submitted again; the next plan's refresh decides
+        try:
+            out = call_with_retries(lambda: fn(kind, address, *args), retry_on=TransientProviderError,
                                     attempts=self.retries, what=f"{op} {address}", log=log)
         except BaseException as exc:
             log.debug("%s %s: provider call failed: %s", op, address, _reason(exc))
@@ -528,7 +539,7 @@ class Executor:
     def _load_cache(self) -> None:
         self._members: dict[str, dict[str, dict]] = {}
         for rec in self.store.resources(include_deposed=False):
-            if rec.kind == "replica":
+            if rec.kind == ResourceKind.REPLICA:
                 self._remember(rec.address, rec.attributes)
 
     def _remember(self, address: str, attrs: dict | None) -> None:

@@ -7,6 +7,7 @@ here it becomes a fleet cost (x replicas) and the plan's before/after/delta.
 
 from __future__ import annotations
 from infraplan.models.actions import Action
+from infraplan.models.kinds import ResourceKind
 
 from typing import Any
 
@@ -132,13 +133,13 @@ def price_plan(changes: dict[str, Any], desired: dict[str, Any], current: dict[s
         provider = providers.get(provider_key)
         key = _unit_key(provider_key, attrs, frozenset(provider.computed))
         if key not in cache:
-            est = provider.estimate(attrs)
+            est = provider.estimate(ResourceKind.REPLICA, attrs)
             cache[key] = est if est is not None else free_estimate(provider_type or provider.name)
         return cache[key]
 
     prior_reps: dict[str, list] = {}
     for rec in current.values():
-        if rec.kind == "replica" and not getattr(rec, "deposed", ""):
+        if rec.kind == ResourceKind.REPLICA and not getattr(rec, "deposed", ""):
             prior_reps.setdefault((rec.attributes or {}).get("fleet"), []).append(rec)
 
     before: dict[str, float | None] = {}
@@ -146,7 +147,7 @@ def price_plan(changes: dict[str, Any], desired: dict[str, Any], current: dict[s
     shared_before: dict[str, dict] = {}
     shared_after: dict[str, dict] = {}
     for addr, fc in changes.items():
-        if fc.kind != "fleet" or fc.deposed:
+        if fc.kind != ResourceKind.FLEET or fc.deposed:
             continue
         d = desired.get(addr)
         first = changes.get(f"{addr}[0]")
@@ -209,13 +210,13 @@ def price_plan(changes: dict[str, Any], desired: dict[str, Any], current: dict[s
             cost["canary_service"] = {"replicas": cost.get("replicas"), "extra_hourly": cost["hourly"]}
         fc.cost = cost
     for addr, rc in changes.items():  # routers on a cloud provider are VMs too (the local one costs nothing)
-        if rc.kind != "router" or rc.deposed:
+        if rc.kind != ResourceKind.ROUTER or rc.deposed:
             continue
         for attrs, side in ((rc.before, shared_before), (rc.after if rc.action != Action.DELETE else None, shared_after)):
             if not attrs:
                 continue
             try:
-                est = providers.get(rc.provider).estimate(attrs)
+                est = providers.get(rc.provider).estimate(ResourceKind.ROUTER, attrs)
             except ProviderError as exc:
                 diags.append(Diagnostic(f"cannot place {addr}: {exc}", path=addr,
                                         location=getattr(desired.get(addr), "location", None)))

@@ -103,7 +103,7 @@ def _check_all(replicas, providers: ProviderSet, settings: DriftSettings) -> lis
     def one(rec) -> None:
         key = record_key(rec)
         try:
-            result = providers.get(rec.provider).read(rec.address, dict(rec.attributes))
+            result = providers.get(rec.provider).read(rec.kind, rec.address, dict(rec.attributes))
             checked = _Checked(rec, Observation(key, result))
         except InfraplanError as exc:
             checked = _Checked(rec, Observation(key, None, str(exc)))
@@ -148,7 +148,7 @@ def _router_findings(routers, providers: ProviderSet) -> list[Finding]:
                     resource={k: attrs.get(k) for k in ("endpoint", "pid") if attrs.get(k) is not None})
         src = f"provider {rec.provider}"
         try:
-            result = providers.get(rec.provider).read(rec.address, dict(attrs))
+            result = providers.get(rec.provider).read(rec.kind, rec.address, dict(attrs))
         except InfraplanError as exc:
             out.append(Finding("error", summary=f"cannot ask provider {rec.provider}: {exc}",
                                evidence=[Evidence("read", "an answer", str(exc), src, "expected")], **base))

@@ -50,6 +50,30 @@ class VariableBlock(StrictModel):
     validation: list[VariableValidation] = Field(default_factory=list, description="Rules the value must pass.")
 
 
+class PluginTimeouts(StrictModel):
+    """The longest wait for each call to a provider running as a plugin (its own process).
+
+    A call past its limit is cancelled (the worker is told to stop waiting) and fails with
+    a one-line error. A timed-out create, update or delete is not retried, since what it did
+    is unknown: the next plan's refresh finds out. Reads, plans and listings may be retried.
+    """
+
+    initialize: Duration = Field("2m", description="Starting the plugin process and the protocol handshake.")
+    validate_settings: Duration = Field("1m", description="Checking the provider block's settings.")
+    plan: Duration = Field("5m", description="Planning one resource (SkyPilot validates resources here).")
+    estimate: Duration = Field("5m", description="Pricing one fleet or router (catalog look-ups).")
+    prepare_create: Duration = Field("1m", description="Allocating a new resource's identity.")
+    create: Duration = Field("2h", description="Creating one resource (launching a cluster, `serve up`).")
+    read: Duration = Field("2m", description="Refreshing one resource.")
+    update: Duration = Field("2h", description="Updating one resource in place (a SkyServe rolling update).")
+    delete: Duration = Field("1h", description="Deleting one resource.")
+    service_workers: Duration = Field("2m", description="Listing a service's ready replicas.")
+    create_canary: Duration = Field("2h", description="Starting a canary service beside a service fleet.")
+    list_instances: Duration = Field("5m", description="Listing the project's instances (orphan discovery).")
+    delete_instance: Duration = Field("30m", description="Stopping one listed instance (`infraplan cleanup`).")
+    close: Duration = Field("30s", description="Releasing the provider's clients at the end of a run.")
+
+
 class ProviderBlock(StrictModel):
     """Settings for one provider instance; `type` names the provider plugin."""
 
@@ -59,6 +83,9 @@ class ProviderBlock(StrictModel):
         "auto", description="Where the provider runs: `in_process`, or `plugin` (its own process and virtualenv, "
         "from `infraplan plugins install TYPE`; for SDKs whose pins clash with infraplan's). `auto`: in-process when "
         "the provider's SDK imports here, else the installed plugin.")
+    plugin_timeouts: PluginTimeouts = Field(
+        default_factory=PluginTimeouts, description="When the provider runs as a plugin: the longest wait for each "
+        "call (durations such as `90s` or `2h`); a call past it is cancelled and fails.")
 
 
 class AlertBlock(StrictModel):

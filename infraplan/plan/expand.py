@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from infraplan.models.kinds import ResourceKind
+
 MODEL_ATTRS = ("source", "revision", "served_name", "parameters", "dtype", "owner", "compliance", "architecture")
 
 
@@ -23,7 +25,7 @@ class DesiredResource:
     """One resource instance as the config wants it."""
 
     address: str
-    kind: str
+    kind: ResourceKind
     provider: str | None  # provider block key (replicas and routers)
     provider_type: str | None
     attributes: dict[str, Any]
@@ -63,7 +65,7 @@ def expand(config) -> dict[str, DesiredResource]:
     for addr, rc in config.models.items():
         attrs = model_attributes(rc.block)
         out[addr] = DesiredResource(
-            address=addr, kind="model", provider=None, provider_type=None,
+            address=addr, kind=ResourceKind.MODEL, provider=None, provider_type=None,
             attributes=attrs, location=rc.location, templated=has_template(attrs),
         )
         block_instances.setdefault(f"model.{rc.name}", []).append(addr)
@@ -105,13 +107,13 @@ def expand(config) -> dict[str, DesiredResource]:
             raddr = replica_address(addr, i)
             attrs = dict(replica_template, index=i, port=(fb.port + i) if fb.port else None)
             out[raddr] = DesiredResource(
-                address=raddr, kind="replica", provider=provider_key, provider_type=provider_type,
+                address=raddr, kind=ResourceKind.REPLICA, provider=provider_key, provider_type=provider_type,
                 attributes=attrs, depends_on=set(deps) | ({model_addr} if model else set()),
                 lifecycle=fb.lifecycle, location=rc.location, fleet=addr, templated=templated,
             )
             replica_addrs.append(raddr)
         out[addr] = DesiredResource(
-            address=addr, kind="fleet", provider=provider_key, provider_type=provider_type,
+            address=addr, kind=ResourceKind.FLEET, provider=provider_key, provider_type=provider_type,
             attributes={
                 "provider": provider_key,
                 "model": model_addr,
@@ -149,7 +151,7 @@ def router_resource(config, addr: str, rc, block_instances: dict[str, list[str]]
     if retries:  # absent when smg's defaults are kept, as in states written before the field existed
         attrs["retries"] = retries
     return DesiredResource(
-        address=addr, kind="router", provider=rb.provider,
+        address=addr, kind=ResourceKind.ROUTER, provider=rb.provider,
         provider_type=(pblock.type if pblock and pblock.type else rb.provider),
         attributes=attrs, depends_on=deps, location=rc.location, templated=True,
     )

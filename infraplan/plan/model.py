@@ -37,6 +37,7 @@ from typing import Any
 
 from infraplan.plan.diff import AttributeChange
 from infraplan.models.actions import Action
+from infraplan.models.kinds import ResourceKind
 
 FORMAT_VERSION = "1.0"
 ACTIONS = tuple(Action)  # the plan JSON's action names, in this order
@@ -51,7 +52,7 @@ class Change:
     """The planned action for one address (and, for deposed objects, one deposed key)."""
 
     address: str
-    kind: str
+    kind: ResourceKind
     action: Action
     provider: str | None = None
     provider_type: str | None = None
@@ -86,6 +87,7 @@ class Change:
         d = dict(d)
         d["attributes"] = [AttributeChange(**a) for a in d.get("attributes", [])]
         d["action"] = Action(d["action"])
+        d["kind"] = ResourceKind(d["kind"])
         return cls(**d)
 
 

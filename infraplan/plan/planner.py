@@ -21,6 +21,7 @@ from infraplan.plan.model import REASON_REPLACE_FORCED, REASON_REPLACE_REQUESTED
 from infraplan.providers.registry import ProviderSet
 from infraplan.plan.refresh import Observation, record_key, refresh
 from infraplan.models.actions import Action
+from infraplan.models.kinds import ResourceKind
 
 # Attributes of the fleet aggregate computed from its replicas at apply time.
 FLEET_COMPUTED = ("endpoint", "endpoints")
@@ -45,7 +46,7 @@ class _Ctx:
 
     def add(self, key: str, change: Change) -> None:
         self.changes[key] = change
-        if change.kind == "replica" and change.fleet:
+        if change.kind == ResourceKind.REPLICA and change.fleet:
             self.by_fleet.setdefault(change.fleet, []).append(change)
 
 
@@ -101,7 +102,7 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
             address=addr, kind=rec.kind, action=Action.DELETE, provider=rec.provider,
             provider_type=(rec.attributes or {}).get("provider_type"), reasons=[reason],
             before=rec.attributes, after=None, dependencies=list(rec.dependencies or []),
-            fleet=(rec.attributes or {}).get("fleet") if rec.kind == "replica" else None,
+            fleet=(rec.attributes or {}).get("fleet") if rec.kind == ResourceKind.REPLICA else None,
         ))
     for rec in deposed:
         ctx.add(record_key(rec), Change(
@@ -124,13 +125,13 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
                     unknown.add(k)
                 resolved[k] = v if k in unknown else rv
             attrs = resolved
-        if d.kind in ("replica", "router"):  # provider-backed: the provider plans them
+        if d.kind.provider_backed:  # the provider plans them
             change = _plan_replica(d, attrs, unknown, ctx, providers, observations, opts)
-        elif d.kind == "fleet":
+        elif d.kind == ResourceKind.FLEET:
             change = _plan_fleet(d, attrs, unknown, ctx)
         else:
             change = _plan_plain(d, attrs, unknown, ctx)
-        if addr in opts.replace and d.kind not in ("replica", "router") and change.action in (Action.UPDATE, Action.NOOP, Action.REFRESH):
+        if addr in opts.replace and not d.kind.provider_backed and change.action in (Action.UPDATE, Action.NOOP, Action.REFRESH):
             change.action = Action.REPLACE
             change.reasons.append(REASON_REPLACE_REQUESTED)
         ctx.add(addr, change)
@@ -265,7 +266,7 @@ def _plan_fleet(d: DesiredResource, attrs, unknown, ctx: _Ctx) -> Change:
             if k in prior:
                 after[k] = prior[k]
     if rec is None:
-        return Change(address=d.address, kind="fleet", action=Action.CREATE, provider=d.provider,
+        return Change(address=d.address, kind=ResourceKind.FLEET, action=Action.CREATE, provider=d.provider,
                       provider_type=d.provider_type, reasons=["not in state"], after=after,
                       after_unknown=sorted(unknown),
                       dependencies=sorted(d.depends_on))
@@ -276,7 +277,7 @@ def _plan_fleet(d: DesiredResource, attrs, unknown, ctx: _Ctx) -> Change:
         reasons.append(f"replicas {before_n} -> {after_n}")
     elif attr_changes:
         reasons.append(_changed_names(attr_changes))
-    return Change(address=d.address, kind="fleet", action=Action.UPDATE if attr_changes else Action.NOOP,
+    return Change(address=d.address, kind=ResourceKind.FLEET, action=Action.UPDATE if attr_changes else Action.NOOP,
                   provider=d.provider, provider_type=d.provider_type, before=prior, after=after,
                   after_unknown=sorted(unknown), attributes=attr_changes, dependencies=sorted(d.depends_on),
                   reasons=reasons)
@@ -294,7 +295,7 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
 
     def fresh(reasons: list[str], unknown: set[str]) -> tuple[dict, set[str], bool]:
         """Attributes of a brand-new object (no ids or ports of the old one)."""
-        pplan = provider.plan(None, attrs)
+        pplan = provider.plan(d.kind, None, attrs)
         ctx.diagnostics.extend(_locate(pplan.diagnostics, d))
         after, unknown = _with_computed(pplan.attributes, unknown, provider)
         return after, unknown, pplan.create_before_destroy_ok
@@ -315,7 +316,7 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
             gone = True
     ignore = set(d.lifecycle.ignore_changes) if d.lifecycle else set()
     desired_attrs = {k: (prior.get(k) if k in ignore and k in prior else v) for k, v in attrs.items()}
-    pplan = provider.plan(prior, desired_attrs)
+    pplan = provider.plan(d.kind, prior, desired_attrs)
     ctx.diagnostics.extend(_locate(pplan.diagnostics, d))
     computed = set(provider.computed)
     forces = [k for k in pplan.requires_replace if k not in ignore]
@@ -427,10 +428,10 @@ def _check_prevent_destroy(desired, current, ctx: _Ctx) -> None:
 def _mark_risks(ctx: _Ctx, desired) -> None:
     by_fleet: dict[str, list[Change]] = {}
     for c in ctx.changes.values():
-        if c.kind == "replica" and c.fleet:
+        if c.kind == ResourceKind.REPLICA and c.fleet:
             by_fleet.setdefault(c.fleet, []).append(c)
         if c.action == Action.DELETE:
-            c.risks.append("destroys" + (" a serving replica" if c.kind == "replica" else ""))
+            c.risks.append("destroys" + (" a serving replica" if c.kind == ResourceKind.REPLICA else ""))
         elif c.action == Action.REPLACE:
             c.risks.append("replaces" + ("" if c.create_before_destroy else " (stops the old one first)"))
     for fleet, reps in by_fleet.items():
@@ -466,7 +467,7 @@ def _plan_rollouts(ctx: _Ctx, desired) -> None:
         from infraplan.plan.weights import describe
 
         spec = RolloutBlock.model_validate(spec_data)
-        has_router = any(d.kind == "router" and fleet_addr in d.depends_on for d in desired.values())
+        has_router = any(d.kind == ResourceKind.ROUTER and fleet_addr in d.depends_on for d in desired.values())
         d = desired.get(fleet_addr)
         for msg in check_spec(fleet_addr, spec, has_router):
             ctx.diagnostics.append(Diagnostic(msg, location=d.location if d else None, path=f"{fleet_addr}.rollout"))
@@ -501,7 +502,7 @@ def _plan_service_rollout(ctx: _Ctx, desired, fleet_addr: str, fc: Change, reps,
     from infraplan.models.config import RolloutBlock
     from infraplan.plan.weights import describe_service_canary
 
-    routers = sorted(r.address for r in desired.values() if r.kind == "router" and fleet_addr in r.depends_on)
+    routers = sorted(r.address for r in desired.values() if r.kind == ResourceKind.ROUTER and fleet_addr in r.depends_on)
     if not routers:
         # an error once a new version is to roll out; a warning before (e.g. when the fleet is created)
         ctx.diagnostics.append(Diagnostic(

@@ -6,12 +6,12 @@ import threading
 from dataclasses import dataclass
 
 from infraplan.errors import InfraplanError, TransientProviderError
+from infraplan.models.kinds import ResourceKind
 from infraplan.providers.contract import ReadResult
 from infraplan.providers.registry import ProviderSet
 from infraplan.util.retry import call_with_retries
 
 
-PROVIDER_KINDS = ("replica", "router")  # kinds backed by a real thing a provider can read
 
 
 @dataclass
@@ -29,7 +29,7 @@ def record_key(rec) -> str:
 
 def refresh(records, providers: ProviderSet, *, parallelism: int = 10) -> dict[str, Observation]:
     """Read every provider-backed record; results keyed by ``address`` or ``address#deposed``."""
-    todo = [r for r in records if r.provider and r.kind in PROVIDER_KINDS]
+    todo = [r for r in records if r.provider and ResourceKind(r.kind).provider_backed]
     out: dict[str, Observation] = {}
 
     def one(rec) -> Observation:
@@ -37,7 +37,7 @@ def refresh(records, providers: ProviderSet, *, parallelism: int = 10) -> dict[s
         try:
             provider = providers.get(rec.provider)
             # a read that fails transiently is asked again (the engine's one retry policy)
-            result = call_with_retries(lambda: provider.read(rec.address, dict(rec.attributes)),
+            result = call_with_retries(lambda: provider.read(ResourceKind(rec.kind), rec.address, dict(rec.attributes)),
                                        retry_on=TransientProviderError, what=f"read {key}")
             return Observation(key, result)
         except InfraplanError as exc:

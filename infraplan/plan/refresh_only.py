@@ -14,6 +14,7 @@ from infraplan.errors import StalePlanError
 from infraplan.plan.model import Change, Plan
 from infraplan.plan.refresh import record_key, refresh
 from infraplan.models.actions import Action
+from infraplan.models.kinds import ResourceKind
 
 OPERATION = "apply-refresh-only"
 
@@ -30,7 +31,7 @@ def refresh_only_plan(ws, *, parallelism: int = 10, targets: tuple[str, ...] = (
     changes: list[Change] = []
     diags: list[Diagnostic] = []
     for rec in snapshot.resources:
-        if rec.kind != "replica" or rec.deposed:
+        if rec.kind != ResourceKind.REPLICA or rec.deposed:
             continue
         if targets and not any(rec.address == t or rec.address.startswith(t + "[") for t in targets):
             continue
@@ -52,7 +53,7 @@ def refresh_only_plan(ws, *, parallelism: int = 10, targets: tuple[str, ...] = (
         if not attr_changes and rec.status == "ready":
             continue
         changes.append(Change(
-            address=rec.address, kind="replica", action=Action.REFRESH, provider=rec.provider,
+            address=rec.address, kind=ResourceKind.REPLICA, action=Action.REFRESH, provider=rec.provider,
             provider_type=(rec.attributes or {}).get("provider_type"), before=rec.attributes, after=after,
             attributes=attr_changes, dependencies=list(rec.dependencies or []),
             fleet=(rec.attributes or {}).get("fleet"),

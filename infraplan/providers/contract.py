@@ -1,15 +1,23 @@
 """The provider contract: what a provider implements (third parties included).
 
-A provider turns one resource instance (a fleet replica) into a real thing and
-back. The engine calls it in this order:
+A provider turns one resource instance (a fleet replica, a router) into a real thing
+and back. Every call names the instance's `ResourceKind` (``replica`` or ``router``),
+so a provider dispatches on it, never on its attributes. The engine calls, in order:
 
-    plan(prior, desired)      -> ProviderPlan   (pure; no side effects)
-    prepare_create(address, attrs) -> attrs     (allocate identity: port, token)
+    plan(kind, prior, desired)              -> ProviderPlan (pure; no side effects)
+    estimate(kind, attrs)                   -> placement and price, or None (plan time)
+    prepare_create(kind, address, attrs)    -> attrs  (allocate identity: port, token)
         ... the engine records the intent in state ...
-    create(address, attrs)    -> attrs          (with ids: pid, cluster name, endpoint)
-    read(address, attrs)      -> ReadResult     (refresh; exists / attributes / healthy)
-    update(address, prior, desired) -> attrs    (only for attributes not forcing replace)
-    delete(address, attrs)    -> None           (idempotent: already gone is success)
+    create(kind, address, attrs)            -> attrs  (with ids: pid, cluster name, endpoint)
+    read(kind, address, attrs)              -> ReadResult (refresh; exists / attributes / healthy)
+    update(kind, address, prior, desired)   -> attrs  (only for attributes not forcing replace)
+    delete(kind, address, attrs)            -> None   (idempotent: already gone is success)
+
+Optional capabilities are mixins the engine checks with ``isinstance``:
+`ListsInstances` (orphan discovery: ``infraplan drift`` / ``cleanup``) and
+`RunsServices` (a fleet served as one service, with a canary service beside it).
+`capabilities_of` names them; a provider running as a plugin keeps them (the worker
+reports them in its handshake, `infraplan.providers.plugin`).
 
 Providers are found through the entry-point group ``infraplan.providers``
 (`infraplan.providers.registry`); the built-in ones register there too. Providers
@@ -19,11 +27,17 @@ import only this SDK, `serving`, `models`, `errors`, `diagnostics` and `util`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
 from infraplan.diagnostics import Diagnostic
-from infraplan.errors import ProviderError, ProviderUnavailable
+from infraplan.errors import ProviderError
+from infraplan.models.kinds import ResourceKind
+
+__all__ = ["Capability", "Instance", "ListsInstances", "Provider", "ProviderContext", "ProviderPlan", "ReadResult",
+           "ResourceKind", "RunsServices", "capabilities_of"]
+
 
 @dataclass
 class ProviderContext:
@@ -108,7 +122,7 @@ class Provider:
                     for err in exc.errors()]
         return []
 
-    def plan(self, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
+    def plan(self, kind: ResourceKind, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
         """Planned attributes and the attributes that force a replacement."""
         attrs = dict(desired)
         replace: list[str] = []
@@ -122,7 +136,7 @@ class Provider:
                     replace.append(key)
         return ProviderPlan(attributes=attrs, requires_replace=replace)
 
-    def estimate(self, attributes: dict[str, Any]) -> dict[str, Any] | None:
+    def estimate(self, kind: ResourceKind, attributes: dict[str, Any]) -> dict[str, Any] | None:
         """One replica's placement and price for the plan's cost lines, or None if unknown.
 
         Keys (all optional but ``hourly``): ``cloud``, ``region``, ``instance_type``,
@@ -134,38 +148,28 @@ class Provider:
         return None
 
     # -- apply time --------------------------------------------------------
-    def prepare_create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    def prepare_create(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
         """Allocate identity (ports, tokens) before the intent is written to state."""
         return dict(attributes)
 
-    def create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    def create(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
+        """Make the real thing; its attributes with the provider's ids and endpoint."""
         raise NotImplementedError
 
-    def read(self, address: str, attributes: dict[str, Any]) -> ReadResult:
+    def read(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> ReadResult:
+        """What really runs for a state record."""
         raise NotImplementedError
 
-    def update(self, address: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    def update(self, kind: ResourceKind, address: str, prior: dict[str, Any], desired: dict[str, Any]
+               ) -> dict[str, Any]:
+        """Apply an in-place change; the new attributes."""
         merged = dict(prior)
         merged.update({k: v for k, v in desired.items() if k not in self.computed})
         return merged
 
-    def delete(self, address: str, attributes: dict[str, Any]) -> None:
+    def delete(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> None:
+        """Remove the real thing (already gone is success)."""
         raise NotImplementedError
-
-    # -- fleets served as one service (canary beside it) ---------------------
-    def service_workers(self, address: str, attributes: dict[str, Any]) -> list[str]:
-        """URLs of the ready replicas of the service `attributes` belongs to (a router's workers)."""
-        return []
-
-    def create_canary(self, address: str, attributes: dict[str, Any], replicas: int) -> dict[str, Any]:
-        """Run `attributes` (a new version of a service fleet) as a separate service of `replicas`.
-
-        Returns its attributes, with ``workers`` (its replicas' URLs); ``delete(address,
-        returned)`` removes it. Providers without services raise ProviderError.
-        """
-        from infraplan.errors import ProviderError
-
-        raise ProviderError(f"the {self.name} provider cannot run a canary service")
 
     def close(self) -> None:
         """Release clients and pools."""
@@ -182,12 +186,21 @@ class Instance:
     detail: dict[str, Any] = field(default_factory=dict)  # evidence: pid, tags, machine type, ...
 
 
+class Capability(StrEnum):
+    """An optional part of the contract, as a provider (or its plugin worker) names it."""
+
+    LISTS_INSTANCES = "lists_instances"
+    RUNS_SERVICES = "runs_services"
+
+
 class ListsInstances:
     """Provider capability: list (and stop) the instances this state's project runs.
 
     Used by `infraplan drift` to find orphans (instances whose id is in no state)
     and by `infraplan cleanup` to remove them. Mix into a Provider subclass.
     """
+
+    capability: ClassVar[Capability] = Capability.LISTS_INSTANCES
 
     def list_instances(self) -> list[Instance]:
         """Every instance carrying this project's marks (env, tags), in state or not."""
@@ -196,3 +209,36 @@ class ListsInstances:
     def delete_instance(self, instance: Instance) -> None:
         """Stop/terminate one listed instance (idempotent: already gone is success)."""
         raise NotImplementedError
+
+
+class RunsServices:
+    """Provider capability: fleets served as one service (SkyServe), with a canary service beside it.
+
+    Used by the canary rollout of such a fleet (`infraplan.rollout.service`). Both calls
+    concern replicas (a service fleet's slots). Mix into a Provider subclass.
+    """
+
+    capability: ClassVar[Capability] = Capability.RUNS_SERVICES
+
+    def service_workers(self, address: str, attributes: dict[str, Any]) -> list[str]:
+        """URLs of the ready replicas of the service `attributes` belongs to (a router's workers)."""
+        raise NotImplementedError
+
+    def create_canary(self, address: str, attributes: dict[str, Any], replicas: int) -> dict[str, Any]:
+        """Run `attributes` (a new version of a service fleet) as a separate service of `replicas`.
+
+        Returns its attributes, with ``workers`` (its replicas' URLs); ``delete(REPLICA,
+        address, returned)`` removes it. ProviderError when `attributes` is no service fleet.
+        """
+        raise NotImplementedError
+
+
+#: each capability's mixin
+CAPABILITY_MIXINS: dict[Capability, type] = {Capability.LISTS_INSTANCES: ListsInstances,
+                                             Capability.RUNS_SERVICES: RunsServices}
+
+
+def capabilities_of(provider: type | object) -> list[Capability]:
+    """The capabilities a provider class (or instance) implements, in `Capability` order."""
+    cls = provider if isinstance(provider, type) else type(provider)
+    return [cap for cap, mixin in CAPABILITY_MIXINS.items() if issubclass(cls, mixin)]

@@ -2,7 +2,7 @@
 
 A provider class runs here or, when its SDK cannot be imported here, in a plugin
 interpreter of its own (`infraplan.providers.plugin`); the engine sees a `Provider`
-either way.
+with the same capabilities either way.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ class ProviderSet:
             from infraplan.providers.plugin.host import RemoteProvider, runs_in_plugin
 
             if runs_in_plugin(cls, type_name, getattr(block, "isolation", "auto")):
-                self._instances[key] = RemoteProvider(cls, ctx, type_name)
+                self._instances[key] = RemoteProvider.connect(cls, ctx, type_name,
+                                                              getattr(block, "plugin_timeouts", None))
             else:
                 self._instances[key] = cls(ctx)
         return self._instances[key]

@@ -2,7 +2,7 @@
 
 This is Flagger's primary/canary. The fleet's service (the *primary*) keeps serving
 the old version; the new version runs as a separate *canary* service with as many
-replicas (`Provider.create_canary`), whose replicas pass readiness and the golden
+replicas (`RunsServices.create_canary`: a provider capability), whose replicas pass readiness and the golden
 prompts before any traffic reaches them. The routers in front of the fleet then hold
 the primary's replicas instead of its load balancer (the same servers, so nothing
 moves), and each step swaps primary replicas for canary ones as
@@ -23,9 +23,11 @@ import secrets
 from typing import Any
 
 from infraplan.errors import ApplyError, InfraplanError
+from infraplan.providers.contract import RunsServices
 from infraplan.plan import weights as _weights
 from infraplan.rollout.slots import Abort as _Abort, Slot
 from infraplan.models.actions import Action
+from infraplan.models.kinds import ResourceKind
 
 
 class ServiceCanary:
@@ -33,8 +35,13 @@ class ServiceCanary:
 
     def __init__(self, runner: Any):
         self.r = runner
-        self.store, self.provider = runner.store, runner.provider
+        self.store = runner.store
         self.owner = runner.updates[0]  # slot 0: it owns the service
+        if not isinstance(runner.provider, RunsServices):
+            raise ApplyError(f"{runner.ctx.fleet}: a canary of a fleet updated in place needs a provider that runs "
+                             f"services (the RunsServices capability); the {runner.provider.name} provider has "
+                             "none: use rollout strategy rolling or blue_green")
+        self.provider: RunsServices = runner.provider
         self.key = ""                   # deposed key of the canary's state record
         self.canary: dict | None = None  # its attributes once created
         self.held_before: list[str] = []
@@ -44,7 +51,7 @@ class ServiceCanary:
     def _create_canary(self, desired: dict, replicas: int) -> dict:
         attrs = {**desired, "canary": True}
         self.key = "canary-" + secrets.token_hex(3)
-        self.store.record_intent(self.owner.address, action=Action.CREATE, kind="replica", provider=self.r._pname(),
+        self.store.record_intent(self.owner.address, action=Action.CREATE, kind=ResourceKind.REPLICA, provider=self.r._pname(),
                                  attributes=attrs, dependencies=self.owner.dependencies, deposed=self.key)
         try:
             made = self.provider.create_canary(self.owner.address, attrs, replicas)
@@ -59,10 +66,10 @@ class ServiceCanary:
     def _delete_canary(self) -> None:
         if self.canary is None:
             return
-        self.store.record_intent(self.owner.address, action=Action.DELETE, kind="replica", provider=self.r._pname(),
+        self.store.record_intent(self.owner.address, action=Action.DELETE, kind=ResourceKind.REPLICA, provider=self.r._pname(),
                                  attributes=self.canary, deposed=self.key)
         try:
-            self.provider.delete(self.owner.address, self.canary)
+            self.r.provider.delete(ResourceKind.REPLICA, self.owner.address, self.canary)
         except BaseException as exc:
             self.store.record_failure(self.owner.address, f"deleting the canary service: {exc}", deposed=self.key)
             raise
@@ -77,7 +84,7 @@ class ServiceCanary:
             raise ApplyError(f"{self.owner.address} is no longer in state")
         prior_attrs = dict(prior.attributes)
         replicas = len([x for x in self.store.resources(include_deposed=False)
-                        if x.kind == "replica" and (x.attributes or {}).get("fleet") == r.ctx.fleet])
+                        if x.kind == ResourceKind.REPLICA and (x.attributes or {}).get("fleet") == r.ctx.fleet])
         base = self.provider.service_workers(self.owner.address, prior_attrs)
         if not base:
             raise ApplyError(f"{r.ctx.fleet}: the service has no ready replica to compare a canary with; "
@@ -123,10 +130,10 @@ class ServiceCanary:
             rec = self.store.get(c.address)
             before = dict(rec.attributes) if rec is not None else dict(c.before or {})
             desired = r._desired(c)
-            self.store.record_intent(c.address, action=Action.UPDATE, kind="replica", provider=c.provider,
+            self.store.record_intent(c.address, action=Action.UPDATE, kind=ResourceKind.REPLICA, provider=c.provider,
                                      attributes=desired, dependencies=c.dependencies)
             try:
-                new = self.provider.update(c.address, before, desired)
+                new = self.r.provider.update(ResourceKind.REPLICA, c.address, before, desired)
             except InfraplanError as exc:
                 # the old version stays recorded: the routers go back to the service, which SkyServe
                 # kept serving through the failed update, and the next plan offers the canary again

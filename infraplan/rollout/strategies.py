@@ -26,6 +26,7 @@ from infraplan.rollout import golden as _golden
 from infraplan.rollout import traffic as _traffic
 from infraplan.plan import weights as _weights
 from infraplan.models.actions import Action
+from infraplan.models.kinds import ResourceKind
 
 
 def run_rollout(ctx: RolloutContext) -> RolloutResult:
@@ -67,7 +68,7 @@ class _Runner:
         self.switch = _traffic.switch_for(ctx)
         self.result = RolloutResult(ctx.fleet, ctx.spec.strategy)
         self.stop = ctx.stop or threading.Event()
-        live = [c for c in ctx.changes if c.kind == "replica" and not c.deposed]
+        live = [c for c in ctx.changes if c.kind == ResourceKind.REPLICA and not c.deposed]
         order = lambda c: ((c.after or c.before or {}).get("index", 0), c.address)  # noqa: E731
         self.replaces = sorted((c for c in live if c.action == Action.REPLACE), key=order)
         self.creates = sorted((c for c in live if c.action == Action.CREATE), key=order)
@@ -110,11 +111,11 @@ class _Runner:
         return {k: v for k, v in attrs.items() if k not in self.provider.computed}
 
     def _create(self, address: str, desired: dict, deps: list[str]) -> dict:
-        attrs = self.provider.prepare_create(address, desired)
-        self.store.record_intent(address, action=Action.CREATE, kind="replica", provider=self._pname(),
+        attrs = self.provider.prepare_create(ResourceKind.REPLICA, address, desired)
+        self.store.record_intent(address, action=Action.CREATE, kind=ResourceKind.REPLICA, provider=self._pname(),
                                  attributes=attrs, dependencies=deps)
         try:
-            new = self.provider.create(address, attrs)
+            new = self.provider.create(ResourceKind.REPLICA, address, attrs)
         except BaseException as exc:
             self.store.record_failure(address, f"{type(exc).__name__}: {exc}")
             self.store.remove(address, missing_ok=True)
@@ -127,10 +128,10 @@ class _Runner:
         return c[0].provider if c else None
 
     def _delete(self, address: str, attrs: dict, deposed: str = "") -> None:
-        self.store.record_intent(address, action=Action.DELETE, kind="replica", provider=self._pname(),
+        self.store.record_intent(address, action=Action.DELETE, kind=ResourceKind.REPLICA, provider=self._pname(),
                                  attributes=attrs, deposed=deposed)
         try:
-            self.provider.delete(address, attrs)
+            self.provider.delete(ResourceKind.REPLICA, address, attrs)
         except BaseException as exc:
             self.store.record_failure(address, f"{type(exc).__name__}: {exc}", deposed=deposed)
             raise

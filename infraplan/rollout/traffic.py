@@ -17,6 +17,7 @@ from infraplan.errors import ApplyError, InfraplanError
 
 from infraplan.plan.rollout_checks import NEEDS_ROUTER  # noqa: E402,F401  (re-exported for the strategies)
 from infraplan.models.actions import Action
+from infraplan.models.kinds import ResourceKind
 
 
 class TrafficSwitch(Protocol):
@@ -80,8 +81,8 @@ def find_routers(store: Any, fleet: str) -> list[Any]:
     """Router records in state in front of `fleet` (by dependency, `fleets` attribute or workers)."""
     records = store.resources(include_deposed=False)
     endpoints = {r.attributes.get("endpoint") for r in records
-                 if r.kind == "replica" and r.attributes.get("fleet") == fleet} - {None}
-    return [r for r in records if r.kind == "router" and _fronts(r, fleet, endpoints)]
+                 if r.kind == ResourceKind.REPLICA and r.attributes.get("fleet") == fleet} - {None}
+    return [r for r in records if r.kind == ResourceKind.ROUTER and _fronts(r, fleet, endpoints)]
 
 
 class RouterSwitch:

@@ -27,6 +27,7 @@ from infraplan.errors import StateError
 from infraplan.state import lock as _lock
 from infraplan.state.lock import LockInfo, default_who, utc_now
 from infraplan.models.actions import Action
+from infraplan.models.kinds import ResourceKind
 
 if TYPE_CHECKING:  # sqlite-utils is imported when a file is opened (see _open)
     from sqlite_utils import Database
@@ -51,7 +52,7 @@ class ResourceRecord:
 
     address: str
     deposed: str
-    kind: str
+    kind: ResourceKind
     provider: str | None
     status: str
     attributes: dict
@@ -75,7 +76,7 @@ _RESOURCE_COLUMNS = (
 def _record(row: tuple) -> ResourceRecord:
     a, d, kind, provider, status, attrs, pending, deps, error, created, updated = row
     return ResourceRecord(
-        a, d, kind, provider, status, json.loads(attrs), _loads(pending),
+        a, d, ResourceKind(kind), provider, status, json.loads(attrs), _loads(pending),
         json.loads(deps), error, created, updated,
     )
 
@@ -457,7 +458,7 @@ class StateStore:
         self._require_db().conn.execute(_UPSERT_SQL, [row.get(c) for c in _ROW_KEYS])
         self._changed()
 
-    def record_intent(self, address: str, *, action: str, kind: str, provider: str | None,
+    def record_intent(self, address: str, *, action: str, kind: ResourceKind, provider: str | None,
                       attributes: dict, dependencies: Iterable[str] = (),
                       deposed: str = "") -> None:
         """Record, before a provider call, what is about to be done to `address`.
@@ -516,7 +517,7 @@ class StateStore:
                 self._must_get(conn, address, deposed)  # raises: not in state
             self._changed()
 
-    def put(self, address: str, *, kind: str, attributes: dict, provider: str | None = None,
+    def put(self, address: str, *, kind: ResourceKind, attributes: dict, provider: str | None = None,
             dependencies: Iterable[str] = ()) -> None:
         """Insert or overwrite an object that needs no provider call (models, fleet entries)."""
         now = utc_now()

@@ -1,7 +1,7 @@
 """The `local` provider: every fleet replica is a server process on 127.0.0.1.
 
-Routers (resources whose attributes say ``kind: router``) are smg processes, handled
-by `infraplan_providers.local.router`.
+Routers (calls for kind ``router``) are smg processes, handled by
+`infraplan_providers.local.router`.
 
 Servers are started detached so they outlive the CLI, recorded in state with
 their pid, start time and instance id, refreshed by checking the process and
@@ -29,7 +29,8 @@ from pydantic import Field, field_validator
 from infraplan.diagnostics import Diagnostic
 from infraplan.errors import ProviderError
 from infraplan.models.base import StrictModel
-from infraplan.providers.contract import Instance, ListsInstances, Provider, ProviderContext, ProviderPlan, ReadResult
+from infraplan.providers.contract import (Instance, ListsInstances, Provider, ProviderContext, ProviderPlan, ReadResult,
+                                          ResourceKind)
 from infraplan_providers.local import process
 from infraplan_providers.local import router as smg_router
 from infraplan.serving.sglang_args import REDACTED, build_launch_argv, model_path_from_source
@@ -138,8 +139,8 @@ class LocalProvider(ListsInstances, Provider):
         return self._settings_diagnostics(LocalSettings)
 
     # -- plan --------------------------------------------------------------
-    def plan(self, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
-        if smg_router.is_router(desired):
+    def plan(self, kind: ResourceKind, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
+        if kind == ResourceKind.ROUTER:
             return smg_router.plan(prior, desired)
         attrs = {k: v for k, v in desired.items() if k not in self.computed}
         replace: list[str] = []
@@ -196,9 +197,9 @@ class LocalProvider(ListsInstances, Provider):
         return diags
 
     # -- create ------------------------------------------------------------
-    def prepare_create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    def prepare_create(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
         s = self.settings
-        if smg_router.is_router(attributes):
+        if kind == ResourceKind.ROUTER:
             return smg_router.prepare_create(s, Path(self.context.runtime_dir), address, attributes)
         attrs = {k: v for k, v in attributes.items() if k not in self.computed}
         instance_id = uuid.uuid4().hex
@@ -221,14 +222,14 @@ class LocalProvider(ListsInstances, Provider):
         )
         return attrs
 
-    def create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    def create(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
         s = self.settings
-        if smg_router.is_router(attributes):
+        if kind == ResourceKind.ROUTER:
             return smg_router.create(s, Path(self.context.runtime_dir), {STATE_ENV: self._state_id()},
                                      address, attributes)
         attrs = dict(attributes)
         if not attrs.get("instance_id") or attrs.get("port") is None or not attrs.get("log_path"):
-            attrs = self.prepare_create(address, attrs)
+            attrs = self.prepare_create(kind, address, attrs)
         instance_id, port = attrs["instance_id"], int(attrs["port"])
         endpoint = f"http://{s.host}:{port}"
         log_path = Path(attrs["log_path"])
@@ -329,8 +330,8 @@ class LocalProvider(ListsInstances, Provider):
     def _find(self, attrs: dict[str, Any]) -> psutil.Process | None:
         return process.find_server(attrs.get("pid"), attrs.get("started_at"), attrs.get("instance_id"))
 
-    def read(self, address: str, attributes: dict[str, Any]) -> ReadResult:
-        if smg_router.is_router(attributes):
+    def read(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> ReadResult:
+        if kind == ResourceKind.ROUTER:
             return smg_router.read(address, attributes)
         attrs, gone = process.observe(dict(attributes), "server")
         if attrs is None:
@@ -394,14 +395,15 @@ class LocalProvider(ListsInstances, Provider):
             attrs["args"] = observed
 
     # -- update ------------------------------------------------------------
-    def update(self, address: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
-        if smg_router.is_router(desired) or smg_router.is_router(prior):
+    def update(self, kind: ResourceKind, address: str, prior: dict[str, Any], desired: dict[str, Any]
+               ) -> dict[str, Any]:
+        if kind == ResourceKind.ROUTER:
             return smg_router.update(address, prior, desired)
-        return super().update(address, prior, desired)
+        return super().update(kind, address, prior, desired)
 
     # -- delete ------------------------------------------------------------
-    def delete(self, address: str, attributes: dict[str, Any]) -> None:
-        if smg_router.is_router(attributes):
+    def delete(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> None:
+        if kind == ResourceKind.ROUTER:
             return smg_router.delete(self.settings, address, attributes)
         proc = self._find(attributes)
         if proc is not None and not process.stop_process(proc, self.settings.stop_timeout_s):

@@ -58,11 +58,6 @@ ROUTER_COMPUTED = frozenset({"instance_id", "host", "endpoint", "pid", "started_
 #: How long a worker may take to be registered, and to be drained and dropped.
 
 
-def is_router(attributes: dict[str, Any] | None) -> bool:
-    """Whether resource attributes describe a router (desired attributes carry ``kind``)."""
-    return (attributes or {}).get("kind") == "router"
-
-
 def smg_installed() -> bool:
     try:
         return importlib.util.find_spec("smg") is not None

@@ -18,7 +18,7 @@ from pydantic import Field
 from infraplan.diagnostics import Diagnostic
 from infraplan.errors import ProviderError
 from infraplan.models.base import StrictModel
-from infraplan.providers.contract import Provider, ProviderContext, ReadResult
+from infraplan.providers.contract import Provider, ProviderContext, ReadResult, ResourceKind
 
 
 class NullSettings(StrictModel):
@@ -61,7 +61,7 @@ class NullProvider(Provider):
         if self.settings.latency_ms:
             time.sleep(self.settings.latency_ms / 1000.0)
 
-    def create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    def create(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
         self._wait()
         if any(_matches(address, pattern) for pattern in self.settings.fail_addresses):
             raise ProviderError(f"{address}: create failed (listed in the null provider's fail_addresses)")
@@ -69,15 +69,16 @@ class NullProvider(Provider):
         attrs.update(id=uuid.uuid4().hex, endpoint=f"null://{address}")
         return attrs
 
-    def read(self, address: str, attributes: dict[str, Any]) -> ReadResult:
+    def read(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> ReadResult:
         self._wait()
         return ReadResult(exists=True, attributes=dict(attributes), healthy=True)
 
-    def update(self, address: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    def update(self, kind: ResourceKind, address: str, prior: dict[str, Any], desired: dict[str, Any]
+               ) -> dict[str, Any]:
         self._wait()
-        return super().update(address, prior, desired)
+        return super().update(kind, address, prior, desired)
 
-    def delete(self, address: str, attributes: dict[str, Any]) -> None:
+    def delete(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> None:
         self._wait()
 
 

@@ -26,14 +26,14 @@ from typing import Any
 
 from infraplan.diagnostics import Diagnostic
 from infraplan.errors import ProviderError, ResourceNotFound
-from infraplan.providers.contract import Provider, ProviderContext, ProviderPlan, ReadResult
+from infraplan.providers.contract import Provider, ProviderContext, ProviderPlan, ReadResult, ResourceKind, RunsServices
 
 from . import router as smg
 from . import service as svc
 from .settings import SkyPilotSettings
 
 
-class SkyPilotProvider(Provider):
+class SkyPilotProvider(RunsServices, Provider):
     """Runs SGLang replicas on clouds through SkyPilot."""
 
     name = "skypilot"
@@ -74,13 +74,13 @@ class SkyPilotProvider(Provider):
     def validate_settings(self) -> list[Diagnostic]:
         return self._settings_diagnostics(SkyPilotSettings)
 
-    def plan(self, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
-        if smg.is_router(desired):
+    def plan(self, kind: ResourceKind, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
+        if kind == ResourceKind.ROUTER:
             return smg.plan(prior, desired)
         if svc.is_service(desired, self.settings):
             pplan = self._plan_service(prior, desired)
         else:
-            pplan = super().plan(prior, {k: v for k, v in desired.items() if k != "service_name"})
+            pplan = super().plan(kind, prior, {k: v for k, v in desired.items() if k != "service_name"})
         if not desired.get("accelerators") and not desired.get("instance_type"):
             pplan.diagnostics.append(Diagnostic(
                 "a skypilot fleet without accelerators or instance_type gets SkyPilot's default CPU VM",
@@ -113,13 +113,13 @@ class SkyPilotProvider(Provider):
             bool(svc.inputs_changed(prior, attrs))
         return ProviderPlan(attributes=attrs, requires_replace=replace, diagnostics=diags, redeploys=redeploys)
 
-    def estimate(self, attributes: dict[str, Any]) -> dict[str, Any] | None:
+    def estimate(self, kind: ResourceKind, attributes: dict[str, Any]) -> dict[str, Any] | None:
         from .pricing import estimate
 
-        price = smg.estimate if smg.is_router(attributes) else estimate  # a router: its CPU VM
-        key = repr(sorted((k, repr(attributes.get(k))) for k in (
+        price = smg.estimate if kind == ResourceKind.ROUTER else estimate  # a router: its CPU VM
+        key = repr([str(kind), *sorted((k, repr(attributes.get(k))) for k in (
             "accelerators", "cloud", "region", "failover", "use_spot", "spot_fallback", "instance_type",
-            "disk_size", "placement", "kind", "port")))
+            "disk_size", "placement", "port"))])
         if key not in self._estimates:
             try:
                 self._estimates[key] = price(attributes, self.settings)
@@ -144,10 +144,10 @@ class SkyPilotProvider(Provider):
         base = re.sub(r"[^a-z0-9-]+", "-", f"{self.settings.name_prefix}-{fleet}".lower()).strip("-")
         return f"{base[:40]}-{attributes.get('index', 0)}"
 
-    def create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    def create(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
         from .translate import make_task
 
-        if smg.is_router(attributes):
+        if kind == ResourceKind.ROUTER:
             return smg.create(self.client, self.settings, address, attributes)
         if svc.is_service(attributes, self.settings):
             return self._create_slot(attributes)
@@ -159,8 +159,8 @@ class SkyPilotProvider(Provider):
         out.update(cluster_name=name, **{k: v for k, v in info.items() if k in self.computed})
         return out
 
-    def read(self, address: str, attributes: dict[str, Any]) -> ReadResult:
-        if smg.is_router(attributes):
+    def read(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> ReadResult:
+        if kind == ResourceKind.ROUTER:
             return smg.read(self.client, self.settings, address, attributes)
         if svc.is_service(attributes, self.settings):
             return self._read_slot(attributes)
@@ -171,10 +171,11 @@ class SkyPilotProvider(Provider):
         return ReadResult(exists=True, attributes={k: v for k, v in rec.items() if k in self.computed},
                           healthy=rec["status"] == "running", detail=rec.get("detail"))
 
-    def update(self, address: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
-        if smg.is_router(desired):
+    def update(self, kind: ResourceKind, address: str, prior: dict[str, Any], desired: dict[str, Any]
+               ) -> dict[str, Any]:
+        if kind == ResourceKind.ROUTER:
             return smg.update(address, prior, desired)
-        merged = super().update(address, prior, desired)
+        merged = super().update(kind, address, prior, desired)
         if not svc.is_service(desired, self.settings) or int(desired.get("index") or 0) != 0:
             return merged  # clusters: only labels change in place; service members: state only
         changed = svc.inputs_changed(prior, desired)
@@ -193,17 +194,17 @@ class SkyPilotProvider(Provider):
         merged.update(self._service_attrs(name, rec))
         return merged
 
-    def delete(self, address: str, attributes: dict[str, Any]) -> None:
-        if smg.is_router(attributes):
+    def delete(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> None:
+        if kind == ResourceKind.ROUTER:
             return self.client.down(attributes.get("cluster_name") or smg.cluster_name(address, self.settings))
         if svc.is_service(attributes, self.settings):
             return self._delete_slot(attributes)
         self.client.down(attributes.get("cluster_name") or self.cluster_name(attributes))
 
     # -- apply time (service placement) ---------------------------------------
-    def prepare_create(self, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    def prepare_create(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
         attrs = dict(attributes)
-        if svc.is_service(attrs, self.settings):
+        if kind == ResourceKind.REPLICA and svc.is_service(attrs, self.settings):
             # the creates of one apply are prepared before any runs: the first one up sizes
             # the service for all of them (one `serve up`, not one update per slot)
             name = attrs.setdefault("service_name", svc.service_name(attrs, self.settings))
@@ -315,7 +316,7 @@ class SkyPilotProvider(Provider):
     def create_canary(self, address: str, attributes: dict[str, Any], replicas: int) -> dict[str, Any]:
         """`sky.serve.up` of ``<service>-canary`` with the new version and `replicas` fixed replicas."""
         if not svc.is_service(attributes, self.settings):
-            return super().create_canary(address, attributes, replicas)
+            raise ProviderError(f"{address}: a canary service needs `placement: service` (this fleet runs clusters)")
         attrs = svc.canary_attributes(attributes, replicas)
         name = svc.canary_name(attrs, self.settings)
         with self._lock_for(name):

@@ -35,10 +35,6 @@ ROUTER_COMPUTED = frozenset({"cluster_name", "endpoint", "status", "workers", "c
 ROUTER_REPLACES = ("policy", "retries", "port")
 
 
-def is_router(attributes: dict[str, Any] | None) -> bool:
-    return (attributes or {}).get("kind") == "router"
-
-
 def cluster_name(address: str, settings: SkyPilotSettings) -> str:
     """``router.gateway`` -> ``infraplan-router-gateway`` (SkyPilot-valid, stable)."""
     name = address.removeprefix("router.")

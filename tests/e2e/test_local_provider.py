@@ -20,6 +20,7 @@ from infraplan.errors import ProviderError
 from infraplan.providers.contract import ProviderContext
 from infraplan_providers.local import process
 from infraplan_providers.local.provider import LocalProvider
+from infraplan.models.kinds import ResourceKind
 
 pytestmark = pytest.mark.e2e
 
@@ -137,7 +138,7 @@ def attrs(index: int = 0, **over) -> dict:
 
 
 def launch(p: LocalProvider, address: str = "fleet.chat[0]", **over) -> dict:
-    return p.create(address, p.prepare_create(address, attrs(**over)))
+    return p.create(ResourceKind.REPLICA, address, p.prepare_create(ResourceKind.REPLICA, address, attrs(**over)))
 
 
 def alive(pid: int) -> bool:
@@ -168,7 +169,7 @@ def test_create_serves_health_and_model_info(provider):
 
 def test_read_reports_exists_healthy_and_observed_model(provider):
     a = launch(provider)
-    result = provider.read("fleet.chat[0]", a)
+    result = provider.read(ResourceKind.REPLICA, "fleet.chat[0]", a)
     assert result.exists and result.healthy
     assert result.attributes["pid"] == a["pid"]
     assert result.attributes["model_source"] == "hf://org/llama"
@@ -179,7 +180,7 @@ def test_read_reports_exists_healthy_and_observed_model(provider):
 def test_read_reports_model_drift(provider):
     a = launch(provider)
     recorded = {**a, "model_source": "hf://org/other", "model_revision": "ffff000"}
-    result = provider.read("fleet.chat[0]", recorded)
+    result = provider.read(ResourceKind.REPLICA, "fleet.chat[0]", recorded)
     assert result.exists
     assert result.attributes["model_source"] in {"hf://org/llama", "org/llama"}
     assert "hf://org/other" in result.detail
@@ -191,29 +192,29 @@ def test_killed_server_reads_as_gone(provider):
     deadline = time.monotonic() + 5
     while alive(a["pid"]) and time.monotonic() < deadline:  # SIGKILL lands asynchronously
         time.sleep(0.01)
-    result = provider.read("fleet.chat[0]", a)
+    result = provider.read(ResourceKind.REPLICA, "fleet.chat[0]", a)
     assert result.exists is False
 
 
 def test_delete_is_idempotent_and_leaves_no_process(provider):
     a = launch(provider)
     children = [c.pid for c in psutil.Process(a["pid"]).children(recursive=True)]
-    provider.delete("fleet.chat[0]", a)
+    provider.delete(ResourceKind.REPLICA, "fleet.chat[0]", a)
     assert not alive(a["pid"])
     assert not any(alive(pid) for pid in children)
     assert process.find_by_instance_id(a["instance_id"]) is None
-    provider.delete("fleet.chat[0]", a)  # already gone is success
-    assert provider.read("fleet.chat[0]", a).exists is False
+    provider.delete(ResourceKind.REPLICA, "fleet.chat[0]", a)  # already gone is success
+    assert provider.read(ResourceKind.REPLICA, "fleet.chat[0]", a).exists is False
     assert a["port"] not in process.ports.claimed()
 
 
 def test_crash_between_spawn_and_record_is_recovered(provider):
     a = launch(provider)
     lost = {k: v for k, v in a.items() if k not in {"pid", "started_at"}}
-    result = provider.read("fleet.chat[0]", lost)
+    result = provider.read(ResourceKind.REPLICA, "fleet.chat[0]", lost)
     assert result.exists and result.healthy
     assert result.attributes["pid"] == a["pid"]
-    provider.delete("fleet.chat[0]", lost)
+    provider.delete(ResourceKind.REPLICA, "fleet.chat[0]", lost)
     assert not alive(a["pid"])
 
 
@@ -244,7 +245,7 @@ def test_prepare_create_allocates_distinct_ports_across_threads(provider):
     lock = threading.Lock()
 
     def go(i: int) -> None:
-        port = provider.prepare_create(f"fleet.chat[{i}]", attrs(index=i))["port"]
+        port = provider.prepare_create(ResourceKind.REPLICA, f"fleet.chat[{i}]", attrs(index=i))["port"]
         with lock:
             got.append(port)
 
@@ -275,7 +276,7 @@ def test_fixed_port_is_used(provider):
 
 def test_read_with_api_key_reports_model(provider):
     a = launch(provider, args={"api_key": "s3cret"}, model_revision="beef123")
-    result = provider.read("fleet.chat[0]", {**a, "model_revision": "0000000"})
+    result = provider.read(ResourceKind.REPLICA, "fleet.chat[0]", {**a, "model_revision": "0000000"})
     assert result.healthy
     assert result.attributes["model_revision"] == "beef123"  # /model_info needed the key
 
@@ -283,7 +284,7 @@ def test_read_with_api_key_reports_model(provider):
 def test_read_notices_another_server_on_the_port(provider):
     a = launch(provider, "fleet.chat[0]")
     b = launch(provider, "fleet.chat[1]", index=1)
-    result = provider.read("fleet.chat[0]", {**a, "endpoint": b["endpoint"]})
+    result = provider.read(ResourceKind.REPLICA, "fleet.chat[0]", {**a, "endpoint": b["endpoint"]})
     assert result.exists and result.healthy is False
     assert b["instance_id"] in result.detail
 
@@ -317,8 +318,8 @@ def test_server_serving_another_model_is_rejected(make_provider, fake_python, sp
 def test_delete_escalates_to_sigkill(make_provider, fake_python):
     p = make_provider(python=fake_python, stop_timeout_s=0.3)
     a = launch(p, env={"FAKE_MODE": "ignore_term", "FAKE_MODEL": "org/llama"})
-    assert p.read("fleet.chat[0]", a).healthy
-    p.delete("fleet.chat[0]", a)
+    assert p.read(ResourceKind.REPLICA, "fleet.chat[0]", a).healthy
+    p.delete(ResourceKind.REPLICA, "fleet.chat[0]", a)
     assert not alive(a["pid"])
 
 
@@ -333,8 +334,8 @@ def test_foreign_process_with_recorded_pid_is_left_alone(provider, spawned):
         "port": 1,
         "endpoint": "http://127.0.0.1:1",
     }
-    assert provider.read("fleet.chat[0]", recorded).exists is False
-    provider.delete("fleet.chat[0]", recorded)
+    assert provider.read(ResourceKind.REPLICA, "fleet.chat[0]", recorded).exists is False
+    provider.delete(ResourceKind.REPLICA, "fleet.chat[0]", recorded)
     assert alive(other.pid)
     assert process.find_by_pid(other.pid, recorded["started_at"] - 50, None) is None
     other.kill()
@@ -359,7 +360,7 @@ def prior_attrs(**over) -> dict:
 
 
 def test_plan_revision_change_requires_replace(provider):
-    plan = provider.plan(prior_attrs(), attrs(model_revision="fff0000"))
+    plan = provider.plan(ResourceKind.REPLICA, prior_attrs(), attrs(model_revision="fff0000"))
     assert plan.requires_replace == ["model_revision"]
     assert plan.attributes["port"] is None  # the replacement gets a port of its own
     assert "pid" not in plan.attributes
@@ -367,40 +368,40 @@ def test_plan_revision_change_requires_replace(provider):
 
 
 def test_plan_labels_change_in_place_keeps_identity(provider):
-    plan = provider.plan(prior_attrs(), attrs(labels={"team": "b"}))
+    plan = provider.plan(ResourceKind.REPLICA, prior_attrs(), attrs(labels={"team": "b"}))
     assert plan.requires_replace == []
     assert plan.attributes["labels"] == {"team": "b"}
     assert plan.attributes["pid"] == 42 and plan.attributes["endpoint"] == "http://127.0.0.1:31234"
 
 
 def test_plan_port_none_keeps_prior_port(provider):
-    plan = provider.plan(prior_attrs(), attrs(port=None))
+    plan = provider.plan(ResourceKind.REPLICA, prior_attrs(), attrs(port=None))
     assert plan.requires_replace == []
     assert plan.attributes["port"] == 31234
 
 
 def test_plan_fixed_port_change(provider):
-    plan = provider.plan(prior_attrs(), attrs(port=31300))
+    plan = provider.plan(ResourceKind.REPLICA, prior_attrs(), attrs(port=31300))
     assert plan.requires_replace == ["port"]
     assert plan.create_before_destroy_ok is False
-    same = provider.plan(prior_attrs(), attrs(port=31234))
+    same = provider.plan(ResourceKind.REPLICA, prior_attrs(), attrs(port=31234))
     assert same.requires_replace == [] and same.create_before_destroy_ok is False
 
 
 def test_plan_engine_args_and_sim_changes(provider):
-    plan = provider.plan(prior_attrs(), attrs(args={"context_length": 4096}, sim={"ttft_ms": 9.0}))
+    plan = provider.plan(ResourceKind.REPLICA, prior_attrs(), attrs(args={"context_length": 4096}, sim={"ttft_ms": 9.0}))
     assert plan.requires_replace == ["args", "sim"]
 
 
 def test_plan_diagnostics(provider, monkeypatch):
-    plan = provider.plan(None, attrs(accelerators="H100:1"))
+    plan = provider.plan(ResourceKind.REPLICA, None, attrs(accelerators="H100:1"))
     warn = [d for d in plan.diagnostics if d.severity == "warning"]
     assert any("not allocated" in d.summary and d.path == "fleet.chat.accelerators" for d in warn)
 
     import infraplan_providers.local.provider as mod
 
     monkeypatch.setattr(mod.importlib.util, "find_spec", lambda name: None)
-    plan = provider.plan(None, attrs(engine="sglang"))
+    plan = provider.plan(ResourceKind.REPLICA, None, attrs(engine="sglang"))
     errors = [d for d in plan.diagnostics if d.severity == "error"]
     assert [d.summary for d in errors] == ["engine sglang needs SGLang installed: pip install 'infraplan[sglang]'"]
 
@@ -421,13 +422,13 @@ def test_bad_settings_are_diagnostics(make_provider, settings, where):
     assert [d.path for d in diags] == [where]
     assert all(d.severity == "error" for d in diags)
     with pytest.raises(ProviderError, match="provider local: settings"):
-        p.prepare_create("fleet.chat[0]", attrs())
+        p.prepare_create(ResourceKind.REPLICA, "fleet.chat[0]", attrs())
 
 
 def test_good_settings(make_provider):
     p = make_provider(host="127.0.0.2", port_range="35000-35010")
     assert p.validate_settings() == []
-    assert 35000 <= p.prepare_create("fleet.x[0]", attrs())["port"] <= 35010
+    assert 35000 <= p.prepare_create(ResourceKind.REPLICA, "fleet.x[0]", attrs())["port"] <= 35010
 
 
 def test_sglang_engine_argv_and_env_recovery(make_provider, fake_python, monkeypatch):
@@ -443,6 +444,6 @@ def test_sglang_engine_argv_and_env_recovery(make_provider, fake_python, monkeyp
     assert cmd[cmd.index("--port") + 1] == str(a["port"])
     assert a["instance_id"] not in " ".join(cmd)  # found through the environment only
     lost = {k: v for k, v in a.items() if k not in {"pid", "started_at"}}
-    assert p.read("fleet.chat[0]", lost).attributes["pid"] == a["pid"]
-    p.delete("fleet.chat[0]", lost)
+    assert p.read(ResourceKind.REPLICA, "fleet.chat[0]", lost).attributes["pid"] == a["pid"]
+    p.delete(ResourceKind.REPLICA, "fleet.chat[0]", lost)
     assert not alive(a["pid"])

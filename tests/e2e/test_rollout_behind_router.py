@@ -12,6 +12,7 @@ pytest.importorskip("smg")
 from infraplan.models.config import RolloutBlock  # noqa: E402
 from infraplan.rollout.strategies import run_rollout  # noqa: E402
 from infraplan.rollout.traffic import RouterSwitch, find_routers, switch_for  # noqa: E402
+from infraplan.models.kinds import ResourceKind
 
 from helpers.rollout import FLEET  # noqa: E402
 
@@ -23,10 +24,10 @@ def test_rolling_behind_smg_fails_no_request(rollout_fleet):
     fleet = rollout_fleet(4)
     attrs = {"kind": "router", "policy": "round_robin", "port": None, "labels": {},
              "worker_sets": [fleet.endpoints()]}
-    attrs = fleet.provider.prepare_create("router.gw", attrs)
+    attrs = fleet.provider.prepare_create(ResourceKind.ROUTER, "router.gw", attrs)
     fleet.store.record_intent("router.gw", action="create", kind="router", provider="local", attributes=attrs,
                               dependencies=[FLEET])
-    router = fleet.provider.create("router.gw", attrs)
+    router = fleet.provider.create(ResourceKind.ROUTER, "router.gw", attrs)
     fleet.store.record_result("router.gw", attributes=router)
     assert [r.address for r in find_routers(fleet.store, FLEET)] == ["router.gw"]
 

@@ -18,6 +18,7 @@ import pytest
 from infraplan.plan.planner import PlanOptions
 from infraplan.workspace import Workspace
 from infraplan_providers.local import process
+from infraplan.models.kinds import ResourceKind
 
 from helpers.cli import run
 from helpers.net import free_port
@@ -82,7 +83,7 @@ class Fleet:
         """Stop a replica's server and start another one in its place (same instance id and port)."""
         attrs = dict(self.replicas()[address])
         self.kill(address)
-        new = self.provider().create(address, {**attrs, **changes})
+        new = self.provider().create(ResourceKind.REPLICA, address, {**attrs, **changes})
         self.extra.append(new["pid"])
         return new["pid"]
 
@@ -91,8 +92,8 @@ class Fleet:
         provider = self.provider()
         attrs = dict(next(iter(self.replicas().values())))
         attrs = {k: v for k, v in attrs.items() if k not in provider.computed and k != "port"}
-        attrs = provider.prepare_create("fleet.web[99]", attrs)
-        made = provider.create("fleet.web[99]", attrs)
+        attrs = provider.prepare_create(ResourceKind.REPLICA, "fleet.web[99]", attrs)
+        made = provider.create(ResourceKind.REPLICA, "fleet.web[99]", attrs)
         self.extra.append(made["pid"])
         return made
 

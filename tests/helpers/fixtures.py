@@ -52,3 +52,18 @@ def leftover_routers():
         except psutil.Error:
             pass
     assert not left, f"the test left smg processes behind: {[p.pid for p in left]}"
+
+
+@pytest.fixture
+def plugin_venv(tmp_path, monkeypatch):
+    """``install(NAME)``: a plugin for provider NAME under a temporary INFRAPLAN_PLUGIN_DIR (``install.root``)."""
+    from helpers.plugins import install_plugin_venv
+
+    root = tmp_path / "plugins"
+    monkeypatch.setenv("INFRAPLAN_PLUGIN_DIR", str(root))
+
+    def install(name: str):
+        return install_plugin_venv(root, name)
+
+    install.root = root  # type: ignore[attr-defined]
+    return install

@@ -15,6 +15,7 @@ from infraplan.rollout import RolloutContext
 from infraplan.rollout.traffic import MemorySwitch
 from infraplan.state import StateStore
 from infraplan_providers.local.provider import LocalProvider
+from infraplan.models.kinds import ResourceKind
 
 FLEET = "fleet.chat"
 
@@ -41,10 +42,10 @@ class Fleet:
 
         def up(i: int) -> None:
             addr = f"{FLEET}[{i}]"
-            attrs = self.provider.prepare_create(addr, replica_attrs(i))
+            attrs = self.provider.prepare_create(ResourceKind.REPLICA, addr, replica_attrs(i))
             self.store.record_intent(addr, action="create", kind="replica", provider="local", attributes=attrs,
                                      dependencies=["model.m"])
-            self.store.record_result(addr, attributes=self.provider.create(addr, attrs))
+            self.store.record_result(addr, attributes=self.provider.create(ResourceKind.REPLICA, addr, attrs))
 
         with ThreadPoolExecutor(n) as pool:
             list(pool.map(up, range(n)))
@@ -71,7 +72,7 @@ class Fleet:
     def cleanup(self) -> None:
         for rec in self.store.resources():
             try:
-                self.provider.delete(rec.address, rec.attributes)
+                self.provider.delete(rec.kind, rec.address, rec.attributes)
             except Exception:  # noqa: BLE001 - best effort, the session fixture checks leftovers
                 pass
         self.store.close()

@@ -1,1 +1,2 @@
-"""Providers in a process of their own: the host (`host`) and the worker it starts (`worker`), speaking JSON lines."""
+"""Providers in a process of their own: the host (`host`) and the worker it starts (`worker`), speaking
+JSON-RPC 2.0 (`protocol`)."""

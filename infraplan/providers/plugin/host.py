@@ -6,13 +6,22 @@ plugins, such a provider runs in a separate process, from a virtualenv of its ow
 (``infraplan plugins install NAME``), and the engine talks to it through
 `RemoteProvider`, which has the `Provider` interface::
 
-    engine threads ─ RemoteProvider ─ JSON lines (stdin/stdout) ─ plugin_worker ─ the provider class
+    engine threads ─ RemoteProvider ─ JSON-RPC 2.0 (stdin/stdout) ─ worker ─ the provider class
                                                                     (plugin venv: the SDK only)
 
 The worker loads infraplan's own package directories by path (infraplan is not
-installed in the plugin venv), so both sides always run the same code. Calls are
-multiplexed: many engine threads may wait on the one process at once. The
-worker's stderr (SDK logs, tracebacks) goes to ``RUNTIME_DIR/plugins/NAME.log``.
+installed in the plugin venv), so both sides normally run the same code; the
+``initialize`` handshake still checks the protocol version and refuses a worker of
+another one. The handshake also reports the provider's capabilities
+(`ListsInstances`, `RunsServices`) and attribute sets: `RemoteProvider.connect`
+returns a subclass with the same capability mixins, forwarding their calls.
+
+Calls are multiplexed: many engine threads may wait on the one process at once.
+Every call has a time limit (the provider block's `plugin_timeouts`, by method);
+past it the host sends ``$/cancelRequest`` and raises `ProviderTimeout` (for calls
+that change nothing, `ReadTimeout`, which may be retried). The worker's stderr (SDK
+logs, tracebacks) goes to ``RUNTIME_DIR/plugins/NAME.log``. The messages are in
+`infraplan.providers.plugin.protocol`.
 
 Which side a provider runs on (`isolation` in its provider block):
 ``in_process`` always here; ``plugin`` always in the plugin process; ``auto``
@@ -23,7 +32,7 @@ fails with the install hints).
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import importlib
 import importlib.util
 import itertools
@@ -34,17 +43,24 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
-from infraplan.diagnostics import Diagnostic, Location
-from infraplan.errors import InfraplanError, ProviderError, ProviderUnavailable
-from infraplan.providers.contract import Provider, ProviderContext, ProviderPlan, ReadResult
+from infraplan.diagnostics import Diagnostic
+from infraplan.errors import InfraplanError, ProviderError, ProviderTimeout, ProviderUnavailable, ReadTimeout
+from infraplan.models.config import PluginTimeouts
+from infraplan.models.types import parse_duration
+from infraplan.providers.contract import (Capability, Instance, ListsInstances, Provider, ProviderContext, ProviderPlan,
+                                          ReadResult, RunsServices)
+from infraplan.providers.plugin.protocol import (CANCEL, INITIALIZE, JSONRPC, METHODS, PROTOCOL_VERSION, ErrorCode,
+                                                 decode, dumps, encode, encode_error, notification, request)
 
-#: Provider methods the worker serves (plus "hello").
-METHODS = frozenset({"validate_settings", "plan", "estimate", "prepare_create", "create", "read", "update",
-                     "delete", "service_workers", "create_canary", "close"})
-_DATACLASSES = {c.__name__: c for c in (ProviderPlan, ReadResult, Diagnostic, Location)}
+__all__ = ["PluginProcess", "RemoteProvider", "decode", "decode_error", "encode", "encode_error", "install",
+           "plugin_dir", "plugin_python", "remote_class", "runs_in_plugin"]
+
+#: seconds for a method `PluginTimeouts` does not name
+DEFAULT_TIMEOUT_S = 300.0
 
 log = logging.getLogger(__name__)
 
@@ -94,54 +110,23 @@ def runs_in_plugin(cls: type[Provider], type_name: str, isolation: str = "auto")
     return bool(needed) and plugin_python(type_name) is not None
 
 
-# -- the wire format -------------------------------------------------------------
-def encode(value: Any) -> Any:
-    """Provider values -> JSON: the contract's dataclasses carry their name."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {"__dc__": type(value).__name__,
-                **{f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}}
-    if isinstance(value, dict):
-        return {str(k): encode(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [encode(v) for v in value]
-    return value
-
-
-def decode(value: Any) -> Any:
-    if isinstance(value, dict):
-        kind = value.get("__dc__")
-        fields = {k: decode(v) for k, v in value.items() if k != "__dc__"}
-        return _DATACLASSES[kind](**fields) if kind in _DATACLASSES else fields
-    if isinstance(value, list):
-        return [decode(v) for v in value]
-    return value
-
-
-def encode_error(exc: BaseException) -> dict[str, Any]:
-    cls = type(exc)
-    extra = {}
-    for k, v in vars(exc).items():
-        try:
-            json.dumps(v)
-        except (TypeError, ValueError):
-            continue
-        extra[k] = v
-    return {"type": f"{cls.__module__}:{cls.__qualname__}", "message": str(exc), "attrs": extra,
-            "ours": isinstance(exc, InfraplanError)}
-
-
+# -- errors from the wire --------------------------------------------------------
 def _outcome(msg: dict[str, Any]) -> str:
-    """`ok`, or `error TYPE` (never the message: it may quote attributes) for the debug log."""
+    """`ok`, or `error CODE TYPE` (never the message: it may quote attributes) for the debug log."""
     if "error" not in msg:
         return "ok"
-    err = msg["error"]
-    return f"error {err.get('type') if isinstance(err, dict) else type(err).__name__}"
+    err = msg["error"] if isinstance(msg["error"], dict) else {}
+    data = err.get("data") if isinstance(err.get("data"), dict) else {}
+    return f"error {err.get('code')} {data.get('type', '')}".rstrip()
 
 
 def decode_error(err: dict[str, Any], plugin: str) -> BaseException:
-    """The worker's exception as the same infraplan class here (a ProviderError otherwise)."""
-    module, _, qualname = str(err.get("type", "")).partition(":")
-    if err.get("ours"):
+    """A JSON-RPC error as an exception here: a provider's infraplan exception as the same class."""
+    data = err.get("data") if isinstance(err.get("data"), dict) else None
+    if err.get("code") != ErrorCode.PROVIDER_ERROR or data is None:
+        return ProviderError(f"{plugin} plugin: {err.get('message', 'error')} (JSON-RPC error {err.get('code')})")
+    module, _, qualname = str(data.get("type", "")).partition(":")
+    if data.get("ours"):
         try:
             cls: Any = importlib.import_module(module)
             for part in qualname.split("."):
@@ -150,22 +135,29 @@ def decode_error(err: dict[str, Any], plugin: str) -> BaseException:
             cls = None
         if isinstance(cls, type) and issubclass(cls, InfraplanError):
             exc = cls.__new__(cls)
-            Exception.__init__(exc, err.get("message", ""))
-            exc.__dict__.update(err.get("attrs") or {})
+            Exception.__init__(exc, data.get("message", ""))
+            exc.__dict__.update(data.get("attrs") or {})
             return exc
-        return ProviderError(err.get("message", ""))
-    return ProviderError(f"{plugin} plugin: {qualname or 'error'}: {err.get('message', '')}")
+        return ProviderError(data.get("message", ""))
+    return ProviderError(f"{plugin} plugin: {qualname or 'error'}: {data.get('message', '')}")
+
+
+def timeouts_s(timeouts: PluginTimeouts | None) -> dict[str, float]:
+    """Seconds per method (the block's `plugin_timeouts`, else the defaults)."""
+    return {method: parse_duration(value) for method, value in (timeouts or PluginTimeouts()).model_dump().items()}
 
 
 # -- the process -----------------------------------------------------------------
 class PluginProcess:
-    """One worker process serving one provider instance; thread-safe `call`."""
+    """One worker process serving one provider instance; thread-safe `call`, each bounded by its timeout."""
 
-    def __init__(self, name: str, python: Path, spec: dict[str, Any], log_path: Path):
+    def __init__(self, name: str, python: Path, spec: dict[str, Any], log_path: Path,
+                 timeouts: dict[str, float] | None = None):
         self.name = name
         self.python = python
         self.spec = spec
         self.log_path = log_path
+        self.timeouts = timeouts or timeouts_s(None)
         self._proc: subprocess.Popen | None = None
         self._pending: dict[int, Future] = {}
         self._ids = itertools.count(1)
@@ -194,13 +186,17 @@ class PluginProcess:
                 msg = json.loads(line)
             except ValueError:
                 continue
+            if not isinstance(msg, dict):
+                continue
             with self._lock:
-                fut = self._pending.pop(msg.get("id"), None)
-            if fut is None:
+                fut = self._pending.pop(msg.get("id"), None)  # type: ignore[arg-type]
+            if fut is None:  # a late answer to a call that timed out, or an id-less error
                 continue
             log.debug("plugin %s: response #%s: %s", self.name, msg.get("id"), _outcome(msg))
-            if "error" in msg:
-                fut.set_exception(decode_error(msg["error"], self.name))
+            if msg.get("jsonrpc") != JSONRPC:
+                fut.set_exception(_NotJsonRpc(msg))
+            elif "error" in msg:
+                fut.set_exception(decode_error(msg["error"] if isinstance(msg["error"], dict) else {}, self.name))
             else:
                 fut.set_result(decode(msg.get("result")))
         code = proc.wait()
@@ -219,7 +215,15 @@ class PluginProcess:
             tail = []
         return f"see {self.log_path}" + (": " + " | ".join(tail) if tail else "")
 
-    def call(self, method: str, *args: Any) -> Any:
+    def _write(self, msg: dict[str, Any]) -> None:
+        """Send one message; the caller holds the lock."""
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write((dumps(msg) + "\n").encode())
+        self._proc.stdin.flush()
+
+    def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        """``method(**params)`` in the worker; past its timeout the call is cancelled and ProviderTimeout raised."""
+        limit = self.timeouts.get(method, DEFAULT_TIMEOUT_S) if timeout is None else timeout
         fut: Future = Future()
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
@@ -228,16 +232,53 @@ class PluginProcess:
                 self._proc = self._start()
             ident = next(self._ids)
             self._pending[ident] = fut
-            data = json.dumps({"id": ident, "method": method, "args": encode(list(args))}, default=str) + "\n"
             try:
-                assert self._proc.stdin is not None
                 log.debug("plugin %s: request #%d %s", self.name, ident, method)
-                self._proc.stdin.write(data.encode())
-                self._proc.stdin.flush()
+                self._write(request(ident, method, params or {}))
             except (BrokenPipeError, OSError) as exc:
                 self._pending.pop(ident, None)
                 raise ProviderError(f"the {self.name} plugin process is gone ({exc}); {self._log_tail()}") from exc
-        return fut.result()
+        try:
+            return fut.result(timeout=limit)
+        except FutureTimeout:
+            pass
+        with self._lock:
+            answered = self._pending.pop(ident, None) is None
+            if not answered:
+                try:  # the worker stops waiting and drops what the call returns
+                    self._write(notification(CANCEL, {"id": ident}))
+                except (BrokenPipeError, OSError, AssertionError):
+                    pass
+        if answered:  # the answer came in between: use it
+            return fut.result()
+        log.debug("plugin %s: request #%d %s timed out after %gs: cancelled", self.name, ident, method)
+        spec = METHODS.get(method)
+        if spec is None or spec.changes:
+            raise ProviderTimeout(
+                f"the {self.name} plugin did not answer {method} within {limit:g}s; the call was cancelled, but "
+                f"what it did is unknown: run `infraplan plan` to see what exists (limit: plugin_timeouts.{method})")
+        raise ReadTimeout(f"the {self.name} plugin did not answer {method} within {limit:g}s; the call was "
+                          f"cancelled (limit: plugin_timeouts.{method})")
+
+    def initialize(self) -> dict[str, Any]:
+        """Start the worker and shake hands: its ``initialize`` result, once its protocol version is ours."""
+        from infraplan import __version__
+
+        fix = f"reinstall it with `infraplan plugins install {self.name}`"
+        try:
+            info = self.call(INITIALIZE, {"protocolVersion": PROTOCOL_VERSION,
+                                          "clientInfo": {"name": "infraplan", "version": __version__}})
+        except _NotJsonRpc:
+            info = {"protocolVersion": 1}
+        except ProviderTimeout as exc:
+            self.close(timeout=1)
+            raise ProviderUnavailable(f"the {self.name} plugin did not start: {exc}; {self._log_tail()}") from None
+        theirs = info.get("protocolVersion") if isinstance(info, dict) else None
+        if theirs != PROTOCOL_VERSION:
+            self.close(timeout=5)
+            raise ProviderUnavailable(f"the {self.name} plugin speaks plugin protocol version {theirs}, this infraplan "
+                                      f"speaks version {PROTOCOL_VERSION}: {fix}")
+        return info
 
     @property
     def started(self) -> bool:
@@ -251,13 +292,17 @@ class PluginProcess:
             return
         try:
             if proc.stdin:
-                proc.stdin.close()  # EOF: the worker finishes what runs and exits
+                proc.stdin.close()  # EOF: the worker finishes what runs (unless cancelled) and exits
             proc.wait(timeout=timeout)
         except (subprocess.TimeoutExpired, OSError):
             proc.kill()
             proc.wait()
         if self._reader is not None:
             self._reader.join(timeout=5)
+
+
+class _NotJsonRpc(ProviderError):
+    """An answer without ``"jsonrpc": "2.0"``: a worker of protocol version 1."""
 
 
 def worker_spec(cls: type[Provider], context: ProviderContext | None) -> dict[str, Any]:
@@ -279,64 +324,118 @@ def worker_spec(cls: type[Provider], context: ProviderContext | None) -> dict[st
 
 
 class RemoteProvider(Provider):
-    """A provider served by its plugin process; same interface, same exceptions."""
+    """A provider served by its plugin process: same interface, same exceptions, same capabilities.
 
-    def __init__(self, cls: type[Provider], context: ProviderContext, type_name: str):
+    Made by `RemoteProvider.connect`, as a subclass with the capability mixins the
+    worker reported (`remote_class`), so ``isinstance(p, ListsInstances)`` holds for a
+    plugin exactly when it holds for the provider class.
+    """
+
+    def __init__(self, cls: type[Provider], context: ProviderContext, process: PluginProcess,
+                 info: dict[str, Any]):
         super().__init__(context)
         self.cls = cls
-        self.name = cls.name
-        self.updatable = cls.updatable
-        self.computed = cls.computed
-        self.concurrent_reads = True  # every read is a round trip to the worker
+        described = info.get("provider") or {}
+        self.name = described.get("name") or cls.name
+        self.updatable = frozenset(described.get("updatable", cls.updatable))
+        self.computed = frozenset(described.get("computed", cls.computed))
+        self.concurrent_reads = True  # every read is a round trip to the worker: worth overlapping
+        self.process = process
+        self.info = info
+
+    @classmethod
+    def connect(cls, provider: type[Provider], context: ProviderContext, type_name: str,
+                timeouts: PluginTimeouts | None = None) -> RemoteProvider:
+        """Start `provider`'s plugin worker, shake hands, and stand in for it with its capabilities."""
         python = plugin_python(type_name)
         if python is None:
             raise ProviderUnavailable(
                 f"provider {type_name!r} is set to run as a plugin but none is installed: "
                 f"run `infraplan plugins install {type_name}`")
-        log = Path(context.runtime_dir) / "plugins" / f"{type_name}.log"
-        self.process = PluginProcess(type_name, python, worker_spec(cls, context), log)
+        log_path = Path(context.runtime_dir) / "plugins" / f"{type_name}.log"
+        process = PluginProcess(type_name, python, worker_spec(provider, context), log_path, timeouts_s(timeouts))
+        info = process.initialize()
+        caps = []
+        for name in (info.get("provider") or {}).get("capabilities", []):
+            try:
+                caps.append(Capability(name))
+            except ValueError:
+                log.debug("plugin %s: capability %r unknown here, ignored", type_name, name)
+        return remote_class(tuple(caps))(provider, context, process, info)
+
+    def _call(self, method: str, **params: Any) -> Any:
+        return self.process.call(method, params)
 
     def validate_settings(self) -> list[Diagnostic]:
-        return self.process.call("validate_settings")
+        return self._call("validate_settings")
 
-    def plan(self, prior, desired) -> ProviderPlan:
-        return self.process.call("plan", prior, desired)
+    def plan(self, kind, prior, desired) -> ProviderPlan:
+        return self._call("plan", kind=kind, prior=prior, desired=desired)
 
-    def estimate(self, attributes):
-        return self.process.call("estimate", attributes)
+    def estimate(self, kind, attributes):
+        return self._call("estimate", kind=kind, attributes=attributes)
 
-    def prepare_create(self, address, attributes):
-        return self.process.call("prepare_create", address, attributes)
+    def prepare_create(self, kind, address, attributes):
+        return self._call("prepare_create", kind=kind, address=address, attributes=attributes)
 
-    def create(self, address, attributes):
-        return self.process.call("create", address, attributes)
+    def create(self, kind, address, attributes):
+        return self._call("create", kind=kind, address=address, attributes=attributes)
 
-    def read(self, address, attributes) -> ReadResult:
-        return self.process.call("read", address, attributes)
+    def read(self, kind, address, attributes) -> ReadResult:
+        return self._call("read", kind=kind, address=address, attributes=attributes)
 
-    def update(self, address, prior, desired):
-        return self.process.call("update", address, prior, desired)
+    def update(self, kind, address, prior, desired):
+        return self._call("update", kind=kind, address=address, prior=prior, desired=desired)
 
-    def delete(self, address, attributes) -> None:
-        self.process.call("delete", address, attributes)
-
-    def service_workers(self, address, attributes):
-        return self.process.call("service_workers", address, attributes)
-
-    def create_canary(self, address, attributes, replicas):
-        return self.process.call("create_canary", address, attributes, replicas)
+    def delete(self, kind, address, attributes) -> None:
+        self._call("delete", kind=kind, address=address, attributes=attributes)
 
     def hello(self) -> dict[str, Any]:
-        """The worker's interpreter and the versions of the plugin's requirements."""
-        return self.process.call("hello")
+        """The worker's interpreter and the versions of the plugin's requirements (from the handshake)."""
+        return dict(self.info.get("serverInfo") or {})
 
     def close(self) -> None:
         try:
             if self.process.started:
-                self.process.call("close")
+                self._call("close")
         except ProviderError:
             pass
         self.process.close()
+
+
+class _RemoteListsInstances(ListsInstances):
+    """`ListsInstances` forwarded to the worker."""
+
+    def list_instances(self) -> list[Instance]:
+        return self._call("list_instances")  # type: ignore[attr-defined]
+
+    def delete_instance(self, instance: Instance) -> None:
+        self._call("delete_instance", instance=instance)  # type: ignore[attr-defined]
+
+
+class _RemoteRunsServices(RunsServices):
+    """`RunsServices` forwarded to the worker."""
+
+    def service_workers(self, address: str, attributes: dict[str, Any]) -> list[str]:
+        return self._call("service_workers", address=address, attributes=attributes)  # type: ignore[attr-defined]
+
+    def create_canary(self, address: str, attributes: dict[str, Any], replicas: int) -> dict[str, Any]:
+        return self._call("create_canary", address=address, attributes=attributes,  # type: ignore[attr-defined]
+                          replicas=replicas)
+
+
+_REMOTE_MIXINS: dict[Capability, type] = {Capability.LISTS_INSTANCES: _RemoteListsInstances,
+                                          Capability.RUNS_SERVICES: _RemoteRunsServices}
+
+
+@functools.cache
+def remote_class(capabilities: tuple[Capability, ...]) -> type[RemoteProvider]:
+    """`RemoteProvider` with the forwarding mixin of each capability (one class per set)."""
+    caps = tuple(c for c in Capability if c in capabilities)  # one order: one class per set
+    if not caps:
+        return RemoteProvider
+    return type(f"RemoteProvider[{','.join(caps)}]", (*(_REMOTE_MIXINS[c] for c in caps), RemoteProvider),
+                {"__module__": __name__, "__doc__": f"A plugin provider with {', '.join(caps)}."})
 
 
 # -- installing ------------------------------------------------------------------
@@ -365,7 +464,7 @@ def check(type_name: str, cls: type[Provider]) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="infraplan-plugin-") as tmp:
         ctx = ProviderContext(project_dir=Path(tmp), state_path=Path(tmp) / "infraplan.db", runtime_dir=Path(tmp))
-        remote = RemoteProvider(cls, ctx, type_name)
+        remote = RemoteProvider.connect(cls, ctx, type_name)
         try:
             return remote.hello()
         finally:

@@ -1,12 +1,19 @@
-"""The plugin worker: serves one provider instance over JSON lines (see `infraplan.providers.plugin.host`).
+"""The plugin worker: serves one provider instance over JSON-RPC 2.0 (see `infraplan.providers.plugin.protocol`).
 
 Runs inside the plugin's own virtualenv, started by `PluginProcess` with the
-bootstrap that loads infraplan's packages by path. Requests ``{"id", "method",
-"args"}`` arrive on stdin; each runs on a thread of its own and its answer
-``{"id", "result"}`` or ``{"id", "error"}`` goes to the original stdout. Anything
-else writing to stdout (SDK log streams) is sent to stderr, so it cannot corrupt
-the channel. EOF on stdin: finish what runs, then exit. SIGINT is ignored: the
-engine decides what an interrupt means and closes the channel.
+bootstrap that loads infraplan's packages by path. Requests arrive on stdin, one a
+line; `initialize` is answered at once (protocol version, the provider's
+capabilities), every other request runs on a thread of its own and its response goes
+to the original stdout. Anything else writing to stdout (SDK log streams) is sent to
+stderr, so it cannot corrupt the channel. SIGINT is ignored: the engine decides what
+an interrupt means and closes the channel.
+
+Cancellation (``$/cancelRequest``, sent by the host when a call passes its time
+limit): the worker answers the request at once with a ``REQUEST_CANCELLED`` error
+and drops whatever the call returns later. It cannot stop the provider code
+itself (a Python thread cannot be killed): a SkyPilot launch already submitted goes
+on, which is why the host never retries a timed-out create. EOF on stdin: finish
+the calls still wanted, then exit (cancelled calls do not hold the process).
 """
 
 from __future__ import annotations
@@ -18,13 +25,13 @@ import signal
 import sys
 import threading
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from importlib import import_module, metadata
 from pathlib import Path
 from typing import Any
 
-from infraplan.providers.plugin.host import METHODS, decode, encode, encode_error
-from infraplan.providers.contract import ProviderContext
+from infraplan.providers.contract import CAPABILITY_MIXINS, Provider, ProviderContext, ResourceKind, capabilities_of
+from infraplan.providers.plugin import protocol
+from infraplan.providers.plugin.protocol import ErrorCode
 
 
 def _channel():
@@ -35,7 +42,7 @@ def _channel():
     return out
 
 
-def _provider(spec: dict[str, Any]):
+def _provider(spec: dict[str, Any]) -> Provider:
     module, _, qualname = spec["provider"].partition(":")
     cls: Any = import_module(module)
     for part in qualname.split("."):
@@ -47,7 +54,7 @@ def _provider(spec: dict[str, Any]):
     return cls(ctx)
 
 
-def _hello(spec: dict[str, Any]) -> dict[str, Any]:
+def _server_info(spec: dict[str, Any]) -> dict[str, Any]:
     versions = {}
     for dist in spec.get("report", []):
         try:
@@ -58,6 +65,55 @@ def _hello(spec: dict[str, Any]) -> dict[str, Any]:
             "versions": versions}
 
 
+def describe(provider: Provider) -> dict[str, Any]:
+    """What the host needs to stand in for `provider`: its capabilities and attribute sets."""
+    return {"name": provider.name, "capabilities": [str(c) for c in capabilities_of(provider)],
+            "updatable": sorted(provider.updatable), "computed": sorted(provider.computed)}
+
+
+class _Calls:
+    """Requests running now; each is answered once (by its thread, or by a cancel)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._running: dict[Any, str] = {}
+
+    def start(self, ident: Any, method: str) -> None:
+        with self._lock:
+            self._running[ident] = method
+
+    def finish(self, ident: Any) -> bool:
+        """The call is done: True when it is still to be answered (it was not cancelled)."""
+        with self._lock:
+            wanted = self._running.pop(ident, None) is not None
+            self._lock.notify_all()
+            return wanted
+
+    def cancel(self, ident: Any) -> str | None:
+        """The method of a running call, now answered as cancelled; None if none runs under `ident`."""
+        with self._lock:
+            method = self._running.pop(ident, None)
+            self._lock.notify_all()
+            return method
+
+    def wait_idle(self) -> None:
+        with self._lock:
+            self._lock.wait_for(lambda: not self._running)
+
+
+def _invoke(provider: Provider, method: str, params: Any) -> Any:
+    """Call `method` with the request's named params; ValueError for bad params."""
+    spec = protocol.METHODS[method]
+    params = params if isinstance(params, dict) else {}
+    missing = [p for p in spec.params if p not in params]
+    if missing:
+        raise ValueError(f"{method}: missing params {', '.join(missing)}")
+    args = [protocol.decode(params[p]) for p in spec.params]
+    if spec.params[:1] == ("kind",):
+        args[0] = ResourceKind(args[0])
+    return getattr(provider, method)(*args)
+
+
 def serve(spec: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = _channel()
@@ -65,29 +121,63 @@ def serve(spec: dict[str, Any]) -> None:
     for path in spec.get("preload", []):  # test seams, e.g. a fake SDK at the boundary
         runpy.run_path(path, run_name="__infraplan_preload__")
     provider = _provider(spec)
+    calls = _Calls()
+    initialized = False
 
-    def answer(ident: Any, method: str, args: list) -> None:
-        try:
-            if method == "hello":
-                msg = {"id": ident, "result": _hello(spec)}
-            elif method in METHODS:
-                msg = {"id": ident, "result": encode(getattr(provider, method)(*decode(args)))}
-            else:
-                msg = {"id": ident, "error": {"type": "builtins:ValueError", "ours": False,
-                                              "message": f"unknown method {method!r}"}}
-        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
-            if not getattr(exc, "exit_code", None):
-                traceback.print_exc(file=sys.stderr)
-            msg = {"id": ident, "error": encode_error(exc)}
-        line = json.dumps(msg, default=str)
+    def send(msg: dict[str, Any]) -> None:
+        line = protocol.dumps(msg)
         with write:
             out.write(line + "\n")
             out.flush()
 
-    with ThreadPoolExecutor(max_workers=64, thread_name_prefix="plugin-call") as pool:
-        for line in sys.stdin:
-            try:
-                req = json.loads(line)
-            except ValueError:
-                continue
-            pool.submit(answer, req.get("id"), str(req.get("method")), req.get("args") or [])
+    def answer(ident: Any, method: str, params: Any) -> None:
+        try:
+            msg = protocol.result(ident, _invoke(provider, method, params))
+        except ValueError as exc:
+            msg = protocol.error(ident, ErrorCode.INVALID_PARAMS, str(exc))
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+            if not getattr(exc, "exit_code", None):
+                traceback.print_exc(file=sys.stderr)
+            msg = protocol.error(ident, ErrorCode.PROVIDER_ERROR, str(exc), protocol.encode_error(exc))
+        if calls.finish(ident):
+            send(msg)
+        else:
+            print(f"infraplan plugin: {method} (request {ident}) ended after it was cancelled; its outcome "
+                  "was dropped", file=sys.stderr, flush=True)
+
+    def served(method: str) -> bool:
+        m = protocol.METHODS.get(method)
+        return m is not None and (m.capability is None or isinstance(provider, CAPABILITY_MIXINS[m.capability]))
+
+    for line in sys.stdin:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            send(protocol.error(None, ErrorCode.PARSE_ERROR, "not JSON"))
+            continue
+        if not isinstance(msg, dict) or msg.get("jsonrpc") != protocol.JSONRPC or not isinstance(msg.get("method"), str):
+            send(protocol.error(msg.get("id") if isinstance(msg, dict) else None, ErrorCode.INVALID_REQUEST,
+                                "not a JSON-RPC 2.0 request"))
+            continue
+        method, ident, params = msg["method"], msg.get("id"), msg.get("params")
+        if "id" not in msg:  # a notification: never answered
+            if method == protocol.CANCEL and isinstance(params, dict):
+                cancelled = calls.cancel(params.get("id"))
+                if cancelled is not None:
+                    send(protocol.error(params.get("id"), ErrorCode.REQUEST_CANCELLED,
+                                        f"{cancelled} cancelled by the host"))
+            continue
+        if method == protocol.INITIALIZE:
+            initialized = True
+            send(protocol.result(ident, {"protocolVersion": protocol.PROTOCOL_VERSION,
+                                         "serverInfo": _server_info(spec), "provider": describe(provider)}))
+        elif not initialized:
+            send(protocol.error(ident, ErrorCode.NOT_INITIALIZED, f"{method} before initialize"))
+        elif not served(method):
+            send(protocol.error(ident, ErrorCode.METHOD_NOT_FOUND, f"the {provider.name} provider has no method "
+                                f"{method!r}"))
+        else:
+            calls.start(ident, method)
+            threading.Thread(target=answer, args=(ident, method, params), name=f"plugin-{method}-{ident}",
+                             daemon=True).start()
+    calls.wait_idle()

@@ -92,7 +92,7 @@ def test_refresh_concurrency_is_bounded_and_a_provider_bug_is_an_error():
             self.now = self.most = 0
             self.lock = threading.Lock()
 
-        def read(self, address, attrs):
+        def read(self, kind, address, attrs):
             with self.lock:
                 self.now += 1
                 self.most = max(self.most, self.now)

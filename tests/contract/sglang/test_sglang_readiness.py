@@ -16,6 +16,7 @@ import pytest
 from infraplan.providers.contract import ProviderContext
 from infraplan_providers.local.provider import LocalProvider
 from helpers.timing import within
+from infraplan.models.kinds import ResourceKind
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +70,7 @@ def test_sglang_engine_becomes_ready(tmp_path, standin, monkeypatch, has_ready):
                                              settings={"ready_timeout_s": 15, "stop_timeout_s": 3}, name="local"))
     attrs = {"fleet": "fleet.chat", "index": 0, "engine": "sglang", "model_source": "hf://org/tiny",
              "model_revision": "abc1234", "served_name": "tiny", "args": {}}
-    created = provider.create("fleet.chat[0]", attrs)
+    created = provider.create(ResourceKind.REPLICA, "fleet.chat[0]", attrs)
     try:
         assert created["endpoint"].startswith("http://127.0.0.1:")
         routes = [r for r in standin.read_text().split() if r != "/model_info"]
@@ -78,7 +79,7 @@ def test_sglang_engine_becomes_ready(tmp_path, standin, monkeypatch, has_ready):
         else:
             assert routes[:2] == ["/ready", "/health"]
     finally:
-        provider.delete("fleet.chat[0]", created)  # the provider's own stop: SIGTERM, then SIGKILL
+        provider.delete(ResourceKind.REPLICA, "fleet.chat[0]", created)  # the provider's own stop: SIGTERM, then SIGKILL
     assert not psutil.pid_exists(created["pid"]) or psutil.Process(created["pid"]).status() == psutil.STATUS_ZOMBIE
 
 

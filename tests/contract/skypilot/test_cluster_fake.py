@@ -8,6 +8,7 @@ from infraplan.errors import ResourceNotFound, TransientProviderError
 from infraplan.providers.contract import ProviderContext
 from infraplan_providers.skypilot.client import NoCapacity, NoCloudAccess, SkyClient, map_status, REPLICA_STATUS
 from infraplan_providers.skypilot.provider import SkyPilotProvider
+from infraplan.models.kinds import ResourceKind
 
 from helpers.sky_offline import sky
 
@@ -24,21 +25,21 @@ ATTRS = {"fleet": "fleet.chat", "index": 1, "model_source": "hf://org/m", "model
 
 
 def test_create_read_delete(provider, fake):
-    out = provider.create("fleet.chat[1]", dict(ATTRS))
+    out = provider.create(ResourceKind.REPLICA, "fleet.chat[1]", dict(ATTRS))
     assert out["cluster_name"] == "infraplan-chat-1"
     assert out["endpoint"] == "http://3.1.2.3:30000"
     assert (out["cloud_chosen"], out["region_chosen"], out["instance_type_chosen"]) == ("aws", "us-east-1", "p5.48xlarge")
     launch = fake.calls[0]
     assert launch[:3] == ("launch", "infraplan-chat-1", 30) and isinstance(launch[3], sky.Task)
-    r = provider.read("fleet.chat[1]", out)
+    r = provider.read(ResourceKind.REPLICA, "fleet.chat[1]", out)
     assert r.exists and r.healthy and r.attributes["status"] == "running"
     assert ("status", ("infraplan-chat-1",), sky.StatusRefreshMode.FORCE) in fake.calls
     fake.clusters["infraplan-chat-1"].status = sky.ClusterStatus.STOPPED
-    r = provider.read("fleet.chat[1]", out)
+    r = provider.read(ResourceKind.REPLICA, "fleet.chat[1]", out)
     assert r.exists and r.healthy is False and r.attributes["status"] == "stopped"
-    provider.delete("fleet.chat[1]", out)
-    assert not provider.read("fleet.chat[1]", out).exists
-    provider.delete("fleet.chat[1]", out)  # already gone: success
+    provider.delete(ResourceKind.REPLICA, "fleet.chat[1]", out)
+    assert not provider.read(ResourceKind.REPLICA, "fleet.chat[1]", out).exists
+    provider.delete(ResourceKind.REPLICA, "fleet.chat[1]", out)  # already gone: success
 
 
 def test_errors_are_translated(provider, fake):
@@ -46,11 +47,11 @@ def test_errors_are_translated(provider, fake):
     fake.fail_next = [sky.exceptions.ResourcesUnavailableError("Failed to provision all possible launchable "
                                                                "resources.", failover_history=history)]
     with pytest.raises(NoCapacity, match="InsufficientInstanceCapacity") as info:
-        provider.create("fleet.chat[1]", dict(ATTRS))
+        provider.create(ResourceKind.REPLICA, "fleet.chat[1]", dict(ATTRS))
     assert len(info.value.failover_history) == 1
     fake.fail_next = [sky.exceptions.NoCloudAccessError("Cloud access is not set up.")]
     with pytest.raises(NoCloudAccess, match="sky check"):
-        provider.create("fleet.chat[1]", dict(ATTRS))
+        provider.create(ResourceKind.REPLICA, "fleet.chat[1]", dict(ATTRS))
     with pytest.raises(ResourceNotFound):
         provider.client._call("down", "nope")
 
@@ -58,7 +59,7 @@ def test_errors_are_translated(provider, fake):
 def test_transient_errors_are_raised_once_for_the_engine_to_retry(provider, fake):
     fake.fail_next = [sky.exceptions.ApiServerConnectionError("http://127.0.0.1:46580")]
     with pytest.raises(TransientProviderError):
-        provider.create("fleet.chat[1]", dict(ATTRS))
+        provider.create(ResourceKind.REPLICA, "fleet.chat[1]", dict(ATTRS))
     assert [c[0] for c in fake.calls].count("launch") == 1
 
 

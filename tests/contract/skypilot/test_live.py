@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.live, pytest.mark.skipif(os.environ.get("INFRAPLAN_LIV
 
 
 def test_cluster_launch_status_down_on_a_cheap_cpu_vm(tmp_path):
-    from infraplan.providers.contract import ProviderContext
+    from infraplan.providers.contract import ProviderContext, ResourceKind
     from infraplan_providers.skypilot.provider import SkyPilotProvider
 
     ctx = ProviderContext(project_dir=tmp_path, state_path=tmp_path / "s.db", runtime_dir=tmp_path,
@@ -20,9 +20,9 @@ def test_cluster_launch_status_down_on_a_cheap_cpu_vm(tmp_path):
     attrs = {"fleet": "fleet.live", "index": 0, "model_source": "hf://Qwen/Qwen2.5-0.5B-Instruct",
              "instance_type": os.environ.get("INFRAPLAN_LIVE_INSTANCE", "m6i.xlarge"),
              "cloud": os.environ.get("INFRAPLAN_LIVE_CLOUD", "aws"), "args": {}}
-    out = p.create("fleet.live[0]", attrs)
+    out = p.create(ResourceKind.REPLICA, "fleet.live[0]", attrs)
     try:
-        assert p.read("fleet.live[0]", out).exists
+        assert p.read(ResourceKind.REPLICA, "fleet.live[0]", out).exists
     finally:
-        p.delete("fleet.live[0]", out)
-    assert not p.read("fleet.live[0]", out).exists
+        p.delete(ResourceKind.REPLICA, "fleet.live[0]", out)
+    assert not p.read(ResourceKind.REPLICA, "fleet.live[0]", out).exists

@@ -10,6 +10,7 @@ from infraplan_providers.skypilot.pricing import estimate
 from infraplan_providers.skypilot.provider import SkyPilotProvider
 from infraplan_providers.skypilot.settings import SkyPilotSettings
 from infraplan_providers.skypilot.translate import make_resources, make_task
+from infraplan.models.kinds import ResourceKind
 
 from helpers.sky_offline import sky
 from helpers.paths import EXAMPLES
@@ -93,8 +94,8 @@ def test_provider_estimate_is_cached(tmp_path, offline_clouds, monkeypatch):
 
     real = pricing.estimate
     monkeypatch.setattr(pricing, "estimate", lambda a, s: calls.append(1) or real(a, s))
-    a = p.estimate(dict(ATTRS, cloud="aws", region="us-east-1"))
-    b = p.estimate(dict(ATTRS, cloud="aws", region="us-east-1", index=7))
+    a = p.estimate(ResourceKind.REPLICA, dict(ATTRS, cloud="aws", region="us-east-1"))
+    b = p.estimate(ResourceKind.REPLICA, dict(ATTRS, cloud="aws", region="us-east-1", index=7))
     assert a == b and len(calls) == 1
 
 

@@ -10,6 +10,7 @@ from infraplan_providers.skypilot import client as client_mod
 from infraplan_providers.skypilot.client import SkyClient
 from infraplan_providers.skypilot.provider import SkyPilotProvider
 from infraplan_providers.skypilot.service import policy_replicas
+from infraplan.models.kinds import ResourceKind
 
 from helpers.sky_offline import sky
 from sky.serve import ReplicaStatus, ServiceStatus, UpdateMode
@@ -33,8 +34,8 @@ def slot(i, **kw):
 
 
 def create_fleet(provider, n, **kw):
-    prepared = [provider.prepare_create(f"fleet.chat[{i}]", slot(i, **kw)) for i in range(n)]
-    return [provider.create(f"fleet.chat[{i}]", a) for i, a in enumerate(prepared)]
+    prepared = [provider.prepare_create(ResourceKind.REPLICA, f"fleet.chat[{i}]", slot(i, **kw)) for i in range(n)]
+    return [provider.create(ResourceKind.REPLICA, f"fleet.chat[{i}]", a) for i, a in enumerate(prepared)]
 
 
 def calls(fake, name):
@@ -57,7 +58,7 @@ def test_up_waits_for_ready_and_records_the_endpoint(provider, fake):
     assert "--revision r1" in task.run and "--tp-size 8" in task.run
     assert [o["endpoint"] for o in out] == ["http://44.1.2.3:30001"] * 2
     assert {o["service_name"] for o in out} == {"infraplan-chat"} and out[0]["status"] == "running"
-    r = provider.read("fleet.chat[1]", out[1])
+    r = provider.read(ResourceKind.REPLICA, "fleet.chat[1]", out[1])
     assert r.exists and r.healthy and r.attributes["endpoint"] == "http://44.1.2.3:30001"
 
 
@@ -72,34 +73,34 @@ def test_plan_revision_change_is_in_place_and_update_calls_serve_update(provider
     out = create_fleet(provider, 2)
     new = [slot(i, model_revision="r2") for i in range(2)]
     for prior, desired in zip(out, new):
-        p = provider.plan(prior, desired)
+        p = provider.plan(ResourceKind.REPLICA, prior, desired)
         assert p.requires_replace == [] and p.attributes["model_revision"] == "r2"
-    assert provider.plan(out[1], slot(1, placement="cluster")).requires_replace  # leaving SkyServe replaces
+    assert provider.plan(ResourceKind.REPLICA, out[1], slot(1, placement="cluster")).requires_replace  # leaving SkyServe replaces
     fresh = SkyPilotProvider(provider.context, client=provider.client)  # a new run: count read back from status
-    got = [fresh.update(f"fleet.chat[{i}]", out[i], new[i]) for i in (1, 0)]
+    got = [fresh.update(ResourceKind.REPLICA, f"fleet.chat[{i}]", out[i], new[i]) for i in (1, 0)]
     upd = calls(fake, "serve.update")
     assert len(upd) == 1 and upd[0][3] is UpdateMode.BLUE_GREEN  # only the owner talks to SkyServe
     assert "--revision r2" in upd[0][2].run and upd[0][2].service.min_replicas == 2
     assert got[1]["service_version"] == 2 and got[0]["model_revision"] == "r2"
-    fresh.update("fleet.chat[0]", got[1], dict(got[1], labels={"team": "a"}))
+    fresh.update(ResourceKind.REPLICA, "fleet.chat[0]", got[1], dict(got[1], labels={"team": "a"}))
     assert len(calls(fake, "serve.update")) == 1  # labels stay in state
 
 
 def test_scale_up_and_down_keep_the_replica_count(provider, fake):
     out = create_fleet(provider, 2)
     fresh = SkyPilotProvider(provider.context, client=provider.client)
-    third = fresh.create("fleet.chat[2]", fresh.prepare_create("fleet.chat[2]", slot(2)))
+    third = fresh.create(ResourceKind.REPLICA, "fleet.chat[2]", fresh.prepare_create(ResourceKind.REPLICA, "fleet.chat[2]", slot(2)))
     assert calls(fake, "serve.update")[-1][2].service.min_replicas == 3 and third["endpoint"] == out[0]["endpoint"]
-    fresh.delete("fleet.chat[2]", third)
+    fresh.delete(ResourceKind.REPLICA, "fleet.chat[2]", third)
     assert calls(fake, "serve.update")[-1][2].service.min_replicas == 2
-    assert not fresh.read("fleet.chat[2]", third).exists  # slot 2 is no longer part of the service
-    fresh.delete("fleet.chat[1]", out[1])
-    fresh.delete("fleet.chat[0]", out[0])
+    assert not fresh.read(ResourceKind.REPLICA, "fleet.chat[2]", third).exists  # slot 2 is no longer part of the service
+    fresh.delete(ResourceKind.REPLICA, "fleet.chat[1]", out[1])
+    fresh.delete(ResourceKind.REPLICA, "fleet.chat[0]", out[0])
     assert calls(fake, "serve.down") and not fake.serve.services
-    assert not fresh.read("fleet.chat[0]", out[0]).exists
-    fresh.delete("fleet.chat[0]", out[0])  # already gone: success
+    assert not fresh.read(ResourceKind.REPLICA, "fleet.chat[0]", out[0]).exists
+    fresh.delete(ResourceKind.REPLICA, "fleet.chat[0]", out[0])  # already gone: success
     fake.controller_down = True  # no controller: no services (ClusterNotUpError)
-    assert not fresh.read("fleet.chat[0]", out[0]).exists
+    assert not fresh.read(ResourceKind.REPLICA, "fleet.chat[0]", out[0]).exists
 
 
 @pytest.mark.parametrize("status, replicas, shown", [
@@ -112,7 +113,7 @@ def test_failed_service_is_a_clear_provider_error(provider, fake, status, replic
     with pytest.raises(ProviderError, match=f"infraplan-chat failed: .*{shown}") as info:
         create_fleet(provider, 1)
     assert "sky serve logs" in str(info.value)
-    r = provider.read("fleet.chat[0]", slot(0, service_name="infraplan-chat"))
+    r = provider.read(ResourceKind.REPLICA, "fleet.chat[0]", slot(0, service_name="infraplan-chat"))
     assert r.exists and r.healthy is False and status.value in r.detail
 
 
@@ -130,13 +131,13 @@ def test_skypilot_exceptions_are_mapped(provider, fake):
         provider.client.serve_update(calls(fake, "serve.up")[0][2], "x", "rolling")
     fake.serve.services.clear()
     with pytest.raises(ResourceNotFound):
-        provider.update("fleet.chat[0]", out[0], slot(0, model_revision="r9", service_name="infraplan-chat"))
+        provider.update(ResourceKind.REPLICA, "fleet.chat[0]", out[0], slot(0, model_revision="r9", service_name="infraplan-chat"))
 
 
 def test_invalid_service_settings_fail_at_plan_time(provider):
-    p = provider.plan(None, slot(0, service=dict(SVC, load_balancing_policy="fastest")))
+    p = provider.plan(ResourceKind.REPLICA, None, slot(0, service=dict(SVC, load_balancing_policy="fastest")))
     assert p.diagnostics and "invalid SkyServe service settings" in p.diagnostics[0].summary
-    ok = provider.plan(None, slot(0))
+    ok = provider.plan(ResourceKind.REPLICA, None, slot(0))
     assert ok.attributes["service_name"] == "infraplan-chat" and not [d for d in ok.diagnostics
                                                                         if d.severity == "error"]
 
@@ -152,9 +153,9 @@ def test_the_fleet_rollout_strategy_becomes_skyserve_update_mode():
 
 def test_only_the_owner_slots_new_version_redeploys(provider, fake):
     out = create_fleet(provider, 2)
-    assert provider.plan(out[0], slot(0, model_revision="r2")).redeploys
-    assert not provider.plan(out[1], slot(1, model_revision="r2")).redeploys  # slot 1 follows slot 0
-    assert not provider.plan(out[0], slot(0, labels={"team": "a"})).redeploys  # state only
+    assert provider.plan(ResourceKind.REPLICA, out[0], slot(0, model_revision="r2")).redeploys
+    assert not provider.plan(ResourceKind.REPLICA, out[1], slot(1, model_revision="r2")).redeploys  # slot 1 follows slot 0
+    assert not provider.plan(ResourceKind.REPLICA, out[0], slot(0, labels={"team": "a"})).redeploys  # state only
 
 
 def test_a_canary_is_a_separate_service_and_deleting_it_leaves_the_primary(provider, fake):
@@ -169,11 +170,11 @@ def test_a_canary_is_a_separate_service_and_deleting_it_leaves_the_primary(provi
     assert "--revision r2" in up[2].run
     assert canary["service_name"] == "infraplan-chat-canary" and canary["status"] == "running"
     assert canary["workers"] == ["http://10.1.0.1:30000", "http://10.1.0.2:30000"]
-    assert provider.read("fleet.chat[0]", canary).exists
+    assert provider.read(ResourceKind.REPLICA, "fleet.chat[0]", canary).exists
     # a canary recorded before its result (an apply that died) still names the canary, not the primary
-    provider.delete("fleet.chat[0]", desired)
+    provider.delete(ResourceKind.REPLICA, "fleet.chat[0]", desired)
     assert calls(fake, "serve.down")[-1] == ("serve.down", ("infraplan-chat-canary",))
-    assert set(fake.serve.services) == {"infraplan-chat"} and provider.read("fleet.chat[0]", out[0]).exists
+    assert set(fake.serve.services) == {"infraplan-chat"} and provider.read(ResourceKind.REPLICA, "fleet.chat[0]", out[0]).exists
 
 
 def test_a_leftover_canary_service_is_replaced(provider, fake):
@@ -189,6 +190,6 @@ def test_a_leftover_canary_service_is_replaced(provider, fake):
 def test_a_new_update_mode_alone_redeploys_nothing(provider, fake):
     out = create_fleet(provider, 1)
     changed = dict(slot(0), service=dict(SVC, update_mode="rolling"))
-    assert not provider.plan(out[0], changed).redeploys
-    provider.update("fleet.chat[0]", out[0], changed)
+    assert not provider.plan(ResourceKind.REPLICA, out[0], changed).redeploys
+    provider.update(ResourceKind.REPLICA, "fleet.chat[0]", out[0], changed)
     assert not calls(fake, "serve.update")  # recorded in state only

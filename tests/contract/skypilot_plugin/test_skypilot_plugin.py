@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from infraplan.providers.plugin.host import RemoteProvider, plugin_python, plugin_root
-from infraplan.providers.contract import ProviderContext, ReadResult
+from infraplan.providers.contract import ProviderContext, ReadResult, ResourceKind
 from infraplan_providers.skypilot.client import NoCapacity
 from infraplan_providers.skypilot.provider import SkyPilotProvider
 
@@ -71,6 +71,7 @@ def test_multicloud_example_plans_through_the_plugin_with_real_prices(sky_env, t
     assert log.exists(), "the plugin process ran and kept its log beside the state"
 
 
+REPLICA = ResourceKind.REPLICA
 ATTRS = {"fleet": "fleet.chat", "index": 1, "model_source": "hf://org/m", "model_revision": "r1",
          "served_name": "m", "accelerators": "H100:8", "cloud": "aws", "region": "us-east-1", "args": {}}
 
@@ -78,7 +79,7 @@ ATTRS = {"fleet": "fleet.chat", "index": 1, "model_source": "hf://org/m", "model
 def _remote(tmp_path) -> RemoteProvider:
     ctx = ProviderContext(project_dir=tmp_path, state_path=tmp_path / "s.db", runtime_dir=tmp_path / "rt",
                           settings={"idle_minutes_to_autostop": 30}, name="sky")
-    return RemoteProvider(SkyPilotProvider, ctx, "skypilot")
+    return RemoteProvider.connect(SkyPilotProvider, ctx, "skypilot")
 
 
 def test_cluster_lifecycle_through_the_plugin_with_the_sdk_faked_there(sky_env, tmp_path, monkeypatch):
@@ -86,13 +87,13 @@ def test_cluster_lifecycle_through_the_plugin_with_the_sdk_faked_there(sky_env, 
     p = _remote(tmp_path)
     try:
         assert p.hello()["versions"]["skypilot"].startswith("0.14.")
-        out = p.create("fleet.chat[1]", dict(ATTRS))
+        out = p.create(ResourceKind.REPLICA, "fleet.chat[1]", dict(ATTRS))
         assert out["cluster_name"] == "infraplan-chat-1" and out["endpoint"] == "http://3.1.2.3:30000"
         assert (out["cloud_chosen"], out["instance_type_chosen"]) == ("aws", "p5.48xlarge")
-        got = p.read("fleet.chat[1]", out)
+        got = p.read(ResourceKind.REPLICA, "fleet.chat[1]", out)
         assert isinstance(got, ReadResult) and got.exists and got.healthy
-        p.delete("fleet.chat[1]", out)
-        assert not p.read("fleet.chat[1]", out).exists
+        p.delete(ResourceKind.REPLICA, "fleet.chat[1]", out)
+        assert not p.read(ResourceKind.REPLICA, "fleet.chat[1]", out).exists
     finally:
         p.close()
 
@@ -103,7 +104,7 @@ def test_skypilot_errors_cross_the_process_boundary_as_infraplan_errors(sky_env,
     p = _remote(tmp_path)
     try:
         with pytest.raises(NoCapacity, match="InsufficientInstanceCapacity") as info:
-            p.create("fleet.chat[1]", dict(ATTRS))
+            p.create(ResourceKind.REPLICA, "fleet.chat[1]", dict(ATTRS))
         assert len(info.value.failover_history) == 1
     finally:
         p.close()
@@ -124,11 +125,11 @@ def test_one_retry_owner_a_failing_launch_is_submitted_three_times_not_nine(sky_
     p = _remote(tmp_path)
     try:
         with pytest.raises(TransientProviderError, match="ApiServerConnectionError"):
-            p.create("fleet.chat[1]", dict(ATTRS))
+            p.create(ResourceKind.REPLICA, "fleet.chat[1]", dict(ATTRS))
         assert calls.read_text().splitlines() == ["launch"]  # the client alone: one request
         calls.unlink()
         with pytest.raises(TransientProviderError):
-            Executor(store=None, providers=None)._call(("create", p, "fleet.chat[1]", dict(ATTRS)))
+            Executor(store=None, providers=None)._call(("create", p, REPLICA, "fleet.chat[1]", dict(ATTRS)))
         assert calls.read_text().splitlines() == ["launch"] * 3
     finally:
         p.close()
@@ -214,13 +215,13 @@ def test_canary_service_through_the_plugin_with_the_sdk_faked_there(sky_env, tmp
     p = _remote(tmp_path)
     attrs = dict(ATTRS, index=0, placement="service")
     try:
-        primary = p.create("fleet.chat[0]", p.prepare_create("fleet.chat[0]", attrs))
+        primary = p.create(REPLICA, "fleet.chat[0]", p.prepare_create(REPLICA, "fleet.chat[0]", attrs))
         assert p.service_workers("fleet.chat[0]", primary) == ["http://10.0.0.1:30000"]
         canary = p.create_canary("fleet.chat[0]", dict(attrs, model_revision="r2", canary=True), 2)
         assert canary["service_name"] == "infraplan-chat-canary"
         assert canary["workers"] == ["http://10.1.0.1:30000", "http://10.1.0.2:30000"]
-        p.delete("fleet.chat[0]", canary)
-        assert not p.read("fleet.chat[0]", canary).exists and p.read("fleet.chat[0]", primary).exists
+        p.delete(ResourceKind.REPLICA, "fleet.chat[0]", canary)
+        assert not p.read(REPLICA, "fleet.chat[0]", canary).exists and p.read(REPLICA, "fleet.chat[0]", primary).exists
     finally:
         p.close()
 
@@ -250,13 +251,13 @@ def test_a_router_on_skypilot_runs_smg_and_takes_traffic(sky_env, tmp_path, monk
     ctx = ProviderContext(project_dir=tmp_path, state_path=tmp_path / "s.db", runtime_dir=tmp_path / "rt", name="sky",
                           settings={"router_port": port, "router_infra": "aws/us-east-1", "poll_s": 0.2,
                                     "router_ready_timeout_s": 60})
-    p = RemoteProvider(SkyPilotProvider, ctx, "skypilot")
+    p = RemoteProvider.connect(SkyPilotProvider, ctx, "skypilot")
     attrs = {"kind": "router", "policy": "round_robin", "port": None, "labels": {}, "worker_sets": [[worker]],
              "retries": {"enabled": False}}
     try:
-        est = p.estimate(attrs)
+        est = p.estimate(ResourceKind.ROUTER, attrs)
         assert est["cloud"] == "aws" and est["region"] == "us-east-1" and est["hourly"] > 0
-        out = p.create("router.gateway", dict(attrs))
+        out = p.create(ResourceKind.ROUTER, "router.gateway", dict(attrs))
         assert out["cluster_name"] == "infraplan-router-gateway" and out["endpoint"] == f"http://127.0.0.1:{port}"
         assert out["workers"] == [worker] and out["admin_key_env"] == "INFRAPLAN_ROUTER_ADMIN_KEY"
         assert "s3cret-key" not in json.dumps(out)  # the key's name is kept, never the key
@@ -265,12 +266,12 @@ def test_a_router_on_skypilot_runs_smg_and_takes_traffic(sky_env, tmp_path, monk
             r = http.post("/v1/chat/completions", json={"model": "tiny", "max_tokens": 4,
                                                          "messages": [{"role": "user", "content": "hi"}]})
             assert r.status_code == 200 and r.json()["choices"]
-        got = p.read("router.gateway", out)
+        got = p.read(ResourceKind.ROUTER, "router.gateway", out)
         assert got.exists and got.healthy and got.attributes["workers"] == [worker]
-        emptied = p.update("router.gateway", out, dict(attrs, worker_sets=[[]]))
+        emptied = p.update(ResourceKind.ROUTER, "router.gateway", out, dict(attrs, worker_sets=[[]]))
         assert emptied["workers"] == []
-        p.delete("router.gateway", emptied)
-        assert not p.read("router.gateway", emptied).exists
+        p.delete(ResourceKind.ROUTER, "router.gateway", emptied)
+        assert not p.read(ResourceKind.ROUTER, "router.gateway", emptied).exists
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{out['endpoint']}/health", timeout=2, trust_env=False)
     finally:

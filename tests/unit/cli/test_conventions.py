@@ -10,6 +10,8 @@ import pytest
 
 from helpers.cli import SMALL_CONFIG, run
 
+from infraplan.models.kinds import ResourceKind
+
 NULL_CONFIG = """\
 model:
   llama:
@@ -161,7 +163,7 @@ class _Flaky:
         self.fails = fails
         self.calls = 0
 
-    def create(self, address, attributes):
+    def create(self, kind, address, attributes):
         from infraplan.errors import TransientProviderError
 
         self.calls += 1
@@ -179,7 +181,7 @@ def test_executor_logs_each_retry_and_still_retries(caplog, monkeypatch):
     ex = Executor(store=None, providers=None, retries=3)
     caplog.set_level(logging.DEBUG, logger="infraplan.apply.executor")
     flaky = _Flaky(fails=2)
-    assert ex._call(("create", flaky, "fleet.a[0]", {"x": 1})) == {"id": "fleet.a[0]", "x": 1}
+    assert ex._call(("create", flaky, ResourceKind.REPLICA, "fleet.a[0]", {"x": 1})) == {"id": "fleet.a[0]", "x": 1}
     assert flaky.calls == 3
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["create fleet.a[0]: provider call begins",
@@ -188,5 +190,5 @@ def test_executor_logs_each_retry_and_still_retries(caplog, monkeypatch):
                         "create fleet.a[0]: provider call ends"]
     caplog.clear()
     with pytest.raises(TransientProviderError, match="busy #3"):
-        ex._call(("create", _Flaky(fails=5), "fleet.b[0]", {}))
+        ex._call(("create", _Flaky(fails=5), ResourceKind.REPLICA, "fleet.b[0]", {}))
     assert caplog.records[-1].getMessage() == "create fleet.b[0]: provider call failed: busy #3"

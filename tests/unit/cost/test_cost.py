@@ -42,7 +42,7 @@ class PricedProvider(Provider):
     name = "priced"
     calls = 0
 
-    def estimate(self, attributes):
+    def estimate(self, kind, attributes):
         type(self).calls += 1
         return {"cloud": "test", "region": "r1", "instance_type": "big", "hourly": 2.5,
                 "hourly_on_demand": 2.5, "hourly_spot": 1.0, "accelerators": attributes.get("accelerators")}

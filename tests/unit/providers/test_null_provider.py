@@ -13,6 +13,7 @@ from infraplan.providers.contract import ProviderContext
 from infraplan.providers.registry import load_provider_class
 from infraplan.workspace import Workspace
 from infraplan_providers.null.provider import NullProvider
+from infraplan.models.kinds import ResourceKind
 
 
 def make(tmp_path: Path, **settings) -> NullProvider:
@@ -28,36 +29,36 @@ def test_registered_under_its_entry_point():
 def test_create_read_update_delete(tmp_path):
     p = make(tmp_path)
     attrs = {"fleet": "fleet.a", "model_revision": "abc", "labels": {"team": "x"}}
-    created = p.create("fleet.a[0]", dict(attrs))
+    created = p.create(ResourceKind.REPLICA, "fleet.a[0]", dict(attrs))
     assert {k: created[k] for k in attrs} == attrs
     assert len(created["id"]) == 32 and int(created["id"], 16) >= 0
     assert created["endpoint"] == "null://fleet.a[0]"
-    assert p.create("fleet.a[1]", dict(attrs))["id"] != created["id"]
+    assert p.create(ResourceKind.REPLICA, "fleet.a[1]", dict(attrs))["id"] != created["id"]
 
-    seen = p.read("fleet.a[0]", created)
+    seen = p.read(ResourceKind.REPLICA, "fleet.a[0]", created)
     assert seen.exists and seen.healthy is True
     assert seen.attributes == created
 
-    updated = p.update("fleet.a[0]", created, {**attrs, "labels": {"team": "y"}, "id": "ignored"})
+    updated = p.update(ResourceKind.REPLICA, "fleet.a[0]", created, {**attrs, "labels": {"team": "y"}, "id": "ignored"})
     assert updated["labels"] == {"team": "y"}
     assert updated["id"] == created["id"]  # computed attributes survive an update
-    assert p.delete("fleet.a[0]", updated) is None
-    assert p.delete("fleet.a[0]", updated) is None  # idempotent
+    assert p.delete(ResourceKind.REPLICA, "fleet.a[0]", updated) is None
+    assert p.delete(ResourceKind.REPLICA, "fleet.a[0]", updated) is None  # idempotent
 
 
 def test_plan_replaces_on_revision_and_updates_labels(tmp_path):
     p = make(tmp_path)
-    prior = p.create("fleet.a[0]", {"model_revision": "abc", "labels": {}})
-    assert p.plan(prior, {"model_revision": "def", "labels": {}}).requires_replace == ["model_revision"]
-    plan = p.plan(prior, {"model_revision": "abc", "labels": {"x": "1"}})
+    prior = p.create(ResourceKind.REPLICA, "fleet.a[0]", {"model_revision": "abc", "labels": {}})
+    assert p.plan(ResourceKind.REPLICA, prior, {"model_revision": "def", "labels": {}}).requires_replace == ["model_revision"]
+    plan = p.plan(ResourceKind.REPLICA, prior, {"model_revision": "abc", "labels": {"x": "1"}})
     assert plan.requires_replace == []
     assert plan.attributes["id"] == prior["id"]
 
 
 def test_latency_is_honoured(tmp_path):
     p = make(tmp_path, latency_ms=40)
-    for call in (lambda: p.create("a", {}), lambda: p.read("a", {}),
-                 lambda: p.update("a", {}, {}), lambda: p.delete("a", {})):
+    for call in (lambda: p.create(ResourceKind.REPLICA, "a", {}), lambda: p.read(ResourceKind.REPLICA, "a", {}),
+                 lambda: p.update(ResourceKind.REPLICA, "a", {}, {}), lambda: p.delete(ResourceKind.REPLICA, "a", {})):
         t0 = time.perf_counter()
         call()
         assert time.perf_counter() - t0 >= 0.035
@@ -66,11 +67,11 @@ def test_latency_is_honoured(tmp_path):
 def test_fail_addresses_globs(tmp_path):
     p = make(tmp_path, fail_addresses=["fleet.bad*", "fleet.x[1]"])
     with pytest.raises(ProviderError, match="fleet.bad"):
-        p.create("fleet.bad[0]", {})
+        p.create(ResourceKind.REPLICA, "fleet.bad[0]", {})
     with pytest.raises(ProviderError):
-        p.create("fleet.x[1]", {})
-    assert p.create("fleet.x[0]", {})["endpoint"] == "null://fleet.x[0]"  # `[1]` is literal, not a class
-    assert p.create("fleet.x1", {})["endpoint"] == "null://fleet.x1"
+        p.create(ResourceKind.REPLICA, "fleet.x[1]", {})
+    assert p.create(ResourceKind.REPLICA, "fleet.x[0]", {})["endpoint"] == "null://fleet.x[0]"  # `[1]` is literal, not a class
+    assert p.create(ResourceKind.REPLICA, "fleet.x1", {})["endpoint"] == "null://fleet.x1"
 
 
 def test_invalid_settings(tmp_path):
@@ -79,7 +80,7 @@ def test_invalid_settings(tmp_path):
     paths = {d.path for d in diags}
     assert "provider.bench.settings.latency_ms" in paths and "provider.bench.settings.typo" in paths
     with pytest.raises(ProviderError, match="settings"):
-        p.create("a", {})
+        p.create(ResourceKind.REPLICA, "a", {})
     assert make(tmp_path, latency_ms=5).validate_settings() == []
 
 

@@ -1,8 +1,8 @@
 """The plugin host: a provider served from another process, over the real worker.
 
 The `null` provider stands in for an SDK-heavy one; its "plugin venv" is this
-interpreter (a symlink under a temporary INFRAPLAN_PLUGIN_DIR), which is enough:
-the worker still loads infraplan by path in a separate process.
+venv (`plugin_venv` in tests/conftest.py), which is enough: the worker still loads
+infraplan by path in a separate process.
 """
 
 from __future__ import annotations
@@ -19,24 +19,30 @@ import pytest
 from infraplan.diagnostics import Diagnostic, Location
 from infraplan.errors import ProviderError, ProviderUnavailable, ResourceNotFound
 from infraplan.providers.plugin.host import RemoteProvider, decode, decode_error, encode, encode_error, runs_in_plugin
-from infraplan.providers.contract import ProviderContext, ProviderPlan, ReadResult
+from infraplan.providers.plugin.protocol import ErrorCode
+from infraplan.providers.contract import ProviderContext, ProviderPlan, ReadResult, ResourceKind
 from infraplan_providers.null.provider import NullProvider
 from infraplan_providers.skypilot.client import NoCapacity
 
 
+REPLICA = ResourceKind.REPLICA
+
+
 @pytest.fixture
-def plugin_dir(tmp_path, monkeypatch):
-    root = tmp_path / "plugins"
-    (root / "null" / "bin").mkdir(parents=True)
-    (root / "null" / "bin" / "python").symlink_to(sys.executable)
-    monkeypatch.setenv("INFRAPLAN_PLUGIN_DIR", str(root))
-    return root
+def plugin_dir(plugin_venv):
+    plugin_venv("null")
+    return plugin_venv.root
+
+
+def error(exc: BaseException) -> dict:
+    """`exc` as the worker sends it: a JSON-RPC error with the exception as `data`."""
+    return {"code": ErrorCode.PROVIDER_ERROR, "message": str(exc), "data": encode_error(exc)}
 
 
 def remote(tmp_path, **settings) -> RemoteProvider:
     ctx = ProviderContext(project_dir=tmp_path, state_path=tmp_path / "s.db", runtime_dir=tmp_path / "rt",
                           settings=settings, name="n")
-    return RemoteProvider(NullProvider, ctx, "null")
+    return RemoteProvider.connect(NullProvider, ctx, "null")
 
 
 def test_wire_format_keeps_the_contract_types():
@@ -49,10 +55,10 @@ def test_wire_format_keeps_the_contract_types():
 
 
 def test_errors_come_back_as_the_same_class_with_their_fields():
-    exc = decode_error(encode_error(NoCapacity("no capacity", ["aws: InsufficientInstanceCapacity"])), "skypilot")
+    exc = decode_error(error(NoCapacity("no capacity", ["aws: InsufficientInstanceCapacity"])), "skypilot")
     assert type(exc) is NoCapacity and exc.failover_history == ["aws: InsufficientInstanceCapacity"]
     assert str(exc) == "no capacity"
-    other = decode_error(encode_error(KeyError("x")), "skypilot")
+    other = decode_error(error(KeyError("x")), "skypilot")
     assert type(other) is ProviderError and "skypilot plugin: KeyError" in str(other)
 
 
@@ -61,11 +67,11 @@ def test_a_remote_provider_runs_in_another_process(tmp_path, plugin_dir):
     try:
         hello = p.hello()
         assert hello["pid"] != os.getpid()
-        plan = p.plan(None, {"fleet": "fleet.a", "index": 0})
+        plan = p.plan(REPLICA, None, {"fleet": "fleet.a", "index": 0})
         assert isinstance(plan, ProviderPlan) and plan.attributes["index"] == 0
-        attrs = p.create("fleet.a[0]", p.prepare_create("fleet.a[0]", plan.attributes))
+        attrs = p.create(REPLICA, "fleet.a[0]", p.prepare_create(REPLICA, "fleet.a[0]", plan.attributes))
         assert attrs["id"] and attrs["endpoint"]
-        got = p.read("fleet.a[0]", attrs)
+        got = p.read(REPLICA, "fleet.a[0]", attrs)
         assert isinstance(got, ReadResult) and got.exists
         assert p.validate_settings() == []
     finally:
@@ -77,7 +83,7 @@ def test_errors_raised_in_the_worker_keep_their_class(tmp_path, plugin_dir):
     p = remote(tmp_path, fail_addresses=["fleet.a[1]"])
     try:
         with pytest.raises(ProviderError, match="fleet.a\\[1\\]"):
-            p.create("fleet.a[1]", {"fleet": "fleet.a", "index": 1})
+            p.create(REPLICA, "fleet.a[1]", {"fleet": "fleet.a", "index": 1})
         bad = remote(tmp_path, latency_ms=-1)
         try:
             diag = bad.validate_settings()[0]
@@ -93,7 +99,7 @@ def test_concurrent_calls_are_answered_to_their_own_callers(tmp_path, plugin_dir
     results: dict[int, dict] = {}
 
     def one(i: int) -> None:
-        results[i] = p.create(f"fleet.a[{i}]", {"fleet": "fleet.a", "index": i})
+        results[i] = p.create(REPLICA, f"fleet.a[{i}]", {"fleet": "fleet.a", "index": i})
 
     try:
         threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
@@ -112,7 +118,7 @@ def test_a_worker_that_dies_fails_its_calls_with_the_log_tail(tmp_path, plugin_d
     crash = tmp_path / "crash.py"
     crash.write_text("import os, sys\n"
                      "from infraplan_providers.null import provider\n"
-                     "def create(self, address, attrs):\n"
+                     "def create(self, kind, address, attrs):\n"
                      "    print('about to die', file=sys.stderr, flush=True)\n"
                      "    os._exit(3)\n"
                      "provider.NullProvider.create = create\n")
@@ -120,9 +126,9 @@ def test_a_worker_that_dies_fails_its_calls_with_the_log_tail(tmp_path, plugin_d
     p = remote(tmp_path)
     try:
         with pytest.raises(ProviderError, match=r"exited \(code 3\).*about to die"):
-            p.create("fleet.a[0]", {"fleet": "fleet.a", "index": 0})
+            p.create(REPLICA, "fleet.a[0]", {"fleet": "fleet.a", "index": 0})
         with pytest.raises(ProviderError, match="is gone"):
-            p.read("fleet.a[0]", {})
+            p.read(REPLICA, "fleet.a[0]", {})
     finally:
         p.close()
 
@@ -131,14 +137,14 @@ def test_stdout_noise_in_the_worker_does_not_break_the_channel(tmp_path, plugin_
     noisy = tmp_path / "noisy.py"
     noisy.write_text("from infraplan_providers.null import provider\n"
                      "orig = provider.NullProvider.read\n"
-                     "def read(self, address, attrs):\n"
-                     "    print('{\"id\": 1, \"result\": \"forged\"}')\n"
-                     "    return orig(self, address, attrs)\n"
+                     "def read(self, kind, address, attrs):\n"
+                     "    print('{\"jsonrpc\": \"2.0\", \"id\": 2, \"result\": \"forged\"}')\n"
+                     "    return orig(self, kind, address, attrs)\n"
                      "provider.NullProvider.read = read\n")
     monkeypatch.setenv("INFRAPLAN_PLUGIN_PRELOAD", str(noisy))
     p = remote(tmp_path)
     try:
-        assert isinstance(p.read("fleet.a[0]", {"id": "x"}), ReadResult)
+        assert isinstance(p.read(REPLICA, "fleet.a[0]", {"id": "x"}), ReadResult)
     finally:
         p.close()
     assert "forged" in (tmp_path / "rt" / "plugins" / "null.log").read_text()

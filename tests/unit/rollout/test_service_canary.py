@@ -16,13 +16,14 @@ import pytest
 from infraplan.errors import ProviderError
 from infraplan.models.config import RolloutBlock
 from infraplan.plan.model import Change
-from infraplan.providers.contract import Provider, ProviderContext, ReadResult
+from infraplan.providers.contract import Provider, ProviderContext, ReadResult, RunsServices
 from infraplan.rollout import RolloutContext, RolloutFailed
 from infraplan.rollout.strategies import run_rollout
 from infraplan.rollout.traffic import MemorySwitch
 from infraplan.state import StateStore
 from infraplan_providers.local.provider import LocalProvider
 from infraplan.serving.sglang_client import SGLangClient
+from infraplan.models.kinds import ResourceKind
 
 from helpers.rollout import FLEET, Load, replica_attrs  # noqa: E402
 
@@ -30,7 +31,7 @@ PRIMARY, CANARY = "svc-chat", "svc-chat-canary"
 LB = "http://svc-chat.lb.invalid"  # the service's load balancer: `SimServices.resolve` stands in for it
 
 
-class SimServices(Provider):
+class SimServices(RunsServices, Provider):
     """Fleets served as services; a service is N sim processes."""
 
     name = "simservice"
@@ -57,8 +58,8 @@ class SimServices(Provider):
         for i in range(n):
             addr = f"{name}[{i}]"
             local = {k: v for k, v in attrs.items() if k in replica_attrs(0)}
-            a = self.local.prepare_create(addr, {**local, "index": i, "port": None})
-            reps.append((addr, self.local.create(addr, a)))
+            a = self.local.prepare_create(ResourceKind.REPLICA, addr, {**local, "index": i, "port": None})
+            reps.append((addr, self.local.create(ResourceKind.REPLICA, addr, a)))
         with self.lock:
             self.services[name] = reps
 
@@ -66,7 +67,7 @@ class SimServices(Provider):
         with self.lock:
             reps = self.services.pop(name, [])
         for addr, a in reps:
-            self.local.delete(addr, a)
+            self.local.delete(ResourceKind.REPLICA, addr, a)
 
     def service_workers(self, address, attributes):
         with self.lock:
@@ -81,7 +82,7 @@ class SimServices(Provider):
         return {**attributes, "service_name": CANARY, "endpoint": "http://svc-chat-canary.lb.invalid",
                 "workers": self.service_workers(address, attributes)}
 
-    def update(self, address, prior, desired):
+    def update(self, kind, address, prior, desired):
         self.calls.append(("update", address, desired["model_revision"]))
         if desired.get("index") == 0:  # the owner redeploys the service (SkyServe: a rolling update)
             n = len(self.services.get(PRIMARY, []))
@@ -89,11 +90,11 @@ class SimServices(Provider):
             self.up(PRIMARY, desired, n)
         return {**prior, **desired, "service_name": PRIMARY, "endpoint": LB}
 
-    def delete(self, address, attributes):
+    def delete(self, kind, address, attributes):
         self.calls.append(("delete", self._name(attributes)))
         self.down(self._name(attributes))
 
-    def read(self, address, attributes):
+    def read(self, kind, address, attributes):
         return ReadResult(exists=self._name(attributes) in self.services)
 
     def resolve(self, url: str) -> list[str]:

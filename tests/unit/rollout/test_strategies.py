@@ -26,10 +26,10 @@ def test_rolling_keeps_capacity_and_ends_on_the_new_revision(rollout_fleet):
     deleted_while_routed = []
     real_delete = fleet.provider.delete
 
-    def delete(address, attrs):
+    def delete(kind, address, attrs):
         if attrs.get("endpoint") in fleet.switch.held():
             deleted_while_routed.append(address)
-        return real_delete(address, attrs)
+        return real_delete(kind, address, attrs)
 
     fleet.provider.delete = delete
     with Load(fleet.switch) as load:
