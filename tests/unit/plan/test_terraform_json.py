@@ -174,7 +174,7 @@ class PricedNull(NullProvider):
 
     name = "pricednull"
 
-    def estimate(self, attributes):
+    def estimate(self, kind, attributes):
         return {"cloud": "test", "region": "r1", "hourly": 1.25, "hourly_on_demand": 1.25, "hourly_spot": None}
 
 
@@ -185,7 +185,7 @@ class DriftingNull(NullProvider):
     gone: set[str] = set()
     moved: dict[str, str] = {}
 
-    def read(self, address, attributes):
+    def read(self, kind, address, attributes):
         if address in self.gone:
             return ReadResult(exists=False, detail="no such server")
         seen = dict(attributes)

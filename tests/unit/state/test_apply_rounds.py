@@ -49,7 +49,7 @@ def test_parallelism_and_durability_order(ws, monkeypatch):
     in_flight, peak, problems, called = [0], [0], [], []
     create = NullProvider.create
 
-    def watched_create(self, address, attributes):
+    def watched_create(self, kind, address, attributes):
         if durable(ws).get(address) != "creating":
             problems.append(f"{address}: call started before its intent was committed")
         with lock:
@@ -57,7 +57,7 @@ def test_parallelism_and_durability_order(ws, monkeypatch):
             peak[0] = max(peak[0], in_flight[0])
             called.append(address)
         try:
-            return create(self, address, attributes)
+            return create(self, kind, address, attributes)
         finally:
             with lock:
                 in_flight[0] -= 1
@@ -83,9 +83,9 @@ def test_interrupt_starts_nothing_more_and_leaves_no_intent_open(ws, monkeypatch
     called: list[str] = []
     create = NullProvider.create
 
-    def counted_create(self, address, attributes):
+    def counted_create(self, kind, address, attributes):
         called.append(address)
-        return create(self, address, attributes)
+        return create(self, kind, address, attributes)
 
     def on_event(ev):  # Ctrl-C while the first result is reported (on the main thread)
         if ev["type"] == "done" and ev["op"] == "create" and threading.current_thread() is threading.main_thread():
