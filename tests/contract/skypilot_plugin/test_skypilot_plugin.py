@@ -524,7 +524,6 @@ def test_skyserve_spot_with_fallback_passes_skyservices_own_validation(sky_env):
 import json
 from infraplan_providers.skypilot.service import make_service_task
 from infraplan_providers.skypilot.settings import SkyPilotSettings
-from helpers.paths import HELPERS, REPO
 attrs = {"placement": "service", "accelerators": "H100:8", "use_spot": True, "spot_fallback": True,
          "failover": ["aws/us-east-1", "gcp"], "model_source": "hf://org/m", "engine": "sglang", "args": {}}
 task = make_service_task("chat", attrs, SkyPilotSettings(), 2)
