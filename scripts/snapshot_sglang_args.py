@@ -6,10 +6,13 @@
     python scripts/snapshot_sglang_args.py 0.5.23 --out -    # print instead of writing
 
 The entries come from SGLang's own `ServerArgs.add_cli_args(argparse.ArgumentParser())`,
-run from the unzipped wheel. SGLang's modules import torch, transformers and the like; every
-module that is neither in the standard library nor part of the wheel is replaced by a stub
-(any attribute is a stand-in class), always, so the snapshot does not depend on what happens to
-be installed here. SGLANG_* environment variables are cleared so defaults are the shipped ones.
+run from the unzipped wheel; each is one `parser._actions` entry. SGLang's modules import torch,
+transformers and the like: every module that is neither in the standard library, nor part of
+the wheel, nor in REAL_DEPENDENCIES (installed at a pinned version into a scratch folder) is
+replaced by a stub whose attributes are stand-in classes, always, so the snapshot does not
+depend on what happens to be installed here. An sglang module that fails under the stubs keeps
+what it defined (and is named on stderr); a parser option whose type or choices came from a stub
+is an error. SGLANG_* environment variables are cleared so defaults are the shipped ones.
 """
 
 from __future__ import annotations
@@ -270,13 +273,12 @@ def _snake(option: str) -> str:
 
 def _entry(action: argparse.Action, fields: set[str]) -> tuple[str, dict[str, Any]]:
     longs = [o for o in action.option_strings if o.startswith("--")]
-    spellings = [action.dest] + [_snake(o) for o in longs]
     if isinstance(action, argparse.BooleanOptionalAction):
         longs = [o for o in longs if not o.startswith("--no-")]
-        spellings = [action.dest] + [_snake(o) for o in longs]
-    name = next((s for s in spellings if s in fields), None)
-    if name is None:
-        name = action.dest if action.dest in spellings[1:] else _snake(longs[0])
+    # the name is one of the option's own spellings: a deprecated alias storing into another
+    # field's dest (--monokernel-backend -> enable_amd_monokernel) keeps a name of its own
+    spellings = [_snake(o) for o in longs]
+    name = next((s for s in spellings if s in fields), action.dest if action.dest in spellings else spellings[0])
     flag = next((o for o in longs if _snake(o) == name), longs[0])
     spec: dict[str, Any] = {"flag": flag, "options": list(action.option_strings), "dest": action.dest}
     if isinstance(action, argparse.BooleanOptionalAction):
@@ -304,8 +306,9 @@ def _entry(action: argparse.Action, fields: set[str]) -> tuple[str, dict[str, An
         spec["hidden"] = True
     elif action.help:
         spec["help"] = " ".join(str(action.help).strip().splitlines()[0].split())
-    if "deprecat" in type(action).__name__.lower() or "deprecated" in str(action.help or "").lower():
-        spec["deprecated"] = True
+    note = str(action.help or "").strip().lower()
+    if "deprecat" in type(action).__name__.lower() or note.startswith(("deprecated", "(deprecated", "[deprecated")):
+        spec["deprecated"] = True  # SGLang's DeprecatedAction classes, or help that opens with "Deprecated"
     return name, spec
 
 
@@ -320,14 +323,22 @@ def snapshot(root: Path, deps: Path, version: str) -> dict[str, Any]:
     server_args = module.ServerArgs
     parser = argparse.ArgumentParser(add_help=False)
     server_args.add_cli_args(parser)
-    fields = {f.name for f in dataclasses.fields(server_args)} if dataclasses.is_dataclass(server_args) else set()
+    if dataclasses.is_dataclass(server_args):
+        fields = {f.name for f in dataclasses.fields(server_args)}
+    else:  # 0.5.23: a msgspec Struct
+        import msgspec.structs
+
+        fields = {f.name for f in msgspec.structs.fields(server_args)}
     entries: dict[str, dict[str, Any]] = {}
     for action in parser._actions:
         if not action.option_strings:
             continue
-        for what in ("default", "choices", "type", "const"):
-            if _has_stub(getattr(action, what)):
-                print(f"  {action.option_strings[0]}: {what} is a stub", file=sys.stderr)
+        if _has_stub(action.type) or _has_stub(action.choices):
+            raise SystemExit(f"{action.option_strings[0]}: its type or choices come from a stubbed module; "
+                             "add the package that defines them to REAL_DEPENDENCIES")
+        if _has_stub(action.default) or _has_stub(action.const):
+            print(f"{action.option_strings[0]}: its default comes from a stubbed module (recorded as null)",
+                  file=sys.stderr)
         name, spec = _entry(action, fields)
         if name in entries:
             raise SystemExit(f"two parser actions map to the arg name {name!r}: {entries[name]['options']} "
@@ -342,9 +353,9 @@ def snapshot(root: Path, deps: Path, version: str) -> dict[str, Any]:
             "sha256": hashlib.sha256(source).hexdigest(),
             "function": "ServerArgs.add_cli_args",
             "generator": "scripts/snapshot_sglang_args.py",
-            "keys": "infraplan's snake_case arg name (the ServerArgs field when one of the option's spellings is "
-                    "one, else the argparse dest); 'flag' is the option infraplan emits, 'options' every option "
-                    "string the parser accepts.",
+            "keys": "infraplan's snake_case arg name: the option's spelling that is a ServerArgs field, else "
+                    "its argparse dest when that is one of its spellings, else its first long option; 'flag' is "
+                    "the option infraplan emits, 'options' every option string the parser accepts.",
             "types": "str | int | float | json (a JSON text) | size (an int, or a string such as '128k' or "
                      "'32Ki') | any (a converter infraplan cannot check) | flag (no value) | list[<type>]; "
                      "'converter' names SGLang's value converter when it has one",

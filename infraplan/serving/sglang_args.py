@@ -14,6 +14,7 @@ import functools
 import json
 import re
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,25 @@ from infraplan.diagnostics import did_you_mean
 from infraplan.errors import ProviderError
 
 SNAPSHOT_DIR = Path(__file__).with_name("server_args")
+
+
+class ArgKind(StrEnum):
+    """The value types a snapshot gives an arg (`type`); `list[<kind>]` is several values after one option."""
+
+    FLAG = "flag"  # no value: present when true
+    INT = "int"
+    FLOAT = "float"
+    STR = "str"
+    SIZE = "size"  # SGLang's human_readable_int: an int, or "128k", "32Ki"
+    JSON = "json"  # one JSON text
+    ANY = "any"  # a converter infraplan cannot check
+
+
+def _kind(type_: str) -> tuple[ArgKind, bool]:
+    """A snapshot `type` as (kind, is a list)."""
+    if type_.startswith("list[") and type_.endswith("]"):
+        return ArgKind(type_[5:-1]), True
+    return ArgKind(type_), False
 
 
 def _version_key(version: str) -> tuple[tuple[int, ...], int]:
@@ -77,7 +97,7 @@ def _alias_map(version: str) -> dict[str, str]:
         aliases[name] = name
     for name, spec in load_snapshot(version)["args"].items():
         for opt in spec["options"]:
-            if opt.startswith("--"):
+            if opt.startswith("--") and opt != spec.get("negation"):  # `no_x: true` is not `x: true`
                 aliases.setdefault(opt[2:].replace("-", "_"), name)
         aliases.setdefault(spec["dest"], name)
     return aliases
@@ -101,8 +121,8 @@ def model_path_from_source(source: str) -> str:
     return source
 
 
-def _values(kind: str, value: Any) -> list[str]:
-    if kind == "json" and not isinstance(value, str):
+def _values(kind: ArgKind, value: Any) -> list[str]:
+    if kind is ArgKind.JSON and not isinstance(value, str):
         return [json.dumps(value, sort_keys=True)]
     if isinstance(value, bool):
         return [str(value).lower()]
@@ -150,13 +170,14 @@ def build_launch_argv(
             continue
         spec = arg_spec(name, version)
         assert spec is not None  # unknown names were refused above
-        if spec["type"] == "flag":
+        kind, _ = _kind(spec["type"])
+        if kind is ArgKind.FLAG:
             if value:
                 argv.append(spec["flag"])
             elif "negation" in spec:
                 argv.append(spec["negation"])
             continue
-        argv += [spec["flag"], *_values(spec["type"], value)]
+        argv += [spec["flag"], *_values(kind, value)]
     return argv
 
 
@@ -182,30 +203,35 @@ def redact_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def _type_ok(kind: str, value: Any) -> bool:
-    if kind == "flag":
-        return isinstance(value, bool)
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "str":
-        return isinstance(value, str)
-    if kind == "size":
-        return (isinstance(value, int) and not isinstance(value, bool)) or \
-            (isinstance(value, str) and _SIZE.fullmatch(value.strip()) is not None)
-    if kind == "json":
-        if isinstance(value, str):
-            try:
-                json.loads(value)
-            except ValueError:
-                return False
+def _scalar_ok(kind: ArgKind, value: Any) -> bool:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    match kind:
+        case ArgKind.FLAG:
+            return isinstance(value, bool)
+        case ArgKind.INT:
+            return number and isinstance(value, int)
+        case ArgKind.FLOAT:
+            return number
+        case ArgKind.STR:
+            return isinstance(value, str)
+        case ArgKind.SIZE:
+            return (number and isinstance(value, int)) or \
+                (isinstance(value, str) and _SIZE.fullmatch(value.strip()) is not None)
+        case ArgKind.JSON:
+            if isinstance(value, str):
+                try:
+                    json.loads(value)
+                except ValueError:
+                    return False
             return True
-        return isinstance(value, (dict, list, int, float, bool))
-    if kind.startswith("list["):
-        inner = kind[5:-1]
-        return isinstance(value, list) and all(_type_ok(inner, v) for v in value)
     return True
+
+
+def _type_ok(type_: str, value: Any) -> bool:
+    kind, is_list = _kind(type_)
+    if is_list:
+        return isinstance(value, list) and all(_scalar_ok(kind, v) for v in value)
+    return _scalar_ok(kind, value)
 
 
 _KIND_WORDS = {"flag": "true or false", "size": "an int or a size such as '128k'", "json": "a JSON value",

@@ -10,6 +10,7 @@ import pytest
 from infraplan.errors import ProviderError
 from infraplan.serving.sglang_args import (
     DEFAULT_VERSION,
+    ArgKind,
     SENSITIVE_ARGS,
     SNAPSHOT_DIR,
     SUPPORTED_VERSIONS,
@@ -119,7 +120,8 @@ def test_every_option_of_the_parser_is_typed():
     # each snapshot is the whole parser: every option string belongs to a typed entry
     for version in SUPPORTED_VERSIONS:
         for name, spec in load_snapshot(version)["args"].items():
-            assert spec["type"] and spec["flag"] in spec["options"], (version, name)
+            assert ArgKind(spec["type"].removeprefix("list[").removesuffix("]")), (version, name)
+            assert spec["flag"] in spec["options"], (version, name)
     assert validate_args({"enable_p2p_check": True}, OLD) == []
     assert validate_args({"enable_p2p_check": True}, NEW) == []
 
@@ -262,6 +264,8 @@ def test_store_true_and_negatable_flags():
     assert "--no-lora-strict-loading" in argv({"lora_strict_loading": False}, version=NEW)
     av = argv({"enable_metrics": False}, version=NEW)
     assert "--enable-metrics" not in av and "--no-enable-metrics" not in av
+    (problem,) = validate_args({"no_lora_strict_loading": True}, NEW)  # the negation is not a name of its own
+    assert "unknown" in problem[1]
 
 
 def test_deprecated_args_are_named_with_sglangs_note():
