@@ -609,12 +609,20 @@ class _Loader:
         return results
 
     def _check_server_args(self, block: FleetBlock, base: PathT) -> None:
-        """`engine.args` against the real SGLang parser's snapshot: every bad arg, located, with a did-you-mean."""
-        from infraplan.serving.sglang_args import validate_args
+        """`engine.args` against the snapshot of the pinned (else the newest) SGLang release's parser:
+        every bad arg, located, with a did-you-mean."""
+        from infraplan.serving.sglang_args import DEFAULT_VERSION, deprecated_args, unsupported_version, validate_args
 
+        version = block.engine.sglang_version or DEFAULT_VERSION
+        problem = unsupported_version(version)
+        if problem:
+            self.error(problem, base + ("engine", "sglang_version"))
+            return
         args = {k: v for k, v in block.engine.args.items() if not (isinstance(v, str) and has_deferred(v))}
-        for arg, message in validate_args(args):
+        for arg, message in validate_args(args, version):
             self.error(message, base + ("engine", "args", arg), key=True)
+        for arg, message in deprecated_args(args, version):
+            self.error(message, base + ("engine", "args", arg), key=True, severity="warning")
 
     def _instances(self, fe: Any, path: PathT) -> list[tuple[Any, Any]] | None:
         """``(key, each.value)`` pairs of a for_each value, or None after reporting an error."""

@@ -169,6 +169,12 @@ class EngineBlock(StrictModel):
         default_factory=dict,
         description="SGLang server args in snake_case (tp_size, context_length, mem_fraction_static, ...); mapped to `--tp-size` etc.",
     )
+    sglang_version: str | None = Field(
+        None,
+        description="The SGLang release this fleet runs: `engine.args` are checked against its parser, and providers "
+        "that install SGLang (skypilot) install it. One of the supported releases (README, \"SGLang server args\"); "
+        "unset: the newest supported.",
+    )
     sim: SimSettings = Field(default_factory=SimSettings, description="Simulator settings (engine `sim` only).")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the server process.")
 

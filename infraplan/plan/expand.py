@@ -93,6 +93,8 @@ def expand(config) -> dict[str, DesiredResource]:
             "model_revision": m_attrs.get("revision"),
             "served_name": m_attrs.get("served_name"),
             "args": engine.args,
+            # only when pinned, so unpinned fleets plan exactly as before
+            **({"sglang_version": engine.sglang_version} if engine.sglang_version else {}),
             "sim": engine.sim.model_dump(mode="json"),
             "env": engine.env,
             "accelerators": fb.accelerators,

@@ -33,7 +33,7 @@ from infraplan.providers.contract import (Instance, ListsInstances, Provider, Pr
                                           ResourceKind)
 from infraplan_providers.local import process
 from infraplan_providers.local import router as smg_router
-from infraplan.serving.sglang_args import REDACTED, build_launch_argv, model_path_from_source
+from infraplan.serving.sglang_args import DEFAULT_VERSION, REDACTED, build_launch_argv, model_path_from_source
 from infraplan.serving.sglang_client import SGLangClient
 
 #: Attribute changes that need a new server process.
@@ -43,6 +43,7 @@ REPLACE_ON = (
     "model_revision",
     "served_name",
     "args",
+    "sglang_version",
     "sim",
     "env",
     "accelerators",
@@ -294,6 +295,7 @@ class LocalProvider(ListsInstances, Provider):
                 host=s.host,
                 port=port,
                 args=attrs.get("args") or {},
+                version=attrs.get("sglang_version") or DEFAULT_VERSION,
             )
             return [s.python, *argv[1:]]
         raise ProviderError(f"unknown engine {engine!r} (local provider runs `sim` or `sglang`)")

@@ -27,6 +27,7 @@ from typing import Any
 from infraplan.diagnostics import Diagnostic
 from infraplan.errors import ProviderError, ResourceNotFound
 from infraplan.providers.contract import Provider, ProviderContext, ProviderPlan, ReadResult, ResourceKind, RunsServices
+from infraplan.serving.sglang_args import DEFAULT_VERSION, validate_args
 
 from . import router as smg
 from . import service as svc
@@ -81,11 +82,24 @@ class SkyPilotProvider(RunsServices, Provider):
             pplan = self._plan_service(prior, desired)
         else:
             pplan = super().plan(kind, prior, {k: v for k, v in desired.items() if k != "service_name"})
+        pplan.diagnostics.extend(self._args_diagnostics(desired))
         if not desired.get("accelerators") and not desired.get("instance_type"):
             pplan.diagnostics.append(Diagnostic(
                 "a skypilot fleet without accelerators or instance_type gets SkyPilot's default CPU VM",
                 severity="warning"))
         return pplan
+
+    def _args_diagnostics(self, desired: dict[str, Any]) -> list[Diagnostic]:
+        """A fleet that pins no SGLang release runs this provider's `sglang_version`; the config was
+        checked against the newest release, so check its args against this one when they differ."""
+        version = self.settings.sglang_version
+        if desired.get("sglang_version") or version == DEFAULT_VERSION:
+            return []
+        fleet = desired.get("fleet") or "fleet"
+        args = {k: v for k, v in (desired.get("args") or {}).items() if not (isinstance(v, str) and "${" in v)}
+        return [Diagnostic(f"{message} (this provider's sglang_version is {version}; pin engine.sglang_version "
+                           "to choose another)", path=f"{fleet}.engine.args.{name}")
+                for name, message in validate_args(args, version)]
 
     def _plan_service(self, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
         """Everything SkyServe can roll out is an in-place update; the slot's identity replaces."""

@@ -24,8 +24,8 @@ from .translate import spot_fallback_by_policy
 # attributes a service update cannot change: they change which service a slot belongs to
 SERVICE_REPLACES = frozenset({"placement", "fleet", "index", "provider_type"})
 # attributes that reach SkyPilot (task or service spec); others (labels) stay in state
-SERVICE_INPUTS = ("model_source", "model_revision", "served_name", "args", "env", "accelerators", "cloud",
-                  "region", "instance_type", "use_spot", "spot_fallback", "failover", "disk_size", "service")
+SERVICE_INPUTS = ("model_source", "model_revision", "served_name", "args", "sglang_version", "env", "accelerators",
+                  "cloud", "region", "instance_type", "use_spot", "spot_fallback", "failover", "disk_size", "service")
 
 
 def is_service(attrs: dict[str, Any], settings: SkyPilotSettings) -> bool:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from infraplan.models.base import StrictModel
+from infraplan.serving.sglang_args import DEFAULT_VERSION, unsupported_version
 
 DEFAULT_PLAN_CLOUDS = ("aws", "gcp", "lambda", "runpod")
 
@@ -24,7 +25,17 @@ class SkyPilotSettings(StrictModel):
 
     placement: Literal["cluster", "service"] = Field(
         "cluster", description="Default placement: one SkyPilot cluster per replica, or one SkyServe service per fleet.")
-    sglang_version: str = Field("0.5.5", description="SGLang version `setup` installs on each node (`sglang[all]==VERSION`).")
+    sglang_version: str = Field(
+        DEFAULT_VERSION, description="SGLang version `setup` installs on each node (`sglang[all]==VERSION`) for fleets "
+        "that pin none (`engine.sglang_version`); one of the supported releases, the newest by default.")
+    @field_validator("sglang_version")
+    @classmethod
+    def _supported(cls, v: str) -> str:
+        problem = unsupported_version(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
     port: int = Field(30000, description="Port the SGLang server listens on, on each node.", ge=1, le=65535)
     idle_minutes_to_autostop: int | None = Field(
         None, description="Cluster placement: stop a cluster after this many idle minutes.", ge=0)

@@ -65,15 +65,21 @@ def make_resources(attrs: dict[str, Any], settings: SkyPilotSettings) -> list:
     return out
 
 
-def setup_script(settings: SkyPilotSettings) -> str:
-    return f"pip install --upgrade pip && pip install 'sglang[all]=={settings.sglang_version}'"
+def sglang_version(attrs: dict[str, Any], settings: SkyPilotSettings) -> str:
+    """The SGLang release a fleet runs: its pin (`engine.sglang_version`), else the provider's setting."""
+    return attrs.get("sglang_version") or settings.sglang_version
+
+
+def setup_script(settings: SkyPilotSettings, attrs: dict[str, Any] | None = None) -> str:
+    version = sglang_version(attrs or {}, settings)
+    return f"pip install --upgrade pip && pip install 'sglang[all]=={version}'"
 
 
 def run_command(attrs: dict[str, Any], settings: SkyPilotSettings) -> str:
-    """`python -m sglang.launch_server` with the fleet's mapped args."""
+    """`python -m sglang.launch_server` with the fleet's args mapped to its SGLang release's options."""
     argv = build_launch_argv(model_source=attrs.get("model_source") or "", revision=attrs.get("model_revision"),
                              served_name=attrs.get("served_name"), host="0.0.0.0", port=settings.port,
-                             args=attrs.get("args") or {})
+                             args=attrs.get("args") or {}, version=sglang_version(attrs, settings))
     return shlex.join(["python", *argv[1:]])
 
 
@@ -87,7 +93,7 @@ def make_task(name: str, attrs: dict[str, Any], settings: SkyPilotSettings, *, w
     import sky
 
     resources = make_resources(attrs, settings)
-    task = sky.Task(name=name, setup=setup_script(settings), run=run_command(attrs, settings),
+    task = sky.Task(name=name, setup=setup_script(settings, attrs), run=run_command(attrs, settings),
                     envs={k: str(v) for k, v in (attrs.get("env") or {}).items()},
                     secrets=secrets_from_env(settings) if with_secrets else None)
     task.set_resources(resources if len(resources) > 1 else resources[0])

@@ -1,4 +1,4 @@
-"""Engine args -> SGLang launch argv, and validation against the parser snapshot."""
+"""Engine args -> SGLang launch argv, and validation against each supported release's parser snapshot."""
 
 from __future__ import annotations
 
@@ -9,14 +9,22 @@ import pytest
 
 from infraplan.errors import ProviderError
 from infraplan.serving.sglang_args import (
+    DEFAULT_VERSION,
+    ArgKind,
     SENSITIVE_ARGS,
+    SNAPSHOT_DIR,
+    SUPPORTED_VERSIONS,
     build_launch_argv,
+    deprecated_args,
     load_snapshot,
     model_path_from_source,
     redact_args,
     redact_argv,
+    unsupported_version,
     validate_args,
 )
+
+OLD, NEW = "0.5.5", "0.5.23"
 
 
 def argv(args: dict, **kw) -> list[str]:
@@ -108,10 +116,14 @@ def test_validate_unknown_arg_far_from_anything_has_no_suggestion():
     assert "did you mean" not in problem[1]
 
 
-def test_validate_real_arg_outside_typed_snapshot_is_accepted():
-    # a real SGLang 0.5 option the snapshot lists by name only
-    assert "enable_p2p_check" in load_snapshot()["all_names"]
-    assert validate_args({"enable_p2p_check": True}) == []
+def test_every_option_of_the_parser_is_typed():
+    # each snapshot is the whole parser: every option string belongs to a typed entry
+    for version in SUPPORTED_VERSIONS:
+        for name, spec in load_snapshot(version)["args"].items():
+            assert ArgKind(spec["type"].removeprefix("list[").removesuffix("]")), (version, name)
+            assert spec["flag"] in spec["options"], (version, name)
+    assert validate_args({"enable_p2p_check": True}, OLD) == []
+    assert validate_args({"enable_p2p_check": True}, NEW) == []
 
 
 def test_validate_bad_choice():
@@ -145,24 +157,143 @@ def test_redaction():
     assert "sk-123" not in redact_argv(av) and opt(redact_argv(av), "--api-key") == ["(sensitive)"]
 
 
-def test_snapshot_is_sourced_and_covers_the_mapped_args():
-    snap = load_snapshot()
-    assert snap["_source"]["version"].startswith("0.5.")
-    assert snap["_source"]["file"].endswith("sglang/srt/server_args.py")
+@pytest.mark.parametrize("version", SUPPORTED_VERSIONS)
+def test_snapshot_is_sourced_and_covers_the_mapped_args(version):
+    snap = load_snapshot(version)
+    src = snap["_source"]
+    assert src["version"] == version and src["file"] == "sglang/srt/server_args.py"
+    assert len(src["sha256"]) == 64 and src["generator"] == "scripts/snapshot_sglang_args.py"
     for name in ("tp_size", "context_length", "mem_fraction_static", "dp_size", "pp_size", "ep_size", "quantization",
                  "dtype", "kv_cache_dtype", "max_running_requests", "lora_paths", "enable_metrics", "api_key",
                  "disaggregation_mode"):
         spec = snap["args"][name]
         assert spec["flag"] in spec["options"]
-    assert 40 <= len(snap["args"]) <= 100
+    assert 250 <= len(snap["args"]) <= 700  # the whole parser, not a hand-picked subset
+
+
+def test_supported_versions_are_the_committed_snapshots_newest_is_the_default():
+    assert SUPPORTED_VERSIONS == ("0.5.5", "0.5.6.post2", "0.5.23")  # oldest first, 0.5.23 > 0.5.6.post2
+    assert {p.stem for p in SNAPSHOT_DIR.glob("*.json")} == set(SUPPORTED_VERSIONS)
+    assert DEFAULT_VERSION == "0.5.23"
+    assert validate_args({"attn_dp_size": 2}) == []  # the default is 0.5.23's parser
+
+
+def test_unsupported_version_names_the_supported_ones():
+    msg = unsupported_version("0.4.0")
+    assert msg and "0.4.0" in msg and "0.5.5, 0.5.6.post2, 0.5.23" in msg
+    assert unsupported_version("0.5.23") is None
+    with pytest.raises(ProviderError, match="supported versions: 0.5.5"):
+        load_snapshot("0.4.0")
+    with pytest.raises(ProviderError, match="not supported"):
+        validate_args({"tp_size": 1}, "0.5.99")
+
+
+def test_0_5_23_refuses_cuda_graph_max_bs_with_the_split_names():
+    # 0.5.23 split it into -decode/-prefill: its own parser calls --cuda-graph-max-bs ambiguous
+    (problem,) = validate_args({"cuda_graph_max_bs": 256}, NEW)
+    assert problem[0] == "cuda_graph_max_bs"
+    assert "unknown SGLang 0.5.23 server arg 'cuda_graph_max_bs'" in problem[1]
+    assert "'cuda_graph_max_bs_decode' or 'cuda_graph_max_bs_prefill'" in problem[1]
+    assert "0.5.5" in problem[1]  # the releases that still have it
+    assert validate_args({"cuda_graph_max_bs": 256}, OLD) == []
+    assert validate_args({"cuda_graph_max_bs_decode": 256}, NEW) == []
+    with pytest.raises(ProviderError, match="cuda_graph_max_bs_decode"):
+        argv({"cuda_graph_max_bs": 256}, version=NEW)
+    assert opt(argv({"cuda_graph_max_bs": 256}, version=OLD), "--cuda-graph-max-bs") == ["256"]
+    assert opt(argv({"cuda_graph_max_bs_decode": 256}, version=NEW), "--cuda-graph-max-bs-decode") == ["256"]
+
+
+def test_new_options_of_0_5_23_are_accepted_there_only():
+    assert validate_args({"attn_dp_size": 2, "admin_api_key": "k", "tokenizer_backend": "huggingface"}, NEW) == []
+    problems = dict(validate_args({"attn_dp_size": 2}, OLD))
+    assert "unknown SGLang 0.5.5 server arg 'attn_dp_size'" in problems["attn_dp_size"]
+    assert "SGLang 0.5.23 has it" in problems["attn_dp_size"]
+    assert opt(argv({"attn_dp_size": 2}, version=NEW), "--attn-dp-size") == ["2"]
+
+
+@pytest.mark.parametrize(("name", "value"), [("quantization", "marlin"), ("quantization", "qoq"),
+                                             ("kv_cache_dtype", "fp4_e2m1"), ("attention_backend", "cutlass_mla"),
+                                             ("attention_backend", "dual_chunk_flash_attn")])
+def test_choices_are_checked_per_version(name, value):
+    assert validate_args({name: value}, OLD) == []
+    assert validate_args({name: value}, "0.5.6.post2") == []
+    (problem,) = validate_args({name: value}, NEW)
+    assert problem[0] == name and f"not one of SGLang 0.5.23's choices for --{name.replace('_', '-')}" in problem[1]
+
+
+def test_the_tp_size_option_differs_between_releases_and_both_emit_tp_size():
+    old, new = load_snapshot(OLD)["args"]["tp_size"], load_snapshot(NEW)["args"]["tp_size"]
+    assert (old["dest"], new["dest"]) == ("tensor_parallel_size", "tp_size")  # as each parser has it
+    for version in (OLD, NEW):
+        assert opt(argv({"tp_size": 4}, version=version), "--tp-size") == ["4"]
+        assert opt(argv({"tensor_parallel_size": 4}, version=version), "--tp-size") == ["4"]
+
+
+def test_abbreviations_argparse_would_take_are_refused():
+    # argparse resolves an unambiguous prefix (--mem-fraction -> --mem-fraction-static); infraplan does not
+    for version in (OLD, NEW):
+        (problem,) = validate_args({"mem_fraction": 0.8}, version)
+        assert "unknown" in problem[1] and "mem_fraction_static" in problem[1]
+        with pytest.raises(ProviderError):
+            argv({"mem_fraction": 0.8}, version=version)
+
+
+def test_size_values_where_sglang_takes_them():
+    # 0.5.23 reads context_length with human_readable_int ("128k"); 0.5.5 wants an int
+    assert load_snapshot(NEW)["args"]["context_length"]["converter"] == "human_readable_int"
+    assert validate_args({"context_length": "128k", "max_total_tokens": 4096}, NEW) == []
+    (problem,) = validate_args({"context_length": "lots"}, NEW)
+    assert "size" in problem[1]
+    (problem,) = validate_args({"context_length": "128k"}, OLD)
+    assert "expects an int" in problem[1]
+
+
+def test_json_options_take_a_map_and_emit_json_text():
+    config = {"decode": {"backend": "full", "max_bs": 128}}
+    assert validate_args({"cuda_graph_config": config}, NEW) == []
+    assert opt(argv({"cuda_graph_config": config}, version=NEW), "--cuda-graph-config") == [
+        '{"decode": {"backend": "full", "max_bs": 128}}']
+    (problem,) = validate_args({"cuda_graph_config": "{not json"}, NEW)
+    assert "JSON" in problem[1]
+
+
+def test_store_true_and_negatable_flags():
+    spec = load_snapshot(NEW)["args"]["lora_strict_loading"]
+    assert spec["negation"] == "--no-lora-strict-loading"
+    assert "--lora-strict-loading" in argv({"lora_strict_loading": True}, version=NEW)
+    assert "--no-lora-strict-loading" in argv({"lora_strict_loading": False}, version=NEW)
+    av = argv({"enable_metrics": False}, version=NEW)
+    assert "--enable-metrics" not in av and "--no-enable-metrics" not in av
+    (problem,) = validate_args({"no_lora_strict_loading": True}, NEW)  # the negation is not a name of its own
+    assert "unknown" in problem[1]
+
+
+def test_deprecated_args_are_named_with_sglangs_note():
+    ((name, note),) = deprecated_args({"enable_dp_attention": True, "tp_size": 2}, NEW)
+    assert name == "enable_dp_attention" and "deprecated in SGLang 0.5.23" in note and "--attn-dp-size" in note
+    assert deprecated_args({"enable_dp_attention": True}, OLD) == []
+
+
+def test_version_sets_of_names_differ_as_the_real_parsers_do():
+    names = lambda v: {o[2:].replace("-", "_") for s in load_snapshot(v)["args"].values()  # noqa: E731
+                       for o in s["options"] if o.startswith("--")}
+    gone, added = names(OLD) - names(NEW), names(NEW) - names(OLD)
+    assert {"cuda_graph_max_bs", "cuda_graph_bs", "enable_double_sparsity"} <= gone
+    assert {"attn_dp_size", "cuda_graph_max_bs_decode", "cuda_graph_max_bs_prefill"} <= added
+    assert len(added) > 250 and len(gone) > 20
 
 
 def test_snapshot_and_argv_match_sglangs_own_parser():
     server_args = pytest.importorskip("sglang.srt.server_args")
+    from importlib.metadata import version as dist_version
+
+    installed = dist_version("sglang")
+    if installed not in SUPPORTED_VERSIONS:
+        pytest.skip(f"SGLang {installed} has no snapshot")
     parser = argparse.ArgumentParser()
     server_args.ServerArgs.add_cli_args(parser)
     by_option = {o: a for a in parser._actions for o in a.option_strings}
-    for name, spec in load_snapshot()["args"].items():
+    for name, spec in load_snapshot(installed)["args"].items():
         action = by_option.get(spec["flag"])
         assert action is not None, f"{spec['flag']} is not an option of this SGLang"
         if spec["type"] == "flag":
@@ -170,7 +301,7 @@ def test_snapshot_and_argv_match_sglangs_own_parser():
         elif spec.get("choices"):
             assert set(spec["choices"]) <= set(action.choices or spec["choices"]), name
     av = argv({"tp_size": 2, "context_length": 4096, "enable_metrics": True, "lora_paths": ["a=/x"],
-               "kv_cache_dtype": "fp8_e5m2"})
+               "kv_cache_dtype": "fp8_e5m2"}, version=installed)
     ns = parser.parse_args(av[3:])
     assert ns.model_path == "Qwen/Qwen2.5-0.5B-Instruct" and ns.port == 30001
-    assert ns.tensor_parallel_size == 2 and ns.context_length == 4096 and ns.enable_metrics is True
+    assert vars(ns)[load_snapshot(installed)["args"]["tp_size"]["dest"]] == 2 and ns.context_length == 4096 and ns.enable_metrics is True
