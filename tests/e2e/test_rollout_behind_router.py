@@ -20,6 +20,7 @@ pytestmark = pytest.mark.e2e
 MAX_REQUESTS = 5000
 
 
+@pytest.mark.slow
 def test_rolling_behind_smg_fails_no_request(rollout_fleet):
     fleet = rollout_fleet(4)
     attrs = {"kind": "router", "policy": "round_robin", "port": None, "labels": {},

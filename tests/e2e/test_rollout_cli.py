@@ -39,6 +39,7 @@ def revisions(state):
     return sorted(r.attributes["model_revision"] for r in snap.resources if r.kind == "replica" and not r.deposed)
 
 
+@pytest.mark.slow
 def test_canary_rolls_back_a_slow_version_and_refuses_it_until_forced(project):
     project.write("main.yaml", CONFIG)
     project.run("apply", "--auto-approve")

@@ -146,6 +146,7 @@ def test_rolling_update_of_4_replicas_fails_no_request(project, record_property)
     assert steps.count("batch") == 2 and steps[-1] == "done"
 
 
+@pytest.mark.slow
 def test_blue_green_switch_fails_no_request_and_keeps_the_old_set_for_the_window(project, record_property):
     project.write("main.yaml", config(4, "strategy: blue_green"))
     project.run("apply", "--auto-approve")
@@ -270,6 +271,7 @@ def test_canary_that_fails_requests_is_rolled_back_at_its_first_step(project, re
     assert not load.failures, f"smg retried every failure of the canary elsewhere: {load.summary()}"
 
 
+@pytest.mark.slow
 def test_canary_failures_reach_clients_only_within_its_share_when_router_retries_are_off(project, record_property):
     """`retries: {enabled: false}`: clients see the canary's failures, at most its share of the traffic."""
     project.write("main.yaml", config(3, FAILING_CANARY))

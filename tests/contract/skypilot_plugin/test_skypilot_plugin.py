@@ -183,6 +183,7 @@ def _applied_v1(tmp_path, router: bool) -> tuple[Path, Path]:
     return cfg, state
 
 
+@pytest.mark.slow
 def test_a_skyserve_canary_is_planned_as_a_separate_service_behind_the_router(sky_env, tmp_path):
     cfg, state = _applied_v1(tmp_path, router=True)
     proc = _plan(cfg, state, "--json", "--var", "rev=r2")
@@ -198,6 +199,7 @@ def test_a_skyserve_canary_is_planned_as_a_separate_service_behind_the_router(sk
     assert "canary service (2 replicas of the new version) while the canary runs: +$" in text
 
 
+@pytest.mark.slow
 def test_a_skyserve_canary_needs_a_router_and_an_unchanged_replica_count(sky_env, tmp_path):
     cfg, state = _applied_v1(tmp_path, router=False)
     proc = _plan(cfg, state, "--var", "rev=r2")
@@ -376,6 +378,8 @@ class RouterLoad:
         self.thread.join(15)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_skyserve_canary_end_to_end_through_the_cli(sky_env, tmp_path, monkeypatch):
     """The CLI, the plugin, real processes: a SkyServe fleet (the fake SDK runs each service as
     sims behind an smg load balancer) behind a router on SkyPilot (the fake runs its VM's smg
@@ -474,6 +478,7 @@ def test_skyserve_canary_end_to_end_through_the_cli(sky_env, tmp_path, monkeypat
         _kill_listener(router_port)
 
 
+@pytest.mark.slow
 def test_a_skyserve_update_says_what_of_the_rollout_block_it_cannot_do(sky_env, tmp_path):
     cfg, state = _applied_v1(tmp_path, router=False)
     main = cfg / "main.yaml"
@@ -490,6 +495,7 @@ def test_a_skyserve_update_says_what_of_the_rollout_block_it_cannot_do(sky_env, 
     assert "gates are not run" not in quiet.stdout + quiet.stderr
 
 
+@pytest.mark.slow
 def test_a_skyserve_fleet_without_a_rollout_block_says_skyserves_own_mode_and_only_when_it_redeploys(
         sky_env, tmp_path):
     cfg, state = _applied_v1(tmp_path, router=False)

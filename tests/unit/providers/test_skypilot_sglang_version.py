@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from infraplan.config import validate_config
 from infraplan.plan.expand import expand
-from infraplan.providers.contract import ProviderContext
+from infraplan.providers.contract import ProviderContext, ResourceKind
 from infraplan.serving.sglang_args import DEFAULT_VERSION
 from infraplan_providers.skypilot.provider import SkyPilotProvider
 from infraplan_providers.skypilot.settings import SkyPilotSettings
@@ -41,13 +41,13 @@ def test_an_unsupported_setting_is_a_settings_error_naming_the_supported_ones(tm
 
 def test_unpinned_fleets_args_are_checked_against_an_older_setting(tmp_path):
     old = provider(tmp_path, sglang_version="0.5.5")
-    errors = [d.summary for d in old.plan(None, ATTRS).diagnostics if d.severity == "error"]
+    errors = [d.summary for d in old.plan(ResourceKind.REPLICA, None, ATTRS).diagnostics if d.severity == "error"]
     assert len(errors) == 1 and "unknown SGLang 0.5.5 server arg 'cuda_graph_max_bs_decode'" in errors[0]
     assert "engine.sglang_version" in errors[0]
     # the fleet's own pin was checked when the config loaded; the setting does not apply to it
     pinned = dict(ATTRS, sglang_version="0.5.23")
-    assert not [d for d in old.plan(None, pinned).diagnostics if d.severity == "error"]
-    assert not [d for d in provider(tmp_path).plan(None, ATTRS).diagnostics if d.severity == "error"]
+    assert not [d for d in old.plan(ResourceKind.REPLICA, None, pinned).diagnostics if d.severity == "error"]
+    assert not [d for d in provider(tmp_path).plan(ResourceKind.REPLICA, None, ATTRS).diagnostics if d.severity == "error"]
 
 
 def test_a_pin_reaches_the_replicas_attributes_and_no_pin_adds_nothing(tmp_path):
