@@ -149,6 +149,9 @@ def router_resource(config, addr: str, rc, block_instances: dict[str, list[str]]
         "labels": rb.labels,
         "worker_sets": ["${" + f + ".endpoints}" for f in fleets],
     }
+    keys = [_fleet_api_key(config, f) for f in fleets]
+    if any(k is not None for k in keys):  # absent without keys, as in states written before the field
+        attrs["worker_api_keys"] = keys
     retries = rb.retries.model_dump(mode="json", exclude_defaults=True)
     if retries:  # absent when smg's defaults are kept, as in states written before the field existed
         attrs["retries"] = retries
@@ -157,3 +160,9 @@ def router_resource(config, addr: str, rc, block_instances: dict[str, list[str]]
         provider_type=(pblock.type if pblock and pblock.type else rb.provider),
         attributes=attrs, depends_on=deps, location=rc.location, templated=True,
     )
+
+
+def _fleet_api_key(config, instance: str) -> Any:
+    """The SGLang `api_key` (engine.args) of fleet instance `instance`, unresolved, or None."""
+    rc = config.fleets.get(instance)
+    return rc.block.engine.args.get("api_key") if rc is not None else None

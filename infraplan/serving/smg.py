@@ -40,6 +40,29 @@ def retry_args(retries: dict[str, Any] | None) -> list[str]:
     return out
 
 
+#: `worker_keys` entry for workers not listed in the router's worker sets (a canary's, during a rollout):
+#: present when every keyed fleet behind the router shares one key.
+ANY_WORKER = "*"
+
+
+def worker_keys(attributes: dict[str, Any]) -> dict[str, str]:
+    """Worker URL -> its SGLang API key, from a router's resolved `worker_sets` and the parallel
+    `worker_api_keys` (one per fleet; None where the fleet has no key)."""
+    keys = attributes.get("worker_api_keys") or []
+    sets = attributes.get("worker_sets") or []
+    out: dict[str, str] = {}
+    for urls, key in zip(sets, keys):
+        if not key:
+            continue
+        for url in (urls if isinstance(urls, list) else [urls]):
+            if isinstance(url, str):
+                out[url] = key
+    distinct = {k for k in keys if k}
+    if len(distinct) == 1:
+        out[ANY_WORKER] = distinct.pop()
+    return out
+
+
 class SmgClient:
     """The parts of smg's HTTP API a router's lifecycle needs."""
 
@@ -48,10 +71,15 @@ class SmgClient:
         """A client for a router in state: its endpoint, and its control-plane key from the
         environment variable the record names (``admin_key_env``), if any."""
         env = attributes.get("admin_key_env")
-        return cls(attributes["endpoint"], timeout=timeout, api_key=os.environ.get(env) if env else None)
+        return cls(attributes["endpoint"], timeout=timeout, api_key=os.environ.get(env) if env else None,
+                   worker_keys=worker_keys(attributes))
 
-    def __init__(self, endpoint: str, timeout: float = 5.0, api_key: str | None = None):
+    def __init__(self, endpoint: str, timeout: float = 5.0, api_key: str | None = None,
+                 worker_keys: dict[str, str] | None = None):
         self.endpoint = endpoint
+        # the workers' own SGLang --api-key, handed to smg on registration (never on its command line):
+        # smg's worker detection calls /v1/models, /server_info with it, and forwards requests with it
+        self.worker_keys = dict(worker_keys or {})
         # a control-plane key (smg --control-plane-api-keys) guards /workers on routers others can reach
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         self._http = httpx.Client(base_url=endpoint, timeout=timeout, trust_env=False, headers=headers)
@@ -89,7 +117,9 @@ class SmgClient:
         return sorted(w["url"] for w in self.workers() if w.get("status") != "draining")
 
     def add(self, url: str) -> None:
-        self._call("POST", "/workers", json={"url": url})
+        """Register a worker, with its API key when it has one."""
+        key = self.worker_keys.get(url) or self.worker_keys.get(ANY_WORKER)
+        self._call("POST", "/workers", json={"url": url, **({"api_key": key} if key else {})})
 
     def remove(self, worker_id: str) -> None:
         self._call("DELETE", f"/workers/{worker_id}")

@@ -154,7 +154,7 @@ def create(settings: Any, runtime_dir: Path, env_extra: dict[str, str], address:
             why = (f"smg exited with code {outcome.exit_code}" if outcome.exit_code is not None
                    else f"smg not healthy after {settings.ready_timeout_s:g}s")
             raise ProviderError(f"{address}: {why}; log {log_path}, last lines:\n{process.tail(log_path)}")
-        with SmgClient(endpoint) as client:
+        with SmgClient.for_router(attrs) as client:
             workers = client.sync(want)
         started_at = psutil.Process(popen.pid).create_time()
     except BaseException:
@@ -175,7 +175,7 @@ def update(address: str, prior: dict[str, Any], desired: dict[str, Any]) -> dict
     attrs.update({k: v for k, v in desired.items() if k not in ROUTER_COMPUTED})
     if find(attrs) is None:
         raise ProviderError(f"{address}: the router process (instance {attrs.get('instance_id')}) is not running")
-    with SmgClient(attrs["endpoint"]) as client:
+    with SmgClient.for_router(attrs) as client:
         attrs["workers"] = client.sync(flatten(attrs.get("worker_sets")))
     return attrs
 

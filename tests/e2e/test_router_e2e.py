@@ -171,3 +171,45 @@ def test_drift_reports_a_killed_router_as_missing(project):
 
     findings = json.loads(res.output)["findings"]
     assert [(f["kind"], f["address"]) for f in findings] == [("missing", "router.gw")]
+
+
+KEYED = """
+variable:
+  key: {type: string, sensitive: true}
+model:
+  m: {source: hf://org/tiny, revision: r1, served_name: tiny}
+fleet:
+  a:
+    model: model.m
+    replicas: 2
+    engine: {type: sim, sim: {ttft_ms: 1, tpot_ms: 1}, args: {api_key: "${var.key}"}}
+router:
+  gw: {fleets: [fleet.a], policy: round_robin}
+"""
+
+
+def test_servers_with_an_api_key_are_registered_with_it_and_serve_through_the_router(
+        tmp_path, leftover_routers, leftover_servers):
+    """smg's worker detection calls /v1/models and /server_info, which a keyed SGLang server
+    answers 401; smg gets the key on `POST /workers` (never on its command line) and uses it."""
+    from infraplan.plan.planner import PlanOptions
+
+    secret = "sk-router-e2e-4f1c"
+    (tmp_path / "main.yaml").write_text(KEYED)
+    ws = Workspace(tmp_path, var_args=[f"key={secret}"])
+    try:
+        result = ws.apply(ws.plan(PlanOptions()))
+        assert result.ok, result.failed
+        recs = records(ws)
+        router = recs["router.gw"].attributes
+        replicas = sorted(recs[f"fleet.a[{i}]"].attributes["endpoint"] for i in range(2))
+        assert sorted(router["workers"]) == replicas
+        with httpx.Client(trust_env=False, timeout=10) as c:
+            assert c.get(f"{replicas[0]}/v1/models").status_code == 401  # the servers really are keyed
+            assert all(chat(c, router["endpoint"]).status_code == 200 for _ in range(4))
+        import psutil
+
+        smg = psutil.Process(router["pid"])
+        assert secret not in " ".join(smg.cmdline())
+    finally:
+        ws.apply(ws.plan(PlanOptions(destroy=True)))
