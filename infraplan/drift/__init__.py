@@ -13,7 +13,8 @@ Kinds of finding:
     changed    the real thing differs from state or config (replica count, model,
                revision, served name, server args; accelerators/cloud/region/spot
                when a provider's read() reports them)
-    unhealthy  exists but /health or /health_generate fails (after retries)
+    unhealthy  exists but /ready (/health where there is none) or /health_generate fails
+               (after retries)
     orphaned   an instance carrying this project's marks that is in no state
     idle       a serving replica whose request counter has not moved for longer
                than the idle window (its own /metrics)

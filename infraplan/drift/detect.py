@@ -21,7 +21,7 @@ IN_FLIGHT = {"creating": "being created", "updating": "being updated", "deleting
 # Replica attributes compared with what the real thing reports, and who reports them.
 OBSERVED = {
     "model_source": "/model_info",
-    "model_revision": "/model_info",
+    "model_revision": "/server_info",  # SGLang reports the revision there only
     "served_name": "/server_info",
     "args": "/server_info",
     "accelerators": "provider",  # SkyPilot status (when a provider reports it)
@@ -200,7 +200,7 @@ def _replica_findings(c: _Checked, desired) -> list[Finding]:
                         evidence=[Evidence("server", "an answer", p.error, endpoint, "expected")],
                         detail=result.detail, **base)]
     if p is not None and (p.health != "ok" or (p.health_generate not in (None, "ok"))):
-        route, why = ("/health", p.health) if p.health != "ok" else ("/health_generate", p.health_generate)
+        route, why = (p.health_route, p.health) if p.health != "ok" else ("/health_generate", p.health_generate)
         out.append(Finding("unhealthy", summary=f"{rec.address} fails {route}: {why}",
                            evidence=[Evidence(route.strip("/"), "HTTP 200", why, endpoint + route, "expected")],
                            detail=result.detail, **base))

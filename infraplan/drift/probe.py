@@ -1,4 +1,10 @@
-"""Probing one SGLang server: health, health_generate, served models and request counters, under a deadline."""
+"""Probing one SGLang server: readiness, health_generate, served models and request counters, under a deadline.
+
+Readiness is `/ready` (SGLang 0.5.23: at once, no generation; it turns 503 once a health
+check failed), or `/health` on a server without it. `/health` and `/health_generate` run a
+one-token generation and sleep 1 s first, so their probes get that second on top of the
+probe timeout.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import httpx
 from infraplan.drift.settings import DriftSettings
 from infraplan.errors import InfraplanError
 from infraplan.serving.http import Failure, failure
+from infraplan.serving.sglang_client import HEALTH_GENERATION_S
 
 REQUESTS_METRIC = "sglang:num_requests_total"
 RUNNING_METRIC = "sglang:num_running_reqs"
@@ -23,6 +30,7 @@ class Probe:
     """What the server's own endpoints said (health, served models, request counters)."""
 
     health: str | None = None  # "ok", or why not ("HTTP 503", "connection refused")
+    health_route: str = "/ready"  # what `health` answered: /ready, or /health where the server has no /ready
     health_generate: str | None = None
     models: list[str] | None = None
     requests: float | None = None
@@ -54,20 +62,25 @@ class Prober:
     def http(self) -> httpx.Client:
         return self._local.http
 
-    def _get(self, url: str, headers: dict, deadline: float) -> httpx.Response:
+    def _get(self, url: str, headers: dict, deadline: float, extra_s: float = 0.0) -> httpx.Response:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _Deadline()
-        return self.http.get(url, headers=headers, timeout=min(self.s.probe_timeout_s, remaining))
+        return self.http.get(url, headers=headers, timeout=min(self.s.probe_timeout_s + extra_s, remaining))
 
-    def _check(self, url: str, headers: dict, deadline: float) -> tuple[str, str | None]:
-        """("ok"|why-not, error): retried; a timeout or garbage on the last try is an error."""
+    def _check(self, url: str, headers: dict, deadline: float, *, generates: bool = False,
+               absent_ok: bool = False) -> tuple[str, str | None]:
+        """("ok"|why-not, error): retried; a timeout or garbage on the last try is an error.
+
+        `generates`: the route runs a generation (1 s more). `absent_ok`: a 404 answers "absent" at once.
+        """
         why, err = "no answer", None
+        timeout = self.s.probe_timeout_s + (HEALTH_GENERATION_S if generates else 0.0)
         for attempt in range(self.s.retries):
             if attempt:
                 time.sleep(min(0.1 * attempt, max(0.0, deadline - time.monotonic())))
             try:
-                resp = self._get(url, headers, deadline)
+                resp = self._get(url, headers, deadline, HEALTH_GENERATION_S if generates else 0.0)
             except _Deadline:
                 break
             except httpx.HTTPError as exc:
@@ -75,19 +88,21 @@ class Prober:
                 if kind is Failure.REFUSED:
                     why, err = f"connection refused ({type(exc).__name__})", None
                 elif kind is Failure.TIMEOUT:
-                    why, err = None, f"no answer from {url} within {self.s.probe_timeout_s:g}s"
+                    why, err = None, f"no answer from {url} within {timeout:g}s"
                 else:  # garbage: not HTTP, cut off
                     why, err = None, f"{url} answered garbage ({type(exc).__name__}: {exc})"
                 continue
             if resp.status_code == 200:
                 return "ok", None
+            if resp.status_code == 404 and absent_ok:
+                return "absent", None
             why, err = f"HTTP {resp.status_code}", None
         if err is None and why == "no answer":
             err = f"no answer from {url} within the {self.s.deadline_s:g}s budget"
         return why or "no answer", err
 
     def probe(self, endpoint: str, *, api_key: str | None, metrics: bool, healthy: bool | None = None) -> Probe:
-        """Ask one server. `healthy=True` (the provider's read just saw /health answer 200) skips /health."""
+        """Ask one server. `healthy=True` (the provider's read just saw it ready) skips the readiness probe."""
         # trust_env=False: servers are reached directly, never through a proxy from the environment
         transport = httpx.HTTPTransport(verify=_ssl_context())
         with httpx.Client(transport=transport, timeout=self.s.probe_timeout_s, trust_env=False) as http:
@@ -105,11 +120,14 @@ class Prober:
         if healthy is True:
             p.health = "ok"
         else:
-            p.health, p.error = self._check(f"{base}/health", headers, deadline)
+            p.health, p.error = self._check(f"{base}/ready", headers, deadline, absent_ok=True)
+            if p.health == "absent":  # SGLang before 0.5.23
+                p.health_route = "/health"
+                p.health, p.error = self._check(f"{base}/health", headers, deadline, generates=True)
             if p.error or p.health != "ok":
                 return p
         if self.s.health_generate:
-            p.health_generate, p.error = self._check(f"{base}/health_generate", headers, deadline)
+            p.health_generate, p.error = self._check(f"{base}/health_generate", headers, deadline, generates=True)
             if p.error or p.health_generate != "ok":
                 return p
         try:

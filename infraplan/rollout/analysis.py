@@ -23,7 +23,9 @@ from infraplan.errors import InfraplanError
 TTFT = "sglang:time_to_first_token_seconds"
 ITL = "sglang:inter_token_latency_seconds"
 E2E = "sglang:e2e_request_latency_seconds"
-TPOT = "sglang:time_per_output_token_seconds"  # SGLang 0.4.x name and buckets; the sim exports it too
+#: per-request time per output token, (finished - first token) / (tokens - 1): SGLang 0.5.23 exports it
+TPOT = "sglang:request_time_per_output_token_seconds"
+TPOT_0_4 = "sglang:time_per_output_token_seconds"  # SGLang 0.4.x's name for it; 0.5.6 exports neither
 REQUESTS = "sglang:num_requests_total"
 ABORTED = "sglang:num_aborted_requests_total"
 GEN_TOKENS = "sglang:generation_tokens_total"
@@ -122,9 +124,7 @@ def window_stats(before: Sequence[Metrics], after: Sequence[Metrics], seconds: f
     for metric, (hist, q) in QUANTILE_METRICS.items():
         v = histogram_quantile(q, bucket_increase(before, after, hist))
         if v is None and hist == TPOT:
-            # SGLang 0.5.x exports no time-per-output-token histogram; the inter-token latency
-            # of the same requests measures the same thing (TPOT is their mean gap)
-            v = histogram_quantile(q, bucket_increase(before, after, ITL))
+            v = _tpot_fallback(q, before, after)
         out[metric] = None if v is None else round(v * 1000.0, 3)
     requests = counter_increase(before, after, REQUESTS)
     aborted = counter_increase(before, after, ABORTED)
@@ -134,6 +134,21 @@ def window_stats(before: Sequence[Metrics], after: Sequence[Metrics], seconds: f
     out["error_rate"] = out["server_error_rate"]
     out["gen_tokens_per_s"] = round(counter_increase(before, after, GEN_TOKENS) / seconds, 3) if seconds > 0 else None
     return out
+
+
+def _has(metrics: Sequence[Metrics], histogram: str) -> bool:
+    return any(histogram + "_bucket" in m for m in metrics)
+
+
+def _tpot_fallback(q: float, before: Sequence[Metrics], after: Sequence[Metrics]) -> float | None:
+    """TPOT where the servers do not export 0.5.23's histogram: 0.4.x's, else the inter-token
+    latency (0.5.6 has only that; TPOT is the mean of a request's gaps). A server that exports
+    the 0.5.23 histogram with nothing in it this window has no TPOT: that is not filled in."""
+    if _has(after, TPOT):
+        return None
+    if _has(after, TPOT_0_4):
+        return histogram_quantile(q, bucket_increase(before, after, TPOT_0_4))
+    return histogram_quantile(q, bucket_increase(before, after, ITL))
 
 
 def add_client_errors(stats: dict[str, Any], sent: int, failed: int) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from infraplan.errors import ApplyError, InfraplanError
@@ -155,7 +154,8 @@ class _Runner:
             slot.key = ""
 
     def check(self, slot: Slot) -> None:
-        """Readiness (health, /health_generate and a real generation) then golden prompts."""
+        """Readiness (/ready, or /health where the server has no /ready; /health_generate; a real
+        generation) then golden prompts."""
         url, spec = slot.new_url, self.spec
         from infraplan.serving.sglang_client import SGLangClient
 
@@ -164,8 +164,8 @@ class _Runner:
         with SGLangClient(url, api_key=self.api_key, timeout=10.0, retries=1) as c:
             while True:
                 try:
-                    if not c.health():
-                        why = "/health does not answer 200"
+                    if not c.ready_or_health():
+                        why = "/ready (or /health) does not answer 200"
                     elif not c.health_generate():
                         why = "/health_generate does not answer 200"
                     else:

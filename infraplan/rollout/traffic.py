@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
-from infraplan.errors import ApplyError, InfraplanError
+from infraplan.errors import ApplyError
 
 from infraplan.plan.rollout_checks import NEEDS_ROUTER  # noqa: E402,F401  (re-exported for the strategies)
 from infraplan.models.actions import Action

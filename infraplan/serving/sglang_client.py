@@ -1,11 +1,16 @@
-"""An httpx client for one running SGLang 0.5.x server (or infraplan's sim).
+"""An httpx client for one running SGLang server, 0.5.6 to 0.5.23 (or infraplan's sim).
 
 Failures map to infraplan's errors in one place (`infraplan.serving.http`):
 refused connections, timeouts and HTTP 5xx raise `TransientProviderError`, which
 the engine retries (`infraplan.util.retry`); a client made with ``retries=N`` for
 a feature's own probes tries N times with the same policy. Other failures raise
-`ProviderError`. Metric names are SGLang's own
-(`sglang/srt/metrics/collector.py`); every metric carries a `model_name` label.
+`ProviderError`. Metric names are SGLang's own (0.5.23:
+`sglang/srt/observability/metrics_collector.py`); every metric carries `model_name` and
+`engine_type` labels, the per-request ones also `is_streaming`.
+
+SGLang 0.5.23's `/health` and `/health_generate` each run a one-token generation and
+sleep 1 s before they look for it, so they get that second on top of the client's
+timeout; `/ready` answers at once (`ready_or_health` uses it where the server has it).
 """
 
 from __future__ import annotations
@@ -20,18 +25,25 @@ from prometheus_client.samples import Sample
 from infraplan.errors import ProviderError, TransientProviderError
 from infraplan.serving.http import status_error, transport_error
 from infraplan.util.retry import call_with_retries
-from infraplan.serving.sglang_args import REDACTED, SENSITIVE_ARGS
+from infraplan.serving.sglang_args import REDACTED
+from infraplan.util.redact import redact
 
-# TokenizerMetricsCollector (label: model_name). Counters are exposed with `_total`.
-TIME_TO_FIRST_TOKEN = "sglang:time_to_first_token_seconds"  # histogram
+#: what SGLang's /health and /health_generate sleep before looking for their generation
+HEALTH_GENERATION_S = 1.0
+
+# TokenizerMetricsCollector (labels: model_name, engine_type; `is_streaming` where noted).
+# Counters are exposed with `_total`.
+TIME_TO_FIRST_TOKEN = "sglang:time_to_first_token_seconds"  # histogram, is_streaming
 INTER_TOKEN_LATENCY = "sglang:inter_token_latency_seconds"  # histogram
-E2E_REQUEST_LATENCY = "sglang:e2e_request_latency_seconds"  # histogram
-NUM_REQUESTS = "sglang:num_requests_total"  # counter
+E2E_REQUEST_LATENCY = "sglang:e2e_request_latency_seconds"  # histogram, is_streaming
+#: per-request (finished - first token) / (completion tokens - 1); new in 0.5.23
+REQUEST_TIME_PER_OUTPUT_TOKEN = "sglang:request_time_per_output_token_seconds"  # histogram, is_streaming
+NUM_REQUESTS = "sglang:num_requests_total"  # counter, is_streaming (counted when a request finishes)
 NUM_ABORTED_REQUESTS = "sglang:num_aborted_requests_total"  # counter
-PROMPT_TOKENS = "sglang:prompt_tokens_total"  # counter
-GENERATION_TOKENS = "sglang:generation_tokens_total"  # counter
-CACHED_TOKENS = "sglang:cached_tokens_total"  # counter
-# SchedulerMetricsCollector (labels: model_name, engine_type, tp_rank, pp_rank[, dp_rank]).
+PROMPT_TOKENS = "sglang:prompt_tokens_total"  # counter, is_streaming
+GENERATION_TOKENS = "sglang:generation_tokens_total"  # counter, is_streaming
+CACHED_TOKENS = "sglang:cached_tokens_total"  # counter, cache_source
+# SchedulerMetricsCollector (labels: model_name, engine_type, tp_rank, pp_rank, moe_ep_rank[, dp_rank]).
 NUM_RUNNING_REQS = "sglang:num_running_reqs"  # gauge
 NUM_QUEUE_REQS = "sglang:num_queue_reqs"  # gauge
 NUM_USED_TOKENS = "sglang:num_used_tokens"  # gauge
@@ -71,15 +83,10 @@ def parse_metrics(text: str) -> Metrics:
 
 
 def redact_server_info(info: dict[str, Any]) -> dict[str, Any]:
-    """`info` with sensitive server args (also inside `internal_states`) redacted."""
-
-    def scrub(d: dict[str, Any]) -> dict[str, Any]:
-        return {k: (REDACTED if k in SENSITIVE_ARGS and v is not None else v) for k, v in d.items()}
-
-    out = scrub(info)
-    if isinstance(out.get("internal_states"), list):
-        out["internal_states"] = [scrub(s) if isinstance(s, dict) else s for s in out["internal_states"]]
-    return out
+    """`info` with every key-, token- or secret-named field masked, at any depth (`api_key`,
+    `admin_api_key`, also inside `internal_states`), and the secrets in `launch_command`
+    (`--api-key X`): SGLang 0.5.23 returns all of them in clear."""
+    return redact(info, marker=REDACTED)
 
 
 class SGLangClient:
@@ -97,6 +104,7 @@ class SGLangClient:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
         self.retries = max(1, retries)
+        self.timeout = timeout
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
 
     # -- plumbing -----------------------------------------------------------
@@ -149,20 +157,36 @@ class SGLangClient:
         except ValueError as e:
             raise ProviderError(f"GET {self.base_url}{path}: response is not JSON") from e
 
-    def _probe(self, path: str) -> bool:
+    def _probe(self, path: str, *, generates: bool = False) -> int | None:
+        """The status of GET `path`, None when it could not be asked; a generating probe gets 1 s more."""
+        timeout = self.timeout + (HEALTH_GENERATION_S if generates else 0.0)
         try:
-            return self._http.get(path).status_code == 200
+            return self._http.get(path, timeout=timeout).status_code
         except httpx.HTTPError:
-            return False
+            return None
 
     # -- routes -------------------------------------------------------------
     def health(self) -> bool:
-        """`/health` answers 200 (503 while starting or shutting down); never raises."""
-        return self._probe("/health")
+        """`/health` answers 200 (503 while starting or shutting down); never raises.
+
+        SGLang 0.5.23 runs a one-token generation here and answers after about a second.
+        """
+        return self._probe("/health", generates=True) == 200
 
     def health_generate(self) -> bool:
         """`/health_generate` answers 200 (SGLang runs a one-token generation); never raises."""
-        return self._probe("/health_generate")
+        return self._probe("/health_generate", generates=True) == 200
+
+    def ready(self) -> bool | None:
+        """`/ready` answers 200 (at once, no generation, no key); None when the server has no
+        `/ready` (404: SGLang before 0.5.23); never raises."""
+        status = self._probe("/ready")
+        return None if status == 404 else status == 200
+
+    def ready_or_health(self) -> bool:
+        """Ready to take requests: `/ready` where the server has it, else `/health`; never raises."""
+        ready = self.ready()
+        return self.health() if ready is None else ready
 
     def model_info(self) -> dict[str, Any]:
         """`/model_info` (or the older `/get_model_info`): model_path, weight_version, ..."""
@@ -176,9 +200,18 @@ class SGLangClient:
         """`/v1/models`: `{"object": "list", "data": [{"id": served name, ...}]}`."""
         return self._json("GET", "/v1/models")
 
-    def load(self) -> list[dict[str, Any]]:
-        """`/get_load`: one entry per DP rank with num_reqs, num_waiting_reqs, num_tokens."""
-        return self._json("GET", "/get_load")
+    def loads(self, include: str | None = None) -> dict[str, Any]:
+        """`/v1/loads` (SGLang 0.5.23; `/get_load` is gone): `{"timestamp", "version",
+        "accelerator", "num_accelerators", "loads": [one per DP rank: num_running_reqs,
+        num_waiting_reqs, num_used_tokens, token_usage, ..., "memory", "queues", ...]}`.
+        `include` picks sections (`core,memory,queues`)."""
+        return self._json("GET", "/v1/loads", params={"include": include} if include else None)
+
+    def revision(self) -> str | None:
+        """The model revision the server was started with: `/model_info` if it says (the sim did),
+        else `/server_info` (SGLang reports it only there)."""
+        rev = self.model_info().get("revision")
+        return rev if rev else self.server_info().get("revision")
 
     def metrics(self) -> Metrics:
         """`/metrics` parsed: sample name -> samples (needs `--enable-metrics` on SGLang)."""

@@ -1,15 +1,28 @@
-"""infraplan sim: a small server that speaks SGLang 0.5.x's HTTP API. It is NOT inference.
+"""infraplan sim: a small server that speaks SGLang 0.5.23's HTTP API. It is NOT inference.
 
-It answers SGLang's routes with SGLang's JSON shapes (see
-`sglang/srt/entrypoints/http_server.py` and `.../openai/protocol.py` of 0.5.6.post2)
-so the local provider, health checks, rollouts and dashboards can be exercised
-without a GPU. Text is deterministic filler (seeded by `--seed` and the prompt),
-emitted after `--ttft-ms` and then every `--tpot-ms`, really sleeping, so the
-latency metrics it exports under SGLang's metric names are real measurements of
-the simulated timing. Every identity field says `infraplan-sim`.
+It answers SGLang's routes with SGLang's JSON shapes, read from the sglang-0.5.23 wheel
+(`sglang/srt/entrypoints/http_server.py`, `.../v1_loads.py`, `.../openai/protocol.py`
+and `sse_utils.py`, `srt/managers/tokenizer_manager.py`, `srt/managers/load_snapshot.py`,
+`srt/utils/auth.py`, `srt/observability/metrics_collector.py`), so the local provider,
+health checks, rollouts and dashboards can be exercised without a GPU:
 
-`--server-args-json` adds SGLang server args to what `/server_info` reports; an
-`api_key` there is enforced as SGLang does (Bearer token on all but /health*, /metrics).
+* `/ready` answers at once (no generation); `/health` and `/health_generate` run a
+  one-token generation and, like SGLang, sleep 1 s (`--health-delay-s`) before they look
+  for its answer, then answer 200 (503 at once while starting).
+* `/model_info`, `/server_info` (every 0.5.23 ServerArgs field, `launch_command`,
+  `internal_states`; the api keys in clear, as SGLang returns them), `/v1/models`,
+  `/v1/loads` (`/get_load` is gone in 0.5.23 and answers 404), `/flush_cache`, `/ping`.
+* `--api-key` / `--admin-api-key` (given in `--server-args-json`) are enforced as
+  SGLang's auth middleware does: /health*, /ready* and /metrics* are always open; other
+  routes need the api key (401 `{"error": "Unauthorized"}`); admin routes (`/flush_cache`)
+  need the admin key when one is set, else the api key.
+* Text is deterministic filler (seeded by `--seed` and the prompt), emitted after
+  `--ttft-ms` and then every `--tpot-ms`, really sleeping, so the latency metrics it
+  exports under SGLang 0.5.23's names and labels (`model_name`, `engine_type`,
+  `is_streaming`, ...) are real measurements of the simulated timing.
+
+Every identity field says `infraplan-sim` (and model_info/server_info add `engine`,
+`instance_id`, `simulated`). `/metrics` is always served (SGLang needs --enable-metrics).
 `--port 0` binds a free port; the startup line names it.
 
     python -m infraplan.serving.sim --port 30000 --model-path org/name \
@@ -21,16 +34,21 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import random
+import secrets
 import signal
 import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+from urllib.parse import parse_qs
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -39,25 +57,58 @@ from infraplan.errors import ProviderError
 from infraplan.serving.sglang_args import model_path_from_source
 
 ENGINE = "infraplan-sim"
-SGLANG_API_VERSION = "0.5.6.post2"  # the SGLang release whose HTTP API this mimics
+SGLANG_API_VERSION = "0.5.23"  # the SGLang release whose HTTP API this mimics
 DEFAULT_CONTEXT_LENGTH = 4096
+DEFAULT_MODEL_NAME = "default"  # SGLang's OpenAI requests without `model` (openai/protocol.py)
+#: SGLang's /health and /health_generate sleep this long before looking for the generation's answer
+HEALTH_SLEEP_S = 1.0
 VOCAB = (
     "the a of to and in plan apply fleet replica model server token graph state drift "
     "node edge route queue batch cache prefix decode prefill latency budget region zone "
     "simulated text is not inference only filler words for testing the http contract"
 ).split()
-SNAPSHOT = Path(__file__).resolve().parent.parent / "sglang" / "server_args_snapshot.json"
+SERVER_ARGS_FIELDS = Path(__file__).with_name("sim_server_args.json")
 
-# SGLang's default buckets (sglang/srt/metrics/collector.py, TokenizerMetricsCollector).
+# SGLang 0.5.23's default buckets (srt/observability/metrics_collector.py, TokenizerMetricsCollector).
 TTFT_BUCKETS = [0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400]
 ITL_BUCKETS = [0.002, 0.004, 0.006, 0.008, 0.010, 0.015, 0.020, 0.025, 0.030, 0.035, 0.040,
                0.060, 0.080, 0.100, 0.200, 0.400, 0.600, 0.800, 1.0, 2.0, 4.0, 6.0, 8.0]
 E2E_BUCKETS = [0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400,
                600, 1200, 1800, 2400]
-# `sglang:time_per_output_token_seconds` and its buckets as SGLang's TokenizerMetricsCollector
-# defined them (0.4.x); 0.5.x exports inter-token latency instead, dashboards still chart TPOT.
-TPOT_BUCKETS = [0.002, 0.005, 0.010, 0.020, 0.030, 0.040, 0.050, 0.060, 0.070, 0.080, 0.090,
-                0.100, 0.150, 0.200, 0.300, 0.400, 0.600, 0.800, 1.0, 2.0]
+TOKEN_COUNT_BUCKETS = [100, 300, 500, 700, 1000, 1500, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000,
+                       12500, 15000, 17500, 20000, 22500, 25000, 27500, 30000, 35000, 40000, 60000, 80000,
+                       100000, 200000, 300000, 400000, 600000, 800000, 1000000, 1100000]
+GET_LOADS_BUCKETS = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]
+#: the sections /v1/loads accepts in `include` (srt/managers/load_snapshot.py, LoadSnapshot.VALID_SECTIONS)
+LOAD_SECTIONS = frozenset({"core", "memory", "spec", "lora", "disagg", "queues", "all"})
+
+
+class AuthLevel(str, Enum):
+    """SGLang's per-route auth level (srt/utils/auth.py)."""
+
+    NORMAL = "normal"
+    ADMIN_OPTIONAL = "admin_optional"
+
+
+def _bearer_ok(header: str | None, expected: str) -> bool:
+    if not header:
+        return False
+    parts = header.split(" ", 1)
+    return len(parts) == 2 and parts[0].lower() == "bearer" and secrets.compare_digest(parts[1], expected)
+
+
+def auth_status(method: str, path: str, header: str | None, api_key: str | None, admin_api_key: str | None,
+                level: AuthLevel) -> int | None:
+    """None when allowed, else the HTTP status: SGLang 0.5.23's `decide_request_auth`."""
+    if method == "OPTIONS" or path.startswith(("/health", "/ready", "/metrics")):
+        return None
+    if level is AuthLevel.ADMIN_OPTIONAL:
+        key = admin_api_key or api_key
+    else:
+        key = api_key
+    if key and not _bearer_ok(header, key):
+        return 401
+    return None
 
 
 @dataclass
@@ -73,56 +124,97 @@ class SimConfig:
     tpot_ms: float = 5.0
     error_rate: float = 0.0
     startup_s: float = 0.0
-    #: real SGLang's /health runs a generation and sleeps 1 s first; set 1.0 to imitate it
-    health_delay_s: float = 0.0
+    #: what SGLang's /health and /health_generate sleep before they look for the generation
+    health_delay_s: float = HEALTH_SLEEP_S
     seed: int = 0
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     server_args: dict[str, Any] = field(default_factory=dict)
 
 
 class SimMetrics:
-    """SGLang's Prometheus metrics (same names, types and labels), in a private registry."""
+    """SGLang 0.5.23's Prometheus metrics (same names, types, labels, buckets), in a private registry."""
 
     def __init__(self, served_name: str):
         prometheus_client.disable_created_metrics()  # SGLang runs multiprocess mode: no *_created
         self.registry = r = CollectorRegistry()
-        tok = {"model_name": served_name}
-        sched = {"model_name": served_name, "engine_type": "unified", "tp_rank": "0", "pp_rank": "0"}
+        # tokenizer_metric_labels() and the scheduler's labels without DP or priority scheduling
+        self.labels = tok = {"model_name": served_name, "engine_type": "unified"}
+        sched = {**tok, "tp_rank": "0", "pp_rank": "0", "moe_ep_rank": "0"}
+        stream = [*tok, "is_streaming"]
 
-        def c(name, doc):
-            return Counter(name, doc, list(tok), registry=r).labels(**tok)
+        def counter(name: str, doc: str, labels: list[str]) -> Counter:
+            return Counter(name, doc, labels, registry=r)
 
-        def h(name, doc, buckets):
-            return Histogram(name, doc, list(tok), registry=r, buckets=buckets).labels(**tok)
+        def hist(name: str, doc: str, labels: list[str], buckets: list[float]) -> Histogram:
+            return Histogram(name, doc, labels, registry=r, buckets=buckets)
 
-        def g(name, doc):
+        def gauge(name: str, doc: str) -> Gauge:
             return Gauge(name, doc, list(sched), registry=r).labels(**sched)
 
-        self.prompt_tokens = c("sglang:prompt_tokens", "Number of prefill tokens processed.")
-        self.generation_tokens = c("sglang:generation_tokens", "Number of generation tokens processed.")
-        self.cached_tokens = c("sglang:cached_tokens", "Number of cached prompt tokens.")
-        self.num_requests = c("sglang:num_requests", "Number of requests processed.")
-        self.num_aborted = c("sglang:num_aborted_requests", "Number of requests aborted.")
-        self.ttft = h("sglang:time_to_first_token_seconds", "Histogram of time to first token in seconds.", TTFT_BUCKETS)
-        self.itl = h("sglang:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", ITL_BUCKETS)
-        self.tpot = h("sglang:time_per_output_token_seconds", "Histogram of time per output token in seconds.",
-                      TPOT_BUCKETS)
-        self.e2e = h("sglang:e2e_request_latency_seconds", "Histogram of End-to-end request latency in seconds", E2E_BUCKETS)
-        self.num_running = g("sglang:num_running_reqs", "The number of running requests.")
-        self.num_queue = g("sglang:num_queue_reqs", "The number of requests in the waiting queue.")
-        self.num_used_tokens = g("sglang:num_used_tokens", "The number of used tokens.")
-        self.token_usage = g("sglang:token_usage", "The token usage.")
-        self.gen_throughput = g("sglang:gen_throughput", "The generation throughput (token/s).")
-        self.cache_hit_rate = g("sglang:cache_hit_rate", "The prefix cache hit rate.")
+        self.prompt_tokens = counter("sglang:prompt_tokens_total", "Number of prefill tokens processed.", stream)
+        self.generation_tokens = counter("sglang:generation_tokens_total", "Number of generation tokens processed.",
+                                         stream)
+        self.cached_tokens = counter("sglang:cached_tokens_total",
+                                     "Number of cached prompt tokens by source (device/host/storage).",
+                                     [*tok, "cache_source"])
+        self.num_requests = counter("sglang:num_requests_total", "Number of requests processed.", stream)
+        self.num_so_requests = counter("sglang:num_so_requests_total",
+                                       "Number of structured output requests processed.", list(tok)).labels(**tok)
+        self.num_aborted = counter("sglang:num_aborted_requests_total", "Number of requests aborted.",
+                                   list(tok)).labels(**tok)
+        self.prompt_tokens_hist = hist("sglang:prompt_tokens_histogram", "Histogram of prompt token length.",
+                                       list(tok), TOKEN_COUNT_BUCKETS).labels(**tok)
+        self.uncached_prompt_tokens_hist = hist("sglang:uncached_prompt_tokens_histogram",
+                                                "Histogram of uncached (compute) prompt token length.", list(tok),
+                                                TOKEN_COUNT_BUCKETS).labels(**tok)
+        self.generation_tokens_hist = hist("sglang:generation_tokens_histogram",
+                                           "Histogram of generation token length.", list(tok),
+                                           TOKEN_COUNT_BUCKETS).labels(**tok)
+        self.get_loads_duration = hist("sglang:get_loads_duration_seconds",
+                                       "Time spent serving /v1/loads requests (seconds).", list(tok),
+                                       GET_LOADS_BUCKETS).labels(**tok)
+        self.ttft = hist("sglang:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
+                         stream, TTFT_BUCKETS)
+        self.itl = hist("sglang:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
+                        list(tok), ITL_BUCKETS).labels(**tok)
+        self.tpot = hist("sglang:request_time_per_output_token_seconds",
+                         "Per-request TPOT in seconds: (finished_time - first_token_time) / (completion_tokens - 1).",
+                         stream, ITL_BUCKETS)
+        self.e2e = hist("sglang:e2e_request_latency_seconds", "Histogram of End-to-end request latency in seconds",
+                        stream, E2E_BUCKETS)
+        self.num_running = gauge("sglang:num_running_reqs", "The number of running requests.")
+        self.num_queue = gauge("sglang:num_queue_reqs", "The number of requests in the waiting queue.")
+        self.num_used_tokens = gauge("sglang:num_used_tokens", "The number of used tokens.")
+        self.token_usage = gauge("sglang:token_usage", "The token usage.")
+        self.gen_throughput = gauge("sglang:gen_throughput", "The generation throughput (token/s).")
+        self.cache_hit_rate = gauge("sglang:cache_hit_rate", "The prefix cache hit rate.")
+        self.utilization = gauge("sglang:utilization", "The utilization.")
+        self.max_total_num_tokens = gauge("sglang:max_total_num_tokens",
+                                          "Maximum total number of tokens in the KV cache pool.")
+        self.context_len = gauge("sglang:context_len", "Maximum context length.")
+
+    def stream_labels(self, stream: bool) -> dict[str, str]:
+        return {**self.labels, "is_streaming": "true" if stream else "false"}
 
 
 @functools.cache
-def _snapshot_defaults() -> dict[str, Any]:
-    """SGLang's defaults for the common server args (from the committed parser snapshot)."""
-    try:
-        return {k: v["default"] for k, v in json.loads(SNAPSHOT.read_text())["args"].items()}
-    except OSError:
-        return {}
+def _field_defaults() -> dict[str, Any]:
+    """SGLang 0.5.23's ServerArgs fields and declared defaults (sim_server_args.json)."""
+    return json.loads(SERVER_ARGS_FIELDS.read_text(encoding="utf-8"))["fields"]
+
+
+def _cli_flag(name: str, value: Any) -> list[str]:
+    """`--name value` as SGLang's argparse takes it (flags bare, lists as several values)."""
+    flag = "--" + name.replace("_", "-")
+    if value is None or value is False:
+        return []
+    if value is True:
+        return [flag]
+    if isinstance(value, (list, tuple)):
+        return [flag, *map(str, value)]
+    if isinstance(value, dict):
+        return [flag, json.dumps(value)]
+    return [flag, str(value)]
 
 
 class Simulator:
@@ -131,6 +223,7 @@ class Simulator:
     def __init__(self, cfg: SimConfig):
         self.cfg = cfg
         self.started = time.monotonic()
+        self.startup_wall = time.time()
         self.metrics = SimMetrics(cfg.served_model_name)
         self._lock = threading.Lock()
         self._error_rng = random.Random(cfg.seed)
@@ -138,79 +231,158 @@ class Simulator:
         self._tokens_in_flight = 0
         self._recent: list[tuple[float, int]] = []  # (time, tokens) for gen_throughput
         self.context_length = int(cfg.server_args.get("context_length") or DEFAULT_CONTEXT_LENGTH)
+        self.max_total_num_tokens = self.context_length * 4
         self.weight_version = str(cfg.server_args.get("weight_version") or "default")
+        self.metrics.max_total_num_tokens.set(self.max_total_num_tokens)
+        self.metrics.context_len.set(self.context_length)
 
     # -- identity -----------------------------------------------------------
     def ready(self) -> bool:
         return time.monotonic() - self.started >= self.cfg.startup_s
 
+    @property
+    def api_key(self) -> str | None:
+        return self.cfg.server_args.get("api_key") or None
+
+    @property
+    def admin_api_key(self) -> str | None:
+        return self.cfg.server_args.get("admin_api_key") or None
+
     def server_args(self) -> dict[str, Any]:
-        """Server args as SGLang's `dataclasses.asdict(ServerArgs)` names them."""
-        defaults = _snapshot_defaults()
+        """Server args as SGLang 0.5.23's `ServerArgs.resolved_dict()` names them."""
         c = self.cfg
         base = {
             "model_path": c.model_path, "tokenizer_path": c.model_path, "revision": c.revision,
             "served_model_name": c.served_model_name, "host": c.host, "port": c.port,
             "context_length": self.context_length,
         }
-        return {**defaults, **base, **c.server_args}
+        return {**_field_defaults(), **base, **c.server_args}
+
+    def launch_command(self) -> str:
+        """What SGLang reports as `launch_command`: its argv after the program, secrets left in."""
+        c = self.cfg
+        argv = ["--model-path", c.model_path]
+        argv += ["--revision", c.revision] if c.revision else []
+        argv += ["--served-model-name", c.served_model_name, "--host", c.host, "--port", str(c.port)]
+        for name, value in c.server_args.items():
+            argv += _cli_flag(name, value)
+        return " ".join(argv)
 
     def identity(self) -> dict[str, Any]:
         return {"engine": ENGINE, "instance_id": self.cfg.instance_id, "simulated": True}
 
     def model_info(self) -> dict[str, Any]:
+        """`/model_info` (http_server.py::model_info): no `revision` here in SGLang; see /server_info."""
         args = self.server_args()
         return {
             "model_path": self.cfg.model_path,
+            "served_model_name": self.cfg.served_model_name,
             "tokenizer_path": args["tokenizer_path"],
             "is_generation": True,
             "preferred_sampling_params": args.get("preferred_sampling_params"),
             "weight_version": self.weight_version,
+            "load_format": args.get("load_format"),
+            "reasoning_parser": args.get("reasoning_parser"),
+            "tool_call_parser": args.get("tool_call_parser"),
+            "disaggregation_mode": args.get("disaggregation_mode"),
             "has_image_understanding": False,
             "has_audio_understanding": False,
             "model_type": ENGINE,
             "architectures": ["InfraplanSimulator"],
-            "served_model_name": self.cfg.served_model_name,
-            "revision": self.cfg.revision,
             **self.identity(),
         }
+
+    def _memory_usage(self) -> dict[str, Any]:
+        graph = dict.fromkeys(("prefill", "decode", "target_verify", "draft_prefill", "draft_decode",
+                               "draft_extend"), 0.0)
+        return {"weight": 0.0, "kvcache": 0.0, "startup_available": 0.0, "token_capacity": self.max_total_num_tokens,
+                "token_capacity_swa": None, "graph": graph}
 
     def server_info(self) -> dict[str, Any]:
+        """`/server_info` (http_server.py::server_info via utils/common.py::build_server_info)."""
         with self._lock:
             throughput = self._throughput(time.monotonic())
+        args = self.server_args()
+        internal = {
+            **args,
+            "world_size": 1,
+            "startup_time": self.startup_wall,
+            "effective_max_running_requests_per_dp": args.get("max_running_requests") or 2048,
+            "last_gen_throughput": throughput,
+            "memory_usage": self._memory_usage(),
+        }
+        internal.pop("custom_sigquit_handler", None)
         return {
-            **self.server_args(),
+            **args,
+            "launch_command": self.launch_command(),
             "status": "ready" if self.ready() else "starting",
-            "max_total_num_tokens": self.context_length * 4,
+            "max_total_num_tokens": self.max_total_num_tokens,
             "max_req_input_len": self.context_length - 1,
-            "internal_states": [{
-                "last_gen_throughput": throughput,
-                "memory_usage": {"weight": 0.0, "kvcache": 0.0, "token_capacity": self.context_length * 4, "graph": 0.0},
-            }],
+            "startup_time": self.startup_wall,
+            "hicache_object_layout": None,
+            "kv_events": None,
+            "internal_states": [internal],
             "version": f"{ENGINE} (SGLang {SGLANG_API_VERSION} API)",
+            "frontend": "python",
             **self.identity(),
         }
 
-    def models(self) -> dict[str, Any]:
+    def model_card(self) -> dict[str, Any]:
         name = self.cfg.served_model_name
-        card = {"id": name, "object": "model", "created": int(time.time()), "owned_by": ENGINE,
+        return {"id": name, "object": "model", "created": int(time.time()), "owned_by": ENGINE,
                 "root": name, "parent": None, "max_model_len": self.context_length}
-        return {"object": "list", "data": [card]}
 
-    def load(self) -> list[dict[str, Any]]:
+    def models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [self.model_card()]}
+
+    def loads(self, include: set[str] | None) -> dict[str, Any]:
+        """`/v1/loads` (entrypoints/v1_loads.py, LoadSnapshot.to_dict), one DP rank."""
         with self._lock:
-            return [{"rid": None, "http_worker_ipc": None, "dp_rank": None, "num_reqs": self._running,
-                     "num_waiting_reqs": 0, "num_tokens": self._tokens_in_flight}]
+            running, used = self._running, self._tokens_in_flight
+            throughput = self._throughput(time.monotonic())
+        usage = round(used / self.max_total_num_tokens, 4)
+        load: dict[str, Any] = {
+            "timestamp": time.time(), "dp_rank": 0, "num_running_reqs": running, "num_waiting_reqs": 0,
+            "num_waiting_uncached_tokens": 0, "num_used_tokens": used, "num_total_tokens": used,
+            "num_active_tokens": used, "num_prealloc_ready_tokens": 0,
+            "max_total_num_tokens": self.max_total_num_tokens,
+            "max_running_requests": int(self.server_args().get("max_running_requests") or 2048),
+            "token_usage": usage, "gen_throughput": throughput, "cache_hit_rate": 0.0, "utilization": usage,
+            "total_prefill_uncached_tokens": 0, "total_prefill_busy_us": 0, "decode_moments": None,
+        }
+        sections = {
+            "memory": ("memory", {"weight_gb": 0.0, "kv_cache_gb": 0.0, "graph_gb": 0.0,
+                                  "token_capacity": self.max_total_num_tokens}),
+            "disagg": ("disaggregation", {"mode": "null", "prefill_bootstrap_queue_reqs": 0,
+                                          "prefill_inflight_queue_reqs": 0, "decode_prealloc_queue_reqs": 0,
+                                          "decode_transfer_queue_reqs": 0, "decode_retracted_queue_reqs": 0,
+                                          "kv_transfer_speed_gb_s": 0.0, "kv_transfer_latency_ms": 0.0}),
+            "queues": ("queues", {"waiting": 0, "grammar": 0, "paused": 0, "retracted": 0, "prealloc_ready": 0}),
+        }
+        if include != {"core"}:
+            for name, (key, value) in sections.items():
+                if include is None or "all" in include or name in include:
+                    load[key] = value
+        return {"timestamp": datetime.now(timezone.utc).isoformat(), "version": SGLANG_API_VERSION,
+                "accelerator": None, "num_accelerators": 1, "loads": [load]}
 
     # -- generation ---------------------------------------------------------
-    def draw_failure(self) -> bool:
+    def draw_failure(self, stream: bool = False) -> bool:
         """Whether this request fails (`--error-rate`); a failure counts as an aborted request."""
         with self._lock:
             failed = self._error_rng.random() < self.cfg.error_rate
         if failed:  # SGLang counts an aborted request in both counters, so the error rate is aborted / requests
-            self.metrics.num_requests.inc()
+            self.metrics.num_requests.labels(**self.metrics.stream_labels(stream)).inc()
             self.metrics.num_aborted.inc()
         return failed
+
+    def health_wait(self) -> None:
+        """How long SGLang's health check takes: 1 s sleeps until the one-token generation answered."""
+        step = self.cfg.health_delay_s
+        if step <= 0:
+            return
+        first_token_s = self.cfg.ttft_ms / 1000.0
+        time.sleep(step * max(1, math.ceil(first_token_s / step - 1e-9)))
 
     def _throughput(self, now: float) -> float:
         self._recent = [(t, n) for t, n in self._recent if now - t <= 5.0]
@@ -225,45 +397,66 @@ class Simulator:
             out.append((1000 + k, VOCAB[k] if i == 0 else " " + VOCAB[k]))
         return out
 
-    def run(self, prompt: str, prompt_tokens: int, max_new_tokens: int) -> Iterator[tuple[int, str]]:
-        """Yield tokens at the simulated pace; records SGLang's latency metrics."""
+    def run(self, prompt: str, prompt_tokens: int, max_new_tokens: int, *, stream: bool = False,
+            timing: dict[str, float] | None = None) -> Iterator[tuple[int, str]]:
+        """Yield tokens at the simulated pace; records SGLang's metrics when the request finishes.
+
+        `timing`, when given, receives `created`, `first_token` and `finished` (time.time()).
+        """
         m = self.metrics
         start = time.monotonic()
+        wall0 = time.time()
+        if timing is not None:
+            timing["created"] = wall0
         with self._lock:
             self._running += 1
             self._tokens_in_flight += prompt_tokens
             m.num_running.set(self._running)
             m.num_used_tokens.set(self._tokens_in_flight)
-        m.num_requests.inc()
-        m.prompt_tokens.inc(prompt_tokens)
-        emitted = 0
+        emitted, finished = 0, False
+        first = last = start
         try:
-            last = first = start
             for i, tok in enumerate(self.tokens(prompt, max_new_tokens)):
                 due = start + (self.cfg.ttft_ms + i * self.cfg.tpot_ms) / 1000.0
                 time.sleep(max(0.0, due - time.monotonic()))
                 now = time.monotonic()
-                (m.ttft if i == 0 else m.itl).observe(now - (start if i == 0 else last))
-                first = now if i == 0 else first
+                if i == 0:
+                    first = now
+                    m.ttft.labels(**m.stream_labels(stream)).observe(now - start)
+                    if timing is not None:
+                        timing["first_token"] = wall0 + (now - start)
+                else:
+                    m.itl.observe(now - last)
                 last = now
                 emitted += 1
-                m.generation_tokens.inc()
                 with self._lock:
                     self._tokens_in_flight += 1
                     self._recent.append((now, 1))
                 yield tok
-            m.e2e.observe(time.monotonic() - start)
-            if emitted >= 2:  # time per output token after the first, one observation per request
-                m.tpot.observe((last - first) / (emitted - 1))
+            finished = True
         except GeneratorExit:
             m.num_aborted.inc()
             raise
         finally:
+            end = time.monotonic()
+            if timing is not None:
+                timing["finished"] = wall0 + (end - start)
+            labels = m.stream_labels(stream)
+            m.num_requests.labels(**labels).inc()
+            m.prompt_tokens.labels(**labels).inc(prompt_tokens)
+            m.generation_tokens.labels(**labels).inc(emitted)
+            m.e2e.labels(**labels).observe(end - start)
+            if finished and emitted >= 2 and last > first:  # stop/length finishes only, as SGLang
+                m.tpot.labels(**labels).observe((last - first) / (emitted - 1))
+            m.prompt_tokens_hist.observe(prompt_tokens)
+            m.uncached_prompt_tokens_hist.observe(prompt_tokens)
+            m.generation_tokens_hist.observe(emitted)
             with self._lock:
                 self._running -= 1
                 self._tokens_in_flight -= prompt_tokens + emitted
                 m.num_running.set(self._running)
                 m.num_used_tokens.set(self._tokens_in_flight)
+                m.token_usage.set(round(self._tokens_in_flight / self.max_total_num_tokens, 4))
                 m.gen_throughput.set(self._throughput(time.monotonic()))
 
 
@@ -287,8 +480,10 @@ def _chat_prompt(messages: list[dict[str, Any]]) -> str:
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    """`UsageInfo` (openai/protocol.py) as UsageProcessor fills it without reasoning or cache report."""
     return {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
-            "completion_tokens": completion_tokens, "prompt_tokens_details": None, "reasoning_tokens": 0}
+            "completion_tokens": completion_tokens, "prompt_tokens_details": None, "reasoning_tokens": 0,
+            "completion_tokens_details": None}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -307,6 +502,14 @@ class Handler(BaseHTTPRequestHandler):
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_text(self, text: str, status: int = 200, content_type: str = "text/plain; charset=utf-8") -> None:
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -364,13 +567,6 @@ class Handler(BaseHTTPRequestHandler):
             parts.append(self.rfile.read(size))
             self.rfile.readline(1024)  # the CRLF that ends the chunk
 
-    def _authorized(self) -> bool:
-        key = self.sim.cfg.server_args.get("api_key")
-        path = self.path.split("?", 1)[0]
-        if not key or path.startswith(("/health", "/ready", "/metrics")):
-            return True
-        return self.headers.get("Authorization") == f"Bearer {key}"
-
     def _openai_error(self, status: int, message: str, kind: str) -> None:
         self._send_json({"object": "error", "message": message, "type": kind, "param": None, "code": status}, status)
 
@@ -381,41 +577,64 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._dispatch("POST")
 
-    do_PUT = do_POST
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch("PUT")
+
+    def _routes(self) -> dict[str, tuple[frozenset[str], AuthLevel, Callable[[], None]]]:
+        """path -> (methods, auth level, handler), as http_server.py declares them."""
+        get = frozenset({"GET"})
+        sim = self.sim
+        post = frozenset({"POST", "PUT"})
+        normal, admin = AuthLevel.NORMAL, AuthLevel.ADMIN_OPTIONAL
+        return {
+            "/ready": (get, normal, self._ready),
+            "/health": (get, normal, self._health),
+            "/health_generate": (get, normal, self._health),
+            "/ping": (get, normal, self._ready),
+            "/model_info": (get, normal, lambda: self._send_json(sim.model_info())),
+            "/get_model_info": (get, normal, lambda: self._send_json(sim.model_info())),
+            "/server_info": (get, normal, lambda: self._send_json(sim.server_info())),
+            "/get_server_info": (get, normal, lambda: self._send_json(sim.server_info())),
+            "/v1/models": (get, normal, lambda: self._send_json(sim.models())),
+            "/v1/loads": (get, normal, self._loads),
+            "/metrics": (get, normal, self._metrics),
+            "/flush_cache": (frozenset({"GET", "POST"}), admin, self._flush_cache),
+            "/generate": (post, normal, lambda: self._generation(self._generate)),
+            "/v1/completions": (frozenset({"POST"}), normal, lambda: self._generation(self._completions)),
+            "/v1/chat/completions": (frozenset({"POST"}), normal, lambda: self._generation(self._chat)),
+        }
 
     def _dispatch(self, method: str) -> None:
-        path = self.path.split("?", 1)[0].rstrip("/") or "/"
-        if not self._authorized():
-            self._body()
-            return self._send_json({"error": "Unauthorized"}, 401)
-        get_routes = {
-            "/health": self._health, "/health_generate": self._health, "/ready": self._ready,
-            "/model_info": lambda: self._send_json(self.sim.model_info()),
-            "/get_model_info": lambda: self._send_json(self.sim.model_info()),
-            "/server_info": lambda: self._send_json(self.sim.server_info()),
-            "/get_server_info": lambda: self._send_json(self.sim.server_info()),
-            "/v1/models": lambda: self._send_json(self.sim.models()),
-            "/get_load": lambda: self._send_json(self.sim.load()),
-            "/weight_version": lambda: self._send_json({"weight_version": self.sim.model_info()["weight_version"]}),
-            "/metrics": self._metrics,
-        }
-        post_routes = {"/generate": self._generate, "/v1/completions": self._completions,
-                       "/v1/chat/completions": self._chat}
-        if method == "GET" and path in get_routes:
-            return get_routes[path]()
-        if path in post_routes and (method in ("POST", "PUT")):
-            body = self._body()
-            if not isinstance(body, dict):
-                return self._openai_error(400, "request body must be a JSON object", "BadRequestError")
-            if not self.sim.ready():
-                return self._openai_error(503, "the simulator is still starting (--startup-s)", "ServiceUnavailable")
-            try:
-                return post_routes[path](body)
-            except BadRequest as e:
-                return self._openai_error(400, str(e), "BadRequestError")
-        if method != "GET":
-            self._body()
-        self._send_json({"detail": "Not Found"}, 404)
+        path = self.path.split("?", 1)[0]
+        routes = self._routes()
+        route = routes.get(path)
+        if route is None and path.startswith("/v1/models/"):
+            route = (frozenset({"GET"}), AuthLevel.NORMAL, lambda: self._model(path.removeprefix("/v1/models/")))
+        level = route[1] if route is not None else AuthLevel.NORMAL
+        denied = auth_status(method, path, self.headers.get("Authorization"), self.sim.api_key,
+                             self.sim.admin_api_key, level)
+        if denied is not None:
+            if method != "GET":
+                self._body()
+            return self._send_json({"error": "Unauthorized"}, denied)
+        if route is None or method not in route[0]:
+            if method != "GET":
+                self._body()
+            if route is None:
+                return self._send_json({"detail": "Not Found"}, 404)
+            return self._send_json({"detail": "Method Not Allowed"}, 405)
+        route[2]()
+
+    def _generation(self, handler: Callable[[dict[str, Any]], None]) -> None:
+        body = self._body()
+        if not isinstance(body, dict):
+            return self._openai_error(400, "request body must be a JSON object", "BadRequestError")
+        if not self.sim.ready():
+            return self._openai_error(503, "the simulator is still starting (--startup-s)", "ServiceUnavailable")
+        try:
+            handler(body)
+        except BadRequest as e:
+            self._openai_error(400, str(e), "BadRequestError")
 
     def _max_tokens(self, value: Any, default: int) -> int:
         if value is None:
@@ -424,15 +643,63 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest(f"max tokens must be an integer between 0 and {self.sim.context_length}, got {value!r}")
         return value
 
+    def _query(self) -> dict[str, str]:
+        query = self.path.split("?", 1)[1] if "?" in self.path else ""
+        return {k: v[-1] for k, v in parse_qs(query).items()}
+
     # -- routes -------------------------------------------------------------
     def _health(self) -> None:
-        if self.sim.cfg.health_delay_s:
-            time.sleep(self.sim.cfg.health_delay_s)
-        self._send_empty(200 if self.sim.ready() else 503)
+        """`/health` and `/health_generate`: 503 at once while starting, else a one-token generation."""
+        if not self.sim.ready():
+            return self._send_empty(503)
+        self.sim.health_wait()
+        self._send_empty(200)
 
     def _ready(self) -> None:
-        """SGLang 0.5.23's `/ready`: at once, no generation, no auth."""
+        """`/ready` (and `/ping`): at once, no generation."""
         self._send_empty(200 if self.sim.ready() else 503)
+
+    def _model(self, name: str) -> None:
+        if name != self.sim.cfg.served_model_name:
+            return self._send_json({"error": {"message": f"The model '{name}' does not exist",
+                                              "type": "invalid_request_error", "param": "model",
+                                              "code": "model_not_found"}}, 404)
+        card = self.sim.model_card()
+        self._send_json({**card, "id": name, "root": name})
+
+    def _loads(self) -> None:
+        t0 = time.perf_counter()
+        q = self._query()
+        include = {s.strip() for s in q["include"].split(",")} if q.get("include") else None
+        if include is not None and not include <= LOAD_SECTIONS:
+            bad = include - LOAD_SECTIONS
+            return self._send_json({"detail": f"Invalid include sections: {bad}. "
+                                              f"Valid options: {sorted(LOAD_SECTIONS)}"}, 400)
+        body = self.sim.loads(include)
+        if q.get("dp_rank") not in (None, "0"):
+            body["loads"] = []
+        self.sim.metrics.get_loads_duration.observe(time.perf_counter() - t0)
+        if q.get("format") == "prometheus":
+            lines = []
+            prefixes = {"disaggregation": "disagg", "speculative": "spec"}
+            for load in body["loads"]:
+                rank = load["dp_rank"]
+                for key, value in load.items():
+                    if isinstance(value, dict):
+                        for sub, v in value.items():
+                            if isinstance(v, (int, float)):
+                                lines += [f"# TYPE sglang_{prefixes.get(key, key)}_{sub} gauge",
+                                          f'sglang_{prefixes.get(key, key)}_{sub}{{dp_rank="{rank}"}} {v}']
+                    elif isinstance(value, (int, float)) and key != "dp_rank":
+                        lines += [f"# TYPE sglang_{key} gauge", f'sglang_{key}{{dp_rank="{rank}"}} {value}']
+            return self._send_text("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4; charset=utf-8")
+        self._send_json(body)
+
+    def _flush_cache(self) -> None:
+        if self.command == "POST":
+            self._body()
+        self._send_text("Cache flushed.\nPlease check backend logs for more details. (When there are running or "
+                        "waiting requests, the operation will not be performed.)\n")
 
     def _metrics(self) -> None:
         data = generate_latest(self.sim.metrics.registry)
@@ -446,15 +713,17 @@ class Handler(BaseHTTPRequestHandler):
         sp = body.get("sampling_params") or {}
         max_new = self._max_tokens(sp.get("max_new_tokens"), 128)  # SGLang's SamplingParams default
         text = body.get("text")
+        stream = bool(body.get("stream"))
         if isinstance(text, list):
-            if body.get("stream"):
+            if stream:
                 return self._send_json({"error": {"message": "the simulator streams one prompt at a time"}}, 400)
             if any(self.sim.draw_failure() for _ in text):
                 return self._send_json({"error": {"message": "simulated failure (--error-rate)"}}, 500)
-            return self._send_json([self._generate_one(t, None, max_new, stream=False, rid=None, respond=False) for t in text])
-        if self.sim.draw_failure():
+            return self._send_json([self._generate_one(t, None, max_new, stream=False, rid=None, respond=False)
+                                    for t in text])
+        if self.sim.draw_failure(stream):
             return self._send_json({"error": {"message": "simulated failure (--error-rate)"}}, 500)
-        self._generate_one(text or "", body.get("input_ids"), max_new, stream=bool(body.get("stream")), rid=body.get("rid"))
+        self._generate_one(text or "", body.get("input_ids"), max_new, stream=stream, rid=body.get("rid"))
 
     def _generate_one(self, text: str, input_ids: list[int] | None, max_new: int, *, stream: bool,
                       rid: str | None, respond: bool = True) -> dict[str, Any] | None:
@@ -462,27 +731,38 @@ class Handler(BaseHTTPRequestHandler):
         prompt = text if input_ids is None else " ".join(map(str, input_ids))
         n_prompt = len(input_ids) if input_ids is not None else count_tokens(text)
         rid = rid or uuid.uuid4().hex
-        created = time.time()
+        with_timing = bool(self.sim.cfg.server_args.get("enable_metrics"))
+        timing: dict[str, float] = {}
         out_text, ids = "", []
 
         def payload(finished: bool) -> dict[str, Any]:
+            # tokenizer_manager.py::_handle_batch_output, then _wait_one_response on the last one
             meta: dict[str, Any] = {
                 "id": rid,
                 "finish_reason": {"type": "length", "length": max_new} if finished else None,
                 "prompt_tokens": n_prompt,
                 "weight_version": self.sim.weight_version,
-                "total_retractions": 0,
+                "num_retractions": 0,
+                "reasoning_tokens": 0,
                 "completion_tokens": len(ids),
                 "cached_tokens": 0,
             }
             if finished:
-                meta["e2e_latency"] = time.time() - created
+                meta["e2e_latency"] = timing["finished"] - timing["created"]
+                if with_timing:  # ReqTimeStats.convert_to_output_meta_info, with --enable-metrics
+                    meta["request_received_ts"] = timing["created"]
+                    if "first_token" in timing:
+                        meta["first_token_latency"] = timing["first_token"] - timing["created"]
+                    meta["request_finished_ts"] = timing["finished"]
+                    if len(ids) > 1 and timing["finished"] > timing.get("first_token", timing["finished"]):
+                        meta["decode_throughput"] = (len(ids) - 1) / (timing["finished"] - timing["first_token"])
+                meta["response_sent_to_client_ts"] = time.time()
             return {"text": out_text, "output_ids": list(ids), "meta_info": meta}
 
         if stream:
             self._start_stream()
         try:
-            for tid, piece in self.sim.run(prompt, n_prompt, max_new):
+            for tid, piece in self.sim.run(prompt, n_prompt, max_new, stream=stream, timing=timing):
                 out_text += piece
                 ids.append(tid)
                 if stream and len(ids) < max_new:
@@ -500,45 +780,46 @@ class Handler(BaseHTTPRequestHandler):
         return result
 
     def _openai(self, body: dict[str, Any], prompt: str, chat: bool) -> None:
-        if self.sim.draw_failure():
+        stream = bool(body.get("stream"))
+        if self.sim.draw_failure(stream):
             return self._openai_error(500, "simulated failure (--error-rate)", "InternalServerError")
         default_max = 128 if chat else 16  # SGLang: CompletionRequest.max_tokens = 16
         requested = body.get("max_completion_tokens")
         max_new = self._max_tokens(body.get("max_tokens") if requested is None else requested, default_max)
-        model = body.get("model") or self.sim.cfg.served_model_name
+        model = body.get("model") or DEFAULT_MODEL_NAME
         n_prompt = count_tokens(prompt)
-        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+        rid = uuid.uuid4().hex  # the response id is the request's rid (meta_info["id"])
         obj = "chat.completion" if chat else "text_completion"
         created = int(time.time())
         usage_wanted = bool((body.get("stream_options") or {}).get("include_usage"))
 
-        def chunk(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> dict[str, Any]:
-            return {"id": rid, "object": obj + (".chunk" if chat else ""), "created": created,
-                    "model": model, "choices": choices, "usage": usage}
+        def chat_chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            # sse_utils.py::build_sse_content: StreamDelta and StreamChunk omit their None defaults
+            return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [{"index": 0, "delta": {"reasoning_content": None, **delta}, "logprobs": None,
+                                 "finish_reason": finish, "matched_stop": None}]}
 
-        if body.get("stream"):
+        if stream:
             self._start_stream()
             try:
                 if chat:
-                    self._event(chunk([{"index": 0, "delta": {"role": "assistant", "content": "", "reasoning_content": None, "tool_calls": None},
-                                        "logprobs": None, "finish_reason": None, "matched_stop": None}]))
+                    self._event(chat_chunk({"role": "assistant", "content": ""}))
                 n = 0
-                for _, piece in self.sim.run(prompt, n_prompt, max_new):
+                for _, piece in self.sim.run(prompt, n_prompt, max_new, stream=True):
                     n += 1
-                    last = n == max_new
                     if chat:
-                        self._event(chunk([{"index": 0, "delta": {"role": None, "content": piece, "reasoning_content": None, "tool_calls": None},
-                                            "logprobs": None, "finish_reason": None, "matched_stop": None}]))
+                        self._event(chat_chunk({"content": piece}))
                     else:
-                        self._event(chunk([{"index": 0, "text": piece, "logprobs": None,
-                                            "finish_reason": "length" if last else None, "matched_stop": None}]))
+                        self._event({"id": rid, "object": obj, "created": created, "model": model,
+                                     "choices": [{"index": 0, "text": piece, "logprobs": None,
+                                                  "finish_reason": "length" if n == max_new else None,
+                                                  "matched_stop": None}], "usage": None})
                 if chat:
-                    self._event(chunk([{"index": 0, "delta": {"role": None, "content": None, "reasoning_content": None, "tool_calls": None},
-                                        "logprobs": None, "finish_reason": "length", "matched_stop": None}]))
+                    self._event(chat_chunk({}, "length"))
                 if usage_wanted:
-                    final = chunk([], _usage(n_prompt, n))
-                    if not chat:  # SGLang dumps this one with exclude_none=True
-                        final = {k: v for k, v in final.items() if v is not None}
+                    final = {"id": rid, "object": obj + (".chunk" if chat else ""), "created": created,
+                             "model": model, "choices": [], "usage": _usage(n_prompt, n)}
+                    if not chat:  # serving_completions.py dumps this one with exclude_none=True
                         final["usage"] = {k: v for k, v in final["usage"].items() if v is not None}
                     self._event(final)
                 self._end_stream()
@@ -546,8 +827,8 @@ class Handler(BaseHTTPRequestHandler):
                 pass
             return None
         text = "".join(piece for _, piece in self.sim.run(prompt, n_prompt, max_new))
-        if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text or None, "reasoning_content": None, "tool_calls": None},
+        if chat:  # ChatMessage drops tool_calls when None
+            choice = {"index": 0, "message": {"role": "assistant", "content": text, "reasoning_content": None},
                       "logprobs": None, "finish_reason": "length", "matched_stop": None}
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length", "matched_stop": None}
@@ -589,10 +870,13 @@ def parse_args(argv: list[str] | None = None) -> SimConfig:
     p.add_argument("--tpot-ms", type=float, default=5.0)
     p.add_argument("--error-rate", type=float, default=0.0)
     p.add_argument("--startup-s", type=float, default=0.0)
-    p.add_argument("--health-delay-s", type=float, default=0.0, help="Seconds /health takes (real SGLang: about 1).")
+    p.add_argument("--health-delay-s", type=float, default=HEALTH_SLEEP_S,
+                   help="Seconds /health and /health_generate sleep before looking for their one-token generation "
+                        "(SGLang: 1; 0 answers at once).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--instance-id", default=None)
-    p.add_argument("--server-args-json", default="{}", help="Extra SGLang server args reported by /server_info.")
+    p.add_argument("--server-args-json", default="{}",
+                   help="Extra SGLang server args reported by /server_info (api_key, admin_api_key are enforced).")
     a = p.parse_args(argv)
     try:
         extra = json.loads(a.server_args_json)

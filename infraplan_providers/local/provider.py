@@ -5,7 +5,8 @@ Routers (calls for kind ``router``) are smg processes, handled by
 
 Servers are started detached so they outlive the CLI, recorded in state with
 their pid, start time and instance id, refreshed by checking the process and
-probing `/health`, and stopped with SIGTERM then SIGKILL.
+probing `/ready` (SGLang 0.5.23: at once, no generation; `/health` on servers without
+it), and stopped with SIGTERM then SIGKILL.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import psutil
 from pydantic import Field, field_validator
 
 from infraplan.diagnostics import Diagnostic
-from infraplan.errors import ProviderError
+from infraplan.errors import ProviderError, ResourceNotFound
 from infraplan.models.base import StrictModel
 from infraplan.providers.contract import (Instance, ListsInstances, Provider, ProviderContext, ProviderPlan, ReadResult,
                                           ResourceKind)
@@ -61,7 +62,7 @@ class LocalSettings(StrictModel):
 
     host: str = Field("127.0.0.1", description="Loopback address servers listen on.")
     port_range: str = Field("30000-39999", description="Ports chosen from when a fleet sets none, `LOW-HIGH`.")
-    ready_timeout_s: float = Field(60.0, gt=0, description="Seconds a new server has to answer /health.")
+    ready_timeout_s: float = Field(60.0, gt=0, description="Seconds a new server has to answer /ready (or /health).")
     stop_timeout_s: float = Field(5.0, ge=0, description="Seconds between SIGTERM and SIGKILL.")
     python: str = Field(default_factory=lambda: sys.executable, description="Interpreter that runs the servers.")
 
@@ -311,11 +312,20 @@ class LocalProvider(ListsInstances, Provider):
         return f"{address}: {why}; log {log_path}, last lines:\n{log_tail}"
 
     def _check_model(self, address: str, endpoint: str, attrs: dict[str, Any], log_path: Path) -> None:
+        want_rev = attrs.get("model_revision")
         with _client(endpoint, attrs, timeout=5.0) as client:
             try:
                 info = client.model_info()
             except ProviderError as exc:
                 raise ProviderError(f"{address}: /model_info failed ({exc}); log {log_path}") from exc
+            got_rev = info.get("revision")
+            if want_rev and not got_rev:  # SGLang reports the revision in /server_info only
+                try:
+                    got_rev = client.server_info().get("revision")
+                except ResourceNotFound:
+                    got_rev = None  # a server without /server_info: nothing to compare
+                except ProviderError as exc:
+                    raise ProviderError(f"{address}: /server_info failed ({exc}); log {log_path}") from exc
         other = info.get("instance_id")
         if other and other != attrs.get("instance_id"):
             raise ProviderError(f"{address}: {endpoint} is served by another server (instance {other})")
@@ -324,7 +334,6 @@ class LocalProvider(ListsInstances, Provider):
             raise ProviderError(
                 f"{address}: server reports model {reported!r}, expected {attrs.get('model_source')!r}"
             )
-        want_rev, got_rev = attrs.get("model_revision"), info.get("revision")
         if want_rev and got_rev and got_rev != want_rev:
             raise ProviderError(f"{address}: server reports revision {got_rev!r}, expected {want_rev!r}")
 
@@ -341,9 +350,10 @@ class LocalProvider(ListsInstances, Provider):
         endpoint = attrs.get("endpoint") or f"http://{attrs.get('host') or self.settings.host}:{attrs.get('port')}"
         problems: list[str] = []
         with _client(endpoint, attrs, timeout=1.5) as client:
-            healthy = client.health()
+            ready = client.ready()
+            healthy = client.health() if ready is None else ready  # /health: a generation, ~1 s more
             if not healthy:
-                problems.append(f"{endpoint}/health does not answer 200")
+                problems.append(f"{endpoint}/{'health' if ready is None else 'ready'} does not answer 200")
             elif self._observe(client, attrs, problems):
                 healthy = False  # our process lives, but the port answers for another server
         return ReadResult(exists=True, attributes=attrs, healthy=healthy, detail="; ".join(problems) or None)

@@ -48,7 +48,7 @@ def test_kill_restart_untracked_then_plan_apply_cleanup_is_clean(make_fleet, tmp
     changed = got[("changed", "fleet.web[1]")]
     ev = {e["field"]: e for e in changed["evidence"]}
     assert ev["model_revision"]["expected"] == "aaaa111" and ev["model_revision"]["seen"] == "bbbb222"
-    assert ev["model_revision"]["source"] == f"{before['fleet.web[1]']['endpoint']}/model_info"
+    assert ev["model_revision"]["source"] == f"{before['fleet.web[1]']['endpoint']}/server_info"
 
     count = got[("changed", "fleet.web")]
     assert count["evidence"][0]["field"] == "replicas"
@@ -132,7 +132,7 @@ def test_unhealthy_server(make_fleet):
     got = findings(res)
     f = got[("unhealthy", "fleet.web[1]")]
     assert f["evidence"][0]["seen"] == "HTTP 503"
-    assert f["evidence"][0]["source"] == f"{fake['endpoint']}/health"
+    assert f["evidence"][0]["source"] == f"{fake['endpoint']}/ready"  # SGLang 0.5.23: /ready, no generation
     assert ("unhealthy", "fleet.web[0]") not in got
 
 

@@ -71,5 +71,5 @@ def test_failed_replacement_keeps_the_old_server_serving(project):
     rec = StateStore.open_readonly(project.state).get("fleet.bad[0]")
     assert rec is not None and rec.attributes["instance_id"] == old["instance_id"]
     assert not [r for r in StateStore.open_readonly(project.state).snapshot().resources if r.deposed]
-    info = httpx.get(old["endpoint"] + "/model_info").json()
+    info = httpx.get(old["endpoint"] + "/server_info").json()  # SGLang reports the revision there
     assert info["revision"] == "aaa1111"  # still serving the old revision

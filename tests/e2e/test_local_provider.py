@@ -22,6 +22,8 @@ from infraplan_providers.local import process
 from infraplan_providers.local.provider import LocalProvider
 from infraplan.models.kinds import ResourceKind
 
+from helpers.timing import within
+
 pytestmark = pytest.mark.e2e
 
 # A stand-in server used where the test needs a misbehaving process. It is run
@@ -43,7 +45,8 @@ FAKE_SERVER = textwrap.dedent(
 
     class H(BaseHTTPRequestHandler):
         def do_GET(self):
-            body = {"/health": {}, "/model_info": {"model_path": os.environ.get("FAKE_MODEL", "other/model")}}
+            body = {"/health": {}, "/model_info": {"model_path": os.environ.get("FAKE_MODEL", "other/model")},
+                    "/server_info": {"revision": os.environ.get("FAKE_REVISION")}}  # as SGLang 0.5.23: not in /model_info
             if self.path not in body:
                 self.send_response(404); self.end_headers(); return
             data = json.dumps(body[self.path]).encode()
@@ -279,6 +282,23 @@ def test_read_with_api_key_reports_model(provider):
     result = provider.read(ResourceKind.REPLICA, "fleet.chat[0]", {**a, "model_revision": "0000000"})
     assert result.healthy
     assert result.attributes["model_revision"] == "beef123"  # /model_info needed the key
+
+
+def test_create_checks_the_revision_that_server_info_reports(make_provider, fake_python, spawned):
+    """SGLang 0.5.23 reports the revision in /server_info only: a server of another revision is refused."""
+    p = make_provider(python=fake_python)
+    with pytest.raises(ProviderError, match="server reports revision 'ffff999', expected 'a1b2c3d'"):
+        launch(p, env={"FAKE_MODEL": "org/llama", "FAKE_REVISION": "ffff999"})
+    a = launch(p, "fleet.chat[1]", index=1, env={"FAKE_MODEL": "org/llama", "FAKE_REVISION": "a1b2c3d"})
+    assert alive(a["pid"])
+
+
+def test_read_asks_ready_not_the_slow_health(provider):
+    """The sim's /health costs SGLang's second; the read asks /ready and answers well under it."""
+    a = launch(provider)
+    t0 = time.monotonic()
+    result = provider.read(ResourceKind.REPLICA, "fleet.chat[0]", a)
+    assert result.healthy is True and time.monotonic() - t0 < within(0.6)
 
 
 def test_read_notices_another_server_on_the_port(provider):

@@ -36,7 +36,7 @@ def test_quickstart_lifecycle(quickstart, leftover_servers):
     body = r.json()
     assert body["choices"][0]["message"]["content"]
     assert body["usage"]["completion_tokens"] == 8
-    info = httpx.get(f"{endpoint}/model_info").json()
+    info = httpx.get(f"{endpoint}/server_info").json()  # SGLang reports the revision there
     assert info["revision"] == "0e9e39f"
 
     # nothing to do now
@@ -58,7 +58,7 @@ def test_quickstart_lifecycle(quickstart, leftover_servers):
     assert {a: r.attributes["pid"] for a, r in reps.items()}.keys() == old_pids.keys()
     assert all(reps[a].attributes["pid"] != old_pids[a] for a in reps)
     for r in reps.values():
-        assert httpx.get(f"{r.attributes['endpoint']}/model_info").json()["revision"] == "4f1a2b3"
+        assert httpx.get(f"{r.attributes['endpoint']}/server_info").json()["revision"] == "4f1a2b3"
     assert len(leftover_servers()) == 2  # the old servers are gone
 
     history = StateStore.open_readonly(p.state).history()
@@ -80,7 +80,7 @@ def test_rollback_applies_the_previous_config_from_history(quickstart):
     reps = replicas(p.state)
     assert {r.attributes["model_revision"] for r in reps.values()} == {"0e9e39f"}
     for r in reps.values():
-        assert httpx.get(f"{r.attributes['endpoint']}/model_info").json()["revision"] == "0e9e39f"
+        assert httpx.get(f"{r.attributes['endpoint']}/server_info").json()["revision"] == "0e9e39f"
     history = StateStore.open_readonly(p.state).history()
     assert [h.operation for h in history] == ["rollback", "apply", "apply"]
     assert StateStore.open_readonly(p.state).audit_log()[0].event == "rollback"

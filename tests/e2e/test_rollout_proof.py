@@ -384,7 +384,7 @@ def test_sim_counts_simulated_failures_and_time_per_output_token():
     finally:
         paced.shutdown()
         paced.server_close()
-    tpot = "sglang:time_per_output_token_seconds"
+    tpot = "sglang:request_time_per_output_token_seconds"  # SGLang 0.5.23's name
     assert metric_total(m, tpot + "_count") == 1
     assert histogram_mean(m, tpot) == pytest.approx(0.02, abs=0.015)
     assert {s.labels["le"] for s in m[tpot + "_bucket"]} >= {"0.02", "2.0", "+Inf"}

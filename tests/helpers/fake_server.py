@@ -29,10 +29,10 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"\x00\x01 this is not HTTP \xff\r\n\r\n")
             self.close_connection = True
             return
-        if args.mode == "unhealthy" and self.path.startswith("/health"):
+        if args.mode == "unhealthy" and self.path.startswith(("/health", "/ready")):  # SGLang: /ready 503 too
             status, body = 503, b""
         elif args.mode == "badjson":
-            status, body = 200, b"" if self.path.startswith("/health") else b"<html>not json</html>"
+            status, body = 200, b"" if self.path.startswith(("/health", "/ready")) else b"<html>not json</html>"
         else:
             status, body = 200, b"{}"
         self.send_response(status)

@@ -40,8 +40,12 @@ def _settings(ws, idle_after, timeout, parallelism, retries=None, health_generat
         updates["idle_after_s"] = parse_duration(idle_after)
     if timeout is not None:
         updates["probe_timeout_s"] = timeout
-        # room for every try of /health and /health_generate, then /v1/models and /metrics
-        updates["deadline_s"] = timeout * (2 * (retries or s.retries) + 2)
+        # room for every try of /ready (or /health) and /health_generate, then /v1/models and /metrics;
+        # a generating probe (/health, /health_generate) takes SGLang's 1 s more
+        from infraplan.serving.sglang_client import HEALTH_GENERATION_S
+
+        tries = retries or s.retries
+        updates["deadline_s"] = timeout * (2 * tries + 2) + 2 * tries * HEALTH_GENERATION_S
     if parallelism is not None:
         updates["parallelism"] = parallelism
     if retries is not None:

@@ -1,8 +1,11 @@
-"""The SGLang HTTP contract, checked against the sim and against recorded SGLang bodies.
+"""The SGLang 0.5.23 HTTP contract: one suite, three servers.
 
-The same client calls run against (a) a live `infraplan.serving.sim`
-process on 127.0.0.1 and (b) SGLang 0.5.x responses reconstructed from its
-source (tests/fixtures/sglang, see the README there) served by httpx.MockTransport.
+The same client calls run against (a) a live `infraplan.serving.sim` process on
+127.0.0.1, (b) SGLang 0.5.23 responses reconstructed from its source
+(tests/fixtures/sglang, see the README there) served by httpx.MockTransport with
+SGLang's auth rules, and (c) opt-in, a real SGLang server: set
+``INFRAPLAN_LIVE_SGLANG_URL`` (and ``INFRAPLAN_LIVE_SGLANG_API_KEY`` /
+``INFRAPLAN_LIVE_SGLANG_ADMIN_API_KEY`` when it was started with keys); skipped without it.
 Then sim-only behaviour: streaming, pacing, error rate, startup delay, SIGTERM.
 """
 
@@ -28,7 +31,10 @@ from helpers.paths import FIXTURES as TEST_FIXTURES
 from helpers.timing import within
 
 FIXTURES = TEST_FIXTURES / "sglang"
-API_KEY = "sk-fixture-not-a-real-key"  # the key the recorded server was launched with
+API_KEY = "sk-fixture-not-a-real-key"  # the keys the recorded server was launched with
+ADMIN_KEY = "sk-admin-fixture-not-a-real-key"
+LIVE_URL = os.environ.get("INFRAPLAN_LIVE_SGLANG_URL")
+SENSITIVE = "(sensitive)"  # what the client puts in place of a secret
 
 
 # -- a live sim process ---------------------------------------------------------
@@ -69,9 +75,9 @@ def start_sim(*extra: str, model: str = "hf://org/tiny-model", served: str = "ti
         sim.base_url = sim.banner.split("listening on ", 1)[1].split()[0]
         if wait_ready:
             deadline = time.monotonic() + 10
-            while httpx.get(sim.base_url + "/health").status_code != 200:
+            while httpx.get(sim.base_url + "/ready").status_code != 200:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("sim never became healthy")
+                    raise RuntimeError("sim never became ready")
                 time.sleep(0.02)
     except BaseException:
         sim.stop()
@@ -82,23 +88,26 @@ def start_sim(*extra: str, model: str = "hf://org/tiny-model", served: str = "ti
 @pytest.fixture(scope="module")
 def sim_server():
     sim = start_sim("--ttft-ms", "2", "--tpot-ms", "1", "--instance-id", "inst-1",
-                    "--server-args-json", json.dumps({"api_key": API_KEY, "tp_size": 1, "enable_metrics": True}))
+                    "--server-args-json", json.dumps({"api_key": API_KEY, "admin_api_key": ADMIN_KEY, "tp_size": 1,
+                                                      "enable_metrics": True}))
     yield sim
     sim.stop()
 
 
 # -- recorded SGLang responses --------------------------------------------------
 
+ADMIN_ROUTES = {"/flush_cache"}  # @auth_level(AuthLevel.ADMIN_OPTIONAL) among the routes served here
+
 
 def recorded_handler(*, missing: set[str] = frozenset()):
-    """A MockTransport handler answering like the recorded SGLang 0.5.6 server."""
+    """A MockTransport handler answering like the recorded SGLang 0.5.23 server."""
     routes = {
         ("GET", "/model_info"): "model_info.json",
         ("GET", "/get_model_info"): "model_info.json",
         ("GET", "/server_info"): "server_info.json",
         ("GET", "/get_server_info"): "server_info.json",
         ("GET", "/v1/models"): "v1_models.json",
-        ("GET", "/get_load"): "get_load.json",
+        ("GET", "/v1/loads"): "v1_loads.json",
         ("POST", "/generate"): "generate.json",
         ("POST", "/v1/chat/completions"): "v1_chat_completions.json",
         ("POST", "/v1/completions"): "v1_completions.json",
@@ -106,20 +115,27 @@ def recorded_handler(*, missing: set[str] = frozenset()):
 
     def handle(request: httpx.Request) -> httpx.Response:
         path = request.url.path
+        # srt/utils/auth.py::decide_request_auth, before routing (an unknown path is a NORMAL one)
+        if not path.startswith(("/health", "/ready", "/metrics")):
+            key = ADMIN_KEY if path in ADMIN_ROUTES else API_KEY
+            if request.headers.get("authorization") != f"Bearer {key}":
+                return httpx.Response(401, json={"error": "Unauthorized"})
         if path in missing:
             return httpx.Response(404, json={"detail": "Not Found"})
-        if path in ("/health", "/health_generate"):
+        if path in ("/health", "/health_generate", "/ready"):
             return httpx.Response(200)
         if path == "/metrics":
             return httpx.Response(200, text=(FIXTURES / "metrics.txt").read_text(),
                                   headers={"content-type": "text/plain; version=0.0.4; charset=utf-8"})
-        # SGLang's add_api_key_middleware: everything but /health* and /metrics needs the key
-        if request.headers.get("authorization") != f"Bearer {API_KEY}":
-            return httpx.Response(401, json={"error": "Unauthorized"})
+        if path == "/flush_cache":
+            return httpx.Response(200, text="Cache flushed.\n")
         name = routes.get((request.method, path))
         if name is None:
             return httpx.Response(404, json={"detail": "Not Found"})
-        return httpx.Response(200, json=json.loads((FIXTURES / name).read_text()))
+        body = json.loads((FIXTURES / name).read_text())
+        if path == "/v1/loads" and request.url.params.get("include") == "core":
+            body["loads"] = [{k: v for k, v in load.items() if not isinstance(v, dict)} for load in body["loads"]]
+        return httpx.Response(200, json=body)
 
     return handle
 
@@ -132,129 +148,273 @@ class Api:
     kind: str
     base_url: str
     transport: httpx.BaseTransport | None
-    served_name: str
-    model_path: str
-    revision: str
+    served_name: str | None  # None: a live server, whatever it serves
+    model_path: str | None
+    revision: str | None
+    api_key: str | None = API_KEY
+    admin_key: str | None = ADMIN_KEY
 
-    def client(self, api_key: str | None = API_KEY, **kw) -> SGLangClient:
-        return SGLangClient(self.base_url, api_key=api_key, transport=self.transport, **kw)
+    def client(self, api_key: str | None | bool = True, **kw) -> SGLangClient:
+        key = self.api_key if api_key is True else api_key
+        return SGLangClient(self.base_url, api_key=key, transport=self.transport, timeout=30.0, **kw)
+
+    def http(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.base_url, transport=self.transport, headers=headers, timeout=30.0,
+                            trust_env=False)
+
+    @property
+    def exact(self) -> bool:
+        """Label sets and key sets are compared exactly (a live server may add dp_rank, priority, ...)."""
+        return self.kind != "live"
 
 
-@pytest.fixture(params=["sim", "recorded"])
+@pytest.fixture(params=["sim", "recorded", "live"])
 def api(request) -> Api:
     if request.param == "sim":
         sim = request.getfixturevalue("sim_server")
         return Api("sim", sim.base_url, None, "tiny", "org/tiny-model", "abc123")
-    return Api("recorded", "http://sglang.test:30000", httpx.MockTransport(recorded_handler()),
-               "qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B-Instruct", "7ae557604adf67be50417f59c2c2f167def9a775")
+    if request.param == "recorded":
+        return Api("recorded", "http://sglang.test:30000", httpx.MockTransport(recorded_handler()),
+                   "qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B-Instruct", "7ae557604adf67be50417f59c2c2f167def9a775")
+    if not LIVE_URL:
+        pytest.skip("set INFRAPLAN_LIVE_SGLANG_URL to run the contract against a real SGLang server")
+    return Api("live", LIVE_URL, None, None, None, None, os.environ.get("INFRAPLAN_LIVE_SGLANG_API_KEY"),
+               os.environ.get("INFRAPLAN_LIVE_SGLANG_ADMIN_API_KEY"))
 
 
-def test_health(api):
+def served_name(api: Api, c: SGLangClient) -> str:
+    return api.served_name or c.models()["data"][0]["id"]
+
+
+def test_health_ready_and_health_generate(api):
     with api.client() as c:
+        assert c.ready() is True
+        assert c.ready_or_health() is True
         assert c.health() is True
         assert c.health_generate() is True
+
+
+def test_ready_answers_at_once_and_health_runs_a_generation_that_costs_a_second(api):
+    if api.kind == "recorded":
+        pytest.skip("a recorded body has no timing")
+    with api.http() as h:
+        t0 = time.monotonic()
+        assert h.get("/ready").status_code == 200
+        ready_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        assert h.get("/health").status_code == 200
+        health_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        assert h.get("/health_generate").status_code == 200
+        generate_s = time.monotonic() - t0
+    assert ready_s < within(0.3)
+    assert health_s >= 0.95 and generate_s >= 0.95  # SGLang sleeps 1 s, then looks for the one token
 
 
 def test_model_info(api):
     with api.client() as c:
         info = c.model_info()
-    assert info["model_path"] == api.model_path
+        name = served_name(api, c)
+    if api.model_path:
+        assert info["model_path"] == api.model_path
+    assert info["served_model_name"] == name
     assert info["is_generation"] is True
     assert isinstance(info["weight_version"], str)
     assert isinstance(info["tokenizer_path"], str)
     assert isinstance(info["architectures"], list)
+    assert {"load_format", "reasoning_parser", "tool_call_parser", "disaggregation_mode"} <= set(info)
+    assert "revision" not in info  # 0.5.23 reports it in /server_info only
 
 
-def test_server_info_reports_identity_and_redacts_key(api):
+def test_revision_comes_from_server_info(api):
     with api.client() as c:
         info = c.server_info()
-    assert info["model_path"] == api.model_path
-    assert info["served_model_name"] == api.served_name
-    assert info["revision"] == api.revision
+        rev = c.revision()
+    assert rev == info["revision"]
+    if api.revision:
+        assert rev == api.revision
+
+
+def test_server_info_reports_identity_and_redacts_every_secret(api):
+    with api.client() as c:
+        info = c.server_info()
+        name = served_name(api, c)
+    if api.model_path:
+        assert info["model_path"] == api.model_path
+    assert info["served_model_name"] == name
     assert isinstance(info["port"], int) and isinstance(info["tp_size"], int)
-    assert info["api_key"] == "(sensitive)"
-    assert all(s.get("api_key") in (None, "(sensitive)") for s in info["internal_states"])
-    assert API_KEY not in json.dumps(info)
-    assert isinstance(info["max_total_num_tokens"], int)
+    assert isinstance(info["max_total_num_tokens"], int) and isinstance(info["max_req_input_len"], int)
+    assert isinstance(info["launch_command"], str) and isinstance(info["internal_states"], list)
+    assert {"startup_time", "version", "frontend", "kv_events", "admin_api_key"} <= set(info)
+    if api.api_key:
+        assert info["api_key"] == SENSITIVE and f"--api-key {SENSITIVE}" in info["launch_command"]
+        assert all(s.get("api_key") == SENSITIVE for s in info["internal_states"])
+    if api.admin_key:
+        assert info["admin_api_key"] == SENSITIVE and f"--admin-api-key {SENSITIVE}" in info["launch_command"]
+    text = json.dumps(info)
+    for secret in (api.api_key, api.admin_key):
+        if secret:
+            assert secret not in text
 
 
 def test_models(api):
     with api.client() as c:
         models = c.models()
+        name = served_name(api, c)
+        with api.http(api.api_key) as h:
+            one = h.get(f"/v1/models/{name}") if api.kind != "recorded" else None
     assert models["object"] == "list"
     card = models["data"][0]
-    assert card["id"] == api.served_name and card["object"] == "model"
+    assert set(card) == {"id", "object", "created", "owned_by", "root", "parent", "max_model_len"}
+    assert card["id"] == name and card["object"] == "model" and card["root"] == name
     assert isinstance(card["max_model_len"], int)
+    if one is not None:
+        assert one.status_code == 200 and one.json()["id"] == name
 
 
 def test_old_routes_answer_like_new_ones(api):
     with api.client() as c:
         new = c.model_info()
-    with httpx.Client(base_url=api.base_url, transport=api.transport,
-                      headers={"Authorization": f"Bearer {API_KEY}"}) as h:
+    with api.http(api.api_key) as h:
         old = h.get("/get_model_info").json()
         old_server = h.get("/get_server_info").json()
     assert old == new
-    assert old_server["served_model_name"] == api.served_name
+    assert old_server["served_model_name"] == new["served_model_name"]
+
+
+META_INFO = {"id", "finish_reason", "prompt_tokens", "weight_version", "num_retractions", "reasoning_tokens",
+             "completion_tokens", "cached_tokens", "e2e_latency"}
 
 
 def test_generate(api):
     with api.client() as c:
-        out = c.generate("The capital of France is", max_new_tokens=11)
+        out = c.generate("The capital of France is", max_new_tokens=11, ignore_eos=True)
     meta = out["meta_info"]
     assert isinstance(out["text"], str) and out["text"]
     assert all(isinstance(t, int) for t in out["output_ids"])
+    assert META_INFO <= set(meta) and "total_retractions" not in meta  # renamed num_retractions in 0.5.23
     assert meta["completion_tokens"] == len(out["output_ids"]) == 11
-    assert meta["finish_reason"]["type"] in ("length", "stop")
+    assert meta["finish_reason"] == {"type": "length", "length": 11}
     assert isinstance(meta["prompt_tokens"], int) and isinstance(meta["id"], str)
     assert meta["e2e_latency"] > 0
 
 
 def test_chat_and_completion(api):
     with api.client() as c:
-        chat = c.chat([{"role": "user", "content": "Hello"}], max_tokens=10, model=api.served_name)
-        comp = c.completion("The capital of France is", max_tokens=16, model=api.served_name)
+        name = served_name(api, c)
+        chat = c.chat([{"role": "user", "content": "Hello"}], max_tokens=10, model=name, ignore_eos=True)
+        comp = c.completion("The capital of France is", max_tokens=16, model=name, ignore_eos=True)
     msg = chat["choices"][0]["message"]
-    assert chat["object"] == "chat.completion" and chat["model"] == api.served_name
+    assert chat["object"] == "chat.completion" and chat["model"] == name
+    assert set(msg) == {"role", "content", "reasoning_content"}  # tool_calls dropped when null
     assert msg["role"] == "assistant" and isinstance(msg["content"], str)
     assert chat["choices"][0]["finish_reason"] in ("stop", "length")
     for body, n in ((chat, 10), (comp, 16)):
         u = body["usage"]
+        assert set(u) == {"prompt_tokens", "total_tokens", "completion_tokens", "prompt_tokens_details",
+                          "reasoning_tokens", "completion_tokens_details"}
         assert u["completion_tokens"] == n
         assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
+        assert isinstance(body["metadata"]["weight_version"], str)
     assert comp["object"] == "text_completion" and isinstance(comp["choices"][0]["text"], str)
 
 
-def test_load(api):
-    with api.client() as c:
-        load = c.load()
-    assert isinstance(load, list) and load
-    assert {"dp_rank", "num_reqs", "num_waiting_reqs", "num_tokens"} <= set(load[0])
+CORE_LOAD = {"timestamp", "dp_rank", "num_running_reqs", "num_waiting_reqs", "num_waiting_uncached_tokens",
+             "num_used_tokens", "num_total_tokens", "num_active_tokens", "num_prealloc_ready_tokens",
+             "max_total_num_tokens", "max_running_requests", "token_usage", "gen_throughput", "cache_hit_rate",
+             "utilization", "total_prefill_uncached_tokens", "total_prefill_busy_us", "decode_moments"}
 
 
-def test_metrics_parse_with_sglang_names(api):
+def test_v1_loads_replaces_get_load(api):
     with api.client() as c:
-        c.generate("warm the histograms", max_new_tokens=3)
+        loads = c.loads()
+        core = c.loads(include="core")
+        with pytest.raises(ResourceNotFound):
+            c._request("GET", "/get_load")  # gone in 0.5.23
+    assert {"timestamp", "version", "accelerator", "num_accelerators", "loads"} <= set(loads)
+    (load,) = loads["loads"][:1]
+    assert CORE_LOAD <= set(load) and load["dp_rank"] == 0
+    assert {"memory", "disaggregation", "queues"} <= set(load)
+    assert set(load["memory"]) == {"weight_gb", "kv_cache_gb", "graph_gb", "token_capacity"}
+    assert set(core["loads"][0]) == CORE_LOAD if api.exact else CORE_LOAD <= set(core["loads"][0])
+
+
+TOKENIZER = {"model_name", "engine_type"}
+SCHEDULER = {"model_name", "engine_type", "tp_rank", "pp_rank", "moe_ep_rank"}
+LABELS = {  # sample name -> label names (srt/observability/metrics_collector.py)
+    sc.TIME_TO_FIRST_TOKEN + "_bucket": TOKENIZER | {"is_streaming", "le"},
+    sc.REQUEST_TIME_PER_OUTPUT_TOKEN + "_bucket": TOKENIZER | {"is_streaming", "le"},
+    sc.E2E_REQUEST_LATENCY + "_count": TOKENIZER | {"is_streaming"},
+    sc.INTER_TOKEN_LATENCY + "_bucket": TOKENIZER | {"le"},
+    sc.NUM_REQUESTS: TOKENIZER | {"is_streaming"},
+    sc.PROMPT_TOKENS: TOKENIZER | {"is_streaming"},
+    sc.GENERATION_TOKENS: TOKENIZER | {"is_streaming"},
+    sc.NUM_ABORTED_REQUESTS: TOKENIZER,
+    sc.NUM_RUNNING_REQS: SCHEDULER,
+    sc.NUM_QUEUE_REQS: SCHEDULER,
+    sc.TOKEN_USAGE: SCHEDULER,
+    sc.GEN_THROUGHPUT: SCHEDULER,
+}
+
+
+def test_metrics_have_sglang_0_5_23_names_and_label_sets(api):
+    with api.client() as c:
+        name = served_name(api, c)
+        c.generate("warm the histograms", max_new_tokens=3, ignore_eos=True)
         metrics = c.metrics()
-    for hist in (sc.TIME_TO_FIRST_TOKEN, sc.INTER_TOKEN_LATENCY, sc.E2E_REQUEST_LATENCY):
-        assert metric_total(metrics, hist + "_count", model_name=api.served_name) >= 1
-        assert histogram_mean(metrics, hist, model_name=api.served_name) > 0
+    for sample, labels in LABELS.items():
+        assert sample in metrics, sample
+        for s in metrics[sample]:
+            assert (set(s.labels) == labels) if api.exact else (set(s.labels) >= labels), (sample, s.labels)
+    assert "sglang:time_per_output_token_seconds_count" not in metrics  # the 0.4.x name is gone
+    for hist in (sc.TIME_TO_FIRST_TOKEN, sc.INTER_TOKEN_LATENCY, sc.E2E_REQUEST_LATENCY,
+                 sc.REQUEST_TIME_PER_OUTPUT_TOKEN):
+        assert metric_total(metrics, hist + "_count", model_name=name) >= 1
+        assert histogram_mean(metrics, hist, model_name=name) > 0
         assert any(s.labels.get("le") == "+Inf" for s in metrics[hist + "_bucket"])
-    for name in (sc.NUM_REQUESTS, sc.PROMPT_TOKENS, sc.GENERATION_TOKENS):
-        assert metric_total(metrics, name, model_name=api.served_name) >= 1
+    for counter in (sc.NUM_REQUESTS, sc.PROMPT_TOKENS, sc.GENERATION_TOKENS):
+        assert metric_total(metrics, counter, model_name=name, is_streaming="false") >= 1
     for gauge in (sc.NUM_RUNNING_REQS, sc.NUM_QUEUE_REQS, sc.GEN_THROUGHPUT, sc.TOKEN_USAGE):
-        (sample,) = metrics[gauge]
-        assert sample.labels[sc.MODEL_NAME_LABEL] == api.served_name
-        assert sample.labels["engine_type"] == "unified"
-    assert not any(name.endswith("_created") for name in metrics)  # SGLang's multiprocess export has none
+        sample = metrics[gauge][0]
+        assert sample.labels[sc.MODEL_NAME_LABEL] == name and sample.labels["engine_type"] == "unified"
+    assert not any(n.endswith("_created") for n in metrics)  # SGLang's multiprocess export has none
 
 
-def test_key_is_required_except_for_health_and_metrics(api):
+GUARDED = [("GET", "/model_info"), ("GET", "/server_info"), ("GET", "/v1/models"), ("GET", "/v1/loads"),
+           ("GET", "/get_load"), ("POST", "/generate"), ("POST", "/v1/chat/completions"), ("GET", "/no_such_route")]
+
+
+def test_the_api_key_guards_every_route_but_health_ready_and_metrics(api):
+    if not api.api_key:
+        pytest.skip("the live server runs without --api-key")
+    with api.http() as h:
+        for path in ("/health", "/health_generate", "/ready", "/metrics"):
+            assert h.get(path).status_code == 200, path
+        for method, path in GUARDED:
+            resp = h.request(method, path, json={} if method == "POST" else None)
+            assert resp.status_code == 401 and resp.json() == {"error": "Unauthorized"}, (method, path)
+    with api.http("not-the-key") as h:
+        assert h.get("/model_info").status_code == 401
+    with api.http(api.admin_key) as h:  # the admin key does not open normal routes
+        if api.admin_key:
+            assert h.get("/model_info").status_code == 401
+    with api.http(api.api_key) as h:
+        assert h.get("/model_info").status_code == 200
+        assert h.get("/get_load").status_code == 404
     with api.client(api_key=None) as c:
-        assert c.health() is True
-        assert sc.NUM_REQUESTS in c.metrics()
+        assert c.ready() is True and sc.NUM_REQUESTS in c.metrics()
         with pytest.raises(ProviderError, match="unauthorized"):
             c.model_info()
+
+
+def test_admin_routes_take_the_admin_key_and_refuse_the_api_key(api):
+    if not (api.api_key and api.admin_key):
+        pytest.skip("the live server runs without both keys")
+    with api.http(api.api_key) as h:
+        assert h.post("/flush_cache").status_code == 401
+    with api.http(api.admin_key) as h:
+        assert h.post("/flush_cache").status_code == 200
 
 
 # -- client behaviour on the recorded transport ---------------------------------
@@ -363,7 +523,7 @@ def test_sim_streams_generate_and_chat(sim_server):
     assert events[-1]["text"] == full["text"]  # SGLang streams cumulative text by default
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert all(ch["object"] == "chat.completion.chunk" for ch in chunks)
-    text = "".join(ch["choices"][0]["delta"]["content"] or "" for ch in chunks if ch["choices"])
+    text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks if ch["choices"])
     assert text == chat["choices"][0]["message"]["content"]
     assert [ch["choices"][0]["finish_reason"] for ch in chunks if ch["choices"]][-1] == "length"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 4

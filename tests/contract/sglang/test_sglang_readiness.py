@@ -35,8 +35,9 @@ LAUNCH_SERVER = textwrap.dedent(
                 code = 200
             elif self.path == "/ready":
                 code = 200 if has_ready else 404
-            elif self.path == "/model_info":
-                data = b'{"model_path": "org/tiny", "is_generation": true}'
+            elif self.path in ("/model_info", "/server_info"):
+                data = (b'{"model_path": "org/tiny", "is_generation": true}' if self.path == "/model_info"
+                        else b'{"model_path": "org/tiny", "revision": "abc1234"}')
                 self.send_response(200); self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
                 return
@@ -73,7 +74,7 @@ def test_sglang_engine_becomes_ready(tmp_path, standin, monkeypatch, has_ready):
     created = provider.create(ResourceKind.REPLICA, "fleet.chat[0]", attrs)
     try:
         assert created["endpoint"].startswith("http://127.0.0.1:")
-        routes = [r for r in standin.read_text().split() if r != "/model_info"]
+        routes = [r for r in standin.read_text().split() if r not in ("/model_info", "/server_info")]
         if has_ready:
             assert routes[-1] == "/ready" and "/health" not in routes  # no generation just to start
         else:

@@ -432,7 +432,7 @@ def test_skyserve_canary_end_to_end_through_the_cli(sky_env, tmp_path, monkeypat
         assert sent > 20 and failed == 0, load.failed
         svc = json.loads(services.read_text())
         assert set(svc) == {"infraplan-chat"} and svc["infraplan-chat"]["version"] == 2  # promoted; canary gone
-        assert [httpx.get(f"http://127.0.0.1:{r['port']}/model_info", trust_env=False).json()["revision"]
+        assert [httpx.get(f"http://127.0.0.1:{r['port']}/server_info", trust_env=False).json()["revision"]
                 for r in svc["infraplan-chat"]["replicas"]] == ["r2", "r2"]
         with StateStore(state) as s:
             assert s.get("fleet.chat[1]").attributes["model_revision"] == "r2"

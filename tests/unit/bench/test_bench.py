@@ -160,7 +160,7 @@ def test_concurrency_is_bounded(sim):
     def poll():
         with httpx.Client() as c:
             while not done.is_set():
-                seen.append(c.get(sim + "/get_load").json()[0]["num_reqs"])
+                seen.append(c.get(sim + "/v1/loads").json()["loads"][0]["num_running_reqs"])
                 time.sleep(0.01)
 
     t = threading.Thread(target=poll)

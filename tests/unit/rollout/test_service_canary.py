@@ -135,7 +135,7 @@ class ServiceFleet:
         out = []
         for url in self.provider.service_workers("", {"canary": name == CANARY}):
             with SGLangClient(url) as c:
-                out.append(c.model_info()["revision"])
+                out.append(c.revision())
         return out
 
 

@@ -16,7 +16,7 @@ def revisions(fleet) -> list[str]:
     out = []
     for i in range(fleet.n):
         with SGLangClient(fleet.store.get(f"{FLEET}[{i}]").attributes["endpoint"]) as c:
-            out.append(c.model_info()["revision"])
+            out.append(c.revision())
     return out
 
 

@@ -153,3 +153,38 @@ def test_tpot_falls_back_to_inter_token_latency_when_the_server_exports_no_tpot(
     s = analysis.window_stats([parse_metrics(itl_text(0))], [parse_metrics(itl_text(100))], seconds=5.0)
     assert s["itl_p95_ms"] == pytest.approx(9.5)
     assert s["tpot_p95_ms"] == s["itl_p95_ms"]
+
+
+def _hist_text(name: str, buckets: list[tuple[str, int]], labels: str = 'engine_type="unified",model_name="m"') -> str:
+    rows = [f"# HELP {name} h", f"# TYPE {name} histogram"]
+    rows += [f'{name}_bucket{{{labels},le="{le}"}} {n}' for le, n in buckets]
+    total = buckets[-1][1]
+    rows += [f"{name}_count{{{labels}}} {total}", f"{name}_sum{{{labels}}} {total * 0.01}"]
+    return "\n".join(rows) + "\n"
+
+
+def test_tpot_gate_judges_sglang_0_5_23s_request_time_per_output_token():
+    """0.5.23 exports the per-request TPOT: the gate reads it, not the inter-token latency beside it."""
+    itl, tpot = "sglang:inter_token_latency_seconds", "sglang:request_time_per_output_token_seconds"
+    assert analysis.TPOT == tpot
+    stream = 'engine_type="unified",is_streaming="true",model_name="m"'
+
+    def text(n: int) -> str:  # gaps all under 10 ms, but each request's mean gap 30-40 ms (a slow tail per request)
+        return (_hist_text(itl, [("0.01", n), ("0.04", n), ("+Inf", n)])
+                + _hist_text(tpot, [("0.01", 0), ("0.04", n // 10), ("+Inf", n // 10)], stream))
+
+    s = analysis.window_stats([parse_metrics(text(0))], [parse_metrics(text(100))], seconds=5.0)
+    assert s["itl_p95_ms"] == pytest.approx(9.5)
+    assert s["tpot_p95_ms"] == pytest.approx(10 + 30 * 0.95)  # interpolated in (0.01, 0.04]
+    gate = SloGate(metric="tpot_p95_ms", max=20)
+    (verdict,) = analysis.judge([gate], s, None)
+    assert not verdict.passed and "breaks" in verdict.why
+
+
+def test_tpot_with_no_finished_request_in_the_window_is_no_data_not_the_inter_token_latency():
+    itl, tpot = "sglang:inter_token_latency_seconds", "sglang:request_time_per_output_token_seconds"
+    stream = 'engine_type="unified",is_streaming="false",model_name="m"'
+    before = _hist_text(itl, [("0.01", 0), ("+Inf", 0)]) + _hist_text(tpot, [("0.04", 5), ("+Inf", 5)], stream)
+    after = _hist_text(itl, [("0.01", 50), ("+Inf", 50)]) + _hist_text(tpot, [("0.04", 5), ("+Inf", 5)], stream)
+    s = analysis.window_stats([parse_metrics(before)], [parse_metrics(after)], seconds=5.0)
+    assert s["itl_p95_ms"] is not None and s["tpot_p95_ms"] is None
