@@ -187,3 +187,13 @@ def test_cli_cloud_listing_is_opt_in_and_runs(tmp_path):
     assert '"instances_listed": 0' in res.stdout  # the dummy driver's own nodes carry no project tag
     res = run("drift", str(tmp_path), "--cloud", "ec2:us-east-1")
     assert res.exit_code == 1 and "AWS_ACCESS_KEY_ID" in res.output
+
+
+def test_providers_are_told_the_state_lineage(tmp_path):
+    from infraplan.workspace import Workspace
+
+    (tmp_path / "main.yaml").write_text(CONFIG.format(replicas=0))
+    assert Workspace(tmp_path).providers().lineage == ""  # no state yet
+    with StateStore(tmp_path / "infraplan.db") as store:
+        lineage = store.lineage
+    assert lineage and Workspace(tmp_path).providers().lineage == lineage
