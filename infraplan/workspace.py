@@ -67,7 +67,15 @@ class Workspace:
     def providers(self, config=None) -> ProviderSet:
         blocks = config.providers if config is not None else {}
         project = self.config_path if self.config_path.is_dir() else self.config_path.parent
-        return ProviderSet(blocks, project_dir=project.resolve(), state_path=self.state_path.resolve())
+        from infraplan.state import StateStore
+
+        ro = StateStore.open_readonly(self.state_path)
+        try:
+            lineage = ro.lineage or ""
+        finally:
+            ro.close()
+        return ProviderSet(blocks, project_dir=project.resolve(), state_path=self.state_path.resolve(),
+                           lineage=lineage)
 
     # -- plan ------------------------------------------------------------------
     def plan(self, options: PlanOptions | None = None) -> Plan:

@@ -4,12 +4,17 @@
 finder at once, under one timeout, and keeps what no state record names.
 
 Providers that run instances themselves implement `infraplan.providers.contract.ListsInstances`
-(the local provider lists its server processes). For clouds, `LibcloudFinder`
-lists nodes through any Apache Libcloud compute driver (EC2, GCE, Azure, ...)
-and keeps those tagged for this state:
+(the local provider lists its server processes; the SkyPilot provider lists the clusters
+whose labels carry this state's lineage, through its plugin when it runs as one). For
+clouds, `LibcloudFinder` lists nodes through any Apache Libcloud compute driver (EC2,
+GCE, Azure, ...) and keeps those labelled for this state, with the labels the providers
+set (`infraplan.providers.contract.project_labels`):
 
-    infraplan-lineage = <state lineage>            (tag/label set by infraplan providers)
-    skypilot-cluster-name = ip-<lineage[:8]>-...   (SkyPilot's own tag, for clusters this state created)
+    infraplan-lineage = <state lineage>            (GCP label / AWS tag / Azure tag)
+    infraplan-address = <address, label-safe>      (which address the machine was launched for)
+
+A node is one machine of a cluster, not the cluster the state names, so a listed node is
+known when its address label is one of the state's addresses.
 
 Libcloud is the optional extra ``infraplan[libcloud]``; it is imported only when
 a finder is made. Listing live clouds is opt-in (``infraplan drift --cloud ec2:us-east-1``).
@@ -19,26 +24,22 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from infraplan.drift.findings import Evidence, Finding, now_iso
 from infraplan.errors import InfraplanError, ProviderUnavailable
-from infraplan.providers.contract import Instance, ListsInstances
+from infraplan.providers.contract import ADDRESS_LABEL, LINEAGE_LABEL, Instance, ListsInstances, label_value
 from infraplan.providers.registry import ProviderSet
 
-PROJECT_TAG = "infraplan-lineage"
+PROJECT_TAG = LINEAGE_LABEL
 SKYPILOT_CLUSTER_TAG = "skypilot-cluster-name"
 LIBCLOUD_MISSING = "cloud listing needs Apache Libcloud: pip install 'infraplan[libcloud]'"
 
 # Machine types with GPUs: EC2 p*/g* families, GCE a2/a3/g2, Azure NC/ND/NV.
 _GPU_TYPE = re.compile(r"^(p\d|g\d|gr\d|trn\d|inf\d|a2-|a3-|a4-|g2-|standard_n[cdv])", re.IGNORECASE)
-
-
-def cluster_prefix(lineage: str) -> str:
-    """The name prefix of SkyPilot clusters created by the state with `lineage`."""
-    return f"ip-{lineage[:8]}-"
+# GCE machine types that take attached GPUs (`guestAccelerators`): the type alone does not say
+_GCE_ATTACHABLE = re.compile(r"^n1-", re.IGNORECASE)
 
 
 def node_tags(node: Any) -> dict[str, str]:
@@ -63,32 +64,49 @@ def machine_type(node: Any) -> str | None:
 
 
 def has_gpu(node: Any) -> bool | None:
-    """True/False when the node's machine type or accelerators say so; None when unknown."""
+    """True/False when the node's machine type or accelerators say so; None when unknown.
+
+    A GCE n1 machine carries its GPUs as `guestAccelerators` of the instance, which libcloud's
+    GCE driver leaves out of ``node.extra`` (`gce_accelerators` reads them); without them an
+    n1 machine is unknown, not GPU-less."""
     extra = getattr(node, "extra", None) or {}
     if extra.get("guestAccelerators") or extra.get("gpus"):
         return True
     mtype = machine_type(node)
     if mtype is None:
         return None
-    return bool(_GPU_TYPE.match(mtype))
+    if _GPU_TYPE.match(mtype):
+        return True
+    if _GCE_ATTACHABLE.match(mtype) and "guestAccelerators" not in extra:
+        return None
+    return False
+
+
+def is_gce(node: Any) -> bool:
+    extra = getattr(node, "extra", None) or {}
+    return "/machineTypes/" in str(extra.get("machineType") or "") and extra.get("zone") is not None
+
+
+def gce_accelerators(driver: Any, node: Any) -> list[dict]:
+    """The GPUs attached to a GCE instance: its `guestAccelerators`, read from the instance
+    resource (``GET zones/ZONE/instances/NAME``, the request libcloud's `ex_get_node` makes)."""
+    zone = (getattr(node, "extra", None) or {}).get("zone")
+    zone_name = getattr(zone, "name", zone)
+    raw = driver.connection.request(f"/zones/{zone_name}/instances/{node.name}", method="GET").object
+    return list((raw or {}).get("guestAccelerators") or [])
 
 
 class LibcloudFinder:
     """Lists this project's tagged nodes through one libcloud compute driver."""
 
-    def __init__(self, driver: Any, *, lineage: str | None, cluster_prefixes: Iterable[str] = (),
-                 gpu_only: bool = True, name: str | None = None):
+    def __init__(self, driver: Any, *, lineage: str | None, gpu_only: bool = True, name: str | None = None):
         self.driver = driver
         self.lineage = lineage
-        self.prefixes = tuple(p for p in cluster_prefixes if p)
         self.gpu_only = gpu_only
         self.name = name or f"libcloud:{getattr(driver, 'type', None) or type(driver).__name__}"
 
     def _ours(self, tags: dict[str, str]) -> bool:
-        if self.lineage and tags.get(PROJECT_TAG) == self.lineage:
-            return True
-        cluster = tags.get(SKYPILOT_CLUSTER_TAG, "")
-        return bool(cluster) and any(cluster.startswith(p) for p in self.prefixes)
+        return bool(self.lineage) and tags.get(PROJECT_TAG) == label_value(self.lineage or "")
 
     def list_instances(self) -> list[Instance]:
         out = []
@@ -100,12 +118,15 @@ class LibcloudFinder:
             if not self._ours(tags):
                 continue
             gpu = has_gpu(node)
+            if gpu is None and is_gce(node):
+                node.extra["guestAccelerators"] = gce_accelerators(self.driver, node)
+                gpu = has_gpu(node)
             if self.gpu_only and gpu is False:
                 continue
             out.append(Instance(
                 instance_id=str(node.id), provider=self.name, name=str(node.name or ""),
                 detail={"state": state, "machine_type": machine_type(node), "gpu": gpu,
-                        "cluster": tags.get(SKYPILOT_CLUSTER_TAG), "ips": list(getattr(node, "public_ips", []) or []),
+                        "cluster": tags.get(SKYPILOT_CLUSTER_TAG), "address": tags.get(ADDRESS_LABEL), "ips": list(getattr(node, "public_ips", []) or []),
                         "tags": tags},
             ))
         return out
@@ -116,40 +137,6 @@ class LibcloudFinder:
                 if not self.driver.destroy_node(node):
                     raise InfraplanError(f"{self.name} refused to destroy {instance.instance_id}")
                 return
-
-
-class SkyPilotClusterFinder:
-    """Hook for SkyPilot's cluster list: clusters named with this state's prefix but in no state.
-
-    `list_clusters` returns records with a ``name`` (and optionally ``status``,
-    ``resources``); by default it asks SkyPilot (`sky.status()`), an optional extra.
-    """
-
-    name = "skypilot"
-
-    def __init__(self, lineage: str, list_clusters: Callable[[], list[dict]] | None = None):
-        self.prefix = cluster_prefix(lineage)
-        self._list = list_clusters or _sky_status
-
-    def list_instances(self) -> list[Instance]:
-        out = []
-        for c in self._list():
-            name = str(c.get("name", ""))
-            if name.startswith(self.prefix):
-                out.append(Instance(instance_id=name, provider=self.name, name=name,
-                                    detail={"status": str(c.get("status")), "resources": str(c.get("resources") or "")}))
-        return out
-
-
-def _sky_status() -> list[dict]:  # pragma: no cover - needs SkyPilot
-    try:
-        import sky
-    except ImportError as exc:
-        raise ProviderUnavailable("SkyPilot cluster listing needs SkyPilot in infraplan's own environment "
-                                  "(the skypilot plugin does not list orphans yet)") from exc
-    result = sky.status()
-    records = sky.get(result) if hasattr(sky, "get") else result
-    return [dict(r) if not isinstance(r, dict) else r for r in records]
 
 
 def make_driver(spec: str, env: dict[str, str] | None = None) -> Any:
@@ -243,8 +230,13 @@ def list_orphans(snapshot, providers: ProviderSet, provider_keys: set[str], find
                     found.extend((inst, obj) for inst in fut.result())
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+    addresses = {label_value(r.address) for r in snapshot.resources} | {  # a SkyServe fleet's VMs: its fleet
+        label_value(str(r.attributes["fleet"])) for r in snapshot.resources
+        if (r.attributes or {}).get("service_name") and r.attributes.get("fleet")}
+    finder_ids = {id(f) for f in finders}
     orphans = [(i, o) for i, o in found
-               if not {i.instance_id, i.name, i.detail.get("cluster")} & known]
+               if not {i.instance_id, i.name, i.detail.get("cluster")} & known
+               and not (id(o) in finder_ids and i.detail.get("address") in addresses)]
     return orphans, len(found), errors
 
 

@@ -26,6 +26,7 @@ import only this SDK, `serving`, `models`, `errors`, `diagnostics` and `util`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -35,8 +36,32 @@ from infraplan.diagnostics import Diagnostic
 from infraplan.errors import ProviderError
 from infraplan.models.kinds import ResourceKind
 
-__all__ = ["Capability", "Instance", "ListsInstances", "Provider", "ProviderContext", "ProviderPlan", "ReadResult",
-           "ResourceKind", "RunsServices", "capabilities_of"]
+__all__ = ["ADDRESS_LABEL", "LINEAGE_LABEL", "Capability", "Instance", "ListsInstances", "Provider", "ProviderContext", "ProviderPlan", "ReadResult",
+           "ResourceKind", "RunsServices", "capabilities_of", "label_value", "project_labels"]
+
+#: Label (GCP label, AWS tag, Kubernetes label) naming the state that launched a machine.
+LINEAGE_LABEL = "infraplan-lineage"
+#: Label naming the address (``fleet.chat[0]``, made label-safe) a machine was launched for.
+ADDRESS_LABEL = "infraplan-address"
+
+
+def label_value(text: str) -> str:
+    """`text` as a label value every cloud accepts: lowercase letters, digits, ``-`` and ``_``,
+    starting and ending with a letter or digit (Kubernetes), at most 63 characters (GCP)."""
+    import hashlib
+
+    value = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")
+    value = re.sub(r"-{2,}", "-", value)
+    if len(value) > 63:  # keep distinct addresses distinct
+        value = f"{value[:54].rstrip('-_')}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    return value
+
+
+def project_labels(lineage: str, address: str) -> dict[str, str]:
+    """The labels a provider sets on what it launches for `address` (none before a state exists)."""
+    if not lineage:
+        return {}
+    return {LINEAGE_LABEL: label_value(lineage), ADDRESS_LABEL: label_value(address)}
 
 
 @dataclass
@@ -48,6 +73,7 @@ class ProviderContext:
     runtime_dir: Path  # per-project scratch space (logs, pid files)
     settings: dict[str, Any] = field(default_factory=dict)
     name: str = ""  # the provider block's key
+    lineage: str = ""  # the state's lineage ("" before a state exists): marks what the provider launches
 
 
 @dataclass

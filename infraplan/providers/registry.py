@@ -49,8 +49,9 @@ def load_provider_class(name: str) -> type[Provider]:
 class ProviderSet:
     """Provider instances for one run, created on first use, keyed by provider block name."""
 
-    def __init__(self, blocks: dict[str, Any], *, project_dir: Path, state_path: Path):
+    def __init__(self, blocks: dict[str, Any], *, project_dir: Path, state_path: Path, lineage: str = ""):
         self.blocks = blocks
+        self.lineage = lineage
         self.project_dir = project_dir
         self.state_path = state_path
         self._instances: dict[str, Provider] = {}
@@ -70,6 +71,7 @@ class ProviderSet:
                 runtime_dir=runtime,
                 settings=dict(getattr(block, "settings", {}) or {}),
                 name=key,
+                lineage=self.lineage,
             )
             type_name = self.type_of(key)
             from infraplan.providers.plugin.host import RemoteProvider, runs_in_plugin

@@ -168,6 +168,20 @@ class SkyClient:
             }
         return None
 
+    def clusters(self) -> list[dict[str, Any]]:
+        """Every cluster of this SkyPilot user (cached status, no cloud refresh), with the labels
+        its resources were launched with (SkyPilot keeps them on the handle's `launched_resources`)."""
+        records = self._call("status", None, refresh=sdk().StatusRefreshMode.NONE)
+        out = []
+        for r in records or []:
+            res = getattr(r["handle"], "launched_resources", None)
+            out.append({"name": r["name"], "status": map_status(CLUSTER_STATUS, r["status"]),
+                        "labels": dict((res.labels if res is not None else None) or {}),
+                        "cloud": str(res.cloud).lower() if res is not None and res.cloud else None,
+                        "region": getattr(res, "region", None),
+                        "instance_type": getattr(res, "instance_type", None)})
+        return out
+
     def down(self, cluster_name: str) -> None:
         """Tear down; a cluster already gone is success."""
         try:

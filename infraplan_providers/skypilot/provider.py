@@ -26,7 +26,9 @@ from typing import Any
 
 from infraplan.diagnostics import Diagnostic
 from infraplan.errors import ProviderError, ResourceNotFound
-from infraplan.providers.contract import Provider, ProviderContext, ProviderPlan, ReadResult, ResourceKind, RunsServices
+from infraplan.providers.contract import (ADDRESS_LABEL, LINEAGE_LABEL, Instance, ListsInstances, Provider,
+                                         ProviderContext, ProviderPlan, ReadResult, ResourceKind, RunsServices,
+                                         label_value, project_labels)
 from infraplan.serving.sglang_args import DEFAULT_VERSION, validate_args
 
 from . import router as smg
@@ -34,8 +36,12 @@ from . import service as svc
 from .settings import SkyPilotSettings
 
 
-class SkyPilotProvider(RunsServices, Provider):
-    """Runs SGLang replicas on clouds through SkyPilot."""
+class SkyPilotProvider(ListsInstances, RunsServices, Provider):
+    """Runs SGLang replicas on clouds through SkyPilot.
+
+    Everything it launches carries `project_labels` (the state's lineage and the address) as
+    SkyPilot resource labels (GCP labels, AWS tags, Kubernetes pod labels), so its clusters
+    are found again by `list_instances` (orphan discovery) and by cloud listings."""
 
     name = "skypilot"
     requires = ("sky",)
@@ -162,11 +168,11 @@ class SkyPilotProvider(RunsServices, Provider):
         from .translate import make_task
 
         if kind == ResourceKind.ROUTER:
-            return smg.create(self.client, self.settings, address, attributes)
+            return smg.create(self.client, self.settings, address, attributes, labels=self.labels(address))
         if svc.is_service(attributes, self.settings):
             return self._create_slot(attributes)
         name = self.cluster_name(attributes)
-        task = make_task(name, attributes, self.settings, with_secrets=True)
+        task = make_task(name, attributes, self.settings, with_secrets=True, labels=self.labels(address))
         info = self.client.launch(task, name, idle_minutes_to_autostop=self.settings.idle_minutes_to_autostop,
                                   port=self.settings.port)
         out = dict(attributes)
@@ -215,6 +221,25 @@ class SkyPilotProvider(RunsServices, Provider):
             return self._delete_slot(attributes)
         self.client.down(attributes.get("cluster_name") or self.cluster_name(attributes))
 
+    # -- labels and orphan discovery (ListsInstances) ---------------------------------
+    def labels(self, address: str) -> dict[str, str]:
+        """The labels on what this provider launches for `address` (none before a state exists)."""
+        return project_labels(self.context.lineage, address)
+
+    def list_instances(self) -> list[Instance]:
+        """This state's SkyPilot clusters: those whose labels carry its lineage."""
+        if not self.context.lineage:
+            return []
+        mine = label_value(self.context.lineage)
+        return [Instance(instance_id=c["name"], provider=self.context.name or self.name, name=c["name"],
+                         detail={"status": c["status"], "address": c["labels"].get(ADDRESS_LABEL), "cloud": c["cloud"],
+                                 "region": c["region"], "instance_type": c["instance_type"]})
+                for c in self.client.clusters() if c["labels"].get(LINEAGE_LABEL) == mine]
+
+    def delete_instance(self, instance: Instance) -> None:
+        """`sky down` of a listed cluster (already gone is success)."""
+        self.client.down(instance.instance_id)
+
     # -- apply time (service placement) ---------------------------------------
     def prepare_create(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
         attrs = dict(attributes)
@@ -233,7 +258,9 @@ class SkyPilotProvider(RunsServices, Provider):
     def _task(self, name: str, attrs: dict[str, Any], count: int):
         from .service import make_service_task
 
-        return make_service_task(name, attrs, self.settings, count, with_secrets=True)
+        fleet = str(attrs.get("fleet") or "fleet")  # one service runs every slot: labelled with its fleet
+        return make_service_task(name, attrs, self.settings, count, with_secrets=True,
+                                 labels=self.labels(f"{fleet}.canary" if attrs.get("canary") else fleet))
 
     def _remember(self, name: str, attrs: dict[str, Any], count: int) -> None:
         self._targets[name] = count

@@ -80,14 +80,18 @@ def resources_kwargs(attributes: dict[str, Any], settings: SkyPilotSettings) -> 
     return kw
 
 
-def make_task(address: str, attributes: dict[str, Any], settings: SkyPilotSettings, *, with_secrets: bool = False):
-    """The router's real `sky.Task`: a CPU VM that installs smg and runs it."""
+def make_task(address: str, attributes: dict[str, Any], settings: SkyPilotSettings, *, with_secrets: bool = False,
+              labels: dict[str, str] | None = None):
+    """The router's real `sky.Task`: a CPU VM, carrying `labels`, that installs smg and runs it."""
     import sky
 
+    from .translate import check_labels
+
     try:
-        resources = sky.Resources(**resources_kwargs(attributes, settings))
+        resources = sky.Resources(**resources_kwargs(attributes, settings), labels=labels or None)
     except (ValueError, sky.exceptions.ResourcesUnavailableError) as exc:
         raise ProviderError(f"invalid SkyPilot resources for {address}: {exc}") from exc
+    check_labels(resources)
     key = admin_key(settings) if with_secrets else None
     task = sky.Task(name=cluster_name(address, settings), setup=f"pip install 'smg=={settings.smg_version}'",
                     run=run_command(attributes, settings),
@@ -129,13 +133,14 @@ def _wait_healthy(attributes: dict[str, Any], settings: SkyPilotSettings, addres
             time.sleep(min(2.0, max(0.1, settings.poll_s)))
 
 
-def create(client, settings: SkyPilotSettings, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
-    """Launch the VM, wait for smg's /health, register the workers."""
+def create(client, settings: SkyPilotSettings, address: str, attributes: dict[str, Any],
+           labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """Launch the VM (carrying `labels`), wait for smg's /health, register the workers."""
     from infraplan.serving.smg import flatten
 
     want = flatten(attributes.get("worker_sets"))
     name = cluster_name(address, settings)
-    info = client.launch(make_task(address, attributes, settings, with_secrets=True), name,
+    info = client.launch(make_task(address, attributes, settings, with_secrets=True, labels=labels), name,
                          port=port_of(attributes, settings))
     if not info.get("endpoint"):
         raise ProviderError(f"{address}: SkyPilot reports no endpoint for port {port_of(attributes, settings)} "

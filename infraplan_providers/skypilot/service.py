@@ -96,13 +96,13 @@ def make_service_spec(attrs: dict[str, Any], replicas: int):
 
 
 def make_service_task(name: str, attrs: dict[str, Any], settings: SkyPilotSettings, replicas: int, *,
-                      with_secrets: bool = False):
-    """The fleet's `sky.Task` with its service spec."""
+                      with_secrets: bool = False, labels: dict[str, str] | None = None):
+    """The fleet's `sky.Task` with its service spec; its replicas carry `labels`."""
     from .translate import make_task
 
     from sky.serve import serve_utils
 
-    task = make_task(name, attrs, settings, with_secrets=with_secrets)
+    task = make_task(name, attrs, settings, with_secrets=with_secrets, labels=labels)
     task.set_service(make_service_spec(attrs, replicas))
     try:  # what `sky serve up` checks first (e.g. all resources spot or none)
         serve_utils.validate_service_task(task, pool=False)

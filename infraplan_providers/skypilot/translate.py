@@ -52,17 +52,34 @@ def candidate_kwargs(attrs: dict[str, Any], settings: SkyPilotSettings) -> list[
     return out
 
 
-def make_resources(attrs: dict[str, Any], settings: SkyPilotSettings) -> list:
-    """Real `sky.Resources`, one per candidate; invalid ones are a ProviderError."""
+def make_resources(attrs: dict[str, Any], settings: SkyPilotSettings, labels: dict[str, str] | None = None) -> list:
+    """Real `sky.Resources`, one per candidate, carrying `labels`; invalid ones are a ProviderError."""
     import sky
 
     out = []
     for kw in candidate_kwargs(attrs, settings):
         try:
-            out.append(sky.Resources(**kw))
+            res = sky.Resources(**kw, labels=labels or None)
         except (ValueError, sky.exceptions.ResourcesUnavailableError, sky.exceptions.InvalidCloudConfigs) as exc:
             raise ProviderError(f"invalid SkyPilot resources {kw}: {exc}") from exc
+        check_labels(res)
+        out.append(res)
     return out
+
+
+def check_labels(res) -> None:
+    """SkyPilot's own label rules for `res`'s cloud (every registered cloud when it has none).
+
+    SkyPilot 0.14 checks labels only on its API server (`Resources.validate`), so a label a
+    cloud refuses would fail the launch there; it is refused here instead."""
+    from sky.utils import registry
+
+    targets = [res.cloud] if res.cloud is not None else list(registry.CLOUD_REGISTRY.values())
+    for key, value in (res.labels or {}).items():
+        for cloud in targets:
+            ok, why = cloud.is_label_valid(key, value)
+            if not ok:
+                raise ProviderError(f"SkyPilot refuses label {key}={value!r} on {cloud}: {why}")
 
 
 def sglang_version(attrs: dict[str, Any], settings: SkyPilotSettings) -> str:
@@ -88,11 +105,13 @@ def secrets_from_env(settings: SkyPilotSettings) -> dict[str, str]:
     return {name: os.environ[name] for name in settings.secrets_env if os.environ.get(name)}
 
 
-def make_task(name: str, attrs: dict[str, Any], settings: SkyPilotSettings, *, with_secrets: bool = False):
-    """The `sky.Task` for one replica (cluster placement) or the fleet (service placement)."""
+def make_task(name: str, attrs: dict[str, Any], settings: SkyPilotSettings, *, with_secrets: bool = False,
+              labels: dict[str, str] | None = None):
+    """The `sky.Task` for one replica (cluster placement) or the fleet (service placement);
+    its resources carry `labels` (`infraplan.providers.contract.project_labels`)."""
     import sky
 
-    resources = make_resources(attrs, settings)
+    resources = make_resources(attrs, settings, labels)
     task = sky.Task(name=name, setup=setup_script(settings, attrs), run=run_command(attrs, settings),
                     envs={k: str(v) for k, v in (attrs.get("env") or {}).items()},
                     secrets=secrets_from_env(settings) if with_secrets else None)

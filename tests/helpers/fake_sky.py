@@ -275,7 +275,7 @@ class FakeSky:
             if self.kept:
                 kept = self._kept()
                 kept[cluster_name] = {"pid": self.procs[cluster_name].pid if cluster_name in self.procs else None,
-                                      "cloud": str(res.cloud), "region": res.region}
+                                      "cloud": str(res.cloud), "region": res.region, "labels": res.labels}
                 self.kept.write_text(json.dumps(kept))
             return (1, None)
         return self._req(up)
@@ -283,13 +283,16 @@ class FakeSky:
     def _kept(self) -> dict:
         return json.loads(self.kept.read_text()) if self.kept and self.kept.exists() else {}
 
-    def status(self, names, refresh=None):
-        self.calls.append(("status", tuple(names), refresh))
+    def status(self, cluster_names=None, refresh=sky.StatusRefreshMode.NONE, all_users=False):
+        """`sky.status`: the named clusters, or all of them when no names are given."""
+        names = cluster_names
+        self.calls.append(("status", None if names is None else tuple(names), refresh))
         if self.kept:
             for n, c in self._kept().items():
                 self.clusters.setdefault(n, _status(n, SimpleNamespace(cloud=c["cloud"], region=c["region"],
-                                                                       instance_type="p5.48xlarge")))
-        return self._req(lambda: [self.clusters[n] for n in names if n in self.clusters])
+                                                                       instance_type="p5.48xlarge",
+                                                                       labels=c.get("labels"))))
+        return self._req(lambda: [c for n, c in self.clusters.items() if names is None or n in names])
 
     def endpoints(self, cluster, port=None):
         host = "127.0.0.1" if os.environ.get("FAKE_SKY_RUN_LOCAL") == "1" else "3.1.2.3"

@@ -60,11 +60,10 @@ def _settings(ws, idle_after, timeout, parallelism, retries=None, health_generat
 def _finders(ws, clouds):
     if not clouds:
         return []
-    from infraplan.drift.orphans import LibcloudFinder, cluster_prefix, make_driver
+    from infraplan.drift.orphans import LibcloudFinder, make_driver
 
     lineage = ws.snapshot().lineage
-    return [LibcloudFinder(make_driver(spec), lineage=lineage, cluster_prefixes=[cluster_prefix(lineage or "")],
-                           name=spec) for spec in clouds]
+    return [LibcloudFinder(make_driver(spec), lineage=lineage, name=spec) for spec in clouds]
 
 
 def _fmt(v) -> str:

@@ -316,7 +316,8 @@ def worker_spec(cls: type[Provider], context: ProviderContext | None) -> dict[st
     ctx = None
     if context is not None:
         ctx = {"project_dir": str(context.project_dir), "state_path": str(context.state_path),
-               "runtime_dir": str(context.runtime_dir), "settings": context.settings, "name": context.name}
+               "runtime_dir": str(context.runtime_dir), "settings": context.settings, "name": context.name,
+               "lineage": context.lineage}
     preload = [p for p in os.environ.get("INFRAPLAN_PLUGIN_PRELOAD", "").split(os.pathsep) if p]
     return {"packages": packages, "provider": f"{cls.__module__}:{cls.__qualname__}", "context": ctx,
             "preload": preload, "report": [r.split("=")[0].split("<")[0].split(">")[0].split("[")[0].strip()

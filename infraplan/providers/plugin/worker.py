@@ -50,7 +50,7 @@ def _provider(spec: dict[str, Any]) -> Provider:
     c = spec.get("context") or {}
     ctx = ProviderContext(project_dir=Path(c.get("project_dir", ".")), state_path=Path(c.get("state_path", "x.db")),
                           runtime_dir=Path(c.get("runtime_dir", ".")), settings=c.get("settings") or {},
-                          name=c.get("name", ""))
+                          name=c.get("name", ""), lineage=c.get("lineage", ""))
     return cls(ctx)
 
 

@@ -540,3 +540,90 @@ print(json.dumps({"spots": sorted({r.use_spot for r in task.resources}),
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"spots": [True], "fallback": True, "min": 2}
+
+
+LINEAGE = "5f1c0d2e9a7b4c3d8e6f0a1b2c3d4e5f"
+
+
+def test_clusters_routers_and_services_carry_project_labels_that_skypilot_accepts(sky_env):
+    """The tasks the provider builds carry `infraplan-lineage` and a label-safe `infraplan-address` on
+    every resource candidate, and SkyPilot's own validation (`Resources.validate`, each cloud's label
+    rules) accepts them, even for an address no cloud would take as it is."""
+    code = f"""
+import json
+from pathlib import Path
+from sky.utils import registry
+from infraplan.providers.contract import ProviderContext
+from infraplan_providers.skypilot import router
+from infraplan_providers.skypilot.provider import SkyPilotProvider
+from infraplan_providers.skypilot.service import make_service_task
+from infraplan_providers.skypilot.translate import make_task
+p = SkyPilotProvider(ProviderContext(project_dir=Path("."), state_path=Path("s.db"), runtime_dir=Path("."),
+                                     lineage="{LINEAGE}"))
+odd = 'fleet.Chat["us-east/1"][12]' + "x" * 80
+attrs = {{"fleet": "fleet.chat", "index": 1, "accelerators": "H100:8", "failover": ["aws/us-east-1", "gcp"],
+          "model_source": "hf://org/m", "args": {{}}}}
+tasks = {{"cluster": make_task("c", attrs, p.settings, labels=p.labels("fleet.chat[1]")),
+          "odd": make_task("c", attrs, p.settings, labels=p.labels(odd)),
+          "router": router.make_task("router.front", {{}}, p.settings.model_copy(update={{"router_infra": "aws"}}),
+                                     labels=p.labels("router.front")),
+          "service": make_service_task("s", dict(attrs, placement="service"), p.settings, 2,
+                                       labels=p.labels("fleet.chat"))}}
+out = {{}}
+for kind, task in tasks.items():
+    for r in task.resources:
+        r.validate()  # SkyPilot's own checks, labels included, for the candidate's cloud
+    labels = [r.labels for r in task.resources]
+    rules = {{str(c): all(c.is_label_valid(k, v)[0] for r in task.resources for k, v in r.labels.items())
+             for c in registry.CLOUD_REGISTRY.values()}}
+    out[kind] = {{"labels": labels, "every_cloud": all(rules.values())}}
+print(json.dumps(out))
+"""
+    proc = subprocess.run([str(plugin_python("skypilot")), "-c", code], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    mine = {"infraplan-lineage": LINEAGE}
+    assert out["cluster"]["labels"] == [dict(mine, **{"infraplan-address": "fleet-chat-1"})] * 2
+    assert out["router"]["labels"] == [dict(mine, **{"infraplan-address": "router-front"})]
+    assert out["service"]["labels"] == [dict(mine, **{"infraplan-address": "fleet-chat"})] * 2
+    odd = out["odd"]["labels"][0]["infraplan-address"]
+    assert odd.startswith("fleet-chat-us-east-1-12-xxx") and len(odd) <= 63 and odd[-1].isalnum()
+    assert all(v["every_cloud"] for v in out.values()), out
+
+
+def test_drift_finds_an_orphaned_skypilot_cluster_through_the_plugin(sky_env, tmp_path, monkeypatch):
+    """Clusters the provider launched carry this state's lineage; `list_instances` (through the
+    plugin) finds the one no state records as an orphan, ignores the state's own and another
+    state's, and `delete_instance` takes it down."""
+    from infraplan.drift.orphans import list_orphans, orphan_findings
+    from infraplan.models.config import ProviderBlock
+    from infraplan.providers.registry import ProviderSet
+    from infraplan.state.store import ResourceRecord, StateSnapshot
+
+    monkeypatch.setenv("INFRAPLAN_PLUGIN_PRELOAD", str(HELPERS / "fake_preload.py"))
+    monkeypatch.setenv("FAKE_SKY_STATE", str(tmp_path / "fake.json"))  # clusters shared across the workers
+    other = ProviderContext(project_dir=tmp_path, state_path=tmp_path / "o.db", runtime_dir=tmp_path / "ort",
+                            name="sky", lineage="0" * 32)
+    p = RemoteProvider.connect(SkyPilotProvider, other, "skypilot")
+    try:
+        p.create(REPLICA, "fleet.chat[0]", dict(ATTRS, index=0))  # another project's cluster
+    finally:
+        p.close()
+    providers = ProviderSet({"sky": ProviderBlock(type="skypilot", isolation="plugin")}, project_dir=tmp_path,
+                            state_path=tmp_path / "s.db", lineage=LINEAGE)
+    try:
+        sky = providers.get("sky")
+        kept = sky.create(REPLICA, "fleet.chat[1]", dict(ATTRS, index=1))
+        sky.create(REPLICA, "fleet.chat[2]", dict(ATTRS, index=2))  # its state record was lost
+        rec = ResourceRecord("fleet.chat[1]", "", "replica", "sky", "ready", kept, None, [], None, "t", "t")
+        snap = StateSnapshot(LINEAGE, 3, [rec])
+        findings, listed, errors = orphan_findings(snap, providers, {"sky"}, [], timeout=60)
+        assert errors == [] and listed == 2
+        assert [(f.kind, f.instance_id) for f in findings] == [("orphaned", "infraplan-chat-2")]
+        assert findings[0].resource["address"] == "fleet-chat-2"
+        (inst, lister), = list_orphans(snap, providers, {"sky"}, [], timeout=60)[0]
+        lister.delete_instance(inst)
+        assert [i.instance_id for i in sky.list_instances()] == ["infraplan-chat-1"]
+    finally:
+        providers.close()

@@ -19,7 +19,7 @@ from helpers.drift import CONFIG  # noqa: E402
 from helpers.cli import run  # noqa: E402
 from helpers.paths import FIXTURES  # noqa: E402
 from infraplan.drift import list_orphans  # noqa: E402
-from infraplan.drift.orphans import LibcloudFinder, SkyPilotClusterFinder, cluster_prefix, has_gpu  # noqa: E402
+from infraplan.drift.orphans import LibcloudFinder, has_gpu  # noqa: E402
 from infraplan.state import StateStore  # noqa: E402
 from infraplan.state.store import ResourceRecord, StateSnapshot  # noqa: E402
 from helpers.timing import within  # noqa: E402
@@ -38,7 +38,7 @@ def snapshot(*attrs: dict) -> StateSnapshot:
 def ec2_replay():
     """An EC2 API stand-in on 127.0.0.1 answering with the recorded response; keeps the requests."""
     seen: list[dict] = []
-    body = FIXTURE.read_text().replace("LINEAGE", LINEAGE).replace("CLUSTER", LINEAGE[:8]).encode()
+    body = FIXTURE.read_text().replace("LINEAGE", LINEAGE).encode()
 
     class H(BaseHTTPRequestHandler):
         def log_message(self, *a):
@@ -69,17 +69,19 @@ def ec2_replay():
 
 def test_ec2_recorded_listing_finds_tagged_gpu_instances_in_no_state(ec2_replay):
     driver, seen = ec2_replay
-    finder = LibcloudFinder(driver, lineage=LINEAGE, cluster_prefixes=[cluster_prefix(LINEAGE)], name="ec2:us-east-1")
+    finder = LibcloudFinder(driver, lineage=LINEAGE, name="ec2:us-east-1")
     listed = {i.instance_id: i for i in finder.list_instances()}
-    # ours and with GPUs: the lineage tag, or SkyPilot's cluster tag with this state's prefix;
+    # ours and with GPUs: the lineage tag (SkyPilot clusters' nodes carry it as a resource label);
     # not the t3.micro, not another project's, not the terminated one
     assert sorted(listed) == ["i-0a1b2c3d4e5f60001", "i-0a1b2c3d4e5f60002", "i-0a1b2c3d4e5f60003", "i-0a1b2c3d4e5f60007"]
     assert listed["i-0a1b2c3d4e5f60001"].detail["machine_type"] == "g5.xlarge"
-    assert listed["i-0a1b2c3d4e5f60002"].detail["cluster"] == f"ip-{LINEAGE[:8]}-chat-0"
+    assert listed["i-0a1b2c3d4e5f60002"].detail["cluster"] == "infraplan-chat-0-2ea4"
+    assert listed["i-0a1b2c3d4e5f60002"].detail["address"] == "fleet-chat-0"
     q = seen[0]["query"]  # a real, signed EC2 API request
     assert q["Action"] == ["DescribeInstances"] and q["AWSAccessKeyId"] == ["AKIDEXAMPLE"] and q["Signature"][0]
 
-    snap = snapshot({"instance_id": "i-0a1b2c3d4e5f60007"}, {"cluster_name": f"ip-{LINEAGE[:8]}-chat-1"})
+    # the state's fleet.web[1] is the SkyPilot cluster whose node (…0003) says so in its address label
+    snap = snapshot({"instance_id": "i-0a1b2c3d4e5f60007"}, {"cluster_name": "infraplan-web-1"})
     orphans, n, errors = list_orphans(snap, None, set(), [finder], timeout=10)
     assert n == 4 and errors == []
     assert sorted(i.instance_id for i, _ in orphans) == ["i-0a1b2c3d4e5f60001", "i-0a1b2c3d4e5f60002"]
@@ -137,10 +139,44 @@ def test_a_cloud_that_fails_or_hangs_is_an_error_not_silence():
     assert "no answer within 0.5s" in by["cloud.gce:slow"].summary
 
 
-def test_skypilot_cluster_hook():
-    finder = SkyPilotClusterFinder(LINEAGE, list_clusters=lambda: [
-        {"name": f"ip-{LINEAGE[:8]}-chat-0", "status": "UP"}, {"name": "someone-else", "status": "UP"}])
-    assert [i.instance_id for i in finder.list_instances()] == [f"ip-{LINEAGE[:8]}-chat-0"]
+def test_gce_n1_node_with_attached_gpus_is_counted_as_gpu():
+    """libcloud's GCE driver keeps `machineType` but drops the instance's `guestAccelerators`:
+    an n1 machine with a T4 attached is read back from the instance resource, not skipped."""
+    from libcloud.compute.base import Node
+    from libcloud.compute.types import NodeState
+
+    instances = {  # GET zones/ZONE/instances/NAME, as GCE answers it (trimmed)
+        "gpu-n1": {"name": "gpu-n1", "machineType": "zones/us-central1-a/machineTypes/n1-standard-8",
+                   "guestAccelerators": [{"acceleratorType": "zones/us-central1-a/acceleratorTypes/nvidia-tesla-t4",
+                                          "acceleratorCount": 1}]},
+        "cpu-n1": {"name": "cpu-n1", "machineType": "zones/us-central1-a/machineTypes/n1-standard-8"},
+    }
+    asked = []
+
+    class Zone:
+        name = "us-central1-a"
+
+    class Connection:
+        def request(self, path, method="GET"):
+            asked.append(path)
+            return type("R", (), {"object": instances[path.rsplit("/", 1)[-1]]})()
+
+    class Driver:
+        type = "gce"
+        connection = Connection()
+
+        def list_nodes(self):
+            return [Node(id=str(i), name=n, state=NodeState.RUNNING, public_ips=[], private_ips=[], driver=self,
+                         size="n1-standard-8",
+                         extra={"machineType": f"https://www.googleapis.com/compute/v1/projects/p/{raw['machineType']}",
+                                "zone": Zone(), "labels": {"infraplan-lineage": LINEAGE,
+                                                           "infraplan-address": "fleet-chat-0"}})
+                    for i, (n, raw) in enumerate(instances.items())]
+
+    assert has_gpu(Driver().list_nodes()[0]) is None  # the machine type alone cannot say
+    listed = LibcloudFinder(Driver(), lineage=LINEAGE, name="gce:us-central1-a").list_instances()
+    assert [(i.name, i.detail["gpu"]) for i in listed] == [("gpu-n1", True)]
+    assert asked == ["/zones/us-central1-a/instances/gpu-n1", "/zones/us-central1-a/instances/cpu-n1"]
 
 
 def test_cli_cloud_listing_is_opt_in_and_runs(tmp_path):
@@ -151,3 +187,13 @@ def test_cli_cloud_listing_is_opt_in_and_runs(tmp_path):
     assert '"instances_listed": 0' in res.stdout  # the dummy driver's own nodes carry no project tag
     res = run("drift", str(tmp_path), "--cloud", "ec2:us-east-1")
     assert res.exit_code == 1 and "AWS_ACCESS_KEY_ID" in res.output
+
+
+def test_providers_are_told_the_state_lineage(tmp_path):
+    from infraplan.workspace import Workspace
+
+    (tmp_path / "main.yaml").write_text(CONFIG.format(replicas=0))
+    assert Workspace(tmp_path).providers().lineage == ""  # no state yet
+    with StateStore(tmp_path / "infraplan.db") as store:
+        lineage = store.lineage
+    assert lineage and Workspace(tmp_path).providers().lineage == lineage

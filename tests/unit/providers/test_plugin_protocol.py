@@ -100,11 +100,12 @@ def test_lists_instances_survives_the_plugin_boundary(tmp_path, plugin_venv, lef
     assert not leftover_servers()
 
 
-def test_runs_services_survives_the_plugin_boundary(tmp_path, plugin_venv):
+def test_runs_services_and_lists_instances_survive_the_plugin_boundary(tmp_path, plugin_venv):
     plugin_venv("skypilot")
     p = RemoteProvider.connect(SkyPilotProvider, context(tmp_path), "skypilot")
     try:
-        assert isinstance(p, RunsServices) and not isinstance(p, ListsInstances)
+        assert isinstance(p, RunsServices) and isinstance(p, ListsInstances)
+        assert p.list_instances() == []  # no state lineage yet: nothing is this state's, no SDK call
         assert p.service_workers("fleet.chat[0]", {"placement": "cluster"}) == []  # no service: no SDK call
         assert p.computed == SkyPilotProvider.computed and p.updatable == SkyPilotProvider.updatable
     finally:
