@@ -10,6 +10,7 @@ the value after a sensitive option (`--api-key X`, `--admin-api-key=X`), in a st
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -23,6 +24,7 @@ ALWAYS_SENSITIVE_WORDS = frozenset({"secret", "password", "passwd"})
 _OPTION = re.compile(r"""(?P<opt>--[A-Za-z0-9][\w-]*)(?P<sep>=|\s+)(?!--)(?P<val>"[^"]*"|'[^']*'|[^\s"']\S*)""")
 
 
+@functools.lru_cache(maxsize=4096)  # a plan asks about the same few field names thousands of times
 def is_sensitive_name(name: str) -> bool:
     """Whether a field or option name (`admin_api_key`, `--hf-token`) names a secret."""
     n = name.lower().lstrip("-").replace("-", "_")
