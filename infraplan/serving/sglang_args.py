@@ -55,8 +55,6 @@ SUPPORTED_VERSIONS: tuple[str, ...] = tuple(sorted((p.stem for p in SNAPSHOT_DIR
 DEFAULT_VERSION: str = SUPPORTED_VERSIONS[-1]
 
 #: Args whose values must never be shown in plans, state history or logs.
-SENSITIVE_ARGS: frozenset[str] = frozenset({"api_key", "admin_api_key", "ssl_keyfile_password"})
-REDACTED = "(sensitive)"
 
 #: Set by infraplan from the model and fleet blocks, never from `engine.args`.
 RESERVED_ARGS: dict[str, str] = {
@@ -179,28 +177,6 @@ def build_launch_argv(
             continue
         argv += [spec["flag"], *_values(kind, value)]
     return argv
-
-
-def redact_args(args: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `args` with sensitive values replaced by "(sensitive)"."""
-    return {k: (REDACTED if k in SENSITIVE_ARGS and v is not None else v) for k, v in args.items()}
-
-
-@functools.cache
-def _sensitive_options() -> frozenset[str]:
-    """Every option string of a sensitive arg, in any supported release."""
-    return frozenset(o for v in SUPPORTED_VERSIONS for n in SENSITIVE_ARGS if (s := arg_spec(n, v))
-                     for o in s["options"])
-
-
-def redact_argv(argv: list[str]) -> list[str]:
-    """A copy of `argv` with the value after each sensitive option replaced."""
-    sensitive = _sensitive_options()
-    out = list(argv)
-    for i, tok in enumerate(out[:-1]):
-        if tok in sensitive:
-            out[i + 1] = REDACTED
-    return out
 
 
 def _scalar_ok(kind: ArgKind, value: Any) -> bool:

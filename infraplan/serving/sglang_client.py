@@ -25,8 +25,10 @@ from prometheus_client.samples import Sample
 from infraplan.errors import ProviderError, TransientProviderError
 from infraplan.serving.http import status_error, transport_error
 from infraplan.util.retry import call_with_retries
-from infraplan.serving.sglang_args import REDACTED
 from infraplan.util.redact import redact
+
+#: how secrets in a server's own responses (/server_info) read once masked
+REDACTED = "(sensitive)"
 
 #: what SGLang's /health and /health_generate sleep before looking for their generation
 HEALTH_GENERATION_S = 1.0

@@ -34,8 +34,8 @@ from infraplan.providers.contract import (Instance, ListsInstances, Provider, Pr
                                           ResourceKind)
 from infraplan_providers.local import process
 from infraplan_providers.local import router as smg_router
-from infraplan.serving.sglang_args import DEFAULT_VERSION, REDACTED, build_launch_argv, model_path_from_source
-from infraplan.serving.sglang_client import SGLangClient
+from infraplan.serving.sglang_args import DEFAULT_VERSION, build_launch_argv, model_path_from_source
+from infraplan.serving.sglang_client import REDACTED, SGLangClient
 
 #: Attribute changes that need a new server process.
 REPLACE_ON = (

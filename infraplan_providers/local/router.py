@@ -35,12 +35,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
 from infraplan.diagnostics import Diagnostic

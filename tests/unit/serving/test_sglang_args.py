@@ -8,18 +8,16 @@ import sys
 import pytest
 
 from infraplan.errors import ProviderError
+from infraplan.util.redact import is_sensitive_name, redact, redact_argv
 from infraplan.serving.sglang_args import (
     DEFAULT_VERSION,
     ArgKind,
-    SENSITIVE_ARGS,
     SNAPSHOT_DIR,
     SUPPORTED_VERSIONS,
     build_launch_argv,
     deprecated_args,
     load_snapshot,
     model_path_from_source,
-    redact_args,
-    redact_argv,
     unsupported_version,
     validate_args,
 )
@@ -148,13 +146,15 @@ def test_validate_reserved_args():
 
 
 def test_redaction():
+    """Engine args and their argv are masked by the one redaction (infraplan.util.redact)."""
     args = {"api_key": "sk-123", "tp_size": 2, "other": None}
-    red = redact_args(args)
+    red = redact(args, marker="(sensitive)")
     assert red == {"api_key": "(sensitive)", "tp_size": 2, "other": None}
     assert args["api_key"] == "sk-123"  # the input is not modified
-    assert "api_key" in SENSITIVE_ARGS
+    assert all(is_sensitive_name(n) for n in ("api_key", "admin_api_key", "ssl_keyfile_password"))
     av = argv({"api_key": "sk-123"})
-    assert "sk-123" not in redact_argv(av) and opt(redact_argv(av), "--api-key") == ["(sensitive)"]
+    assert "sk-123" not in redact_argv(av, "(sensitive)") and opt(redact_argv(av, "(sensitive)"), "--api-key") == \
+        ["(sensitive)"]
 
 
 @pytest.mark.parametrize("version", SUPPORTED_VERSIONS)
