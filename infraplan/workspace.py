@@ -54,15 +54,16 @@ class Workspace:
         return self._config
 
     def store(self):
+        """The state, opened for writing; the config's secrets are sealed in it (util.secrets)."""
         from infraplan.state import StateStore
 
-        return StateStore(self.state_path)
+        return StateStore(self.state_path, secrets=self.config.sensitive_values)
 
     def snapshot(self):
         """A consistent read of the state; a missing state file reads as empty (and is not created)."""
         from infraplan.state import StateStore
 
-        return StateStore.open_readonly(self.state_path).snapshot()
+        return StateStore.open_readonly(self.state_path, secrets=self.config.sensitive_values).snapshot()
 
     def providers(self, config=None) -> ProviderSet:
         blocks = config.providers if config is not None else {}
@@ -124,14 +125,22 @@ class Workspace:
         they were and the variable values (sensitive ones left out: give them again)."""
         config = self.config
         sensitive = {n for n, b in config.variable_blocks.items() if b.sensitive}
-        files = {}
+        from infraplan.util.redact import REDACTED
+
+        files, masked = {}, []
         for f in config.files:
             try:
-                files[f.name] = f.read_text()
+                text = f.read_text()
             except OSError:
                 continue
+            for secret in sorted(config.sensitive_values, key=len, reverse=True):
+                if len(secret) >= 4 and secret in text:  # a key written into the file is not kept either
+                    text = text.replace(secret, REDACTED)
+                    masked.append(f.name)
+            files[f.name] = text
         return {
             "files": files,
+            "masked_files": sorted(set(masked)),
             "variables": {k: v for k, v in config.variables.items() if k not in sensitive},
             "sensitive_variables": sorted(sensitive),
             "serial": serial,
@@ -142,7 +151,7 @@ class Workspace:
         """Re-plan and refuse if anything differs from the saved plan (state, config or world)."""
         from infraplan.state import StateStore
 
-        snap = StateStore.open_readonly(self.state_path).snapshot()
+        snap = StateStore.open_readonly(self.state_path, secrets=self.config.sensitive_values).snapshot()
         if saved.lineage and snap.lineage and saved.lineage != snap.lineage:
             raise StalePlanError(
                 f"the saved plan belongs to another state (lineage {saved.lineage[:8]}, state has {snap.lineage[:8]})")

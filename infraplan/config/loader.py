@@ -34,6 +34,7 @@ from infraplan.config.expressions import (
     walk_strings,
 )
 from infraplan.config.variables import resolve_variables, sensitive_strings
+from infraplan.util.secrets import named_secrets
 from infraplan.config.yaml_positions import PathT, Positions, format_path, load_yaml, parse_path
 from infraplan.diagnostics import Diagnostic, Diagnostics, Location, did_you_mean, has_errors
 from infraplan.errors import ConfigError
@@ -702,6 +703,9 @@ class _Loader:
         alerts = {n: results["alert"][n] for n in self.raw["alert"] if n in results["alert"]}
         routers = {f"router.{n}": results["router"][n] for n in self.raw["router"] if n in results["router"]}
         root = self.path if self.path.is_dir() else self.path.parent
+        for r in (*models.values(), *fleets.values(), *routers.values()):
+            # a key written into the config is as secret as one passed in a sensitive variable
+            self.sensitive_values |= named_secrets(r.block.model_dump(mode="json"))
         return Config(
             root=root,
             files=self.files,

@@ -63,7 +63,7 @@ def plan_cleanup(ws, settings: DriftSettings, *, finders: list | None = None, in
     from infraplan.state import StateStore
 
     config = ws.config
-    ro = StateStore.open_readonly(ws.state_path)
+    ro = StateStore.open_readonly(ws.state_path, secrets=config.sensitive_values)
     try:
         snapshot = ro.snapshot()
         activity = ro.drift_activity()

@@ -21,7 +21,7 @@ def run_drift(ws, settings: DriftSettings | None = None, *, finders: list | None
         raise StateError(f"no state at {ws.state_path}: nothing has been applied yet (run `infraplan apply`)")
     config = ws.config
     s = settings or settings_from_config(config)
-    store = StateStore(ws.state_path)  # opens (and upgrades the schema) but takes no lock
+    store = StateStore(ws.state_path, secrets=config.sensitive_values)  # opens (and upgrades the schema), no lock
     try:
         snapshot = store.snapshot()
         providers = ws.providers(config)

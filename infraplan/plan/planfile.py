@@ -9,11 +9,11 @@ to `apply`), and the file is created readable by its owner only.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infraplan.util.files import write_private
 from infraplan.errors import StalePlanError
 from infraplan.plan.model import Plan
 
@@ -54,16 +54,7 @@ def save_plan(plan: Plan, path: str | Path, options: ApplyOptions) -> None:
     data = plan.to_json()
     data["apply_options"] = asdict(options)
     text = json.dumps(data, indent=1, sort_keys=True, default=str)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_private(Path(path), text)
 
 
 def load_plan(path: str | Path) -> tuple[Plan, ApplyOptions]:

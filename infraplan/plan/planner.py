@@ -22,6 +22,7 @@ from infraplan.providers.registry import ProviderSet
 from infraplan.plan.refresh import Observation, record_key, refresh
 from infraplan.models.actions import Action
 from infraplan.models.kinds import ResourceKind
+from infraplan.util.redact import REDACTED, redact
 
 # Attributes of the fleet aggregate computed from its replicas at apply time.
 FLEET_COMPUTED = ("endpoint", "endpoints")
@@ -43,6 +44,7 @@ class _Ctx:
     changes: dict[str, Change] = field(default_factory=dict)
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
     by_fleet: dict[str, list[Change]] = field(default_factory=dict)
+    secrets: frozenset[str] = frozenset()  # masked in the reasons (util.redact)
 
     def add(self, key: str, change: Change) -> None:
         self.changes[key] = change
@@ -67,7 +69,7 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
     if observations is None:
         observations = refresh(snapshot.resources, providers, parallelism=opts.parallelism) if opts.refresh else {}
 
-    ctx = _Ctx(state=current)
+    ctx = _Ctx(state=current, secrets=frozenset(config.sensitive_values))
     ctx.diagnostics.extend(settings_diags)
     for key, obs in observations.items():
         if obs.error:
@@ -345,8 +347,8 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
         after, unknown, cbd_ok = fresh([], unknown)
         cbd_ok = cbd_ok and pplan.create_before_destroy_ok
         attr_changes = diff_attributes(prior, after, unknown=unknown, forces=set(forces))
-        reasons = forced_by + [f"{a.path}: {_short(a.before)} -> {_short(a.after)} forces replacement"
-                               for a in attr_changes if a.forces_replace]
+        reasons = forced_by + [f"{a.path}: {_shown(a.path, a.before, ctx)} -> {_shown(a.path, a.after, ctx)} "
+                               "forces replacement" for a in attr_changes if a.forces_replace]
         if cbd and not cbd_ok:
             cbd = False
             ctx.diagnostics.append(Diagnostic(
@@ -391,6 +393,12 @@ def _observed_differs(stored: dict, observed: dict) -> bool:
 
 def _strip(attrs: dict, computed: set[str]) -> dict:
     return {k: (None if k in computed else v) for k, v in attrs.items()}
+
+
+def _shown(path: str, v, ctx: _Ctx) -> str:
+    """A value as a reason shows it: secrets masked (by field name, known value or sealed form)."""
+    shown = redact(v, ctx.secrets, key=path.rsplit(".", 1)[-1])
+    return REDACTED if shown == REDACTED else _short(shown)
 
 
 def _short(v) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 from infraplan.diagnostics import did_you_mean
 from infraplan.errors import ProviderError
+from infraplan.util.redact import is_sensitive_name
 
 SNAPSHOT_DIR = Path(__file__).with_name("server_args")
 
@@ -64,6 +65,7 @@ RESERVED_ARGS: dict[str, str] = {
     "served_model_name": "model.served_name",
     "host": "the provider",
     "port": "fleet.port",
+    "config": "the provider (it passes the secret args in a private --config file)",
 }
 
 # SGLang's human_readable_int: an int, or a number with an SI or IEC suffix ("128k", "32Ki").
@@ -131,6 +133,12 @@ def _values(kind: ArgKind, value: Any) -> list[str]:
     return [str(value)]
 
 
+def secret_args(args: dict[str, Any]) -> dict[str, Any]:
+    """The args that must never be on a command line (`api_key`, `admin_api_key`, ...): they
+    go in a private YAML file given as SGLang's own `--config` (see `build_launch_argv`)."""
+    return {k: v for k, v in args.items() if v is not None and is_sensitive_name(k)}
+
+
 def build_launch_argv(
     *,
     model_source: str,
@@ -140,13 +148,16 @@ def build_launch_argv(
     port: int,
     args: dict[str, Any],
     version: str = DEFAULT_VERSION,
+    secrets_file: str | None = None,
 ) -> list[str]:
     """The argv that starts one SGLang `version` server for these settings.
 
     Each arg becomes the option that release's parser has for it. Flags (`enable_metrics:
     true`) are present when true and absent when false (`--no-X` when false for a
     `--X/--no-X` pair); `None` values are left out; lists become several values after one
-    option. An arg that release does not have is a ProviderError.
+    option. An arg that release does not have is a ProviderError. Secret args
+    (`secret_args`) are left out and `--config secrets_file` added: the caller writes
+    them there (0600), since a command line is readable by every user (`ps`).
     """
     clash = sorted(n for n in args if n in RESERVED_ARGS)
     if clash:
@@ -163,8 +174,13 @@ def build_launch_argv(
     if served_name:
         argv += ["--served-model-name", served_name]
     argv += ["--host", host, "--port", str(port)]
+    hidden = secret_args(args)
+    if hidden:
+        if secrets_file is None:
+            raise ValueError(f"secret args {sorted(hidden)} need a secrets_file")
+        argv += ["--config", secrets_file]
     for name, value in args.items():
-        if value is None:
+        if value is None or name in hidden:
             continue
         spec = arg_spec(name, version)
         assert spec is not None  # unknown names were refused above

@@ -858,6 +858,19 @@ def make_server(cfg: SimConfig) -> ThreadingHTTPServer:
     return server
 
 
+def _config_file(p: argparse.ArgumentParser, path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        p.error(f"--config {path}: {e}")
+    if not isinstance(data, dict):
+        p.error(f"--config {path} must hold a mapping of server args")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
 def parse_args(argv: list[str] | None = None) -> SimConfig:
     p = argparse.ArgumentParser(prog="python -m infraplan.serving.sim",
                                 description="infraplan's SGLang HTTP API simulator (not inference).")
@@ -877,6 +890,9 @@ def parse_args(argv: list[str] | None = None) -> SimConfig:
     p.add_argument("--instance-id", default=None)
     p.add_argument("--server-args-json", default="{}",
                    help="Extra SGLang server args reported by /server_info (api_key, admin_api_key are enforced).")
+    p.add_argument("--config", default=None,
+                   help="A YAML file of more server args, as SGLang's own --config (infraplan passes the API keys "
+                        "this way, never on the command line).")
     a = p.parse_args(argv)
     try:
         extra = json.loads(a.server_args_json)
@@ -884,6 +900,8 @@ def parse_args(argv: list[str] | None = None) -> SimConfig:
         p.error(f"--server-args-json is not JSON: {e}")
     if not isinstance(extra, dict):
         p.error("--server-args-json must be a JSON object")
+    if a.config:
+        extra.update(_config_file(p, a.config))
     if not 0.0 <= a.error_rate <= 1.0:
         p.error("--error-rate must be between 0 and 1")
     try:

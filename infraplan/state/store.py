@@ -28,6 +28,7 @@ from infraplan.state import lock as _lock
 from infraplan.state.lock import LockInfo, default_who, utc_now
 from infraplan.models.actions import Action
 from infraplan.models.kinds import ResourceKind
+from infraplan.util.secrets import SecretBook
 
 if TYPE_CHECKING:  # sqlite-utils is imported when a file is opened (see _open)
     from sqlite_utils import Database
@@ -187,9 +188,11 @@ class StateStore:
     """
 
     def __init__(self, path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
-                 readonly: bool = False):
+                 readonly: bool = False, secrets: Iterable[str] = ()):
         self.path = Path(path)
         self.readonly = readonly
+        #: secrets are sealed on every write and the known ones restored on every read (util.secrets)
+        self._book = SecretBook(secrets)
         self._mutex = threading.RLock()
         self._depth = 0  # nesting of _transaction
         self._dirty = False  # resources/outputs changed in the open transaction
@@ -199,13 +202,13 @@ class StateStore:
         self._open(busy_timeout)
 
     @classmethod
-    def open_readonly(cls, path: Path | str, *,
-                      busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> StateStore:
+    def open_readonly(cls, path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+                      secrets: Iterable[str] = ()) -> StateStore:
         """Open for reading only: no file is created, no migration or lock taken.
 
         A missing file reads as an empty state.
         """
-        return cls(path, busy_timeout=busy_timeout, readonly=True)
+        return cls(path, busy_timeout=busy_timeout, readonly=True, secrets=secrets)
 
     # -- opening ---------------------------------------------------------
 
@@ -388,6 +391,20 @@ class StateStore:
         rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('lineage', 'serial')"))
         return rows["lineage"], int(rows["serial"])
 
+    def _secrets(self, conn: sqlite3.Connection) -> SecretBook:
+        """The book sealing for this state (its lineage is the HMAC key)."""
+        lineage = self._meta(conn)[0]
+        if self._book.salt != lineage:
+            self._book = self._book.with_salt(lineage)
+        return self._book
+
+    def _open_record(self, conn: sqlite3.Connection, record: ResourceRecord) -> ResourceRecord:
+        book = self._secrets(conn)
+        record.attributes = book.unseal(record.attributes)
+        if record.pending is not None:
+            record.pending = book.unseal(record.pending)
+        return record
+
     @property
     def lineage(self) -> str | None:
         """Random id given to this state when it was created (None if no state)."""
@@ -421,12 +438,13 @@ class StateStore:
     def get(self, address: str, deposed: str = "") -> ResourceRecord | None:
         """The object at `address` (current one unless `deposed` is given)."""
         with self._read() as conn:
-            return None if conn is None else self._get(conn, address, deposed)
+            record = None if conn is None else self._get(conn, address, deposed)
+            return None if record is None else self._open_record(conn, record)
 
     def resources(self, include_deposed: bool = True) -> list[ResourceRecord]:
         """All objects, ordered by address then deposed key."""
         with self._read() as conn:
-            return [] if conn is None else self._all(conn, include_deposed)
+            return [] if conn is None else [self._open_record(conn, r) for r in self._all(conn, include_deposed)]
 
     def snapshot(self) -> StateSnapshot:
         """Lineage, serial, resources and outputs, read in one transaction."""
@@ -435,7 +453,8 @@ class StateStore:
                 return StateSnapshot.empty()
             lineage, serial = self._meta(conn)
             values, sensitive = self._outputs(conn)
-            return StateSnapshot(lineage, serial, self._all(conn, True), values, sensitive)
+            resources = [self._open_record(conn, r) for r in self._all(conn, True)]
+            return StateSnapshot(lineage, serial, resources, self._secrets(conn).unseal(values), sensitive)
 
     # -- resource writes -------------------------------------------------
 
@@ -472,8 +491,9 @@ class StateStore:
             raise ValueError(f"unknown action {action!r}; expected one of {sorted(ACTION_STATUS)}")
         now = utc_now()
         deps = list(dependencies)
-        pending = {"action": action, "attributes": attributes, "dependencies": deps, "since": now}
         with self._transaction(single=True) as conn:
+            attributes = self._secrets(conn).seal(attributes)
+            pending = {"action": action, "attributes": attributes, "dependencies": deps, "since": now}
             existing = self._get(conn, address, deposed)
             row: dict[str, Any] = {
                 "address": address, "deposed": deposed, "kind": kind, "provider": provider,
@@ -511,7 +531,7 @@ class StateStore:
             updated = conn.execute(
                 "UPDATE resources SET status = ?, attributes = ?, dependencies = ?, pending = NULL, "
                 "error = NULL, updated_at = ? WHERE address = ? AND deposed = ?",
-                [status, _dumps(attributes), _dumps(deps), utc_now(), address, deposed],
+                [status, _dumps(self._secrets(conn).seal(attributes)), _dumps(deps), utc_now(), address, deposed],
             ).rowcount
             if not updated:
                 self._must_get(conn, address, deposed)  # raises: not in state
@@ -524,7 +544,7 @@ class StateStore:
         with self._transaction(single=True) as conn:
             existing = self._get(conn, address, "")
             row = {"address": address, "deposed": "", "kind": kind, "provider": provider,
-                   "status": "ready", "attributes": _dumps(attributes),
+                   "status": "ready", "attributes": _dumps(self._secrets(conn).seal(attributes)),
                    "dependencies": _dumps(list(dependencies)), "pending": None, "error": None,
                    "updated_at": now}
             if existing is None:
@@ -654,6 +674,9 @@ class StateStore:
         """Replace all outputs. The serial moves only if something differs."""
         sensitive = set(sensitive)
         with self._transaction() as conn:
+            book = self._secrets(conn)
+            # a sensitive output is never kept in clear, whatever it holds
+            values = {k: book.seal_all(v) if k in sensitive else book.seal(v) for k, v in values.items()}
             old_values, old_sensitive = self._outputs(conn)
             new_sensitive = frozenset(sensitive & set(values))
             if _dumps(old_values) == _dumps(values) and old_sensitive == new_sensitive:
@@ -666,9 +689,9 @@ class StateStore:
             self._changed()
 
     def outputs(self) -> dict[str, Any]:
-        """Output values by name (sensitive ones included; see `sensitive_outputs`)."""
+        """Output values by name; sensitive ones are sealed references (see `sensitive_outputs`)."""
         with self._read() as conn:
-            return {} if conn is None else self._outputs(conn)[0]
+            return {} if conn is None else self._secrets(conn).unseal(self._outputs(conn)[0])
 
     def sensitive_outputs(self) -> frozenset[str]:
         """Names of outputs marked sensitive."""

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from typing import Any
 
 REDACTED = "(sensitive value)"
+#: how a secret sealed in state reads (util.secrets): always masked
+SEALED_PREFIX = "sensitive:hmac-sha256:"
 SENSITIVE_KEYS = frozenset({"api_key", "admin_api_key", "worker_api_keys", "hf_token", "token", "password", "secret"})
 #: the last word of a sensitive name (`_b`, `_2` suffixes aside)
 SENSITIVE_WORDS = frozenset({"key", "token", "secret", "password", "passwd", "apikey", "credential", "credentials"})
@@ -88,6 +91,8 @@ def redact(value: Any, secrets: set[str] | frozenset[str] = frozenset(), *, key:
             items = redact_argv(items, marker)
         return items
     if isinstance(value, str):
+        if SEALED_PREFIX in value:
+            return marker
         if secrets and any(s and s in value for s in secrets):
             return marker
         if "--" in value:
@@ -96,3 +101,9 @@ def redact(value: Any, secrets: set[str] | frozenset[str] = frozenset(), *, key:
 
 
 _NUMBERS = (int, float, bool)
+
+
+def redact_outputs(values: dict[str, Any], sensitive: Iterable[str]) -> dict[str, Any]:
+    """Outputs as every view shows them: a sensitive one (set, not null) reads `REDACTED`."""
+    hide = set(sensitive)
+    return {k: (REDACTED if k in hide and v is not None else v) for k, v in values.items()}

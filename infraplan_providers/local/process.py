@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from infraplan.util.files import open_private_append
+
 INSTANCE_ENV = "INFRAPLAN_INSTANCE_ID"
 
 # Popen objects of servers started by this process, so exited children are
@@ -110,8 +112,7 @@ def spawn_detached(
     argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen:
     """Start `argv` in a new session with stdout/stderr appended to `log_path`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    with open_private_append(log_path) as log:  # logs may quote secrets (SGLang prints its server args)
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,

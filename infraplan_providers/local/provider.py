@@ -34,7 +34,8 @@ from infraplan.providers.contract import (Instance, ListsInstances, Provider, Pr
                                           ResourceKind)
 from infraplan_providers.local import process
 from infraplan_providers.local import router as smg_router
-from infraplan.serving.sglang_args import DEFAULT_VERSION, build_launch_argv, model_path_from_source
+from infraplan.serving.sglang_args import DEFAULT_VERSION, build_launch_argv, model_path_from_source, secret_args
+from infraplan.util.files import write_private
 from infraplan.serving.sglang_client import REDACTED, SGLangClient
 
 #: Attribute changes that need a new server process.
@@ -236,11 +237,12 @@ class LocalProvider(ListsInstances, Provider):
         endpoint = f"http://{s.host}:{port}"
         log_path = Path(attrs["log_path"])
         try:
-            argv = self._argv(attrs, s, port)
+            argv = self._argv(attrs, s, port, self._write_secrets(attrs))
             if not process.port_is_free(s.host, port):
                 raise ProviderError(f"{address}: port {port} on {s.host} is already in use")
         except BaseException:
             process.ports.release(port, instance_id)
+            self._secrets_file(instance_id).unlink(missing_ok=True)
             raise
         env = {**os.environ, **{str(k): str(v) for k, v in (attrs.get("env") or {}).items()}}
         env[process.INSTANCE_ENV] = instance_id
@@ -262,13 +264,28 @@ class LocalProvider(ListsInstances, Provider):
         except BaseException:
             process.stop_pid(popen.pid, s.stop_timeout_s)
             process.ports.release(port, instance_id)
+            self._secrets_file(instance_id).unlink(missing_ok=True)
             raise
         attrs.update(pid=popen.pid, started_at=started_at, host=s.host, endpoint=endpoint)
         return attrs
 
-    def _argv(self, attrs: dict[str, Any], s: LocalSettings, port: int) -> list[str]:
+    def _secrets_file(self, instance_id: str) -> Path:
+        return Path(self.context.runtime_dir) / "secrets" / f"{instance_id}.yaml"
+
+    def _write_secrets(self, attrs: dict[str, Any]) -> Path | None:
+        """The server's secret args in a 0600 file it reads as `--config` (never on its command line)."""
+        hidden = secret_args(attrs.get("args") or {})
+        if not hidden:
+            return None
+        path = self._secrets_file(attrs["instance_id"])
+        write_private(path, json.dumps(hidden, sort_keys=True))  # JSON is YAML, as --config reads it
+        return path
+
+    def _argv(self, attrs: dict[str, Any], s: LocalSettings, port: int, secrets_file: Path | None) -> list[str]:
         engine = attrs.get("engine") or "sim"
         source = attrs.get("model_source") or ""
+        args = attrs.get("args") or {}
+        hidden = secret_args(args)
         if engine == "sim":
             sim = attrs.get("sim") or {}
             argv = [
@@ -283,7 +300,8 @@ class LocalProvider(ListsInstances, Provider):
                 "--startup-s", str(sim.get("startup_s", 0.0)),
                 "--seed", str(sim.get("seed", 0)),
                 "--instance-id", attrs["instance_id"],
-                "--server-args-json", json.dumps(attrs.get("args") or {}, sort_keys=True),
+                "--server-args-json", json.dumps({k: v for k, v in args.items() if k not in hidden}, sort_keys=True),
+                *(["--config", str(secrets_file)] if secrets_file else []),
             ]  # fmt: skip
             return argv
         if engine == "sglang":
@@ -295,8 +313,9 @@ class LocalProvider(ListsInstances, Provider):
                 served_name=attrs.get("served_name"),
                 host=s.host,
                 port=port,
-                args=attrs.get("args") or {},
+                args=args,
                 version=attrs.get("sglang_version") or DEFAULT_VERSION,
+                secrets_file=str(secrets_file) if secrets_file else None,
             )
             return [s.python, *argv[1:]]
         raise ProviderError(f"unknown engine {engine!r} (local provider runs `sim` or `sglang`)")
@@ -422,6 +441,8 @@ class LocalProvider(ListsInstances, Provider):
             raise ProviderError(f"{address}: process {proc.pid} survived SIGKILL")
         if attributes.get("port") is not None and attributes.get("instance_id"):
             process.ports.release(int(attributes["port"]), attributes["instance_id"])
+        if attributes.get("instance_id"):
+            self._secrets_file(str(attributes["instance_id"])).unlink(missing_ok=True)
 
     # -- orphan discovery ----------------------------------------------------
     def _state_id(self) -> str:
@@ -461,6 +482,7 @@ class LocalProvider(ListsInstances, Provider):
         proc = process.find_server(instance.detail.get("pid"), instance.detail.get("started_at"), instance.instance_id)
         if proc is not None and not process.stop_process(proc, self.settings.stop_timeout_s):
             raise ProviderError(f"instance {instance.instance_id}: process {proc.pid} survived SIGKILL")
+        self._secrets_file(instance.instance_id).unlink(missing_ok=True)
 
 
 def _arg_after(argv: list[str], flag: str) -> str | None:

@@ -7,12 +7,13 @@ every infra with spot, then (with the fall-back) every infra on demand.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from typing import Any
 
 from infraplan.errors import ProviderError
-from infraplan.serving.sglang_args import build_launch_argv
+from infraplan.serving.sglang_args import build_launch_argv, secret_args
 
 from .settings import SkyPilotSettings
 
@@ -92,12 +93,35 @@ def setup_script(settings: SkyPilotSettings, attrs: dict[str, Any] | None = None
     return f"pip install --upgrade pip && pip install 'sglang[all]=={version}'"
 
 
+#: the SkyPilot secret that carries a fleet's secret server args (`api_key`, ...) to the VM
+SECRET_ARGS_ENV = "INFRAPLAN_SGLANG_SECRET_ARGS"
+#: where the run command writes them (0600) for SGLang's own `--config`
+SECRET_ARGS_FILE = "$HOME/.infraplan/sglang-secret-args.yaml"
+
+
 def run_command(attrs: dict[str, Any], settings: SkyPilotSettings) -> str:
-    """`python -m sglang.launch_server` with the fleet's args mapped to its SGLang release's options."""
+    """`python -m sglang.launch_server` with the fleet's args mapped to its SGLang release's options.
+
+    Secret args never appear here (SkyPilot stores and shows `run`): they travel as the
+    SkyPilot secret `SECRET_ARGS_ENV`, which the command writes to a 0600 file for `--config`."""
+    args = attrs.get("args") or {}
+    hidden = secret_args(args)
     argv = build_launch_argv(model_source=attrs.get("model_source") or "", revision=attrs.get("model_revision"),
                              served_name=attrs.get("served_name"), host="0.0.0.0", port=settings.port,
-                             args=attrs.get("args") or {}, version=sglang_version(attrs, settings))
-    return shlex.join(["python", *argv[1:]])
+                             args=args, version=sglang_version(attrs, settings),
+                             secrets_file="SECRETS_FILE" if hidden else None)
+    cmd = shlex.join(["python", *argv[1:]]).replace("SECRETS_FILE", f'"{SECRET_ARGS_FILE}"')
+    if not hidden:
+        return cmd
+    write = (f'(umask 077 && mkdir -p "$HOME/.infraplan" && printf %s "${{{SECRET_ARGS_ENV}}}" '
+             f'> "{SECRET_ARGS_FILE}")')
+    return f"{write} && {cmd}"
+
+
+def secret_args_env(attrs: dict[str, Any]) -> dict[str, str]:
+    """The SkyPilot secret holding the fleet's secret server args (empty when it has none)."""
+    hidden = secret_args(attrs.get("args") or {})
+    return {SECRET_ARGS_ENV: json.dumps(hidden, sort_keys=True)} if hidden else {}
 
 
 def secrets_from_env(settings: SkyPilotSettings) -> dict[str, str]:
@@ -114,6 +138,6 @@ def make_task(name: str, attrs: dict[str, Any], settings: SkyPilotSettings, *, w
     resources = make_resources(attrs, settings, labels)
     task = sky.Task(name=name, setup=setup_script(settings, attrs), run=run_command(attrs, settings),
                     envs={k: str(v) for k, v in (attrs.get("env") or {}).items()},
-                    secrets=secrets_from_env(settings) if with_secrets else None)
+                    secrets={**secrets_from_env(settings), **secret_args_env(attrs)} if with_secrets else None)
     task.set_resources(resources if len(resources) > 1 else resources[0])
     return task

@@ -44,6 +44,13 @@ def rollback(obj, path, to_id, state_path, var_args, parallelism, auto_approve, 
     store = StateStore.open_readonly(state)
     entry = rollback_target(store.history(), to_id)
     snap = entry.desired_config
+    if snap.get("masked_files"):
+        from infraplan.errors import InfraplanError
+
+        raise InfraplanError(
+            f"history #{entry.id} cannot be rolled back from the history: its config files "
+            f"({', '.join(snap['masked_files'])}) had secrets written in them, which the history does not keep; "
+            "check that config out (e.g. from git) and apply it")
     with tempfile.TemporaryDirectory(prefix="infraplan-rollback-") as tmp:
         for name, text in snap["files"].items():
             (Path(tmp) / name).write_text(text)

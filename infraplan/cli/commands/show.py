@@ -31,7 +31,7 @@ def show(obj, planfile, state_path, as_json, view):
     """Show a saved plan, or the resources in state."""
     from infraplan.cli.views.plan import render_plan
     from infraplan.state import StateStore
-    from infraplan.util.redact import redact
+    from infraplan.util.redact import redact, redact_outputs
 
     if ShowFormat(view) == ShowFormat.TERRAFORM and not (as_json and planfile):
         raise click.UsageError("--format terraform is JSON of a saved plan: give --json and PLANFILE")
@@ -50,7 +50,7 @@ def show(obj, planfile, state_path, as_json, view):
         return
     snap = StateStore.open_readonly(existing_state(state_path)).snapshot()
     if as_json:
-        emit_json({"lineage": snap.lineage, "serial": snap.serial, "outputs": snap.outputs,
+        emit_json({"lineage": snap.lineage, "serial": snap.serial, "outputs": redact_outputs(snap.outputs, snap.sensitive_outputs),
                    "resources": [redact({"address": r.address, "deposed": r.deposed, "kind": r.kind,
                                          "provider": r.provider, "status": r.status,
                                          "attributes": r.attributes}) for r in snap.resources]})

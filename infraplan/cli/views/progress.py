@@ -58,8 +58,11 @@ def finish(console, ws, result, as_json: bool, the_plan) -> None:
 
     summary = result.summary()
     if as_json:
-        emit_json({"type": "summary", **summary, "outputs": ws.compute_outputs(ws.store())
-                   if not the_plan.destroy else {}}, indent=None)
+        from infraplan.util.redact import redact_outputs
+
+        outputs = {} if the_plan.destroy else redact_outputs(
+            ws.compute_outputs(ws.store()), [n for n, o in ws.config.outputs.items() if o.sensitive])
+        emit_json({"type": "summary", **summary, "outputs": outputs}, indent=None)
     else:
         c = console
         style = "green" if result.ok else "red"

@@ -66,3 +66,28 @@ fleet:
     desired = expand(config)
     assert desired["fleet.pinned[0]"].attributes["sglang_version"] == "0.5.5"
     assert "sglang_version" not in desired["fleet.plain[0]"].attributes
+
+
+def test_secret_args_reach_the_vm_as_a_skypilot_secret_never_in_the_run_text(tmp_path):
+    """SkyPilot stores and shows `run`; the key travels as a secret and a 0600 `--config` file."""
+    import json
+    import os
+    import stat
+    import subprocess
+
+    from infraplan_providers.skypilot.translate import SECRET_ARGS_ENV, secret_args_env
+
+    key = "sk-vm-9c1e'\"$(touch /tmp/pwned)"  # quotes and a command substitution stay inert
+    attrs = dict(ATTRS, args={"api_key": key, "tp_size": 1})
+    run = run_command(attrs, SkyPilotSettings())
+    assert key not in run and "sk-vm" not in run
+    assert '--config "$HOME/.infraplan/sglang-secret-args.yaml"' in run and "--tp-size 1" in run
+    env = secret_args_env(attrs)
+    assert json.loads(env[SECRET_ARGS_ENV]) == {"api_key": key}
+    write = run.split(" && python ")[0]
+    out = subprocess.run(["bash", "-c", write], env={**os.environ, "HOME": str(tmp_path), **env}, check=True)
+    assert out.returncode == 0
+    f = tmp_path / ".infraplan" / "sglang-secret-args.yaml"
+    assert json.loads(f.read_text()) == {"api_key": key}  # JSON is YAML: SGLang's --config reads it
+    assert stat.S_IMODE(f.stat().st_mode) == 0o600 and not os.path.exists("/tmp/pwned")
+    assert "--config" not in run_command(ATTRS, SkyPilotSettings()) and not secret_args_env(ATTRS)

@@ -27,7 +27,7 @@ OLD, NEW = "0.5.5", "0.5.23"
 
 def argv(args: dict, **kw) -> list[str]:
     base = dict(model_source="hf://Qwen/Qwen2.5-0.5B-Instruct", revision="abc123", served_name="qwen",
-                host="127.0.0.1", port=30001)
+                host="127.0.0.1", port=30001, secrets_file="/run/secrets.yaml")
     base.update(kw)
     return build_launch_argv(args=args, **base)
 
@@ -76,10 +76,25 @@ def test_argv_maps_snake_case_values_lists_and_flags():
     assert opt(av, "--quantization") == ["fp8"]
     assert opt(av, "--lora-paths") == ["a=/l/a", "b=/l/b"]
     assert opt(av, "--enable-metrics") == []
-    assert opt(av, "--api-key") == ["k"]
+    assert "--api-key" not in av and "k" not in av  # secrets go in the --config file, never on argv
+    assert opt(av, "--config") == ["/run/secrets.yaml"]
     assert opt(av, "--disaggregation-mode") == ["prefill"]
     assert "--skip-server-warmup" not in av
     assert "--chunked-prefill-size" not in av
+
+
+def test_secret_args_need_a_file_and_stay_off_the_command_line():
+    from infraplan.serving.sglang_args import secret_args
+
+    args = {"api_key": "k1", "admin_api_key": "k2", "ssl_keyfile_password": "pw", "ssl_keyfile": "/k.pem",
+            "tp_size": 2}
+    assert secret_args(args) == {"api_key": "k1", "admin_api_key": "k2", "ssl_keyfile_password": "pw"}
+    with pytest.raises(ValueError):
+        build_launch_argv(model_source="hf://o/m", revision=None, served_name=None, host="h", port=1, args=args)
+    av = build_launch_argv(model_source="hf://o/m", revision=None, served_name=None, host="h", port=1, args=args,
+                           secrets_file="/s.yaml")
+    assert not {"k1", "k2", "pw"} & set(av) and opt(av, "--ssl-keyfile") == ["/k.pem"]
+    assert opt(av, "--config") == ["/s.yaml"]
 
 
 def test_argv_long_alias_emits_the_short_flag():
@@ -152,7 +167,7 @@ def test_redaction():
     assert red == {"api_key": "(sensitive)", "tp_size": 2, "other": None}
     assert args["api_key"] == "sk-123"  # the input is not modified
     assert all(is_sensitive_name(n) for n in ("api_key", "admin_api_key", "ssl_keyfile_password"))
-    av = argv({"api_key": "sk-123"})
+    av = ["python", "-m", "sglang.launch_server", "--api-key", "sk-123", "--tp-size", "2"]  # a hand-written one
     assert "sk-123" not in redact_argv(av, "(sensitive)") and opt(redact_argv(av, "(sensitive)"), "--api-key") == \
         ["(sensitive)"]
 
