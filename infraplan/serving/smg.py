@@ -68,11 +68,17 @@ class SmgClient:
 
     @classmethod
     def for_router(cls, attributes: dict[str, Any], timeout: float = 5.0) -> SmgClient:
-        """A client for a router in state: its endpoint, and its control-plane key from the
-        environment variable the record names (``admin_key_env``), if any."""
-        env = attributes.get("admin_key_env")
-        return cls(attributes["endpoint"], timeout=timeout, api_key=os.environ.get(env) if env else None,
-                   worker_keys=worker_keys(attributes))
+        """A client for a router in state: its endpoint, and the key its control plane takes,
+        from the environment variable the record names: ``admin_key_env`` (smg's
+        `--control-plane-api-keys`), else ``api_key_env`` (smg's `--api-key`, which then
+        guards /workers too), else none."""
+        key = None
+        for name in ("admin_key_env", "api_key_env"):
+            env = attributes.get(name)
+            if env and os.environ.get(env):
+                key = os.environ[env]
+                break
+        return cls(attributes["endpoint"], timeout=timeout, api_key=key, worker_keys=worker_keys(attributes))
 
     def __init__(self, endpoint: str, timeout: float = 5.0, api_key: str | None = None,
                  worker_keys: dict[str, str] | None = None):

@@ -83,7 +83,7 @@ class SkyPilotProvider(ListsInstances, RunsServices, Provider):
 
     def plan(self, kind: ResourceKind, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
         if kind == ResourceKind.ROUTER:
-            return smg.plan(prior, desired)
+            return smg.plan(prior, desired, self.settings)
         if svc.is_service(desired, self.settings):
             pplan = self._plan_service(prior, desired)
         else:

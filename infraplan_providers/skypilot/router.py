@@ -9,10 +9,11 @@ fleets' endpoints, registered from this machine through smg's ``/workers`` API a
 endpoint SkyPilot reports for the port, exactly as for the local router, and rollouts
 drive it the same way (`infraplan.rollout.traffic.RouterSwitch`).
 
-The port is public, so smg's control plane is guarded with a key when the environment
-variable `router_admin_key_env` holds one: it reaches the VM as a SkyPilot secret
-(``--control-plane-api-keys``), the record keeps the variable's *name*, and every
-client sends it as a bearer token. Policy, retries and port are launch flags: a
+The port is public, so two keys guard it, each from an environment variable whose
+value reaches the VM as a SkyPilot secret while the record keeps only the variable's
+*name*: `router_api_key_env` for inference (smg's ``--api-key``; clients send it as a
+bearer token) and `router_admin_key_env` for the control plane
+(``--control-plane-api-keys``). The plan warns when either door is open. Policy, retries and port are launch flags: a
 change replaces the router (the new VM first, then the old one down).
 """
 
@@ -24,6 +25,7 @@ import shlex
 import time
 from typing import Any
 
+from infraplan.diagnostics import Diagnostic
 from infraplan.errors import ProviderError
 from infraplan.providers.contract import ProviderPlan, ReadResult
 
@@ -31,7 +33,7 @@ from .settings import SkyPilotSettings
 
 #: Attributes the provider writes for a router.
 ROUTER_COMPUTED = frozenset({"cluster_name", "endpoint", "status", "workers", "cloud_chosen", "region_chosen",
-                             "instance_type_chosen", "admin_key_env"})
+                             "instance_type_chosen", "admin_key_env", "api_key_env"})
 ROUTER_REPLACES = ("policy", "retries", "port")
 
 
@@ -45,15 +47,40 @@ def port_of(attributes: dict[str, Any], settings: SkyPilotSettings) -> int:
     return int(attributes.get("port") or settings.router_port)
 
 
-def plan(prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
-    """Launch flags replace; worker sets and labels change in place (the /workers API)."""
+def plan(prior: dict[str, Any] | None, desired: dict[str, Any], settings: SkyPilotSettings) -> ProviderPlan:
+    """Launch flags replace; worker sets and labels change in place (the /workers API).
+    A router whose public port would serve inference or take workers with no key is a warning."""
     attrs = {k: v for k, v in desired.items() if k not in ROUTER_COMPUTED}
     replace: list[str] = []
     if prior is not None:
         replace = [k for k in ROUTER_REPLACES if (prior.get(k) or None) != (desired.get(k) or None)]
+        # a key is a launch flag: setting or clearing its variable relaunches smg with or without it
+        replace += [k for k, now in (("admin_key_env", admin_key(settings)), ("api_key_env", api_key(settings)))
+                    if bool(now) != bool(prior.get(k))]
         if not replace:
             attrs.update({k: prior[k] for k in ROUTER_COMPUTED if k in prior})
-    return ProviderPlan(attributes=attrs, requires_replace=replace)
+    return ProviderPlan(attributes=attrs, requires_replace=replace, diagnostics=open_port_warnings(desired, settings))
+
+
+def api_key(settings: SkyPilotSettings) -> str | None:
+    return os.environ.get(settings.router_api_key_env) or None
+
+
+def open_port_warnings(attributes: dict[str, Any], settings: SkyPilotSettings) -> list[Diagnostic]:
+    """What the router's public port would let anyone do, said in the plan."""
+    port = port_of(attributes, settings)
+    out = []
+    if not api_key(settings):
+        out.append(Diagnostic(
+            f"the router's public port {port} will serve the models to anyone who reaches it: set "
+            f"${settings.router_api_key_env} to require a key (smg --api-key; clients send it as a bearer token)",
+            severity="warning"))
+    if not admin_key(settings) and not api_key(settings):
+        out.append(Diagnostic(
+            f"the router's control plane (/workers) on port {port} is open: anyone who reaches it can add "
+            f"workers; set ${settings.router_admin_key_env} (or ${settings.router_api_key_env})",
+            severity="warning"))
+    return out
 
 
 def admin_key(settings: SkyPilotSettings) -> str | None:
@@ -67,6 +94,9 @@ def run_command(attributes: dict[str, Any], settings: SkyPilotSettings) -> str:
     argv = ["smg", "launch", "--host", "0.0.0.0", "--port", str(port_of(attributes, settings)),
             "--policy", attributes.get("policy") or "cache_aware", *retry_args(attributes.get("retries"))]
     cmd = shlex.join(argv)
+    if api_key(settings):
+        # a SkyPilot secret too: the task holds the variable's name, the VM its value
+        cmd += f' --api-key "${{{settings.router_api_key_env}}}"'
     if admin_key(settings):
         # the key is a SkyPilot secret: expanded on the VM, never written into the task
         cmd += f' --control-plane-api-keys "infraplan:infraplan:admin:${{{settings.router_admin_key_env}}}"'
@@ -92,10 +122,12 @@ def make_task(address: str, attributes: dict[str, Any], settings: SkyPilotSettin
     except (ValueError, sky.exceptions.ResourcesUnavailableError) as exc:
         raise ProviderError(f"invalid SkyPilot resources for {address}: {exc}") from exc
     check_labels(resources)
-    key = admin_key(settings) if with_secrets else None
+    secrets = {}
+    if with_secrets:
+        secrets = {env: value for env, value in ((settings.router_admin_key_env, admin_key(settings)),
+                                                 (settings.router_api_key_env, api_key(settings))) if value}
     task = sky.Task(name=cluster_name(address, settings), setup=f"pip install 'smg=={settings.smg_version}'",
-                    run=run_command(attributes, settings),
-                    secrets={settings.router_admin_key_env: key} if key else None)
+                    run=run_command(attributes, settings), secrets=secrets or None)
     task.set_resources(resources)
     return task
 
@@ -148,6 +180,8 @@ def create(client, settings: SkyPilotSettings, address: str, attributes: dict[st
     attrs = dict(attributes, cluster_name=name, **{k: v for k, v in info.items() if k in ROUTER_COMPUTED})
     if admin_key(settings):
         attrs["admin_key_env"] = settings.router_admin_key_env
+    if api_key(settings):
+        attrs["api_key_env"] = settings.router_api_key_env
     _wait_healthy(attrs, settings, address)
     with _client(attrs) as c:
         attrs["workers"] = c.sync(want)

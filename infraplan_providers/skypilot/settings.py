@@ -62,5 +62,10 @@ class SkyPilotSettings(StrictModel):
         "INFRAPLAN_ROUTER_ADMIN_KEY", description="Routers: environment variable holding the key that guards smg's "
         "control plane (its /workers API) on the public port; passed as a SkyPilot secret, never stored. Unset "
         "in the environment: the control plane is open to whoever reaches the port.")
+    router_api_key_env: str = Field(
+        "INFRAPLAN_ROUTER_API_KEY", description="Routers: environment variable holding the key clients must send "
+        "(as a bearer token) to reach the models through the router's public port (smg's `--api-key`); passed as "
+        "a SkyPilot secret, never stored. Unset in the environment: the plan warns that inference is open to "
+        "whoever reaches the port.")
     router_ready_timeout_s: float = Field(900.0, description="Routers: longest wait for smg to answer /health "
                                           "after the cluster is up (it installs smg first).", gt=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 
 import httpx
 import pytest
@@ -213,3 +214,54 @@ def test_servers_with_an_api_key_are_registered_with_it_and_serve_through_the_ro
         assert secret not in " ".join(smg.cmdline())
     finally:
         ws.apply(ws.plan(PlanOptions(destroy=True)))
+
+
+def test_the_skypilot_routers_command_makes_real_smg_require_its_keys(tmp_path, monkeypatch):
+    """The run text a SkyPilot router VM gets, run here by bash with smg's own flag parsing:
+    inference needs the router key, /workers the admin key; the task text holds neither."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from helpers.net import free_port
+    from infraplan.serving.smg import SmgClient
+    from infraplan_providers.skypilot.router import open_port_warnings, run_command
+    from infraplan_providers.skypilot.settings import SkyPilotSettings
+
+    s = SkyPilotSettings()
+    attrs = {"policy": "round_robin", "port": free_port()}
+    assert len(open_port_warnings(attrs, s)) == 2  # both doors open without keys
+    monkeypatch.setenv(s.router_api_key_env, "serve-key-e2e-51")
+    monkeypatch.setenv(s.router_admin_key_env, "admin-key-e2e-77")
+    assert open_port_warnings(attrs, s) == []
+    cmd = run_command(attrs, s)
+    assert "serve-key-e2e-51" not in cmd and "admin-key-e2e-77" not in cmd
+    cmd = cmd.replace("--host 0.0.0.0", "--host 127.0.0.1") + f" --prometheus-port {free_port()}"
+    proc = subprocess.Popen(["bash", "-c", f"exec {cmd}"], cwd=tmp_path, env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{attrs['port']}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{endpoint}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "smg did not start"
+            time.sleep(0.2)
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        assert httpx.post(f"{endpoint}/v1/chat/completions", json=body, timeout=5).status_code == 401
+        keyed = httpx.post(f"{endpoint}/v1/chat/completions", json=body, timeout=5,
+                           headers={"Authorization": "Bearer serve-key-e2e-51"})
+        assert keyed.status_code != 401  # past the key (no worker serves "tiny": 404/503)
+        assert httpx.get(f"{endpoint}/workers", timeout=5).status_code == 401
+        record = {"endpoint": endpoint, "admin_key_env": s.router_admin_key_env, "api_key_env": s.router_api_key_env}
+        with SmgClient.for_router(record) as c:
+            assert c.health()
+            assert httpx.get(f"{endpoint}/workers", timeout=5,
+                             headers={"Authorization": "Bearer admin-key-e2e-77"}).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
