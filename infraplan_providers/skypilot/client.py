@@ -101,27 +101,31 @@ class SkyClient:
         self.timeout_s = timeout_s
         self.poll_s = poll_s
 
-    def _call(self, fn_name: str, *args, stream: bool = False, **kwargs) -> Any:
+    def _call(self, fn_name: str, *args, stream: bool = False, request_id: Any = None, **kwargs) -> Any:
         """One SkyPilot request, resolved within `timeout_s`; errors translated, never retried here
-        (the engine owns retries: `infraplan.util.retry`)."""
+        (the engine owns retries: `infraplan.util.retry`). With `request_id`, nothing is
+        submitted: that request (still running on the API server) is waited for."""
         def attempt():
             sky = sdk()
             try:
-                request_id = getattr(sky, fn_name)(*args, **kwargs) if "." not in fn_name else \
-                    getattr(getattr(sky, fn_name.split(".")[0]), fn_name.split(".")[1])(*args, **kwargs)
+                if request_id is None:
+                    rid = getattr(sky, fn_name)(*args, **kwargs) if "." not in fn_name else \
+                        getattr(getattr(sky, fn_name.split(".")[0]), fn_name.split(".")[1])(*args, **kwargs)
+                else:
+                    rid = request_id
                 resolve = sky.stream_and_get if stream else sky.get
                 # not `with`: leaving a ThreadPoolExecutor block waits for the call, so a
                 # timeout would only fire after the call's full length
                 pool = concurrent.futures.ThreadPoolExecutor(1)
-                fut = pool.submit(resolve, request_id)
+                fut = pool.submit(resolve, rid)
                 try:
                     return fut.result(timeout=self.timeout_s)
                 except concurrent.futures.TimeoutError:
-                    _cancel(sky, request_id)
+                    _cancel(sky, rid)
                     # not transient: submitting again while the first request may still run
                     # could make a second cluster for one intent
                     raise ProviderError(
-                        f"SkyPilot {fn_name} did not finish in {self.timeout_s:g}s (request {request_id}, "
+                        f"SkyPilot {fn_name} did not finish in {self.timeout_s:g}s (request {rid}, "
                         "cancelled); run `sky api status` to see what became of it") from None
                 finally:
                     pool.shutdown(wait=False, cancel_futures=True)
@@ -136,11 +140,29 @@ class SkyClient:
         return attempt()
 
     # -- clusters -------------------------------------------------------------
+    def in_flight(self, cluster_name: str, request_name: str = "sky.launch") -> str | None:
+        """The id of a `request_name` request for `cluster_name` the API server still runs
+        (one an earlier, timed-out or killed apply submitted), else None."""
+        sky = sdk()
+        try:
+            requests = sky.api_status(cluster_name=cluster_name)  # pending and running ones only
+        except Exception as exc:  # noqa: BLE001 - every SkyPilot error is translated
+            raise translate_error(exc) from exc
+        for r in requests or []:
+            if r.cluster_name == cluster_name and r.name in (request_name, request_name.removeprefix("sky.")) and \
+                    str(r.status).upper().rsplit(".", 1)[-1] in ("PENDING", "RUNNING"):
+                return r.request_id
+        return None
+
     def launch(self, task, cluster_name: str, *, idle_minutes_to_autostop: int | None = None,
                port: int | None = None) -> dict[str, Any]:
-        """Launch (or reuse) `cluster_name`; return what it became (status, where, endpoint)."""
+        """Launch (or reuse) `cluster_name`; return what it became (status, where, endpoint).
+
+        A launch of the same cluster still running on the API server (after a timeout or a
+        killed apply) is waited for, not submitted again: one intent, one cluster."""
+        running = self.in_flight(cluster_name)
         self._call("launch", task, cluster_name=cluster_name, idle_minutes_to_autostop=idle_minutes_to_autostop,
-                   stream=True)
+                   stream=True, request_id=running)
         rec = self.status(cluster_name) or {}
         if port is not None:
             urls = self._call("endpoints", cluster_name, port)

@@ -280,6 +280,14 @@ class FakeSky:
             return (1, None)
         return self._req(up)
 
+    @staticmethod
+    def _free_port() -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
     def _kept(self) -> dict:
         return json.loads(self.kept.read_text()) if self.kept and self.kept.exists() else {}
 
@@ -294,6 +302,12 @@ class FakeSky:
                                                                        labels=c.get("labels"))))
         return self._req(lambda: [c for n, c in self.clusters.items() if names is None or n in names])
 
+    def api_status(self, request_ids=None, all_status=False, limit=None, fields=None, cluster_name=None):
+        """`sky.api_status`: this fake resolves every request when it is waited for, so none is
+        ever left running (a list of SkyPilot's own RequestPayload, empty)."""
+        self.calls.append(("api_status", cluster_name))
+        return []
+
     def endpoints(self, cluster, port=None):
         host = "127.0.0.1" if os.environ.get("FAKE_SKY_RUN_LOCAL") == "1" else "3.1.2.3"
         return self._req({port: f"{host}:{port}"})
@@ -302,7 +316,10 @@ class FakeSky:
         secrets = {k: getattr(v, "get_secret_value", lambda v=v: v)() for k, v in (task.secrets or {}).items()}
         env = {**os.environ, **(task.envs or {}), **secrets}
         env["PATH"] = os.pathsep.join(p for p in (os.environ.get("FAKE_SKY_PATH"), env.get("PATH")) if p)
-        self.procs[cluster_name] = subprocess.Popen(["bash", "-c", task.run], env=env, start_new_session=True,
+        run = task.run
+        if run.startswith("smg launch") and "--prometheus-port" not in run:
+            run += f" --prometheus-port {self._free_port()}"  # a VM has 29000 to itself; this machine does not
+        self.procs[cluster_name] = subprocess.Popen(["bash", "-c", run], env=env, start_new_session=True,
                                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def down(self, name):

@@ -627,3 +627,19 @@ def test_drift_finds_an_orphaned_skypilot_cluster_through_the_plugin(sky_env, tm
         assert [i.instance_id for i in sky.list_instances()] == ["infraplan-chat-1"]
     finally:
         providers.close()
+
+
+def test_what_the_in_flight_check_reads_is_skypilots_own_request_api():
+    """`SkyClient.in_flight` asks `sky.api_status(cluster_name=...)` and reads `request_id`, `name`,
+    `status` and `cluster_name` of its RequestPayloads: check those against the real SDK."""
+    code = (
+        "import inspect, json, sky\n"
+        "from sky.server.requests import payloads, requests\n"
+        "print(json.dumps({'params': list(inspect.signature(sky.api_status).parameters),\n"
+        "  'fields': list(payloads.RequestPayload.model_fields),\n"
+        "  'status': [s.value for s in requests.RequestStatus]}))\n")
+    out = subprocess.run([str(plugin_python("skypilot")), "-c", code], capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "cluster_name" in got["params"]
+    assert {"request_id", "name", "status", "cluster_name"} <= set(got["fields"])
+    assert {"PENDING", "RUNNING"} <= set(got["status"])
