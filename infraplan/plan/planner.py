@@ -480,10 +480,28 @@ def _plan_rollouts(ctx: _Ctx, desired) -> None:
         for msg in check_spec(fleet_addr, spec, has_router):
             ctx.diagnostics.append(Diagnostic(msg, location=d.location if d else None, path=f"{fleet_addr}.rollout"))
         fc.reasons.append("rollout: " + describe(spec, len([c for c in reps if not c.deposed and c.action != Action.DELETE])))
+        if spec.strategy == "canary":
+            _warn_uneven_split(ctx, desired, fleet_addr, d)
         for c in replaced:
             c.reasons.append(f"replaced by the fleet's {spec.strategy} rollout")
         if spec.strategy == "recreate":
             fc.risks.append(f"serving capacity of {fleet_addr} drops to zero during the recreate rollout")
+
+
+def _warn_uneven_split(ctx: _Ctx, desired, fleet_addr: str, d) -> None:
+    """A canary's shares are worker counts: only a router that balances evenly gives them."""
+    from infraplan.plan.weights import EVEN_POLICIES
+
+    for r in desired.values():
+        if r.kind != ResourceKind.ROUTER or fleet_addr not in r.depends_on:
+            continue
+        policy = r.attributes.get("policy") or "cache_aware"
+        if policy not in EVEN_POLICIES:
+            ctx.diagnostics.append(Diagnostic(
+                f"{fleet_addr}: the canary's shares are worker counts, but {r.address} runs smg's {policy} policy, "
+                f"which does not split evenly (cache_aware sends repeated prompts to one worker); set `policy: "
+                f"round_robin` on {r.address} for the shares the plan shows",
+                severity="warning", location=r.location or (d.location if d else None), path=f"{r.address}.policy"))
 
 
 def _plan_service_rollout(ctx: _Ctx, desired, fleet_addr: str, fc: Change, reps, spec_data: dict) -> None:

@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+#: smg policies that give each worker the same share of requests (what the shares here assume)
+EVEN_POLICIES = frozenset({"round_robin", "random"})
+
 
 @dataclass(frozen=True)
 class StepShape:
