@@ -143,7 +143,9 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
         if c.action == Action.NOOP or id(c) in grouped:
             continue
         provider_backed = ResourceKind(c.kind).provider_backed
-        if c.action in (Action.CREATE, Action.UPDATE, Action.REFRESH) and not c.deposed:
+        if c.action == Action.REFRESH and c.after is None and not c.deposed:
+            rem[c.address] = add(Node(Op.FORGET, c))  # refresh found it gone: drop the record
+        elif c.action in (Action.CREATE, Action.UPDATE, Action.REFRESH) and not c.deposed:
             op = Op.WRITE
             if provider_backed and c.action is not Action.REFRESH:
                 op = Op.CREATE if c.action == Action.CREATE else Op.UPDATE
@@ -204,7 +206,7 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
             # removing a replica changes its fleet's endpoints: update the fleet after, or,
             # when routers front the fleet, update the fleet and routers first (the fleet's
             # endpoints leave out replicas being removed) so no request goes to a stopped server
-            if c.kind == ResourceKind.REPLICA and c.fleet in fwd and c.action == Action.DELETE:
+            if c.kind == ResourceKind.REPLICA and c.fleet in fwd and _removes(c):
                 routers = dependents(c.fleet, (ResourceKind.ROUTER,))
                 for rid in routers:
                     g.add_edge(rid, nid)
@@ -267,7 +269,7 @@ class Executor:
         result = ApplyResult()
         started = time.monotonic()
         self._load_cache()
-        self._leaving = {c.address for c in plan.changes if c.kind == ResourceKind.REPLICA and c.action == Action.DELETE and not c.deposed}
+        self._leaving = {c.address for c in plan.changes if c.kind == ResourceKind.REPLICA and _removes(c) and not c.deposed}
         remaining_preds = {n: g.in_degree(n) for n in g.nodes}
         ready = [n for n, d in remaining_preds.items() if d == 0]
         heapq.heapify(ready)
@@ -478,6 +480,8 @@ class Executor:
             return None
         if node.op == Op.FORGET:
             s.remove(c.address, missing_ok=True)
+            if c.kind == ResourceKind.REPLICA:
+                self._forget(c.address, c.fleet)
             return None
         provider = self.providers.get(c.provider)
         if node.op == Op.ROLLOUT:
@@ -598,6 +602,11 @@ class Executor:
         # SkyServe slots share one endpoint: list each once
         endpoints = list(dict.fromkeys(a.get("endpoint") for a in reps if a.get("endpoint")))
         return {"endpoints": endpoints, "endpoint": endpoints[0] if endpoints else None}
+
+
+def _removes(c: Change) -> bool:
+    """The change takes the address out of state: a delete, or a refresh that found it gone."""
+    return c.action == Action.DELETE or (c.action == Action.REFRESH and c.after is None)
 
 
 def _rollout_spec(data: dict):

@@ -336,11 +336,15 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
                       reasons=[f"the real server is gone (refresh found nothing{detail}); it will be created again"])
     # a server an interrupted apply started is ours (found by its instance id), even while it warms up
     adopt = rec.status == "creating" and obs is not None and obs.result is not None and obs.result.exists
-    if obs is not None and obs.result is not None and obs.result.exists and obs.result.healthy is False:
-        ctx.diagnostics.append(Diagnostic(
-            f"{d.address} is running but not healthy" + (f": {obs.result.detail}" if obs.result.detail else ""),
-            severity="warning", location=d.location, path=d.address))
     forced_by: list[str] = []
+    if obs is not None and obs.result is not None and obs.result.exists and obs.result.healthy is False \
+            and rec.status != "tainted":
+        why = "running but not healthy" + (f" ({obs.result.detail})" if obs.result.detail else "")
+        if adopt:  # a server an interrupted apply started may still be warming up
+            ctx.diagnostics.append(Diagnostic(f"{d.address} is {why}", severity="warning",
+                                              location=d.location, path=d.address))
+        else:  # as Terraform taints what did not come up right: replaced, the new one first
+            forced_by.append(f"{REASON_REPLACE_FORCED}it is tainted: {why}")
     if not adopt and (rec.status in ("tainted", "failed", "deleting") or rec.pending):
         what = {"tainted": "it is tainted", "failed": "a previous apply failed on it",
                 "deleting": "a delete was interrupted"}.get(
