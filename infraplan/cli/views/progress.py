@@ -14,11 +14,13 @@ def progress(console, as_json: bool):
     starts: dict[str, float] = {}
     fancy = console.is_terminal and not console.no_color
 
-    def say(text: str, style: str | None = None) -> None:
+    def say(text: str, style: str | None = None, *, now: bool = False) -> None:
         if fancy:
             console.print(text, style=style, markup=False, highlight=False)
         else:
             sys.stdout.write(text + "\n")
+            if now:  # a pipe (CI logs) buffers: what an interrupt does must show at once
+                sys.stdout.flush()
 
     def on_event(ev):
         if as_json:
@@ -31,12 +33,12 @@ def progress(console, as_json: bool):
             say(f"{ev['fleet']}: rollout {ev.get('step')}" + (f" ({extra})" if extra else ""), style)
             return
         if ev["type"] == "interrupt":
-            say(interrupt_line(ev), "bold yellow")
+            say(interrupt_line(ev), "bold yellow", now=True)
             return
         if ev["type"] == "abandon":
             left = ", ".join(f"{w['address']} ({w['op']})" for w in ev["left"])
             say(f"Stopped waiting for {left}: each keeps its intent in state, and the next plan checks "
-                "what really runs", "bold yellow")
+                "what really runs", "bold yellow", now=True)
             return
         key = f"{ev['op']}:{ev['address']}"
         label = {"create": "Creating", "update": "Updating", "delete": "Destroying", "write": "Recording",
