@@ -4,10 +4,10 @@ A run that changes state holds the lock for its whole duration. Acquiring is
 atomic (BEGIN IMMEDIATE, check, insert) and never waits for the holder: a held
 lock is reported at once, naming who holds it. A lock whose holder ran on this
 host and is gone (its pid no longer exists, or now belongs to a process started
-at another time) is broken by the next acquirer, audited as ``lock-broken``; the
-history row of the run it belonged to, left ``running``, is closed as
-``interrupted``. A lock held from another host is never broken automatically:
-`force_unlock` does that, and leaves an audit event behind.
+at another time) is broken by the next acquirer, audited as ``lock-broken``. A
+history row left ``running`` (its run ended without closing it) is closed as
+``interrupted`` by the next acquirer. A lock held from another host is never
+broken automatically: `force_unlock` does that, and leaves an audit event behind.
 """
 
 from __future__ import annotations
@@ -123,7 +123,8 @@ def in_progress_notice(info: LockInfo) -> str:
     if info.holder_gone():
         return (f"Note: the state lock of {info.describe()} is stale (that process is no longer running); "
                 "the next apply breaks it")
-    return (f"Note: an {info.operation} is in progress: the state is locked by {info.describe()}; "
+    article = "an" if info.operation[:1].lower() in "aeiou" else "a"
+    return (f"Note: {article} {info.operation} is in progress: the state is locked by {info.describe()}; "
             "this plan may be out of date when it finishes")
 
 
@@ -139,8 +140,7 @@ def current(store: Any) -> LockInfo | None:
 def _break(store: Any, conn: sqlite3.Connection, info: LockInfo, event: str, who: str | None) -> None:
     """Inside a write transaction: drop `info`'s lock, audit it, close its run's history row."""
     conn.execute("DELETE FROM locks WHERE id = ?", [info.id])
-    conn.execute("UPDATE history SET status = 'interrupted', finished_at = ? WHERE status = ?",
-                 [utc_now(), RUNNING])
+    _close_runs(conn)
     store.db.table("audit").insert(
         {
             "at": utc_now(),
@@ -150,6 +150,10 @@ def _break(store: Any, conn: sqlite3.Connection, info: LockInfo, event: str, who
             "who": who or default_who(),
         }
     )
+
+
+def _close_runs(conn: sqlite3.Connection) -> None:
+    conn.execute("UPDATE history SET status = 'interrupted', finished_at = ? WHERE status = ?", [utc_now(), RUNNING])
 
 
 def acquire(store: Any, operation: str, *, who: str | None = None,
@@ -177,6 +181,9 @@ def acquire(store: Any, operation: str, *, who: str | None = None,
                 raise LockError(held_message(holder), holder=holder.as_dict())
             _break(store, conn, holder, "lock-broken", info.who)
             broken = holder
+        # only a lock holder has a running history row: one left now belongs to a run that ended
+        # without closing it (killed, or stopped while it wrote its end)
+        _close_runs(conn)
         store.db.table("locks").insert({"slot": 1, **info.as_dict()})
     if broken is not None and on_broken is not None:
         on_broken(broken)

@@ -192,3 +192,15 @@ def test_lock_defaults_and_no_serial_bump(path: Path):
             assert info.since.endswith("Z")
         assert s.serial == 0
         assert "@" in default_who()
+
+
+def test_a_run_that_released_its_lock_without_closing_its_history_row_is_closed(path: Path):
+    """A second SIGTERM while an apply writes its end: the lock goes, the row stays "running"."""
+    with StateStore(path) as s:
+        left = s.add_history(operation="apply", plan_hash=None, summary={}, started_at="t0", finished_at=None,
+                             status="running", config_digest=None)
+        with s.lock("apply"):
+            mine = s.add_history(operation="apply", plan_hash=None, summary={}, started_at="t1", finished_at=None,
+                                 status="running", config_digest=None)
+            assert s.get_history(left).status == "interrupted" and s.get_history(left).finished_at
+            assert s.get_history(mine).status == "running"  # the holder's own row is left alone
