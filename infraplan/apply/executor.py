@@ -400,11 +400,11 @@ class Executor:
                 not_started.append(g.nodes[running.pop(fut)[0]]["node"])
         waiting = [g.nodes[nid]["node"] for nid, _ in running.values()]
         self.on_event({"type": "interrupt", "signal": result.interrupted_by,
-                       "waiting": [{"op": n.op, "address": n.change.address} for n in waiting],
-                       "not_started": len(not_started)})
+                       "waiting": [{"op": n.op, "address": n.change.address} for n in waiting]})
         for node in not_started:
             if node.op != Op.ROLLOUT:  # a rollout records its own steps once it runs
                 self._record_failure(node, InfraplanError("not started: the apply was interrupted"))
+
         def collect(fut: Future) -> None:
             nid, t0 = running.pop(fut)
             node = g.nodes[nid]["node"]
