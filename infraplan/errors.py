@@ -16,6 +16,8 @@ anything else escaping is a bug and keeps its traceback.
         ├── ResourceNotFound       the real object is gone
         └── ProviderTimeout        a plugin call got no answer in its time limit and was cancelled;
                                    its effect is unknown (never retried for create/update/delete)
+
+    Terminated (a KeyboardInterrupt): SIGTERM, handled as Ctrl-C while apply runs
 """
 
 from __future__ import annotations
@@ -74,7 +76,17 @@ class PlanError(InfraplanError):
 
 
 class ApplyError(InfraplanError):
-    """Apply finished with failed resources."""
+    """Apply finished with failed resources (or was interrupted)."""
+
+    def __init__(self, message: str, *, abandoned: bool = False):
+        super().__init__(message)
+        #: calls were still running when a second interrupt stopped waiting for them
+        self.abandoned = abandoned
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it is handled as Ctrl-C is (no InfraplanError:
+    like KeyboardInterrupt it must not be caught by handlers of ordinary errors)."""
 
 
 class ProviderError(InfraplanError):

@@ -35,8 +35,10 @@ class Workspace:
 
     def __init__(self, config_path: str | Path = ".", *, state_path: str | Path | None = None,
                  var_args: Sequence[str] = (), var_files: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None):
+                 env: Mapping[str, str] | None = None, notify: Callable[[str], None] | None = None):
         self.config_path = Path(config_path)
+        #: where one-line notices go (a broken stale lock); the CLI prints them on stderr
+        self.notify = notify or (lambda message: None)
         self.state_path = Path(state_path) if state_path else default_state_path(self.config_path)
         self.var_args = list(var_args)
         self.var_files = list(var_files)
@@ -175,39 +177,92 @@ class Workspace:
               operation: str | None = None, plan_is_fresh: bool = True):
         """Carry out `plan` under the state lock; writes history, audit and outputs."""
         from infraplan.apply.executor import Executor
+        from infraplan.state.lock import RUNNING
 
         op = operation or ("destroy" if plan.destroy else "apply")
         store = self.store()
         config = self.config
         started = utc_now()
         t0 = time.monotonic()
-        with store.lock(op, who=who()):
+        with store.lock(op, who=who(), on_broken=self._notice_broken):
             if store.serial != plan.serial or (plan.lineage and store.lineage != plan.lineage):
                 raise StalePlanError(
                     f"the state changed while planning (serial {plan.serial} -> {store.serial}); run the command again")
-            providers = self.providers(config)
-            alert_urls = [a.url for a in config.alerts.values() if "rollout" in a.events]
-            executor = Executor(store, providers, parallelism=parallelism, on_event=on_event,
-                                who=who(), alert_urls=alert_urls,
-                                resolve=self._resolver(store), run_rollout=run_rollout)
+            plan_hash = plan.digest()
+            snapshot = self.history_snapshot(plan)
+            # the row is there from the start: a run killed before its end is closed as
+            # "interrupted" by the next run that breaks its lock
+            history_id = store.add_history(operation=op, plan_hash=plan_hash, summary=plan.summary(), who=who(),
+                                           started_at=started, finished_at=None, status=RUNNING,
+                                           config_digest=plan.config_digest, desired_config=snapshot)
             try:
-                result = executor.run(plan)
-            finally:
-                providers.close()
+                providers = self.providers(config)
+                try:
+                    alert_urls = [a.url for a in config.alerts.values() if "rollout" in a.events]
+                    executor = Executor(store, providers, parallelism=parallelism, on_event=on_event,
+                                        who=who(), alert_urls=alert_urls,
+                                        resolve=self._resolver(store), run_rollout=run_rollout)
+                    result = executor.run(plan)
+                finally:
+                    providers.close()
+            except BaseException as exc:
+                status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                store.finish_history(history_id, status=status, summary=plan.summary(), finished_at=utc_now())
+                raise
             outputs = self.compute_outputs(store) if not plan.destroy else {}
             store.set_outputs(outputs, sensitive={n for n, o in config.outputs.items() if o.sensitive})
             status = "ok" if result.ok else ("interrupted" if result.interrupted else "failed")
             summary = dict(plan.summary(), **result.summary())
-            plan_hash = plan.digest()
-            store.add_history(operation=op, plan_hash=plan_hash, summary=summary, who=who(),
-                              started_at=started, finished_at=utc_now(),
-                              status=status, config_digest=plan.config_digest,
-                              desired_config=self.history_snapshot(plan, serial=store.serial))
-            store.audit(op, details={"status": status, "summary": summary, "plan_hash": plan_hash,
-                                     "failed": result.failed, "seconds": round(time.monotonic() - t0, 3)}, who=who())
+            with store.batch():
+                store.finish_history(history_id, status=status, summary=summary, finished_at=utc_now(),
+                                     desired_config=dict(snapshot, serial=store.serial))
+                store.audit(op, details={"status": status, "summary": summary, "plan_hash": plan_hash,
+                                         "failed": result.failed, "seconds": round(time.monotonic() - t0, 3)},
+                            who=who())
         if result.interrupted:
-            raise ApplyError("apply interrupted: in-flight steps finished and were recorded; run `infraplan plan` to see what is left")
+            how = "stopped by SIGTERM" if result.interrupted_by == "SIGTERM" else "interrupted"
+            if result.abandoned:
+                raise ApplyError(
+                    f"apply {how}: stopped waiting for {len(result.abandoned)} running step(s) "
+                    f"({', '.join(result.abandoned)}); what finished was recorded, and the next plan reconciles "
+                    "the rest with what really runs", abandoned=True)
+            raise ApplyError(f"apply {how}: in-flight steps finished and were recorded; "
+                             "run `infraplan plan` to see what is left")
         return result
+
+    def _notice_broken(self, info) -> None:
+        from infraplan.state.lock import broken_notice
+
+        self.notify(broken_notice(info))
+
+    def current_lock(self):
+        """The state lock held now, if any (reads only; a missing state file has none)."""
+        from infraplan.state import StateStore
+
+        store = StateStore.open_readonly(self.state_path)
+        try:
+            return store.current_lock()
+        finally:
+            store.close()
+
+    def refuse_if_locked(self) -> None:
+        """Before planning a change: LockError at once when a live run holds the lock; a stale
+        lock (its holder gone from this host) is broken here, with a notice."""
+        from infraplan.errors import LockError
+        from infraplan.state.lock import held_message
+
+        info = self.current_lock()
+        if info is None:
+            return
+        if not info.holder_gone():
+            raise LockError(held_message(info), holder=info.as_dict())
+        store = self.store()
+        try:
+            broken = store.break_stale_lock(who=who())
+        finally:
+            store.close()
+        if broken is not None:
+            self._notice_broken(broken)
 
     def _resolver(self, store):
         from infraplan.config.expressions import UNKNOWN, has_deferred, resolve_deferred

@@ -25,14 +25,15 @@ import logging
 import time
 from collections.abc import Callable
 import queue
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import networkx as nx
 
-from infraplan.errors import ApplyError, InfraplanError, TransientProviderError
+from infraplan.errors import ApplyError, InfraplanError, Terminated, TransientProviderError
 from infraplan.plan.model import Change, Plan
 from infraplan.providers.registry import ProviderSet
 from infraplan.util.retry import ATTEMPTS, call_with_retries
@@ -76,6 +77,8 @@ class ApplyResult:
     failed: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     interrupted: bool = False
+    interrupted_by: str = ""  # "Ctrl-C" or "SIGTERM"
+    abandoned: list[str] = field(default_factory=list)  # running when a second interrupt stopped the wait
     elapsed_s: float = 0.0
     added: int = 0
     changed: int = 0
@@ -88,7 +91,8 @@ class ApplyResult:
     def summary(self) -> dict[str, Any]:
         return {"done": len(self.done), "failed": len(self.failed), "skipped": len(self.skipped),
                 "added": self.added, "changed": self.changed, "destroyed": self.destroyed,
-                "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3)}
+                "interrupted": self.interrupted, "abandoned": len(self.abandoned),
+                "elapsed_s": round(self.elapsed_s, 3)}
 
     def count(self, node: Node) -> None:
         """Tally a finished node as Terraform counts resources."""
@@ -139,7 +143,9 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
         if c.action == Action.NOOP or id(c) in grouped:
             continue
         provider_backed = ResourceKind(c.kind).provider_backed
-        if c.action in (Action.CREATE, Action.UPDATE, Action.REFRESH) and not c.deposed:
+        if c.action == Action.REFRESH and c.after is None and not c.deposed:
+            rem[c.address] = add(Node(Op.FORGET, c))  # refresh found it gone: drop the record
+        elif c.action in (Action.CREATE, Action.UPDATE, Action.REFRESH) and not c.deposed:
             op = Op.WRITE
             if provider_backed and c.action is not Action.REFRESH:
                 op = Op.CREATE if c.action == Action.CREATE else Op.UPDATE
@@ -200,7 +206,7 @@ def build_apply_graph(plan: Plan) -> nx.DiGraph:
             # removing a replica changes its fleet's endpoints: update the fleet after, or,
             # when routers front the fleet, update the fleet and routers first (the fleet's
             # endpoints leave out replicas being removed) so no request goes to a stopped server
-            if c.kind == ResourceKind.REPLICA and c.fleet in fwd and c.action == Action.DELETE:
+            if c.kind == ResourceKind.REPLICA and c.fleet in fwd and _removes(c):
                 routers = dependents(c.fleet, (ResourceKind.ROUTER,))
                 for rid in routers:
                     g.add_edge(rid, nid)
@@ -263,7 +269,7 @@ class Executor:
         result = ApplyResult()
         started = time.monotonic()
         self._load_cache()
-        self._leaving = {c.address for c in plan.changes if c.kind == ResourceKind.REPLICA and c.action == Action.DELETE and not c.deposed}
+        self._leaving = {c.address for c in plan.changes if c.kind == ResourceKind.REPLICA and _removes(c) and not c.deposed}
         remaining_preds = {n: g.in_degree(n) for n in g.nodes}
         ready = [n for n, d in remaining_preds.items() if d == 0]
         heapq.heapify(ready)
@@ -359,39 +365,77 @@ class Executor:
                             finished.append(completed.get_nowait())
                         except queue.Empty:
                             break
-            except KeyboardInterrupt:
-                result.interrupted = True
-                self._events = None
-                # calls begun but not started never start (their intents are recorded as failed); let
-                # running ones finish and record them: nothing is lost (those of an interrupted round
-                # are still here: its transaction was rolled back)
-                not_started = [node for node, _, _ in to_submit if node.id not in {nid for nid, _ in running.values()}]
-                for fut in list(running):
-                    if fut.cancel():
-                        not_started.append(g.nodes[running.pop(fut)[0]]["node"])
-                for node in not_started:
-                    if node.op != Op.ROLLOUT:  # a rollout records its own steps once it runs
-                        self._record_failure(node, InfraplanError("not started: the apply was interrupted"))
-                for fut in list(running):
-                    nid, t0 = running.pop(fut)
-                    node = g.nodes[nid]["node"]
-                    try:
-                        self._complete(node, fut.result())
-                        result.done.append(nid)
-                        result.count(node)
-                    except Exception as exc:  # noqa: BLE001 - recorded, reported
-                        self._record_failure(node, exc)
-                        result.failed[nid] = _reason(exc)
+            except KeyboardInterrupt as exc:
+                self._stop(exc, g, running, to_submit, result)
         finally:
-            # idle workers exit by themselves: wait only for calls left running (after an error)
-            pool.shutdown(wait=bool(running))
+            # idle workers exit by themselves: wait only for calls left running (after an error);
+            # calls abandoned by a second interrupt are not waited for
+            pool.shutdown(wait=bool(running) and not result.abandoned, cancel_futures=bool(result.abandoned))
         self._events = None
-        done_or_failed = set(result.done) | set(result.failed)
+        done_or_failed = set(result.done) | set(result.failed) | set(result.abandoned)
         result.skipped = sorted(n for n in g.nodes if n not in done_or_failed)
         for nid in result.skipped:
-            self._emit("skipped", g.nodes[nid]["node"])
+            # after an interrupt, what never ran was stopped, not skipped for a failed dependency
+            self._emit("interrupted" if result.interrupted else "skipped", g.nodes[nid]["node"])
         result.elapsed_s = time.monotonic() - started
         return result
+
+    def _stop(self, exc: KeyboardInterrupt, g, running: dict[Future, tuple[str, float]],
+              to_submit: list[tuple[Node, float, Any]], result: ApplyResult) -> None:
+        """Ctrl-C or SIGTERM: start nothing more, wait for the calls running and record them.
+
+        Says at once what it waits for. Calls begun but not started never start (their
+        intents are recorded as failed); running ones are waited for and recorded, so
+        nothing is lost (those of an interrupted round are still here: its transaction
+        was rolled back). A second interrupt stops the waiting: what finished by then is
+        recorded, the rest keep their intents for the next plan to reconcile.
+        """
+        result.interrupted = True
+        result.interrupted_by = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        self._events = None
+        submitted = {nid for nid, _ in running.values()}
+        not_started = [node for node, _, _ in to_submit if node.id not in submitted]
+        for fut in list(running):
+            if fut.cancel():
+                not_started.append(g.nodes[running.pop(fut)[0]]["node"])
+        waiting = [g.nodes[nid]["node"] for nid, _ in running.values()]
+        self.on_event({"type": "interrupt", "signal": result.interrupted_by,
+                       "waiting": [{"op": n.op, "address": n.change.address} for n in waiting]})
+        for node in not_started:
+            if node.op != Op.ROLLOUT:  # a rollout records its own steps once it runs
+                self._record_failure(node, InfraplanError("not started: the apply was interrupted"))
+
+        def collect(fut: Future) -> None:
+            nid, t0 = running.pop(fut)
+            node = g.nodes[nid]["node"]
+            elapsed = time.monotonic() - self._call_started.get(nid, t0)
+            try:
+                self._complete(node, fut.result())
+                result.done.append(nid)
+                result.count(node)
+                self._emit("done", node, elapsed=elapsed)
+            except Exception as err:  # noqa: BLE001 - recorded, reported
+                self._record_failure(node, err)
+                result.failed[nid] = _reason(err)
+                self._emit("failed", node, error=_reason(err), elapsed=elapsed)
+
+        while running:
+            try:
+                finished, _ = futures_wait(list(running), timeout=self.still_every, return_when=FIRST_COMPLETED)
+                if not finished:
+                    now = time.monotonic()
+                    for nid, t0 in running.values():
+                        self._emit("still", g.nodes[nid]["node"], elapsed=now - self._call_started.get(nid, t0))
+                for fut in finished:
+                    collect(fut)
+            except KeyboardInterrupt:  # the second one: stop waiting
+                for fut in [f for f in running if f.done()]:
+                    collect(fut)
+                result.abandoned = sorted(nid for nid, _ in running.values())
+                self.on_event({"type": "abandon", "left": [
+                    {"op": g.nodes[nid]["node"].op, "address": g.nodes[nid]["node"].change.address}
+                    for nid in result.abandoned]})
+                return
 
     def _start_call(self, node: Node, job):
         """On a worker: the call starts now (it may have waited for a free worker)."""
@@ -436,6 +480,8 @@ class Executor:
             return None
         if node.op == Op.FORGET:
             s.remove(c.address, missing_ok=True)
+            if c.kind == ResourceKind.REPLICA:
+                self._forget(c.address, c.fleet)
             return None
         provider = self.providers.get(c.provider)
         if node.op == Op.ROLLOUT:
@@ -556,6 +602,11 @@ class Executor:
         # SkyServe slots share one endpoint: list each once
         endpoints = list(dict.fromkeys(a.get("endpoint") for a in reps if a.get("endpoint")))
         return {"endpoints": endpoints, "endpoint": endpoints[0] if endpoints else None}
+
+
+def _removes(c: Change) -> bool:
+    """The change takes the address out of state: a delete, or a refresh that found it gone."""
+    return c.action == Action.DELETE or (c.action == Action.REFRESH and c.after is None)
 
 
 def _rollout_spec(data: dict):

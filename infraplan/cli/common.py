@@ -74,7 +74,13 @@ def open_workspace(path, state_path, var_args, var_files):
         from infraplan.errors import ConfigError
 
         raise ConfigError([Diagnostic(f"configuration path {path} does not exist")])
-    return Workspace(path, state_path=resolve_state_path(state_path, path), var_args=var_args, var_files=var_files)
+    return Workspace(path, state_path=resolve_state_path(state_path, path), var_args=var_args, var_files=var_files,
+                     notify=notice)
+
+
+def notice(message: str) -> None:
+    """A one-line notice on stderr (a broken stale lock, an apply in progress)."""
+    click.echo(message, err=True)
 
 
 STATE_ENV = "INFRAPLAN_STATE"

@@ -30,6 +30,7 @@ from infraplan.cli.commands.rollback import rollback
 from infraplan.cli.commands.schema import schema
 from infraplan.cli.commands.show import show
 from infraplan.cli.commands.state import state
+from infraplan.cli.commands.taint import taint, untaint
 from infraplan.cli.commands.validate import validate
 from infraplan.cli.common import LOG_ENV, Cli, configure_logging, handle_errors
 from infraplan.cli.options import color_option, console
@@ -57,7 +58,7 @@ def cli(ctx):
 
 
 for command in (validate, plan, apply, destroy, rollback, output, show, graph, schema, providers_cmd, history,
-                force_unlock, state, drift, cleanup, bench, plugins):
+                force_unlock, state, taint, untaint, drift, cleanup, bench, plugins):
     cli.add_command(command)
 
 

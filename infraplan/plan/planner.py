@@ -302,8 +302,16 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
         after, unknown = _with_computed(pplan.attributes, unknown, provider)
         return after, unknown, pplan.create_before_destroy_ok
 
-    if rec is None or (obs and obs.result is not None and not obs.result.exists and rec.status == "creating"):
-        reasons = ["not in state"] if rec is None else ["an interrupted create left no server behind"]
+    unproven = rec is not None and rec.status == "creating" and obs is not None and obs.result is not None \
+        and (not obs.result.exists or not proves_existence(obs.result, rec.attributes, provider.computed))
+    if rec is None or unproven:
+        if rec is None:
+            reasons = ["not in state"]
+        elif not obs.result.exists:
+            reasons = ["an interrupted create left no server behind"]
+        else:  # adopting it would keep a record without the ids and endpoint only a create returns
+            reasons = [f"an interrupted create left nothing {d.provider or 'the provider'} can show exists (its read "
+                       f"returned none of {', '.join(sorted(provider.computed)) or 'its computed attributes'})"]
         after, unknown, _ = fresh(reasons, unknown)
         return Change(**base, action=Action.CREATE, reasons=reasons, after=after, after_unknown=sorted(unknown),
                       create_before_destroy=cbd)
@@ -330,11 +338,15 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
                       reasons=[f"the real server is gone (refresh found nothing{detail}); it will be created again"])
     # a server an interrupted apply started is ours (found by its instance id), even while it warms up
     adopt = rec.status == "creating" and obs is not None and obs.result is not None and obs.result.exists
-    if obs is not None and obs.result is not None and obs.result.exists and obs.result.healthy is False:
-        ctx.diagnostics.append(Diagnostic(
-            f"{d.address} is running but not healthy" + (f": {obs.result.detail}" if obs.result.detail else ""),
-            severity="warning", location=d.location, path=d.address))
     forced_by: list[str] = []
+    if obs is not None and obs.result is not None and obs.result.exists and obs.result.healthy is False \
+            and rec.status != "tainted":
+        why = "running but not healthy" + (f" ({obs.result.detail})" if obs.result.detail else "")
+        if adopt:  # a server an interrupted apply started may still be warming up
+            ctx.diagnostics.append(Diagnostic(f"{d.address} is {why}", severity="warning",
+                                              location=d.location, path=d.address))
+        else:  # as Terraform taints what did not come up right: replaced, the new one first
+            forced_by.append(f"{REASON_REPLACE_FORCED}it is tainted: {why}")
     if not adopt and (rec.status in ("tainted", "failed", "deleting") or rec.pending):
         what = {"tainted": "it is tainted", "failed": "a previous apply failed on it",
                 "deleting": "a delete was interrupted"}.get(
@@ -374,6 +386,14 @@ def _plan_replica(d: DesiredResource, attrs, unknown, ctx: _Ctx, providers: Prov
         return Change(**base, action=Action.REFRESH, before=rec.attributes, after=prior,
                       reasons=["state updated from what refresh found"])
     return Change(**base, action=Action.NOOP, before=rec.attributes, after=prior)
+
+
+def proves_existence(result, recorded: dict, computed) -> bool:
+    """Whether a read found the real object of a half-created record: it returned a computed
+    attribute (an id, a pid, an endpoint) that the engine's intent did not hold already.
+
+    Echoing the recorded attributes back proves nothing, so such a record is not adopted."""
+    return any(result.attributes.get(k) is not None and result.attributes.get(k) != recorded.get(k) for k in computed)
 
 
 def _with_computed(attrs: dict, unknown: set[str], provider) -> tuple[dict, set[str]]:

@@ -1,9 +1,10 @@
 """Refresh-only plans: accept what refresh observed into state, touching no infrastructure.
 
 As Terraform's ``-refresh-only``: every change is a ``refresh`` action (the
-executor writes it to state without a provider call). Replicas that are gone are
-not removed here; they are reported, and `infraplan plan` recreates them (or
-`infraplan state rm` forgets them). Tainted and failed replicas keep their status.
+executor writes it to state without a provider call). A replica whose server is
+gone is a ``refresh`` with no ``after``: its record is removed from state (and its
+fleet's endpoints leave it out), as Terraform drops what refresh found deleted;
+`infraplan plan` then creates it again. Tainted and failed replicas keep their status.
 """
 
 from __future__ import annotations
@@ -42,9 +43,13 @@ def refresh_only_plan(ws, *, parallelism: int = 10, targets: tuple[str, ...] = (
             diags.append(Diagnostic(f"refresh of {rec.address} failed: {obs.error}", severity="warning", path=rec.address))
             continue
         if not obs.result.exists:
-            diags.append(Diagnostic(
-                f"{rec.address} no longer exists; refresh-only leaves it in state "
-                "(`infraplan plan` recreates it, `infraplan state rm` forgets it)", severity="warning", path=rec.address))
+            detail = f": {obs.result.detail}" if obs.result.detail else ""
+            changes.append(Change(
+                address=rec.address, kind=ResourceKind.REPLICA, action=Action.REFRESH, provider=rec.provider,
+                provider_type=(rec.attributes or {}).get("provider_type"), before=rec.attributes, after=None,
+                dependencies=list(rec.dependencies or []), fleet=(rec.attributes or {}).get("fleet"),
+                reasons=[f"the real server is gone (refresh found nothing{detail}); its record is removed from "
+                         "state (`infraplan plan` then creates it again)"]))
             continue
         if rec.status not in ("ready", "creating"):
             continue  # tainted/failed: writing would clear the status that asks for a replacement
@@ -59,12 +64,34 @@ def refresh_only_plan(ws, *, parallelism: int = 10, targets: tuple[str, ...] = (
             fleet=(rec.attributes or {}).get("fleet"),
             reasons=["accepts what refresh found into state (no infrastructure change)"],
         ))
+    changes += _fleet_endpoints(snapshot, {c.address for c in changes if c.after is None})
     plan = Plan(changes=sorted(changes, key=lambda c: c.address), lineage=snapshot.lineage, serial=snapshot.serial,
                 config_digest=config.digest, config_path=str(config.root), refreshed=True,
                 diagnostics=[d.to_json() for d in diags])
     plan.secrets = frozenset(config.sensitive_values)
     plan.desired_config = ws._desired_snapshot(plan)
     return plan
+
+
+def _fleet_endpoints(snapshot, gone: set[str]) -> list[Change]:
+    """Fleet entries whose endpoints list a replica that is gone: refreshed without it."""
+    replicas = [r for r in snapshot.resources if r.kind == ResourceKind.REPLICA and not r.deposed]
+    out = []
+    for fleet in sorted({(r.attributes or {}).get("fleet") for r in replicas if r.address in gone} - {None}):
+        rec = snapshot.get(fleet)
+        if rec is None:
+            continue
+        kept = sorted((r.attributes for r in replicas if r.address not in gone and r.attributes.get("fleet") == fleet),
+                      key=lambda a: a.get("index", 0))
+        endpoints = list(dict.fromkeys(a["endpoint"] for a in kept if a.get("endpoint")))
+        after = {**rec.attributes, "endpoints": endpoints, "endpoint": endpoints[0] if endpoints else None}
+        attr_changes = diff_attributes(rec.attributes, after)
+        if attr_changes:
+            out.append(Change(address=fleet, kind=ResourceKind.FLEET, action=Action.REFRESH, provider=rec.provider,
+                              before=rec.attributes, after=after, attributes=attr_changes,
+                              dependencies=list(rec.dependencies or []),
+                              reasons=["its endpoints leave out the replicas that are gone"]))
+    return out
 
 
 def check_saved(ws, saved: Plan, *, parallelism: int = 10) -> Plan:
@@ -96,6 +123,9 @@ def apply_refresh_only(ws, plan: Plan, **kw):
                 store.audit("refresh-only", address=c.address, who=who(), details=redact({
                     "accepted": [{"path": a.path, "before": a.before, "after": a.after} for a in c.attributes]},
                     plan.secrets))
+            elif f"forget:{c.key}" in result.done:
+                store.audit("refresh-only", address=c.address, who=who(),
+                            details={"removed": "the real server is gone"})
     finally:
         store.close()
     return result

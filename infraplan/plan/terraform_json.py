@@ -131,7 +131,9 @@ def terraform_plan(plan: Plan) -> dict[str, Any]:
         rc["infraplan"] = _extension(c)
         resource_changes.append(rc)
         if c.action == Action.REFRESH:
-            drift.append(_resource(c, a) | {"change": _change([TfAction.UPDATE], c.before, c.after, [])})
+            gone = c.after is None  # refresh-only: the real thing is gone, its record goes
+            drift.append(_resource(c, a) | {"change": _change([TfAction.DELETE if gone else TfAction.UPDATE],
+                                                              c.before, c.after, [])})
         elif c.action == Action.CREATE and c.before is not None:  # refresh found the real thing gone
             drift.append(_resource(c, a) | {"change": _change([TfAction.DELETE], c.before, None, [])})
         if after is not None and not c.deposed:

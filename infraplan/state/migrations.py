@@ -144,6 +144,13 @@ def m003_rollouts(db: Database) -> None:
     db.table("rollbacks").create_index(["fleet", "fingerprint"])
 
 
+@migrations()
+def m004_lock_start_time(db: Database) -> None:
+    """The lock holder's process start time: a pid reused by another program is told apart."""
+    if "pid_started" not in db["locks"].columns_dict:
+        db["locks"].add_column("pid_started", float)
+
+
 def known_names() -> list[str]:
     """Names of the migrations this build knows, in order."""
     return [m.name for m in migrations._migrations]

@@ -714,6 +714,15 @@ class StateStore:
             })
             return int(table.last_pk)
 
+    def finish_history(self, history_id: int, *, status: str, summary: dict, finished_at: str,
+                       desired_config: dict | None = None) -> None:
+        """Close the row `add_history` opened with status "running" when the run began."""
+        with self._transaction(bump_serial=False) as conn:
+            conn.execute("UPDATE history SET status = ?, summary = ?, finished_at = ?, "
+                         "desired_config = coalesce(?, desired_config) WHERE id = ?",
+                         [status, _dumps(summary), finished_at,
+                          None if desired_config is None else _dumps(desired_config), history_id])
+
     @staticmethod
     def _history_entry(row: tuple) -> HistoryEntry:
         (id_, operation, plan_hash, summary, who, started, finished, status, digest,
@@ -763,10 +772,17 @@ class StateStore:
 
     # -- lock ------------------------------------------------------------
 
-    def lock(self, operation: str, *, who: str | None = None
+    def lock(self, operation: str, *, who: str | None = None, on_broken=None
              ) -> contextlib.AbstractContextManager[LockInfo]:
-        """Hold the state lock for a block; raises LockError at once if it is held."""
-        return _lock.hold(self, operation, who=who)
+        """Hold the state lock for a block; raises LockError at once if it is held.
+
+        A stale lock (its holder gone from this host) is broken first; `on_broken(info)` is told.
+        """
+        return _lock.hold(self, operation, who=who, on_broken=on_broken)
+
+    def break_stale_lock(self, *, who: str | None = None) -> LockInfo | None:
+        """Break the lock if its holder is gone from this host (audited); the broken lock, else None."""
+        return _lock.break_stale(self, who=who)
 
     def current_lock(self) -> LockInfo | None:
         """The lock currently held, if any (works read-only too)."""

@@ -71,6 +71,8 @@ class NullProvider(Provider):
 
     def read(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> ReadResult:
         self._wait()
+        if not attributes.get("id"):  # only a create gives one: a create that never returned made nothing
+            return ReadResult(exists=False, detail="never created: the record has no id")
         return ReadResult(exists=True, attributes=dict(attributes), healthy=True)
 
     def update(self, kind: ResourceKind, address: str, prior: dict[str, Any], desired: dict[str, Any]

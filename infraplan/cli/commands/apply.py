@@ -11,6 +11,7 @@ from infraplan.cli.commands.plan import plan_options
 from infraplan.cli.common import config_options, fail, handle_errors, open_workspace, resolve_state_path
 from infraplan.cli.completion import complete_address
 from infraplan.cli.options import color_option, emit_json, json_option
+from infraplan.cli.signals import stops_cleanly
 from infraplan.cli.views.progress import finish, progress
 
 
@@ -50,6 +51,7 @@ def looks_like_plan_file(path: str) -> bool:
 @click.option("--refresh-only", is_flag=True, help="Only accept what refresh found into state; no infrastructure changes (audited).")
 @click.pass_obj
 @handle_errors
+@stops_cleanly
 def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, force, auto_approve,
           as_json, refresh_only):
     """Create, update and destroy resources to match the configuration (or a saved plan FILE)."""
@@ -63,6 +65,7 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
         state = resolve_state_path(state_path, saved.config_path, recorded=opts.state or None)
         ws = open_workspace(saved.config_path, state,
                         list(opts.var_args) + list(var_args), list(opts.var_files) + list(var_files))
+        ws.refuse_if_locked()  # before planning: a running apply is named at once
         options = PlanOptions(refresh=bool(opts.refresh), targets=tuple(opts.targets),
                               replace=tuple(opts.replace), destroy=bool(opts.destroy),
                               parallelism=parallelism, force=bool(opts.force) or force)
@@ -76,6 +79,7 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
         approved = True  # a saved plan was reviewed when it was made
     else:
         ws = open_workspace(path, state_path, var_args, var_files)
+        ws.refuse_if_locked()
         if refresh_only:
             from infraplan.plan.refresh_only import refresh_only_plan
 
@@ -112,12 +116,14 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
 @color_option
 @click.pass_obj
 @handle_errors
+@stops_cleanly
 def destroy(obj, path, state_path, var_args, var_files, targets, parallelism, refresh, auto_approve, as_json):
     """Destroy everything this state manages."""
     from infraplan.cli.views.plan import render_plan
     from infraplan.plan.planner import PlanOptions
 
     ws = open_workspace(path, state_path, var_args, var_files)
+    ws.refuse_if_locked()
     the_plan = ws.plan(PlanOptions(destroy=True, targets=targets, parallelism=parallelism, refresh=refresh))
     if not as_json:
         render_plan(the_plan, obj.console())

@@ -48,6 +48,11 @@ def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, 
         from infraplan.plan.planner import PlanOptions
 
         ws = open_workspace(path, state_path, var_args, var_files)
+        held = ws.current_lock()
+        if held is not None:
+            from infraplan.state.lock import in_progress_notice
+
+            ws.notify(in_progress_notice(held))
         if refresh_only:
             from infraplan.plan.refresh_only import refresh_only_plan
 

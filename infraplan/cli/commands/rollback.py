@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from infraplan.cli.commands.apply import approve
-from infraplan.cli.common import fail, handle_errors, resolve_state_path
+from infraplan.cli.common import fail, handle_errors, notice, resolve_state_path
 from infraplan.cli.options import color_option, json_option
+from infraplan.cli.signals import stops_cleanly
 from infraplan.cli.views.progress import finish, progress
 
 
@@ -27,6 +28,7 @@ from infraplan.cli.views.progress import finish, progress
 @color_option
 @click.pass_obj
 @handle_errors
+@stops_cleanly
 def rollback(obj, path, to_id, state_path, var_args, parallelism, auto_approve, as_json):
     """Apply a previous config again, from the history, with the same strategies."""
     import tempfile
@@ -55,7 +57,8 @@ def rollback(obj, path, to_id, state_path, var_args, parallelism, auto_approve, 
         for name, text in snap["files"].items():
             (Path(tmp) / name).write_text(text)
         stored = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in snap["variables"].items()]
-        ws = Workspace(tmp, state_path=state, var_args=stored + list(var_args))
+        ws = Workspace(tmp, state_path=state, var_args=stored + list(var_args), notify=notice)
+        ws.refuse_if_locked()
         if not as_json:
             click.echo(f"Rolling back to the config of history #{entry.id} ({entry.finished_at}, "
                        f"plan {str(entry.plan_hash)[:12]}).\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from infraplan.cli.common import existing_state, fail, handle_errors, state_option
+from infraplan.cli.common import existing_state, fail, handle_errors, notice, state_option
 from infraplan.cli.completion import complete_address
 from infraplan.cli.options import color_option, emit_json, json_option
 
@@ -62,10 +62,11 @@ def state_show(address, state_path):
 def state_rm(addresses, state_path, as_json):
     """Forget resources (the real servers keep running)."""
     from infraplan.state import StateStore
+    from infraplan.state.lock import broken_notice
     from infraplan.util.identity import who
 
     store = StateStore(existing_state(state_path))
-    with store.lock("state rm", who=who()):
+    with store.lock("state rm", who=who(), on_broken=lambda info: notice(broken_notice(info))):
         for a in addresses:
             if store.get(a) is None:
                 fail(f"no resource {a} in state")
@@ -87,10 +88,11 @@ def state_rm(addresses, state_path, as_json):
 def state_mv(src, dst, state_path, as_json):
     """Rename a resource in state (and its replicas)."""
     from infraplan.state import StateStore
+    from infraplan.state.lock import broken_notice
     from infraplan.util.identity import who
 
     store = StateStore(existing_state(state_path))
-    with store.lock("state mv", who=who()):
+    with store.lock("state mv", who=who(), on_broken=lambda info: notice(broken_notice(info))):
         moved = store.move(src, dst)
         store.audit("state-mv", address=src, details={"to": dst}, who=who())
     if as_json:

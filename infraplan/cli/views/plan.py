@@ -75,7 +75,8 @@ def headline(c: Change) -> str:
         "update": f"{c.address} will be updated in place",
         "delete": f"{c.address}{where} will be destroyed",
         "replace": f"{c.address} must be replaced",
-        "refresh": f"{c.address} will be refreshed in state (no real change)",
+        "refresh": f"{c.address} will be refreshed in state (no real change)" if c.after is not None
+        else f"{c.address} is gone: it will be removed from state (no real change)",
         "noop": f"{c.address} is up to date",
     }[c.action]
 
@@ -125,6 +126,8 @@ def _change_segments(c: Change, secrets: frozenset[str]) -> _Segments:
         order = "create before destroy" if c.create_before_destroy else "destroy before create"
         t.append(f"  # ({order})\n", style="dim")
     sym = SYMBOL[c.action] if not (c.action == "replace" and c.create_before_destroy) else "+/-"
+    if c.action == "refresh" and c.after is None:
+        sym = SYMBOL["delete"]
     t.append(f"{sym:>3} ", style=style)
     t.append(f"{c.kind} {c.address}" + (f" ({c.provider})" if c.provider else "") + " {\n")
     if c.action == "create":
@@ -135,7 +138,7 @@ def _change_segments(c: Change, secrets: frozenset[str]) -> _Segments:
             shown = UNKNOWN_TEXT if k in c.after_unknown else show(k, v)
             t.append("      + ", style="green")
             t.append(f"{k} = {shown}\n")
-    elif c.action == "delete":
+    elif c.action == "delete" or (c.action == "refresh" and c.after is None):
         for k in sorted((c.before or {})):
             v = c.before[k]
             if v is None:

@@ -14,11 +14,13 @@ def progress(console, as_json: bool):
     starts: dict[str, float] = {}
     fancy = console.is_terminal and not console.no_color
 
-    def say(text: str, style: str | None = None) -> None:
+    def say(text: str, style: str | None = None, *, now: bool = False) -> None:
         if fancy:
             console.print(text, style=style, markup=False, highlight=False)
         else:
             sys.stdout.write(text + "\n")
+            if now:  # a pipe (CI logs) buffers: what an interrupt does must show at once
+                sys.stdout.flush()
 
     def on_event(ev):
         if as_json:
@@ -29,6 +31,14 @@ def progress(console, as_json: bool):
             extra = " ".join(f"{k}={v}" for k, v in details.items())
             style = "red" if ev.get("passed") is False or ev.get("step") == "rollback" else None
             say(f"{ev['fleet']}: rollout {ev.get('step')}" + (f" ({extra})" if extra else ""), style)
+            return
+        if ev["type"] == "interrupt":
+            say(interrupt_line(ev), "bold yellow", now=True)
+            return
+        if ev["type"] == "abandon":
+            left = ", ".join(f"{w['address']} ({w['op']})" for w in ev["left"])
+            say(f"Stopped waiting for {left}: each keeps its intent in state, and the next plan checks "
+                "what really runs", "bold yellow", now=True)
             return
         key = f"{ev['op']}:{ev['address']}"
         label = {"create": "Creating", "update": "Updating", "delete": "Destroying", "write": "Recording",
@@ -48,8 +58,21 @@ def progress(console, as_json: bool):
             say(f"{ev['address']}{old}: failed: {ev.get('error')}", "red")
         elif ev["type"] == "skipped":
             say(f"{ev['address']}{old}: skipped (a dependency failed)", "yellow")
+        elif ev["type"] == "interrupted":
+            say(f"{ev['address']}{old}: interrupted (not started)", "yellow")
 
     return on_event
+
+
+def interrupt_line(ev: dict) -> str:
+    """What apply says the moment it is interrupted: that it stops, and what it waits for."""
+    head = f"Stopping ({ev['signal']}): no new step starts"
+    waiting = ev.get("waiting") or []
+    if not waiting:
+        return head + "; nothing is running."
+    names = ", ".join(f"{w['address']} ({w['op']})" for w in waiting)
+    return (f"{head}; waiting for {len(waiting)} running step(s) to finish and be recorded: {names}. "
+            "Interrupt again to stop waiting.")
 
 
 def finish(console, ws, result, as_json: bool, the_plan) -> None:

@@ -310,7 +310,14 @@ def test_force_unlock_wrong_id_then_right_id(project):
             assert "does not match" in line and info.id in line and "alice@build-7" in line
             assert holder.current_lock() == info
 
-            right = run("force-unlock", info.id, "--state", str(db))
+            # its holder (this process) still runs: no terminal to ask, so it needs --force
+            alive = run("force-unlock", info.id, "--state", str(db))
+            assert alive.exit_code == 1
+            line = one_error_line(alive.output)
+            assert "still running" in line and "--force" in line and "alice@build-7" in line
+            assert holder.current_lock() == info
+
+            right = run("force-unlock", info.id, "--force", "--state", str(db))
             assert right.exit_code == 0, right.output
             assert info.id in right.output
             assert holder.current_lock() is None

@@ -87,8 +87,12 @@ def test_interrupt_starts_nothing_more_and_leaves_no_intent_open(ws, monkeypatch
         called.append(address)
         return create(self, kind, address, attributes)
 
-    def on_event(ev):  # Ctrl-C while the first result is reported (on the main thread)
-        if ev["type"] == "done" and ev["op"] == "create" and threading.current_thread() is threading.main_thread():
+    pressed: list[bool] = []
+
+    def on_event(ev):  # one Ctrl-C while the first result is reported (on the main thread)
+        if ev["type"] == "done" and ev["op"] == "create" and threading.current_thread() is threading.main_thread() \
+                and not pressed:
+            pressed.append(True)
             raise KeyboardInterrupt
 
     monkeypatch.setattr(NullProvider, "create", counted_create)

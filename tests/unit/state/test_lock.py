@@ -11,10 +11,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from infraplan.errors import LockError, StateError
-from infraplan.state import StateStore, default_who
+from infraplan.state import LockInfo, StateStore, default_who
+from infraplan.state.lock import HolderState, broken_notice
+from infraplan.util.identity import hostname
 from helpers.paths import REPO
 from helpers.timing import within
 
@@ -90,25 +93,57 @@ def test_second_process_fails_at_once_naming_the_holder(path: Path, spawn):
         assert s.current_lock() is None
 
 
-def test_dead_holder_is_reported_but_not_broken(path: Path, spawn):
+def test_dead_holder_is_broken_automatically_audited_and_announced(path: Path, spawn):
     proc, held = spawn(path, die=True)
     assert proc.wait(10) == -signal.SIGKILL
+    assert held["pid_started"] is not None  # recorded, to tell a reused pid apart
     with StateStore(path) as s:
-        with pytest.raises(LockError, match=f"pid {proc.pid} is no longer running"):
-            with s.lock("apply"):
-                pass
-        assert s.current_lock().id == held["id"]  # still there: never auto-broken
-
+        run = s.add_history(operation="apply", plan_hash=None, summary={}, started_at="t0", finished_at=None,
+                            status="running", config_digest=None)
         serial = s.serial
-        broken = s.force_unlock(held["id"], who="bob@h")
-        assert broken.pid == proc.pid
-        assert s.current_lock() is None
+        told: list[LockInfo] = []
+        with s.lock("apply", who="bob@h", on_broken=told.append) as mine:
+            assert s.current_lock() == mine
+        assert [t.id for t in told] == [held["id"]]
         assert s.serial == serial
         event = s.audit_log(limit=1)[0]
-        assert (event.event, event.who) == ("force-unlock", "bob@h")
+        assert (event.event, event.who) == ("lock-broken", "bob@h")
         assert event.details == held
+        assert s.get_history(run).status == "interrupted"  # the killed run's row is closed
+        line = broken_notice(told[0])
+        assert "\n" not in line and f"pid {proc.pid}" in line and "alice" in line
+
+
+def test_a_reused_pid_is_told_apart_by_its_start_time(path: Path):
+    me = psutil.Process()
+    with StateStore(path) as s:
+        # a lock row naming this very pid, but a process started an hour earlier: the pid was reused
+        s.db.table("locks").insert({"slot": 1, "id": "old", "who": "alice", "pid": me.pid, "host": hostname(),
+                                    "operation": "apply", "since": "then", "pid_started": me.create_time() - 3600})
+        assert s.current_lock().holder_state() is HolderState.GONE
         with s.lock("apply"):
             pass
+        assert s.audit_log(limit=1)[0].event == "lock-broken"
+
+
+def test_a_live_or_remote_holder_is_never_broken(path: Path):
+    me = psutil.Process()
+    with StateStore(path) as s:
+        s.db.table("locks").insert({"slot": 1, "id": "live", "who": "alice", "pid": me.pid, "host": hostname(),
+                                    "operation": "apply", "since": "then", "pid_started": me.create_time()})
+        assert s.current_lock().holder_state() is HolderState.ALIVE
+        with pytest.raises(LockError, match="locked by alice"):
+            with s.lock("apply"):
+                pass
+        assert s.break_stale_lock() is None
+        s.force_unlock("live")
+        s.db.table("locks").insert({"slot": 1, "id": "far", "who": "carol", "pid": 1, "host": "elsewhere",
+                                    "operation": "apply", "since": "then", "pid_started": None})
+        assert s.current_lock().holder_state() is HolderState.REMOTE
+        with pytest.raises(LockError, match="locked by carol"):
+            with s.lock("apply"):
+                pass
+        assert s.current_lock().id == "far"
 
 
 def test_force_unlock_requires_the_matching_id(path: Path):
@@ -157,3 +192,15 @@ def test_lock_defaults_and_no_serial_bump(path: Path):
             assert info.since.endswith("Z")
         assert s.serial == 0
         assert "@" in default_who()
+
+
+def test_a_run_that_released_its_lock_without_closing_its_history_row_is_closed(path: Path):
+    """A second SIGTERM while an apply writes its end: the lock goes, the row stays "running"."""
+    with StateStore(path) as s:
+        left = s.add_history(operation="apply", plan_hash=None, summary={}, started_at="t0", finished_at=None,
+                             status="running", config_digest=None)
+        with s.lock("apply"):
+            mine = s.add_history(operation="apply", plan_hash=None, summary={}, started_at="t1", finished_at=None,
+                                 status="running", config_digest=None)
+            assert s.get_history(left).status == "interrupted" and s.get_history(left).finished_at
+            assert s.get_history(mine).status == "running"  # the holder's own row is left alone

@@ -555,10 +555,12 @@ def test_a_state_from_before_later_migrations_is_readable_without_upgrading(tmp_
     conn.executemany("DELETE FROM _sqlite_migrations WHERE name = ?", [(n,) for n in later])
     for table in ("drift_runs", "drift_activity", "alerts", "rollbacks"):
         conn.execute(f"DROP TABLE IF EXISTS {table}")
+    conn.execute("ALTER TABLE locks DROP COLUMN pid_started")
     conn.commit()
     conn.close()
     ro = StateStore.open_readonly(db)
     assert [r.address for r in ro.snapshot().resources] == ["model.m"]
+    assert ro.current_lock() is None
     assert ro.rollbacks() == [] and ro.drift_runs() == []
     with StateStore(db) as rw:  # a writer upgrades it
         assert rw.rollbacks() == []
