@@ -103,7 +103,22 @@ def has_errors(diags: Iterable[Diagnostic]) -> bool:
     return any(d.severity == "error" for d in diags)
 
 
+#: The longest value a message quotes; a 1 MB name in a config stays a one-line error.
+SHOWN_CHARS = 80
+
+
+def short_repr(value: object, limit: int = SHOWN_CHARS) -> str:
+    """`value` quoted as in ``{value!r}``, cut to about `limit` characters with an ellipsis."""
+    text = repr(value if isinstance(value, str) else str(value))
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 2]}…{text[0]}"
+
+
 def did_you_mean(word: object, choices: Iterable[object]) -> str:
     """``"; did you mean 'x'?"`` for the closest of `choices` to `word`, or ``""``."""
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    word = str(word)
+    if len(word) > 4 * SHOWN_CHARS:  # difflib is quadratic; nothing that long is a typo
+        return ""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
+    return f"; did you mean {short_repr(close[0])}?" if close else ""

@@ -127,12 +127,12 @@ class Config:
     warnings: list[Diagnostic] = field(default_factory=list)
     _index: _Index = field(default_factory=_Index, repr=False, compare=False)
 
-    def location_of(self, path: str | PathT) -> Location | None:
-        """Where a config path such as ``fleet.chat.engine.args`` is written."""
+    def location_of(self, path: str | PathT, *, key: bool = False) -> Location | None:
+        """Where a config path such as ``fleet.chat.engine.args`` is written (its key's place with `key`)."""
         steps = parse_path(path) if isinstance(path, str) else tuple(path)
         if steps and steps[0] == "local":
             steps = ("locals",) + steps[1:]
-        return self._index.locate(steps)
+        return self._index.locate(steps, key=key)
 
     @property
     def resources(self) -> dict[str, ResourceConfig]:
