@@ -36,7 +36,7 @@ class Diagnostic:
 
     def one_line(self) -> str:
         where = f"{self.location}: " if self.location else ""
-        at = f" (at {self.path})" if self.path else ""
+        at = f" (at {clip(self.path, 2 * SHOWN_CHARS)})" if self.path else ""
         return f"{where}{self.severity}: {self.summary}{at}"
 
     def to_json(self) -> dict:
@@ -109,10 +109,18 @@ SHOWN_CHARS = 80
 
 def short_repr(value: object, limit: int = SHOWN_CHARS) -> str:
     """`value` quoted as in ``{value!r}``, cut to about `limit` characters with an ellipsis."""
-    text = repr(value if isinstance(value, str) else str(value))
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # nested too deep; an int of more digits than Python prints
+        text = f"<{type(value).__name__}>"
+    return clip(text, limit, end=text[0] if isinstance(value, str) else "")
+
+
+def clip(text: str, limit: int = SHOWN_CHARS, *, end: str = "") -> str:
+    """`text` cut to `limit` characters with an ellipsis (then `end`, e.g. a closing quote)."""
     if len(text) <= limit:
         return text
-    return f"{text[:limit - 2]}…{text[0]}"
+    return f"{text[:limit - 1 - len(end)]}…{end}"
 
 
 def did_you_mean(word: object, choices: Iterable[object]) -> str:
