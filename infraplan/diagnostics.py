@@ -36,7 +36,7 @@ class Diagnostic:
 
     def one_line(self) -> str:
         where = f"{self.location}: " if self.location else ""
-        at = f" (at {self.path})" if self.path else ""
+        at = f" (at {clip(self.path, 2 * SHOWN_CHARS)})" if self.path else ""
         return f"{where}{self.severity}: {self.summary}{at}"
 
     def to_json(self) -> dict:
@@ -103,7 +103,30 @@ def has_errors(diags: Iterable[Diagnostic]) -> bool:
     return any(d.severity == "error" for d in diags)
 
 
+#: The longest value a message quotes; a 1 MB name in a config stays a one-line error.
+SHOWN_CHARS = 80
+
+
+def short_repr(value: object, limit: int = SHOWN_CHARS) -> str:
+    """`value` quoted as in ``{value!r}``, cut to about `limit` characters with an ellipsis."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # nested too deep; an int of more digits than Python prints
+        text = f"<{type(value).__name__}>"
+    return clip(text, limit, end=text[0] if isinstance(value, str) else "")
+
+
+def clip(text: str, limit: int = SHOWN_CHARS, *, end: str = "") -> str:
+    """`text` cut to `limit` characters with an ellipsis (then `end`, e.g. a closing quote)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 1 - len(end)]}…{end}"
+
+
 def did_you_mean(word: object, choices: Iterable[object]) -> str:
     """``"; did you mean 'x'?"`` for the closest of `choices` to `word`, or ``""``."""
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    word = str(word)
+    if len(word) > 4 * SHOWN_CHARS:  # difflib is quadratic; nothing that long is a typo
+        return ""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
+    return f"; did you mean {short_repr(close[0])}?" if close else ""

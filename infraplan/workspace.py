@@ -304,3 +304,19 @@ def run_rollout(**request: Any):
     from infraplan.rollout.strategies import run_rollout as run
 
     return run(RolloutContext(**request))
+
+
+def validate(config_path: str | Path, *, var_args: Sequence[str] = (), var_files: Sequence[str] = (),
+             env: Mapping[str, str] | None = None):
+    """`(config, diagnostics)` for `infraplan validate`: the config checks, then every provider
+    check `plan` makes that needs no network (names, settings); `config` is None on errors."""
+    from infraplan.config import validate_config
+    from infraplan.plan.provider_checks import check_providers
+
+    config, diags = validate_config(config_path, var_args=var_args, var_files=var_files, env=env)
+    if config is None:
+        return None, diags
+    diags = [*diags, *check_providers(config)]
+    if any(d.severity == "error" for d in diags):
+        return None, diags
+    return config, diags

@@ -190,7 +190,13 @@ class UsageExitsOne:
 
 
 class Cli(UsageExitsOne, click.Group):
-    """The root group: click's usage errors exit 1, keeping 2 for "changes" and "drift found"."""
+    """The root group: click's usage errors exit 1, keeping 2 for "changes" and "drift found";
+    Terraform's single-dash long options (``-out=FILE``) are read as ``--out=FILE``."""
+
+    def parse_args(self, ctx, args):
+        from infraplan.cli.tf_flags import long_spellings
+
+        return super().parse_args(ctx, long_spellings(self, list(args), list(ctx.help_option_names)))
 
     def invoke(self, ctx):
         # subcommands (and nested groups) parse their arguments inside the root's invoke

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from infraplan.diagnostics import did_you_mean
+from infraplan.diagnostics import did_you_mean, short_repr
 
 KINDS = ("var", "local", "each", "model", "fleet", "router")
 
@@ -142,7 +142,7 @@ def parse_reference(text: str) -> Reference:
             steps.append((s.group(3) if s.group(3) is not None else s.group(4), True))
     if root not in KINDS:
         hint = did_you_mean(root, KINDS)
-        raise ExpressionError(f"unknown reference ${{{text.strip()}}}: {root!r} is not one of {', '.join(KINDS)}{hint}")
+        raise ExpressionError(f"unknown reference ${{{text.strip()}}}: {short_repr(root)} is not one of {', '.join(KINDS)}{hint}")
     if not steps or steps[0][1]:
         raise ExpressionError(f"${{{text.strip()}}} needs a name, e.g. {root}.NAME")
     name = str(steps[0][0])
@@ -181,7 +181,7 @@ def parse_template(text: str) -> Template:
             continue
         end = text.find("}", m.end())
         if end < 0:
-            raise ExpressionError(f"unterminated ${{ in {text!r}")
+            raise ExpressionError(f"unterminated ${{ in {short_repr(text)}")
         if any(buf):
             parts.append("".join(buf))
         buf = []
@@ -268,7 +268,7 @@ class EvalContext:
                 raise ExpressionError(f"${{{ref}}} is only known after apply and cannot be used here")
             if ref.name not in table:
                 noun = {"var": "variable", "local": "local", "model": "model"}[ref.kind]
-                raise ExpressionError(f"unknown {noun} {ref.address!r}{did_you_mean(ref.name, table)}")
+                raise ExpressionError(f"unknown {noun} {short_repr(ref.address)}{did_you_mean(ref.name, table)}")
             value = table[ref.name]
             if ref.kind == "var":
                 return escape(_walk(value, ref))
@@ -289,7 +289,7 @@ def _walk(value: Any, ref: Reference) -> Any:
             if isinstance(value, str) and has_deferred(value):
                 raise ExpressionError(f"{where} is only known after apply; cannot take {_fmt_steps((step,))}")
             hint = did_you_mean(step, value) if isinstance(value, dict) and isinstance(step, str) else ""
-            raise ExpressionError(f"{where} has no {'index' if isinstance(step, int) else 'attribute'} {step!r}{hint}")
+            raise ExpressionError(f"{where} has no {'index' if isinstance(step, int) else 'attribute'} {short_repr(step)}{hint}")
     return value
 
 

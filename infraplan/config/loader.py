@@ -36,7 +36,7 @@ from infraplan.config.expressions import (
 from infraplan.config.variables import resolve_variables, sensitive_strings
 from infraplan.util.secrets import named_secrets
 from infraplan.config.yaml_positions import PathT, Positions, format_path, load_yaml, parse_path
-from infraplan.diagnostics import Diagnostic, Diagnostics, Location, did_you_mean, has_errors
+from infraplan.diagnostics import Diagnostic, Diagnostics, Location, did_you_mean, has_errors, short_repr
 from infraplan.errors import ConfigError
 from infraplan.util.gc_pause import no_cyclic_gc
 from infraplan.models.config import (
@@ -127,12 +127,12 @@ class Config:
     warnings: list[Diagnostic] = field(default_factory=list)
     _index: _Index = field(default_factory=_Index, repr=False, compare=False)
 
-    def location_of(self, path: str | PathT) -> Location | None:
-        """Where a config path such as ``fleet.chat.engine.args`` is written."""
+    def location_of(self, path: str | PathT, *, key: bool = False) -> Location | None:
+        """Where a config path such as ``fleet.chat.engine.args`` is written (its key's place with `key`)."""
         steps = parse_path(path) if isinstance(path, str) else tuple(path)
         if steps and steps[0] == "local":
             steps = ("locals",) + steps[1:]
-        return self._index.locate(steps)
+        return self._index.locate(steps, key=key)
 
     @property
     def resources(self) -> dict[str, ResourceConfig]:
@@ -262,9 +262,9 @@ class _Loader:
             kind = e["type"]
             if kind == "extra_forbidden":
                 hint = did_you_mean(str(loc[-1]), _fields_at(cls, loc[:-1]))
-                self.error(f"unknown key {loc[-1]!r}{hint}", path, key=True)
+                self.error(f"unknown key {short_repr(loc[-1])}{hint}", path, key=True)
             elif kind == "missing":
-                self.error(f"missing required key {loc[-1]!r}", path)
+                self.error(f"missing required key {short_repr(loc[-1])}", path)
             elif isinstance(inp, str) and has_deferred(inp):
                 self.error(
                     f"{format_path(loc)} must be known at plan time, but "
@@ -326,7 +326,7 @@ class _Loader:
             return
         for kind, blocks in value.items():
             if kind not in TOP_LEVEL:
-                self.error(f"unknown block type {kind!r}{did_you_mean(kind, TOP_LEVEL)}", location=pos.key_at((kind,)),
+                self.error(f"unknown block type {short_repr(kind)}{did_you_mean(kind, TOP_LEVEL)}", location=pos.key_at((kind,)),
                            path=(kind,))
                 continue
             self.index.top.setdefault(kind, pos)
@@ -343,12 +343,12 @@ class _Loader:
                 label = "local" if kind == "locals" else kind
                 if prev is not None:
                     self.error(
-                        f"{label} {bname!r} is defined twice: at {prev.key_at(path)} and at {here}",
+                        f"{label} {short_repr(bname)} is defined twice: at {prev.key_at(path)} and at {here}",
                         location=here, path=path,
                     )
                     continue
                 if not _NAME.match(bname):
-                    self.error(f"invalid {label} name {bname!r}: use letters, digits, '_' and '-', starting with a letter",
+                    self.error(f"invalid {label} name {short_repr(bname)}: use letters, digits, '_' and '-', starting with a letter",
                                location=here, path=path)
                 self.index.owner[path] = pos
                 self.raw[kind][bname] = {} if raw is None and kind != "locals" else raw
@@ -425,9 +425,9 @@ class _Loader:
         table = self.raw[{"var": "variable", "local": "locals"}.get(ref.kind, ref.kind)]
         if ref.name not in table:
             noun = {"var": "variable", "local": "local"}.get(ref.kind, ref.kind)
-            return f"unknown {noun} {ref.address!r}{did_you_mean(ref.name, table)}"
+            return f"unknown {noun} {short_repr(ref.address)}{did_you_mean(ref.name, table)}"
         if ref.kind == "model" and ref.path[0] not in MODEL_ATTRS:
-            return f"model.{ref.name} has no attribute {ref.path[0]!r}{did_you_mean(str(ref.path[0]), sorted(MODEL_ATTRS))}"
+            return f"model.{ref.name} has no attribute {short_repr(ref.path[0])}{did_you_mean(str(ref.path[0]), sorted(MODEL_ATTRS))}"
         return None
 
     def _fleet_edges(self, node: str, raw: dict) -> None:
@@ -437,7 +437,7 @@ class _Loader:
             if model[6:] in self.raw["model"]:
                 self.graph.add_edge(node, model)
             else:
-                self.error(f"unknown model {model!r}{did_you_mean(model, ['model.' + m for m in self.raw['model']])}", base + ("model",))
+                self.error(f"unknown model {short_repr(model)}{did_you_mean(model, ['model.' + m for m in self.raw['model']])}", base + ("model",))
         deps: set[str] = set()
         depends_on = raw.get("depends_on")
         for i, item in enumerate(depends_on if isinstance(depends_on, list) else ()):
@@ -445,7 +445,7 @@ class _Loader:
                 continue  # pydantic / evaluation report these
             m = _DEP.match(item)
             if not m:
-                self.error(f"depends_on entries must be addresses like fleet.NAME or model.NAME, got {item!r}",
+                self.error(f"depends_on entries must be addresses like fleet.NAME or model.NAME, got {short_repr(item)}",
                            base + ("depends_on", i))
                 continue
             kind, name = m.group(1), m.group(2)
@@ -468,7 +468,7 @@ class _Loader:
                 self.graph.add_edge(node, item)
             elif _NAME.match(name):
                 hint = did_you_mean(item, ["fleet." + f for f in self.raw["fleet"]])
-                self.error(f"unknown fleet {item!r}{hint}", self._base(node) + ("fleets", i))
+                self.error(f"unknown fleet {short_repr(item)}{hint}", self._base(node) + ("fleets", i))
 
     def _order(self, nodes: list[str]) -> list[str]:
         """Nodes in evaluation order (dependencies first); cycles are reported and left out."""
@@ -597,7 +597,7 @@ class _Loader:
             if block is None or key is INVALID:
                 continue
             if block.model[6:] not in self.raw["model"]:
-                self.error(f"unknown model {block.model!r}{did_you_mean(block.model, ['model.' + m for m in self.raw['model']])}",
+                self.error(f"unknown model {short_repr(block.model)}{did_you_mean(block.model, ['model.' + m for m in self.raw['model']])}",
                            base + ("model",))
                 continue
             self._check_server_args(block, base)
@@ -640,7 +640,7 @@ class _Loader:
                 if item is INVALID:
                     return None  # already reported
                 if isinstance(item, str) and has_deferred(item):
-                    self.error(f"for_each must be known at plan time, but item {item!r} is only known after apply",
+                    self.error(f"for_each must be known at plan time, but item {short_repr(item)} is only known after apply",
                                path + (i,))
                     return None
                 if isinstance(item, bool) or not isinstance(item, (str, int, float)):
@@ -648,7 +648,7 @@ class _Loader:
                     return None
                 pairs.append((unescape(item) if isinstance(item, str) else to_text(item), item))
         elif isinstance(fe, str) and has_deferred(fe):
-            self.error(f"for_each must be known at plan time, but {fe!r} is only known after apply", path)
+            self.error(f"for_each must be known at plan time, but {short_repr(fe)} is only known after apply", path)
             return None
         else:
             self.error(f"for_each must be a list or a map, got {_short(fe)}", path)
@@ -656,7 +656,7 @@ class _Loader:
         seen: dict[str, int] = {}
         for i, (key, _) in enumerate(pairs):
             if key in seen:
-                self.error(f"for_each has duplicate key {key!r}", path + (i,))
+                self.error(f"for_each has duplicate key {short_repr(key)}", path + (i,))
                 return None
             seen[key] = i
         if len(pairs) > MAX_FOR_EACH:
@@ -669,7 +669,7 @@ class _Loader:
         if block is None:
             return None
         if tainted and not block.sensitive:
-            self.error(f"output {name!r} uses sensitive values; mark it `sensitive: true`",
+            self.error(f"output {short_repr(name)} uses sensitive values; mark it `sensitive: true`",
                        self._base(node) + ("value",))
         return OutputConfig(name, block.value, block.sensitive, block.description, deps,
                             self.index.locate(self._base(node), key=True))

@@ -18,7 +18,7 @@ import yaml
 
 from infraplan.config.expressions import INVALID, did_you_mean
 from infraplan.config.yaml_positions import PathT, format_path, load_yaml
-from infraplan.diagnostics import Diagnostic, Location
+from infraplan.diagnostics import Diagnostic, Location, clip, short_repr
 from infraplan.models.config import VariableBlock, VariableValidation
 
 ENV_PREFIX = "INFRAPLAN_VAR_"
@@ -62,7 +62,7 @@ def convert(value: Any, type_: str, *, text: bool = False) -> Any:
             try:
                 f = float(s)
             except ValueError:
-                raise _TypeMismatch(f"expected a number, got {value!r}") from None
+                raise _TypeMismatch(f"expected a number, got {short_repr(value)}") from None
             if math.isfinite(f):
                 return f
         raise _TypeMismatch(f"expected a number, got {_describe(value)}")
@@ -81,7 +81,7 @@ def convert(value: Any, type_: str, *, text: bool = False) -> Any:
         try:
             value = yaml.safe_load(value)
         except yaml.YAMLError:
-            raise _TypeMismatch(f"expected a {type_} as JSON/YAML text, got {value!r}") from None
+            raise _TypeMismatch(f"expected a {type_} as JSON/YAML text, got {short_repr(value)}") from None
     if isinstance(value, want):
         return value
     raise _TypeMismatch(f"expected a {type_}, got {_describe(value)}")
@@ -95,7 +95,7 @@ def _describe(value: Any) -> str:
     )
     if isinstance(value, (list, dict)):
         return f"a {kind}"
-    return f"{kind} {value!r}"
+    return f"{kind} {short_repr(value)}"
 
 
 def check_rule(value: Any, rule: VariableValidation) -> bool:
@@ -181,7 +181,7 @@ def resolve_variables(
             if name not in decls:
                 diags.append(
                     Diagnostic(
-                        f"value for undeclared variable {name!r}{did_you_mean(name, decls)}",
+                        f"value for undeclared variable {short_repr(name)}{did_you_mean(name, decls)}",
                         severity="warning",
                         location=pos.nearest((name,), key=True),
                         path=f"var.{name}",
@@ -193,11 +193,13 @@ def resolve_variables(
     for arg in var_args:
         parsed = _parse_var_arg(arg)
         if parsed is None:
-            diags.append(Diagnostic(f"--var expects NAME=VALUE, got {arg!r}"))
+            diags.append(Diagnostic(f"--var expects NAME=VALUE, got {short_repr(arg)}"))
             continue
         name, text = parsed
         if name not in decls:
-            diags.append(Diagnostic(f"--var {name}: no variable {name!r} is declared{did_you_mean(name, decls)}", path=f"var.{name}"))
+            shown_name = clip(name)
+            diags.append(Diagnostic(f"--var {shown_name}: no variable {short_repr(name)} is declared{did_you_mean(name, decls)}",
+                                    path=f"var.{shown_name}"))
             continue
         given[name] = _Given(text, "--var", None, True)
 
@@ -209,7 +211,7 @@ def resolve_variables(
         if g is None and not has_default:
             diags.append(
                 Diagnostic(
-                    f"variable {name!r} is required: set it with --var {name}=..., a --var-file or {ENV_PREFIX}{name}",
+                    f"variable {short_repr(name)} is required: set it with --var {name}=..., a --var-file or {ENV_PREFIX}{name}",
                     location=loc(base),
                     path=format_path(base),
                 )
@@ -224,14 +226,14 @@ def resolve_variables(
             if decl.nullable:
                 values[name] = None
                 continue
-            diags.append(Diagnostic(f"variable {name!r} must not be null{source}", location=where, path=format_path(base)))
+            diags.append(Diagnostic(f"variable {short_repr(name)} must not be null{source}", location=where, path=format_path(base)))
             values[name] = INVALID
             continue
         try:
             value = convert(g.value, decl.type, text=g.text)
         except ValueError as e:
             why = f"expected a {decl.type} (the sensitive value is not shown)" if decl.sensitive else str(e)
-            diags.append(Diagnostic(f"variable {name!r}: {why}{source}", location=where, path=format_path(base)))
+            diags.append(Diagnostic(f"variable {short_repr(name)}: {why}{source}", location=where, path=format_path(base)))
             values[name] = INVALID
             continue
         ok = True
@@ -240,7 +242,7 @@ def resolve_variables(
             try:
                 passed = check_rule(value, rule)
             except re.error as e:
-                diags.append(Diagnostic(f"invalid regex {rule.regex!r}: {e}", location=loc(rpath + ("regex",)), path=format_path(rpath + ("regex",))))
+                diags.append(Diagnostic(f"invalid regex {short_repr(rule.regex)}: {e}", location=loc(rpath + ("regex",)), path=format_path(rpath + ("regex",))))
                 continue
             if not passed:
                 shown = "(sensitive value)" if decl.sensitive else repr(value)
@@ -249,7 +251,7 @@ def resolve_variables(
                         rule.error_message,
                         location=loc(rpath),
                         path=format_path(rpath),
-                        detail=f"variable {name!r} = {shown}{source}",
+                        detail=f"variable {short_repr(name)} = {shown}{source}",
                     )
                 )
                 ok = False

@@ -16,7 +16,7 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from infraplan.diagnostics import Diagnostic, Location
+from infraplan.diagnostics import Diagnostic, Location, short_repr
 
 try:  # the libyaml loader is several times faster
     from yaml import CSafeLoader as _YamlLoader
@@ -192,7 +192,7 @@ class _Builder:
             return node.value
         ctor = _SCALARS.get(tag)
         if ctor is None:
-            self._error(f"unsupported YAML tag {tag!r}", node, path)
+            self._error(f"unsupported YAML tag {short_repr(tag)}", node, path)
             return None
         try:
             return ctor(_constructor, node)
@@ -214,7 +214,7 @@ class _Builder:
             sub = path + (key,)
             if key in out:
                 first = self.pos.key_at(sub)
-                self._error(f"duplicate key {key!r} (first defined at {first})", knode, sub)
+                self._error(f"duplicate key {short_repr(key)} (first defined at {first})", knode, sub)
                 continue
             self.pos.keys[sub] = _lc(knode.start_mark)
             out[key] = self.build(vnode, sub)

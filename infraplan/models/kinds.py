@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
+
+# `fleet.NAME[i]` and `fleet.NAME["key"][i]` are replicas; `fleet.NAME` and `fleet.NAME["key"]` fleets
+# (a for_each key is written as JSON, so it may hold escaped quotes)
+_ADDRESS = re.compile(r'(?P<type>model|fleet|router)\.[A-Za-z][\w-]*(?:\["(?:[^"\\]|\\.)*"\])?(?P<index>\[\d+\])?')
 
 
 class ResourceKind(StrEnum):
@@ -12,6 +17,14 @@ class ResourceKind(StrEnum):
     FLEET = "fleet"      # the aggregate of a fleet's replicas: no provider call of its own
     REPLICA = "replica"  # one server process / cluster / service slot, owned by a provider
     ROUTER = "router"    # a router in front of fleets, owned by a provider
+
+    @classmethod
+    def of_address(cls, address: str) -> ResourceKind | None:
+        """The kind an address names (``fleet.chat[0]`` -> replica), or None for no resource address."""
+        m = _ADDRESS.fullmatch(address)
+        if m is None or (m["index"] and m["type"] != "fleet"):
+            return None
+        return cls.REPLICA if m["index"] else cls(m["type"])
 
     @property
     def provider_backed(self) -> bool:

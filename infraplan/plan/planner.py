@@ -15,8 +15,9 @@ from typing import Any
 from infraplan.plan.expand import DesiredResource, expand
 from infraplan.diagnostics import Diagnostic, Diagnostics
 from infraplan.plan.diff import diff_attributes
-from infraplan.errors import PlanError
+from infraplan.errors import ConfigError, PlanError
 from infraplan.graph import CycleError, build_graph, creation_order, with_ancestors
+from infraplan.plan.provider_checks import check_providers
 from infraplan.plan.model import REASON_REPLACE_FORCED, REASON_REPLACE_REQUESTED, Change, Plan
 from infraplan.providers.registry import ProviderSet
 from infraplan.plan.refresh import Observation, record_key, refresh
@@ -62,10 +63,12 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
     current = {r.address: r for r in snapshot.resources if not r.deposed}
     deposed = [r for r in snapshot.resources if r.deposed]
     used = {d.provider for d in desired.values()} | {r.provider for r in snapshot.resources}
-    settings_diags = _check_provider_settings(config, providers, used - {None})
-    if any(d.severity == "error" for d in settings_diags):
-        errors = [d for d in settings_diags if d.severity == "error"]
-        raise PlanError(errors[0].one_line(), errors)
+    settings_diags = Diagnostics(check_providers(config))  # what `validate` reports too
+    if settings_diags.has_errors():
+        raise ConfigError(list(settings_diags))
+    settings_diags.extend(_check_provider_settings(config, providers, used - {None}))
+    if settings_diags.has_errors():
+        raise PlanError(settings_diags.errors[0].one_line(), settings_diags.errors)
     if observations is None:
         observations = refresh(snapshot.resources, providers, parallelism=opts.parallelism) if opts.refresh else {}
 

@@ -32,7 +32,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from infraplan.diagnostics import Diagnostic
+from infraplan.diagnostics import Diagnostic, did_you_mean, short_repr
 from infraplan.errors import ProviderError
 from infraplan.models.kinds import ResourceKind
 
@@ -113,6 +113,9 @@ class Provider:
     requires: ClassVar[tuple[str, ...]] = ()
     #: pip requirements of the provider's plugin virtualenv (`infraplan plugins install NAME`)
     plugin_requirements: ClassVar[tuple[str, ...]] = ()
+    #: pydantic model of the provider block's settings: `infraplan validate` checks them without
+    #: starting the provider (or its plugin); None accepts any settings
+    settings_model: ClassVar[type | None] = None
 
     def __init__(self, context: ProviderContext):
         self.context = context
@@ -120,7 +123,22 @@ class Provider:
     # -- plan time ---------------------------------------------------------
     def validate_settings(self) -> list[Diagnostic]:
         """Check the provider block's settings: one diagnostic per problem, at its config path
-        (``provider.BLOCK.settings.KEY``); the planner locates them and stops on errors."""
+        (``provider.BLOCK.settings.KEY``); the planner locates them and stops on errors.
+        By default, `check_settings` against `settings_model`."""
+        return self.check_settings(self.context.name or self.name, self.context.settings or {})
+
+    @classmethod
+    def check_settings(cls, block: str, settings: dict[str, Any]) -> list[Diagnostic]:
+        """`settings` of provider block `block` against `settings_model`, with no instance (so no
+        SDK, plugin or network): one diagnostic per problem, at its config path."""
+        if cls.settings_model is None:
+            return []
+        from pydantic import ValidationError
+
+        try:
+            cls.settings_model.model_validate(settings)
+        except ValidationError as exc:
+            return [_settings_diagnostic(cls.name, block, cls.settings_model, err) for err in exc.errors()]
         return []
 
     def _parse_settings(self, model: Any) -> Any:
@@ -134,19 +152,6 @@ class Provider:
             where = ".".join(str(p) for p in first["loc"])
             raise ProviderError(f"provider {self.context.name or self.name}: settings.{where}: {first['msg']}") \
                 from exc
-
-    def _settings_diagnostics(self, model: Any) -> list[Diagnostic]:
-        """`validate_settings` for settings described by a pydantic model."""
-        from pydantic import ValidationError
-
-        try:
-            model.model_validate(self.context.settings or {})
-        except ValidationError as exc:
-            block = self.context.name or self.name
-            return [Diagnostic(summary=f"{self.name} provider setting: {err['msg']}",
-                               path=".".join(["provider", block, "settings", *map(str, err["loc"])]))
-                    for err in exc.errors()]
-        return []
 
     def plan(self, kind: ResourceKind, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
         """Planned attributes and the attributes that force a replacement."""
@@ -199,6 +204,30 @@ class Provider:
 
     def close(self) -> None:
         """Release clients and pools."""
+
+
+def _settings_diagnostic(provider: str, block: str, model: Any, err: dict) -> Diagnostic:
+    """One pydantic settings error as a diagnostic; an unknown key gets a did-you-mean."""
+    loc = [str(p) for p in err["loc"]]
+    summary = f"{provider} provider setting: {err['msg']}"
+    if err["type"] == "extra_forbidden" and loc:
+        summary = f"{provider} provider: unknown setting {short_repr(loc[-1])}" \
+                  f"{did_you_mean(loc[-1], _fields_at(model, loc[:-1]))}"
+    return Diagnostic(summary=summary, path=".".join(["provider", block, "settings", *loc]),
+                      extra={"error": err["type"]})
+
+
+def _fields_at(model: Any, loc: list[str]) -> list[str]:
+    """The field names of the (nested) pydantic model at `loc` under `model`, for did-you-mean."""
+    from pydantic import BaseModel
+
+    for step in loc:
+        field_info = model.model_fields.get(step)
+        ann = field_info.annotation if field_info is not None else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from infraplan.diagnostics import short_repr
 from infraplan.errors import ProviderUnavailable
 from infraplan.providers.contract import Provider, ProviderContext
 
@@ -33,16 +34,16 @@ def load_provider_class(name: str) -> type[Provider]:
     matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
     if not matches:
         known = ", ".join(sorted(available_providers())) or "none"
-        raise ProviderUnavailable(f"unknown provider {name!r} (installed: {known})")
+        raise ProviderUnavailable(f"unknown provider {short_repr(name)} (installed: {known})")
     try:
         cls = matches[0].load()
     except ImportError as exc:
         extra = _EXTRAS.get(name, name)
         raise ProviderUnavailable(
-            f"provider {name!r} is unavailable: pip install 'infraplan[{extra}]' ({exc})"
+            f"provider {short_repr(name)} is unavailable: pip install 'infraplan[{extra}]' ({exc})"
         ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Provider)):
-        raise ProviderUnavailable(f"entry point {name!r} is not an infraplan Provider")
+        raise ProviderUnavailable(f"entry point {short_repr(name)} is not an infraplan Provider")
     return cls
 
 

@@ -16,6 +16,10 @@ health checks, rollouts and dashboards can be exercised without a GPU:
   SGLang's auth middleware does: /health*, /ready* and /metrics* are always open; other
   routes need the api key (401 `{"error": "Unauthorized"}`); admin routes (`/flush_cache`)
   need the admin key when one is set, else the api key.
+* Malformed bodies are answered as SGLang answers them (`sim_requests`): a body of the wrong
+  shape, invalid JSON, non-UTF-8 or nested too deep is a 400 in SGLang's error shapes, a
+  `Content-Length` that is no number uvicorn's plain-text 400; a body over 64 MiB is a 413.
+  A connection idle for 5 s (uvicorn's keep-alive timeout) is closed, freeing its thread.
 * Text is deterministic filler (seeded by `--seed` and the prompt), emitted after
   `--ttft-ms` and then every `--tpot-ms`, really sleeping, so the latency metrics it
   exports under SGLang 0.5.23's names and labels (`model_name`, `engine_type`,
@@ -55,6 +59,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from infraplan.errors import ProviderError
 from infraplan.serving.sglang_args import model_path_from_source
+from infraplan.serving.sim_requests import (MAX_BODY_BYTES, UNFRAMED, ChatCompletionRequest, CompletionRequest,
+                                            GenerateRequest, Rejected, checked, http_error, parse_json)
 
 ENGINE = "infraplan-sim"
 SGLANG_API_VERSION = "0.5.23"  # the SGLang release whose HTTP API this mimics
@@ -62,6 +68,9 @@ DEFAULT_CONTEXT_LENGTH = 4096
 DEFAULT_MODEL_NAME = "default"  # SGLang's OpenAI requests without `model` (openai/protocol.py)
 #: SGLang's /health and /health_generate sleep this long before looking for the generation's answer
 HEALTH_SLEEP_S = 1.0
+#: seconds a connection may sit idle (between requests, or mid-request) before it is closed:
+#: uvicorn's `timeout_keep_alive` default, so an idle client does not hold a thread forever
+IDLE_TIMEOUT_S = 5.0
 VOCAB = (
     "the a of to and in plan apply fleet replica model server token graph state drift "
     "node edge route queue batch cache prefix decode prefill latency budget region zone "
@@ -129,6 +138,7 @@ class SimConfig:
     seed: int = 0
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     server_args: dict[str, Any] = field(default_factory=dict)
+    idle_timeout_s: float = IDLE_TIMEOUT_S  # a connection idle (or stalled mid-request) this long is closed
 
 
 class SimMetrics:
@@ -474,7 +484,7 @@ def _chat_prompt(messages: list[dict[str, Any]]) -> str:
     for msg in messages or []:
         content = msg.get("content")
         if isinstance(content, list):
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            content = " ".join(p.get("text") or "" for p in content if isinstance(p, dict))
         parts.append(f"{msg.get('role', 'user')}: {content or ''}")
     return "\n".join(parts)
 
@@ -491,6 +501,8 @@ class Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are separate writes; avoid 40 ms delayed-ACK stalls
+    timeout = IDLE_TIMEOUT_S  # on the socket: an idle or stalled connection is closed, its thread freed
+    _responded = False  # whether this request's status line went out (a late error cannot be sent then)
     server_version = f"{ENGINE}/{SGLANG_API_VERSION}"
     sim: Simulator  # set on the subclass made by make_server
 
@@ -498,6 +510,10 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     # -- plumbing -----------------------------------------------------------
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._responded = True
+        super().send_response(code, message)
+
     def _send_json(self, body: Any, status: int = 200) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
@@ -536,27 +552,42 @@ class Handler(BaseHTTPRequestHandler):
         self._event(b"[DONE]")
         self._chunk(b"")
 
-    def _body(self) -> dict[str, Any] | list[Any] | None:
+    def _body(self) -> Any:
+        """The request body as JSON, read whole so the connection stays usable; `Rejected` when it
+        cannot be framed, is too large or cannot be parsed (answered as SGLang answers it)."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             raw = self._read_chunked()  # smg streams the bodies it will not retry (--disable-retries)
             if raw is None:
-                return None
+                raise Rejected(400, UNFRAMED, close=True)
         else:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-        try:
-            return json.loads(raw) if raw else {}
-        except json.JSONDecodeError:
-            return None
+            header = (self.headers.get("Content-Length") or "0").strip()
+            if not header.isdigit():
+                raise Rejected(400, UNFRAMED, close=True)
+            length = int(header)
+            if length > MAX_BODY_BYTES:
+                raise http_error(413, f"request body of {length} bytes is over the limit of {MAX_BODY_BYTES}",
+                                 close=True)
+            try:
+                raw = self.rfile.read(length) if length else b""
+            except TimeoutError:
+                raw = b""
+            if len(raw) < length:  # the client stopped sending (or stalled past IDLE_TIMEOUT_S)
+                raise http_error(400, f"request body ended before its Content-Length of {length} bytes",
+                                 close=True)
+        return parse_json(raw)
 
     def _read_chunked(self) -> bytes | None:
         """A chunked request body, read to its end so the connection stays usable; None if malformed."""
         parts: list[bytes] = []
+        total = 0
         while True:
             try:
                 size = int(self.rfile.readline(1024).split(b";", 1)[0].strip(), 16)
             except ValueError:
                 size = -1
+            total += max(size, 0)
+            if total > MAX_BODY_BYTES:
+                raise http_error(413, f"request body is over the limit of {MAX_BODY_BYTES} bytes", close=True)
             if size < 0:
                 self.close_connection = True
                 return None
@@ -566,6 +597,21 @@ class Handler(BaseHTTPRequestHandler):
                 return b"".join(parts)
             parts.append(self.rfile.read(size))
             self.rfile.readline(1024)  # the CRLF that ends the chunk
+
+    def _drain(self) -> None:
+        """Read and drop a body no route looks at (a malformed one only costs the connection)."""
+        try:
+            self._body()
+        except Rejected as r:
+            self.close_connection = self.close_connection or r.close
+
+    def _reject(self, r: Rejected) -> None:
+        if r.close:
+            self.close_connection = True
+        if isinstance(r.body, str):
+            self._send_text(r.body, r.status)
+        else:
+            self._send_json(r.body, r.status)
 
     def _openai_error(self, status: int, message: str, kind: str) -> None:
         self._send_json({"object": "error", "message": message, "type": kind, "param": None, "code": status}, status)
@@ -599,12 +645,26 @@ class Handler(BaseHTTPRequestHandler):
             "/v1/loads": (get, normal, self._loads),
             "/metrics": (get, normal, self._metrics),
             "/flush_cache": (frozenset({"GET", "POST"}), admin, self._flush_cache),
-            "/generate": (post, normal, lambda: self._generation(self._generate)),
-            "/v1/completions": (frozenset({"POST"}), normal, lambda: self._generation(self._completions)),
-            "/v1/chat/completions": (frozenset({"POST"}), normal, lambda: self._generation(self._chat)),
+            "/generate": (post, normal, lambda: self._generation(self._generate, GenerateRequest)),
+            "/v1/completions": (frozenset({"POST"}), normal,
+                                lambda: self._generation(self._completions, CompletionRequest)),
+            "/v1/chat/completions": (frozenset({"POST"}), normal,
+                                     lambda: self._generation(self._chat, ChatCompletionRequest)),
         }
 
     def _dispatch(self, method: str) -> None:
+        try:
+            self._route(method)
+        except Rejected as r:
+            self._reject(r)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
+        except Exception:  # noqa: BLE001 - as Starlette: a 500, never a dropped connection
+            self.close_connection = True
+            if not self._responded:
+                self._send_text("Internal Server Error", 500)
+
+    def _route(self, method: str) -> None:
         path = self.path.split("?", 1)[0]
         routes = self._routes()
         route = routes.get(path)
@@ -615,20 +675,18 @@ class Handler(BaseHTTPRequestHandler):
                              self.sim.admin_api_key, level)
         if denied is not None:
             if method != "GET":
-                self._body()
+                self._drain()
             return self._send_json({"error": "Unauthorized"}, denied)
         if route is None or method not in route[0]:
             if method != "GET":
-                self._body()
+                self._drain()
             if route is None:
                 return self._send_json({"detail": "Not Found"}, 404)
             return self._send_json({"detail": "Method Not Allowed"}, 405)
         route[2]()
 
-    def _generation(self, handler: Callable[[dict[str, Any]], None]) -> None:
-        body = self._body()
-        if not isinstance(body, dict):
-            return self._openai_error(400, "request body must be a JSON object", "BadRequestError")
+    def _generation(self, handler: Callable[[dict[str, Any]], None], model: type) -> None:
+        body = checked(model, self._body())
         if not self.sim.ready():
             return self._openai_error(503, "the simulator is still starting (--startup-s)", "ServiceUnavailable")
         try:
@@ -697,7 +755,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _flush_cache(self) -> None:
         if self.command == "POST":
-            self._body()
+            self._drain()
         self._send_text("Cache flushed.\nPlease check backend logs for more details. (When there are running or "
                         "waiting requests, the operation will not be performed.)\n")
 
@@ -711,6 +769,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _generate(self, body: dict[str, Any]) -> None:
         sp = body.get("sampling_params") or {}
+        if isinstance(sp, list):  # one per prompt in SGLang; the simulator runs them all alike
+            sp = sp[0] if sp else {}
         max_new = self._max_tokens(sp.get("max_new_tokens"), 128)  # SGLang's SamplingParams default
         text = body.get("text")
         stream = bool(body.get("stream"))
@@ -851,7 +911,7 @@ class _SimHTTPServer(ThreadingHTTPServer):
 def make_server(cfg: SimConfig) -> ThreadingHTTPServer:
     """A bound (not yet serving) simulator server."""
     sim = Simulator(cfg)
-    handler = type("BoundHandler", (Handler,), {"sim": sim})
+    handler = type("BoundHandler", (Handler,), {"sim": sim, "timeout": cfg.idle_timeout_s})
     server = _SimHTTPServer((cfg.host, cfg.port), handler)
     server.daemon_threads = True
     cfg.port = server.server_address[1]  # --port 0 picks a free port; report the real one

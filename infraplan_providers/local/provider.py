@@ -27,7 +27,7 @@ import httpx
 import psutil
 from pydantic import Field, field_validator
 
-from infraplan.diagnostics import Diagnostic
+from infraplan.diagnostics import Diagnostic, short_repr
 from infraplan.errors import ProviderError, ResourceNotFound
 from infraplan.models.base import StrictModel
 from infraplan.providers.contract import (Instance, ListsInstances, Provider, ProviderContext, ProviderPlan, ReadResult,
@@ -75,7 +75,7 @@ class LocalSettings(StrictModel):
         except ValueError:
             ok = False
         if not ok:
-            raise ValueError(f"must be a loopback IP address such as 127.0.0.1, got {v!r}")
+            raise ValueError(f"must be a loopback IP address such as 127.0.0.1, got {short_repr(v)}")
         return v
 
     @field_validator("port_range")
@@ -122,6 +122,7 @@ class LocalProvider(ListsInstances, Provider):
     name = "local"
     updatable = frozenset({"labels"})
     computed = frozenset({"instance_id", "host", "endpoint", "pid", "started_at", "log_path"})
+    settings_model = LocalSettings
 
     def __init__(self, context: ProviderContext):
         super().__init__(context)
@@ -137,9 +138,6 @@ class LocalProvider(ListsInstances, Provider):
 
     def _block_name(self) -> str:
         return self.context.name or self.name
-
-    def validate_settings(self) -> list[Diagnostic]:
-        return self._settings_diagnostics(LocalSettings)
 
     # -- plan --------------------------------------------------------------
     def plan(self, kind: ResourceKind, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:

@@ -15,7 +15,6 @@ from typing import Any
 
 from pydantic import Field
 
-from infraplan.diagnostics import Diagnostic
 from infraplan.errors import ProviderError
 from infraplan.models.base import StrictModel
 from infraplan.providers.contract import Provider, ProviderContext, ReadResult, ResourceKind
@@ -37,6 +36,7 @@ class NullProvider(Provider):
 
     name = "null"
     computed = frozenset({"id", "endpoint"})
+    settings_model = NullSettings
 
     @property
     def concurrent_reads(self) -> bool:  # type: ignore[override]
@@ -53,9 +53,6 @@ class NullProvider(Provider):
         if self._settings is None:
             self._settings = self._parse_settings(NullSettings)
         return self._settings
-
-    def validate_settings(self) -> list[Diagnostic]:
-        return self._settings_diagnostics(NullSettings)
 
     def _wait(self) -> None:
         if self.settings.latency_ms:

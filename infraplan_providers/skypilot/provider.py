@@ -45,6 +45,7 @@ class SkyPilotProvider(ListsInstances, RunsServices, Provider):
 
     name = "skypilot"
     requires = ("sky",)
+    settings_model = SkyPilotSettings
     # SkyPilot 0.14 pins click<8.2 and cannot share infraplan's environment (sqlite-utils 4 needs
     # click>=8.3.1): `infraplan plugins install skypilot` gives it a virtualenv of its own
     plugin_requirements = ("skypilot==0.14.*", "tenacity>=8.2")
@@ -78,9 +79,6 @@ class SkyPilotProvider(ListsInstances, RunsServices, Provider):
         return self._client
 
     # -- plan time ---------------------------------------------------------
-    def validate_settings(self) -> list[Diagnostic]:
-        return self._settings_diagnostics(SkyPilotSettings)
-
     def plan(self, kind: ResourceKind, prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
         if kind == ResourceKind.ROUTER:
             return smg.plan(prior, desired, self.settings)

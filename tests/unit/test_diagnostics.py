@@ -27,3 +27,12 @@ def test_one_problem_at_one_place_is_kept_once():
 def test_did_you_mean():
     assert did_you_mean("tp_szie", ["tp_size", "dp_size"]) == "; did you mean 'tp_size'?"
     assert did_you_mean("zzz", ["tp_size"]) == ""
+
+
+def test_short_repr_cuts_long_values_with_an_ellipsis():
+    from infraplan.diagnostics import short_repr
+
+    assert short_repr("locl") == "'locl'"
+    cut = short_repr("x" * 1_000_000)
+    assert len(cut) == 80 and cut.startswith("'xxx") and cut.endswith("…'")
+    assert did_you_mean("y" * 1_000_000, ["local"]) == ""  # no quadratic difflib on a huge word

@@ -41,6 +41,19 @@ def looks_like_plan_file(path: str) -> bool:
     return head.startswith(b"{")
 
 
+def _refuse_planning_options(plan_file: str, *, targets, replace, refresh_only: bool) -> None:
+    """A saved plan's targets and planning options were fixed when it was made (Terraform refuses
+    them too); ignoring one would apply more than the user asked for."""
+    from click.core import ParameterSource
+
+    given_refresh = click.get_current_context().get_parameter_source("refresh") == ParameterSource.COMMANDLINE
+    for flag, given in (("--target", targets), ("--replace", replace), ("--refresh-only", refresh_only),
+                        ("--refresh", given_refresh)):
+        if given:
+            fail(f"{flag} cannot be used with a saved plan ({plan_file}): it was fixed when the plan was made; "
+                 f"run `infraplan plan {flag}... --out FILE` again, then `infraplan apply FILE`")
+
+
 @click.command()
 @click.argument("path", default=".", type=click.Path())
 @config_options
@@ -59,6 +72,7 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
     from infraplan.plan.planner import PlanOptions
 
     if looks_like_plan_file(path):
+        _refuse_planning_options(path, targets=targets, replace=replace, refresh_only=refresh_only)
         from infraplan.plan.planfile import load_plan
 
         saved, opts = load_plan(path)  # a clean error for a corrupt or foreign file

@@ -42,7 +42,7 @@ def install_cmd(name, python, upgrade, as_json):
 @_handle
 def list_cmd(as_json):
     """Providers, where each runs (in-process or plugin) and what its plugin has installed."""
-    from infraplan.providers.plugin.host import plugin_dir, plugin_python, requirements_of, runs_in_plugin
+    from infraplan.providers.plugin.host import Placement, placement, plugin_dir, plugin_python, requirements_of
     from infraplan.providers.registry import available_providers, load_provider_class
 
     rows = []
@@ -54,17 +54,17 @@ def list_cmd(as_json):
             continue
         reqs = requirements_of(cls)
         installed = plugin_python(name) is not None
-        runs = "plugin" if runs_in_plugin(cls, name) else "in-process"
-        rows.append({"name": name, "runs": runs, "plugin_requirements": reqs,
-                     "plugin_installed": installed, "plugin_path": str(plugin_dir(name)) if reqs else None})
+        where = placement(cls, name)
+        rows.append({"name": name, "runs": where.value, "plugin_requirements": reqs, "plugin_installed": installed,
+                     "plugin_path": str(plugin_dir(name)) if reqs else None})
+        if where is Placement.NOT_INSTALLED:
+            rows[-1]["detail"] = where.describe(name)
     if as_json:
         emit_json(rows)
         return
     for r in rows:
-        line = f"{r['name']:<10} {r['runs']}"
-        if r.get("plugin_requirements"):
+        line = f"{r['name']:<10} {r.get('detail') or r['runs']}"
+        if r.get("plugin_requirements") and r["runs"] != Placement.NOT_INSTALLED:
             line += (f"  plugin: {'installed at ' + r['plugin_path'] if r['plugin_installed'] else 'not installed'}"
                      f" ({', '.join(r['plugin_requirements'])})")
-        if r.get("detail"):
-            line += f"  {r['detail']}"
         click.echo(line)

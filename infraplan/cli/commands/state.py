@@ -7,6 +7,8 @@ import click
 from infraplan.cli.common import existing_state, fail, handle_errors, notice, state_option
 from infraplan.cli.completion import complete_address
 from infraplan.cli.options import color_option, emit_json, json_option
+from infraplan.diagnostics import did_you_mean, short_repr
+from infraplan.models.kinds import ResourceKind
 
 
 @click.group()
@@ -65,17 +67,24 @@ def state_rm(addresses, state_path, as_json):
     from infraplan.state.lock import broken_notice
     from infraplan.util.identity import who
 
+    addresses = list(dict.fromkeys(addresses))  # each once, in the order given
     store = StateStore(existing_state(state_path))
     with store.lock("state rm", who=who(), on_broken=lambda info: notice(broken_notice(info))):
-        for a in addresses:
-            if store.get(a) is None:
-                fail(f"no resource {a} in state")
-            store.remove(a)
-            store.audit("state-rm", address=a, who=who())
-            if not as_json:
-                click.echo(f"Removed {a}")
+        missing = [a for a in addresses if store.get(a) is None]
+        if missing:  # all or nothing: check every address before removing one
+            known = [r.address for r in store.snapshot().resources]
+            names = ", ".join(short_repr(a) for a in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            hint = did_you_mean(missing[0], known) if len(missing) == 1 else ""
+            fail(f"not in state: {names}{hint}; nothing was removed")
+        with store.batch():  # one transaction, one serial bump
+            for a in addresses:
+                store.remove(a)
+                store.audit("state-rm", address=a, who=who())
     if as_json:
-        emit_json({"removed": list(addresses)})
+        emit_json({"removed": addresses})
+    else:
+        for a in addresses:
+            click.echo(f"Removed {a}")
 
 
 @state.command("mv")
@@ -91,7 +100,17 @@ def state_mv(src, dst, state_path, as_json):
     from infraplan.state.lock import broken_notice
     from infraplan.util.identity import who
 
-    store = StateStore(existing_state(state_path))
+    path = existing_state(state_path)
+    rec = StateStore.open_readonly(path).get(src)  # checked before the lock: a refusal writes nothing
+    src_kind = ResourceKind(rec.kind) if rec is not None else ResourceKind.of_address(src)
+    dst_kind = ResourceKind.of_address(dst)
+    if dst_kind is None:
+        fail(f"cannot move {src} to {short_repr(dst)}: not a resource address "
+             "(model.NAME, fleet.NAME, fleet.NAME[i], router.NAME)")
+    if src_kind is not None and dst_kind != src_kind:
+        fail(f"cannot move {src} to {dst}: a {src_kind} cannot become a {dst_kind} "
+             "(state mv renames a resource, it does not change its kind)")
+    store = StateStore(path)
     with store.lock("state mv", who=who(), on_broken=lambda info: notice(broken_notice(info))):
         moved = store.move(src, dst)
         store.audit("state-mv", address=src, details={"to": dst}, who=who())

@@ -19,9 +19,9 @@ from infraplan.cli.options import color_option, emit_json, json_option
 @handle_errors
 def validate(path, state_path, var_args, var_files, as_json):
     """Check the configuration; report every error at once."""
-    from infraplan.config import validate_config
+    from infraplan.workspace import validate as validate_workspace
 
-    config, diags = validate_config(path, var_args=list(var_args), var_files=list(var_files), env=os.environ)
+    config, diags = validate_workspace(path, var_args=list(var_args), var_files=list(var_files), env=os.environ)
     errors = [d for d in diags if d.severity == "error"]
     if as_json:
         emit_json({"valid": not errors, "diagnostics": [d.to_json() for d in diags]})

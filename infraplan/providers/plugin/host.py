@@ -43,6 +43,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import Future
+from enum import StrEnum
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,8 @@ from infraplan.providers.contract import (Capability, Instance, ListsInstances, 
 from infraplan.providers.plugin.protocol import (CANCEL, INITIALIZE, JSONRPC, METHODS, PROTOCOL_VERSION, ErrorCode,
                                                  decode, dumps, encode, encode_error, notification, request)
 
-__all__ = ["PluginProcess", "RemoteProvider", "decode", "decode_error", "encode", "encode_error", "install",
-           "plugin_dir", "plugin_python", "remote_class", "runs_in_plugin"]
+__all__ = ["Placement", "PluginProcess", "RemoteProvider", "decode", "decode_error", "encode", "encode_error", "install",
+           "placement", "plugin_dir", "plugin_python", "remote_class", "runs_in_plugin"]
 
 #: seconds for a method `PluginTimeouts` does not name
 DEFAULT_TIMEOUT_S = 300.0
@@ -98,16 +99,35 @@ def requirements_of(cls: type[Provider]) -> list[str]:
     return list(getattr(cls, "plugin_requirements", ()) or ())
 
 
+class Placement(StrEnum):
+    """Where a provider runs under ``isolation: auto``."""
+
+    IN_PROCESS = "in-process"  # its SDK imports here (or it needs none)
+    PLUGIN = "plugin"  # its SDK is missing here and its plugin virtualenv is installed
+    NOT_INSTALLED = "not-installed"  # neither: `infraplan plugins install NAME`
+
+    def describe(self, type_name: str) -> str:
+        """The words `providers` and `plugins list` show."""
+        if self is Placement.NOT_INSTALLED:
+            return f"not installed (run: infraplan plugins install {type_name})"
+        return self.value
+
+
+def placement(cls: type[Provider], type_name: str) -> Placement:
+    """Where a provider of class `cls` runs with ``isolation: auto``, or that it cannot run at all."""
+    needed = tuple(getattr(cls, "requires", ()) or ())
+    if all(importlib.util.find_spec(m) is not None for m in needed):
+        return Placement.IN_PROCESS
+    return Placement.PLUGIN if plugin_python(type_name) is not None else Placement.NOT_INSTALLED
+
+
 def runs_in_plugin(cls: type[Provider], type_name: str, isolation: str = "auto") -> bool:
     """Whether a provider of class `cls` runs in its plugin process (see the module docstring)."""
     if isolation == "in_process":
         return False
     if isolation == "plugin":
         return True
-    needed = tuple(getattr(cls, "requires", ()) or ())
-    if all(importlib.util.find_spec(m) is not None for m in needed):
-        return False
-    return bool(needed) and plugin_python(type_name) is not None
+    return placement(cls, type_name) is Placement.PLUGIN
 
 
 # -- errors from the wire --------------------------------------------------------

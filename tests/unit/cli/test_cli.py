@@ -409,7 +409,9 @@ def test_state_rm_unknown_address_changes_nothing_and_releases_lock(project):
 
 def test_state_mv_onto_existing_fails_cleanly(project):
     db = project / "infraplan.db"
-    result = run("state", "mv", "fleet.chat", "model.llama", "--state", str(db))
+    with StateStore(db) as s:
+        s.put("fleet.web", kind="fleet", attributes={})
+    result = run("state", "mv", "fleet.chat", "fleet.web", "--state", str(db))
     assert result.exit_code == 1
     assert "already exists" in one_error_line(result.output)
     assert store(db).current_lock() is None

@@ -1,0 +1,65 @@
+"""`state rm` removes all the addresses or none; `state mv` never changes a resource's kind."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers.cli import fingerprint, run
+from infraplan.state import StateStore
+
+
+def _addresses(db) -> list[str]:
+    return sorted(r.address for r in StateStore.open_readonly(db).resources())
+
+
+def test_state_rm_with_one_missing_address_removes_nothing(project):
+    db = project / "infraplan.db"
+    before = fingerprint(db)
+    result = run("state", "rm", "fleet.chat", "fleet.chta", "--state", str(db))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: not in state: 'fleet.chta'; did you mean 'fleet.chat'?; nothing was removed"]
+    assert _addresses(db) == ["fleet.chat", "model.llama"]
+    after = fingerprint(db)
+    assert (after["serial"], after["audit"]) == (before["serial"], before["audit"])
+    assert StateStore.open_readonly(db).current_lock() is None
+
+
+def test_state_rm_of_several_is_one_change(project):
+    db = project / "infraplan.db"
+    serial = fingerprint(db)["serial"]
+    result = run("state", "rm", "fleet.chat", "model.llama", "fleet.chat", "--state", str(db))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["Removed fleet.chat", "Removed model.llama"]
+    s = StateStore.open_readonly(db)
+    assert _addresses(db) == [] and s.serial == serial + 1
+    assert [(e.event, e.address) for e in s.audit_log(2)] == [("state-rm", "model.llama"), ("state-rm", "fleet.chat")]
+
+
+@pytest.mark.parametrize(("src", "dst", "why"), [
+    ("model.llama", "fleet.llama", "a model cannot become a fleet"),
+    ("fleet.chat", "fleet.chat2[0]", "a fleet cannot become a replica"),
+    ("fleet.chat", "router.chat", "a fleet cannot become a router"),
+])
+def test_state_mv_refuses_a_kind_change(project, src, dst, why):
+    db = project / "infraplan.db"
+    before = fingerprint(db)
+    result = run("state", "mv", src, dst, "--state", str(db))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: cannot move {src} to {dst}: {why} (state mv renames a resource, it does not change its kind)"]
+    assert fingerprint(db) == before
+
+
+def test_state_mv_refuses_what_is_no_address(project):
+    db = project / "infraplan.db"
+    result = run("state", "mv", "fleet.chat", "chat", "--state", str(db))
+    assert result.exit_code == 1
+    assert "not a resource address" in result.output and len(result.output.strip().splitlines()) == 1
+    assert _addresses(db) == ["fleet.chat", "model.llama"]
+
+
+def test_state_mv_within_a_kind_still_works(project):
+    db = project / "infraplan.db"
+    assert run("state", "mv", "model.llama", "model.llama2", "--state", str(db)).exit_code == 0
+    assert _addresses(db) == ["fleet.chat", "model.llama2"]
