@@ -101,10 +101,11 @@ def load_plan(path: str | Path) -> tuple[Plan, ApplyOptions]:
 def _first_problem(exc: ValidationError) -> str:
     """`changes[0].kind: Input should be ...`, and how many more problems there are."""
     from infraplan.config.yaml_positions import format_path
+    from infraplan.diagnostics import printable
 
     errors = exc.errors(include_url=False, include_input=False)
     first = errors[0]
-    where = format_path(tuple(first["loc"])) or "the file"
+    where = printable(format_path(tuple(first["loc"]))) or "the file"
     if len(where) > 120:
         where = where[:117] + "..."
     what = {"missing": "missing", "extra_forbidden": "unknown key"}.get(first["type"], first["msg"])

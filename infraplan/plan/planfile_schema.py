@@ -34,8 +34,8 @@ class _Open(BaseModel):
 
 class AttributeChangeFile(_Closed):
     path: str
-    before: Any = None
-    after: Any = None
+    before: Any  # required, null allowed
+    after: Any
     forces_replace: bool = False
 
 
