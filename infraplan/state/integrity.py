@@ -330,8 +330,14 @@ def check_file(path: Path | str) -> FileReport:
         from sqlite_utils import Database
 
         applied = migrations.applied_names(Database(conn, execute_plugins=False))
-        report.damage = scan(conn, applied) if applied else [
-            Damage(None, None, None, "the file holds no infraplan state (no schema migrations recorded)")]
+        if not applied and not _tables(conn):  # an empty file: a state nothing was written to yet
+            report.serial, report.addresses = 0, []
+            return report
+        if applied:
+            report.damage = scan(conn, applied)
+        else:  # tables of another program
+            report.damage = [Damage(None, None, None, "the file is an SQLite database but not an infraplan state "
+                                                      "(no infraplan schema migrations recorded)")]
         report.lineage, report.serial = _readable_meta(conn)
         report.addresses = _readable_addresses(conn)
     except sqlite3.DatabaseError as e:

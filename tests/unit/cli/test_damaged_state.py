@@ -43,6 +43,9 @@ COMMANDS = {
     "state-mv": ["state", "mv", "fleet.chat", "fleet.talk", "--state", DB],
     "output": ["output", "--state", DB],
     "history": ["history", "--state", DB],
+    "force-unlock": ["force-unlock", "0123abcd", "--state", DB],
+    "rollback": ["rollback", "config", "--auto-approve"],
+    "cleanup": ["cleanup", "config", "--auto-approve"],
 }
 
 

@@ -101,3 +101,17 @@ def test_state_check_of_a_damaged_state_says_what_the_backup_restores(project):
     # a damaged state never replaces a good backup: apply refuses before writing anything
     assert run("apply", "config", "--auto-approve", "--refresh=false").exit_code == 1
     assert _backup_meta(project / "infraplan.db.backup")[0] == backup_serial
+
+
+def test_state_check_of_an_empty_file_and_of_a_foreign_database(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("infraplan.db").touch()  # what opening a new state creates before anything is written
+    result = run("state", "check")
+    assert result.exit_code == 0 and result.output.startswith("State infraplan.db is whole: serial 0, 0 resources.")
+    conn = sqlite3.connect("other.db")
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    result = run("state", "check", "--state", "other.db")
+    assert result.exit_code == 1
+    assert "not an infraplan state (no infraplan schema migrations recorded)" in result.stderr
