@@ -13,7 +13,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,11 @@ class TableSpec:
     key: tuple[str, ...]
     columns: dict[str, Check]
     migration: str
+    added: dict[str, tuple[str, Check]] = field(default_factory=dict)  # column -> (the migration adding it, check)
+
+    def checks(self, applied: list[str]) -> dict[str, Check]:
+        """The columns to check in a state whose applied migrations are `applied`."""
+        return {**self.columns, **{c: check for c, (m, check) in self.added.items() if m in applied}}
 
 
 _RESOURCE_KINDS = frozenset(k.value for k in ResourceKind)
@@ -172,7 +177,7 @@ TABLES = (
     TableSpec("locks", ("slot",), {
         "slot": integer(choices=frozenset({1})), "id": text(), "who": text(nullable=True),
         "pid": integer(nullable=True), "host": text(nullable=True), "operation": text(), "since": text(),
-    }, "m001_initial"),
+    }, "m001_initial", added={"pid_started": ("m004_lock_start_time", number(nullable=True))}),
     TableSpec("drift_runs", ("id",), {
         "id": integer(), "started_at": text(), "finished_at": text(nullable=True),
         "duration_s": number(nullable=True), "exit_code": integer(), "counts": json_value(dict),
@@ -232,8 +237,9 @@ def _meta(conn: sqlite3.Connection) -> Iterator[Damage]:
             yield Damage("meta", key, "value", problem)
 
 
-def _table(conn: sqlite3.Connection, spec: TableSpec) -> Iterator[Damage]:
-    cols = list(spec.columns)
+def _table(conn: sqlite3.Connection, spec: TableSpec, applied: list[str]) -> Iterator[Damage]:
+    checks = spec.checks(applied)
+    cols = list(checks)
     select = ", ".join(f"typeof({c}), CAST({c} AS BLOB)" for c in cols)
     keys = ", ".join(f"CAST({k} AS BLOB)" for k in spec.key)
     cursor = conn.execute(f"SELECT {keys}, {select} FROM {spec.name}")
@@ -244,7 +250,7 @@ def _table(conn: sqlite3.Connection, spec: TableSpec) -> Iterator[Damage]:
             kind, raw = cells[2 * i], cells[2 * i + 1]
             if kind in ("integer", "real"):  # CAST AS BLOB made text of a number: read it as it is
                 raw = int(raw) if kind == "integer" else float(raw)
-            problem = spec.columns[col](kind, raw)
+            problem = checks[col](kind, raw)
             if problem:
                 yield Damage(spec.name, _row_name(spec, key), col, problem)
 
@@ -282,7 +288,7 @@ def scan(conn: sqlite3.Connection, applied: list[str], *, limit: int = 50) -> li
         steps.append(("meta", lambda: _meta(conn)))
     for spec in TABLES:
         if spec.name in present:
-            steps.append((spec.name, lambda spec=spec: _table(conn, spec)))
+            steps.append((spec.name, lambda spec=spec: _table(conn, spec, applied)))
     for name, step in steps:
         try:
             if not add(step()):
