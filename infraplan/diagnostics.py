@@ -8,6 +8,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 
+def printable(text: str) -> str:
+    """`text` on one line: newlines and other unprintable characters (a key named "\\n", a
+    right-to-left override) are written as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 @dataclass(frozen=True)
 class Location:
     """A point in a config file (1-based line and column)."""
@@ -37,7 +45,7 @@ class Diagnostic:
     def one_line(self) -> str:
         where = f"{self.location}: " if self.location else ""
         at = f" (at {clip(self.path, 2 * SHOWN_CHARS)})" if self.path else ""
-        return f"{where}{self.severity}: {self.summary}{at}"
+        return printable(f"{where}{self.severity}: {self.summary}{at}")
 
     def to_json(self) -> dict:
         d = asdict(self)

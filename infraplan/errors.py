@@ -6,6 +6,7 @@ anything else escaping is a bug and keeps its traceback.
     InfraplanError
     ├── ConfigError            bad configuration; carries every located Diagnostic
     ├── StateError             the state file cannot be read or written as asked
+    │   ├── StateDamaged       a row, column or page of the state cannot be read as written
     │   ├── LockError          another run holds the state lock (names the holder)
     │   └── StalePlanError     a saved plan no longer matches state or config
     ├── PlanError              a plan cannot be made (provider plan-time errors)
@@ -53,6 +54,15 @@ class ConfigError(InfraplanError):
 
 class StateError(InfraplanError):
     """The state file cannot be used as asked."""
+
+
+class StateDamaged(StateError):
+    """The state file is damaged (`infraplan state check` says where and what a backup restores)."""
+
+    def __init__(self, message: str, *, path: str, problems: list[str]):
+        super().__init__(message)
+        self.path = path
+        self.problems = list(problems)
 
 
 class LockError(StateError):

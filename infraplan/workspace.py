@@ -188,6 +188,8 @@ class Workspace:
             if store.serial != plan.serial or (plan.lineage and store.lineage != plan.lineage):
                 raise StalePlanError(
                     f"the state changed while planning (serial {plan.serial} -> {store.serial}); run the command again")
+            if store.serial and any(c.action != Action.NOOP for c in plan.changes):
+                store.write_backup()  # the state before this run (infraplan.db.backup), for `state check`
             plan_hash = plan.digest()
             snapshot = self.history_snapshot(plan)
             # the row is there from the start: a run killed before its end is closed as

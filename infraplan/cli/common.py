@@ -19,8 +19,9 @@ import click
 def fail(message: str, code: int = 1, diagnostics: list | None = None) -> None:
     """Print `Error: message` to stderr and exit; with --json also `{"error", "exit_code"}` on stdout."""
     from infraplan.cli.options import emit_json, json_requested
+    from infraplan.diagnostics import printable
 
-    click.echo(f"Error: {message}", err=True)
+    click.echo(f"Error: {printable(message)}", err=True)
     if json_requested():
         body: dict = {"error": message, "exit_code": code}
         if diagnostics:

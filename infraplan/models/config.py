@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from infraplan.models.base import StrictModel
 from infraplan.models.types import Duration
+from infraplan.util.patterns import compile_pattern
 
 #: Most replicas one fleet (or one for_each instance) may have: plans hold every replica in memory.
 MAX_REPLICAS = 1000
@@ -25,16 +26,29 @@ ALERT_EVENTS = ("drift", "rollout")
 
 
 
+def _re2_pattern(pattern: str | None) -> str | None:
+    """A user's regular expression must compile on RE2, which runs in linear time (raises ValueError)."""
+    if pattern is not None:
+        compile_pattern(pattern)
+    return pattern
+
+
 class VariableValidation(StrictModel):
     """One validation rule on a variable's value; every set check must pass."""
 
-    regex: str | None = Field(None, description="The value (as a string) must match this regular expression.")
+    regex: str | None = Field(None, description="The value (as a string) must match this regular expression "
+                              "(RE2 syntax: no backreferences or lookaround).")
     allowed: list[Any] | None = Field(None, description="The value must be one of these.")
     min: float | None = Field(None, description="Numbers: the smallest allowed value.")
     max: float | None = Field(None, description="Numbers: the largest allowed value.")
     min_length: int | None = Field(None, description="Strings and lists: the smallest allowed length.")
     max_length: int | None = Field(None, description="Strings and lists: the largest allowed length.")
     error_message: str = Field(..., description="What to tell the user when the rule fails.")
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        return _re2_pattern(v)
 
 
 class VariableBlock(StrictModel):
@@ -215,9 +229,15 @@ class GoldenPrompt(StrictModel):
     prompt: str = Field(..., description="The user message sent (chat API).")
     max_tokens: int = Field(32, description="Output tokens to ask for.", ge=1)
     contains: list[str] = Field(default_factory=list, description="Substrings the answer must contain.")
-    regex: str | None = Field(None, description="A regular expression the answer must match.")
+    regex: str | None = Field(None, description="A regular expression the answer must match "
+                              "(RE2 syntax: no backreferences or lookaround).")
     json_valid: bool = Field(False, description="The answer must be valid JSON.")
     max_output_tokens: int | None = Field(None, description="The answer may use at most this many tokens.", ge=1)
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        return _re2_pattern(v)
 
 
 class SloGate(StrictModel):

@@ -13,9 +13,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infraplan.util.files import write_private
+import pydantic_core
+from pydantic import ValidationError
+
 from infraplan.errors import StalePlanError
-from infraplan.plan.model import Plan
+from infraplan.plan.model import FORMAT_VERSION, Plan
+from infraplan.plan.planfile_schema import PlanFile
+from infraplan.util.files import write_private
+
+#: the largest plan file read
+MAX_PLAN_FILE_BYTES = 256 << 20
 
 
 @dataclass
@@ -58,26 +65,52 @@ def save_plan(plan: Plan, path: str | Path, options: ApplyOptions) -> None:
 
 
 def load_plan(path: str | Path) -> tuple[Plan, ApplyOptions]:
-    """Read a plan file; a damaged or foreign file is one `StalePlanError` line."""
+    """Read a plan file; anything but a plan file `PlanFile` accepts is one `StalePlanError` line.
+
+    The JSON parser bounds nesting (no RecursionError on `[` x 100000) and the file's size
+    is checked before it is read.
+    """
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise StalePlanError(f"cannot read plan file {path}: {exc}") from exc
-    if not isinstance(data, dict) or "changes" not in data:
+        size = path.stat().st_size
+        if size > MAX_PLAN_FILE_BYTES:
+            raise StalePlanError(f"plan file {path} is {size:,} bytes, over the {MAX_PLAN_FILE_BYTES:,} a plan "
+                                 "file may have")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StalePlanError(f"cannot read plan file {path}: {exc.strerror or exc}") from None
+    try:
+        raw = pydantic_core.from_json(data)
+    except ValueError as exc:
+        raise StalePlanError(f"plan file {path} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or "changes" not in raw:
         raise StalePlanError(f"{path} is not an infraplan plan file")
-    plan = Plan.from_json(data)
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        shown = repr(version) if len(repr(version)) <= 40 else repr(version)[:37] + "..."
+        raise StalePlanError(f"plan file {path}: plan format {shown} is not supported (expected {FORMAT_VERSION})")
     try:
-        raw = data.get("apply_options") or {}
-        known = {k: v for k, v in raw.items() if k in ApplyOptions.__dataclass_fields__}
-        options = ApplyOptions(**known)
-        if not (isinstance(options.targets, list) and isinstance(options.var_args, list)
-                and isinstance(options.var_files, list) and isinstance(options.replace, list)
-                and all(isinstance(x, str) for x in [*options.targets, *options.var_args, *options.var_files,
-                                                     *options.replace])):
-            raise TypeError("apply_options holds values of the wrong type")
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
-        raise StalePlanError(f"{path} is not a usable infraplan plan file: {exc}") from None
-    return plan, options
+        checked = PlanFile.model_validate(raw)
+    except ValidationError as exc:
+        raise StalePlanError(f"plan file {path} is not a valid infraplan plan: {_first_problem(exc)}") from None
+    # the plan is built from the JSON as written (not the model's dump, which would turn 0 into 0.0):
+    # its digest must be the digest of the plan that was saved
+    return Plan.from_json(raw), ApplyOptions(**checked.apply_options.model_dump())
+
+
+def _first_problem(exc: ValidationError) -> str:
+    """`changes[0].kind: Input should be ...`, and how many more problems there are."""
+    from infraplan.config.yaml_positions import format_path
+    from infraplan.diagnostics import printable
+
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0]
+    where = printable(format_path(tuple(first["loc"]))) or "the file"
+    if len(where) > 120:
+        where = where[:117] + "..."
+    what = {"missing": "missing", "extra_forbidden": "unknown key"}.get(first["type"], first["msg"])
+    more = len(errors) - 1
+    return f"{where}: {what}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
 
 
 def sensitive_variables(config: Any) -> set[str]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from infraplan.errors import InfraplanError
+from infraplan.util.patterns import search
 
 
 def check_answer(prompt: Any, text: str, output_tokens: int | None) -> list[str]:
@@ -16,7 +16,7 @@ def check_answer(prompt: Any, text: str, output_tokens: int | None) -> list[str]
     for needle in prompt.contains:
         if needle not in text:
             problems.append(f"answer does not contain {needle!r}")
-    if prompt.regex is not None and re.search(prompt.regex, text) is None:
+    if prompt.regex is not None and not search(prompt.regex, text):
         problems.append(f"answer does not match /{prompt.regex}/")
     if prompt.json_valid:
         try:

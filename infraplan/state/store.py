@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from infraplan.errors import StateError
+from infraplan.state import integrity
 from infraplan.state import lock as _lock
 from infraplan.state.lock import LockInfo, default_who, utc_now
 from infraplan.models.actions import Action
@@ -34,9 +35,11 @@ if TYPE_CHECKING:  # sqlite-utils is imported when a file is opened (see _open)
     from sqlite_utils import Database
 
 RESOURCE_PK = ("address", "deposed")
-STATUSES = frozenset({"creating", "updating", "deleting", "ready", "failed", "tainted"})
+STATUSES = integrity.RESOURCE_STATUSES
 ACTION_STATUS = {"create": "creating", "update": "updating", "delete": "deleting"}
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a write waits for another writer's transaction
+# what decoding a damaged row raises (bad JSON or UTF-8, an unknown kind, a missing meta row)
+_DECODE_ERRORS = (sqlite3.DatabaseError, ValueError, TypeError, KeyError)
 
 
 def _dumps(value: Any) -> str:
@@ -237,6 +240,11 @@ class StateStore:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             self.db = db
             applied = _migrations.check_not_newer(db, self.path)
+            if applied:
+                # before anything is written (even the lock): a damaged state is refused by every command
+                damage = integrity.scan(conn, applied)
+                if damage:
+                    raise integrity.damaged_error(self.path, damage)
             if self.readonly:
                 # an older schema is readable as it is (tables added later read as empty);
                 # the next command that writes state upgrades it
@@ -253,6 +261,9 @@ class StateStore:
             if conn is not None:
                 conn.close()
             self.db = None
+            if getattr(e, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+                raise integrity.damaged_error(self.path, [integrity.Damage(
+                    None, None, None, f"the file cannot be read as an SQLite database ({e})")]) from None
             raise StateError(f"state file {self.path} is not a usable infraplan state "
                              f"database: {e}") from None
         except BaseException:
@@ -337,6 +348,8 @@ class StateStore:
             except BaseException as e:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                if isinstance(e, _DECODE_ERRORS):
+                    self._raise_if_damaged()
                 if isinstance(e, sqlite3.Error):
                     raise StateError(f"cannot write state {self.path}: {e}") from e
                 raise
@@ -377,8 +390,25 @@ class StateStore:
                 finally:
                     if conn.in_transaction:
                         conn.execute("COMMIT")
-            except sqlite3.DatabaseError as e:
-                raise StateError(f"cannot read state {self.path}: {e}") from e
+            except _DECODE_ERRORS as e:
+                self._raise_if_damaged()
+                if isinstance(e, sqlite3.DatabaseError):
+                    raise StateError(f"cannot read state {self.path}: {e}") from e
+                raise
+
+    def _raise_if_damaged(self) -> None:
+        """Raise StateDamaged if the state is damaged (a read or write just failed to decode a row)."""
+        from infraplan.state import migrations as _migrations
+
+        db = self.db
+        if db is None:
+            return
+        try:
+            damage = integrity.scan(db.conn, _migrations.applied_names(db))
+        except sqlite3.DatabaseError:
+            return
+        if damage:
+            raise integrity.damaged_error(self.path, damage) from None
 
     def _read_one(self, sql: str, params: Iterable = ()) -> tuple | None:
         with self._read() as conn:
@@ -791,6 +821,20 @@ class StateStore:
     def force_unlock(self, lock_id: str, *, who: str | None = None) -> LockInfo:
         """Break the lock with id `lock_id` (LockError if it is not the current one); audited."""
         return _lock.force_unlock(self, lock_id, who=who)
+
+    # -- backup ------------------------------------------------------------
+
+    def write_backup(self) -> Path:
+        """Copy the whole state (checked whole when it was opened) to `infraplan.db.backup`."""
+        from infraplan.state.backup import write_backup
+
+        with self._mutex:
+            if self._depth:
+                raise StateError("a backup is taken between transactions, not inside one")
+            try:
+                return write_backup(self._require_db().conn, self.path)
+            except (OSError, sqlite3.Error) as e:
+                raise StateError(f"cannot write the backup of state {self.path}: {e}") from None
 
     # -- drift runs, request activity and alerts (not resource state: no serial bump) --
 

@@ -1,6 +1,8 @@
-"""`infraplan state list|show|rm|mv`: read and edit the state, locked and audited."""
+"""`infraplan state list|show|rm|mv|check`: read, edit (locked, audited, backed up) and check the state."""
 
 from __future__ import annotations
+
+import sys
 
 import click
 
@@ -76,6 +78,7 @@ def state_rm(addresses, state_path, as_json):
             names = ", ".join(short_repr(a) for a in missing[:5]) + (" ..." if len(missing) > 5 else "")
             hint = did_you_mean(missing[0], known) if len(missing) == 1 else ""
             fail(f"not in state: {names}{hint}; nothing was removed")
+        store.write_backup()
         with store.batch():  # one transaction, one serial bump
             for a in addresses:
                 store.remove(a)
@@ -112,9 +115,83 @@ def state_mv(src, dst, state_path, as_json):
              "(state mv renames a resource, it does not change its kind)")
     store = StateStore(path)
     with store.lock("state mv", who=who(), on_broken=lambda info: notice(broken_notice(info))):
+        store.write_backup()
         moved = store.move(src, dst)
         store.audit("state-mv", address=src, details={"to": dst}, who=who())
     if as_json:
         emit_json({"from": src, "to": dst, "moved": moved})
     else:
         click.echo(f"Moved {src} to {dst}")
+
+
+@state.command("check")
+@state_option
+@json_option("{\"state\": {path, healthy, problems: [{table, row, column, problem}], lineage, serial, "
+             "resources, ...}, \"backup\": the same for infraplan.db.backup}.")
+@color_option
+@handle_errors
+def state_check(state_path, as_json):
+    """Check that the state is whole; say what is wrong and what its backup would restore."""
+    from infraplan.state.backup import backup_path
+    from infraplan.state.integrity import check_file, damaged_error
+
+    path = existing_state(state_path)
+    report = check_file(path)
+    backup = check_file(backup_path(path))
+    if as_json:
+        emit_json({"state": report.as_dict(), "backup": backup.as_dict()})
+    else:
+        for line in _check_lines(report, backup):
+            click.echo(line)
+    if report.damage:
+        message = damaged_error(path, report.damage, hint=False).one_line()
+        if as_json:  # the report above is the one JSON document
+            click.echo(f"Error: {message}", err=True)
+            sys.exit(1)
+        fail(message)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _describe(report) -> str:
+    serial = "an unreadable serial" if report.serial is None else f"serial {report.serial}"
+    lineage = f", lineage {report.lineage}" if report.lineage else ""
+    resources = ("resources unreadable" if report.addresses is None
+                 else _count(len(report.addresses), "resource"))
+    return f"{serial}{lineage}, {resources}"
+
+
+def _check_lines(report, backup) -> list[str]:
+    """The text `state check` prints: the state's problems, then the backup and what restoring it gives."""
+    lines = []
+    if report.damage:
+        lines.append(f"State {report.path} is damaged ({_count(len(report.damage), 'problem')}):")
+        lines.extend(f"  {d.one_line()}" for d in report.damage)
+    else:
+        lines.append(f"State {report.path} is whole: {_describe(report)}.")
+    if not backup.exists:
+        lines.append(f"No backup at {backup.path}: one is written before each apply, destroy, "
+                     "state rm or state mv that changes the state.")
+        return lines
+    if backup.damage:
+        lines.append(f"Backup {backup.path} (written {backup.modified_at}) is damaged too: "
+                     f"{backup.damage[0].one_line()}")
+        return lines
+    lines.append(f"Backup {backup.path} (written {backup.modified_at}): {_describe(backup)}.")
+    if report.lineage and backup.lineage and report.lineage != backup.lineage:
+        lines.append("  The backup belongs to another state (its lineage differs).")
+    if report.serial is not None and backup.serial is not None and report.serial > backup.serial:
+        lines.append(f"  Restoring it goes back {_count(report.serial - backup.serial, 'serial')}: changes "
+                     f"recorded after serial {backup.serial} are lost (run `infraplan plan` after restoring).")
+    if backup.addresses:
+        lines.append(f"  It restores: {', '.join(backup.addresses)}")
+    if report.addresses is not None and backup.addresses is not None:
+        lost = sorted(set(report.addresses) - set(backup.addresses))
+        if lost:
+            lines.append(f"  Not in the backup (forgotten on restore): {', '.join(lost)}")
+    if report.damage:
+        lines.append(f"  To restore it: move {report.path} and its -wal and -shm files aside, then copy "
+                     f"{backup.path} to {report.path}.")
+    return lines

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from infraplan.errors import StateError
+from infraplan.errors import StateDamaged, StateError
 from infraplan.state import StateStore, default_who, migrations
 from helpers.paths import REPO
 from helpers.timing import within
@@ -82,9 +82,9 @@ def test_two_states_have_different_lineages(tmp_path: Path):
 
 def test_corrupt_file_is_a_state_error(path: Path):
     path.write_bytes(b"this is not an sqlite database at all" * 50)
-    with pytest.raises(StateError, match="not a usable infraplan state"):
+    with pytest.raises(StateDamaged, match="state is damaged at .*cannot be read as an SQLite database"):
         StateStore(path)
-    with pytest.raises(StateError, match="not a usable infraplan state"):
+    with pytest.raises(StateDamaged, match="state is damaged at .*cannot be read as an SQLite database"):
         StateStore.open_readonly(path)
 
 
