@@ -7,6 +7,7 @@ anything else escaping is a bug and keeps its traceback.
     ├── ConfigError            bad configuration; carries every located Diagnostic
     ├── StateError             the state file cannot be read or written as asked
     │   ├── StateDamaged       a row, column or page of the state cannot be read as written
+    │   ├── StateUnreachable   the state database cannot be reached, or its connection was lost
     │   ├── LockError          another run holds the state lock (names the holder)
     │   └── StalePlanError     a saved plan no longer matches state or config
     ├── PlanError              a plan cannot be made (provider plan-time errors)
@@ -63,6 +64,11 @@ class StateDamaged(StateError):
         super().__init__(message)
         self.path = path
         self.problems = list(problems)
+
+
+class StateUnreachable(StateError):
+    """The state database cannot be reached (refused, unknown host or database, bad login), or the
+    connection to it was lost mid-run; what was committed before stays committed."""
 
 
 class LockError(StateError):

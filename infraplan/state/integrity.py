@@ -19,9 +19,8 @@ from typing import Any
 
 from infraplan.errors import StateDamaged
 from infraplan.models.kinds import ResourceKind
+from infraplan.state.records import RESOURCE_STATUSES
 
-#: what a stored resource's status may be (the store's STATUSES)
-RESOURCE_STATUSES = frozenset({"creating", "updating", "deleting", "ready", "failed", "tainted"})
 _MAX_SHOWN = 80  # characters of a row key shown in a message
 
 

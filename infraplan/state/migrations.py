@@ -1,164 +1,150 @@
-"""Schema of the state file, managed as sqlite-utils migrations.
+"""The state schema's one migration history, and how it is applied on each backend.
 
-Migrations are append-only: never edit or rename one that has shipped, add a
-new function below instead. A state file carrying a migration name this build
-does not know was written by a newer infraplan and is refused.
+Migrations are append-only: never edit or rename one that has shipped, add a new one at
+the end instead. Each is written once in the portable steps of `infraplan.state.schema`
+and rendered for SQLite or PostgreSQL. A state carrying a migration name this build does
+not know was written by a newer infraplan and is refused.
+
+On SQLite the applied names are recorded by sqlite-utils' migrations (the
+`_sqlite_migrations` table, as in every state file so far); on PostgreSQL in the
+`infraplan_migrations` table, with the same columns.
 """
 
 from __future__ import annotations
 
+import datetime
 import uuid
-
-from infraplan.state import _import_sqlite_utils_without_dataframes
-
-_import_sqlite_utils_without_dataframes()
-
-from sqlite_utils import Database  # noqa: E402
-from sqlite_utils.migrations import Migrations  # noqa: E402
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from infraplan.errors import StateError
+from infraplan.state.schema import (
+    AddColumn,
+    AppendOnly,
+    CreateIndex,
+    CreateTable,
+    Dialect,
+    Migration,
+    Seed,
+    SingleRow,
+    integer,
+    real,
+    text,
+)
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+    from sqlite_utils.migrations import Migrations
 
 MIGRATION_SET = "infraplan"
-migrations = Migrations(MIGRATION_SET)
+#: where PostgreSQL records the applied migrations (SQLite: sqlite-utils' `_sqlite_migrations`)
+PG_MIGRATIONS_TABLE = "infraplan_migrations"
 
-
-@migrations()
-def m001_initial(db: Database) -> None:
-    """Meta, resources, outputs, history, an append-only audit log and the lock row."""
-    db.table("meta").create({"key": str, "value": str}, pk="key", not_null={"value"})
-    db.table("meta").insert_all(
-        [{"key": "lineage", "value": uuid.uuid4().hex}, {"key": "serial", "value": "0"}]
-    )
-
-    db.table("resources").create(
-        {
-            "address": str,
-            "deposed": str,
-            "kind": str,
-            "provider": str,
-            "status": str,
-            "attributes": str,
-            "pending": str,
-            "dependencies": str,
-            "error": str,
-            "created_at": str,
-            "updated_at": str,
-        },
-        pk=("address", "deposed"),
-        not_null={"address", "deposed", "kind", "status", "attributes", "dependencies",
-                  "created_at", "updated_at"},
-        defaults={"deposed": "", "attributes": "{}", "dependencies": "[]"},
-    )
-
-    db.table("outputs").create(
-        {"name": str, "value": str, "sensitive": int},
-        pk="name",
-        not_null={"value", "sensitive"},
-        defaults={"sensitive": 0},
-    )
-
-    db.table("history").create(
-        {
-            "id": int,
-            "operation": str,
-            "plan_hash": str,
-            "summary": str,
-            "who": str,
-            "started_at": str,
-            "finished_at": str,
-            "status": str,
-            "config_digest": str,
-            "desired_config": str,
-        },
-        pk="id",
-        not_null={"operation", "summary", "status"},
-    )
-
-    db.table("audit").create(
-        {"id": int, "at": str, "event": str, "address": str, "details": str, "who": str},
-        pk="id",
-        not_null={"at", "event"},
-    )
-    # sqlite-utils has no helper for arbitrary triggers; these make the audit
-    # log append-only for every client of the file, not just this code.
-    db.execute(
-        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
-        "BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END"
-    )
-    db.execute(
-        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
-        "BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END"
-    )
-
-    db.table("locks").create(
-        {"slot": int, "id": str, "who": str, "pid": int, "host": str,
-         "operation": str, "since": str},
-        pk="slot",
-        not_null={"id", "operation", "since"},
-    )
-    # slot is the primary key and must be 1, so the table holds at most one row.
-    db.execute(
-        "CREATE TRIGGER locks_single_row BEFORE INSERT ON locks WHEN NEW.slot != 1 "
-        "BEGIN SELECT RAISE(ABORT, 'locks holds a single row with slot = 1'); END"
-    )
-
-
-@migrations()
-def m002_drift_and_alerts(db: Database) -> None:
-    """Drift run history, per-replica request activity (idle detection) and alert de-duplication.
-
-    None of these is resource state: writing them never bumps the serial.
-    """
-    db.table("drift_runs").create(
-        {"id": int, "started_at": str, "finished_at": str, "duration_s": float, "exit_code": int,
-         "counts": str, "findings": str, "checked": int, "who": str},
-        pk="id",
-        not_null={"started_at", "exit_code", "counts", "findings"},
-    )
-    db.table("drift_activity").create(
-        {"address": str, "instance_id": str, "requests": float, "changed_at": float, "seen_at": float},
-        pk="address",
-        not_null={"changed_at", "seen_at"},
-    )
-    db.table("alerts").create(
-        {"topic": str, "fingerprint": str, "kind": str, "address": str, "summary": str,
-         "first_seen": str, "last_seen": str, "notified_at": str, "cleared_at": str,
-         "clear_notified_at": str},
-        pk=("topic", "fingerprint"),
-        not_null={"first_seen", "last_seen"},
-    )
-
-
-
-@migrations()
-def m003_rollouts(db: Database) -> None:
-    """Rolled-back rollouts: the planner refuses to retry the same desired replicas of a fleet.
-
-    Not resource state: writing it never bumps the serial.
-    """
-    db.table("rollbacks").create(
-        {"id": int, "fleet": str, "fingerprint": str, "reason": str, "evidence": str, "at": str},
-        pk="id",
-        not_null={"fleet", "fingerprint", "reason", "at"},
-    )
-    db.table("rollbacks").create_index(["fleet", "fingerprint"])
-
-
-@migrations()
-def m004_lock_start_time(db: Database) -> None:
-    """The lock holder's process start time: a pid reused by another program is told apart."""
-    if "pid_started" not in db["locks"].columns_dict:
-        db["locks"].add_column("pid_started", float)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("m001_initial", "Meta, resources, outputs, history, an append-only audit log and the lock row.", (
+        CreateTable("meta", (text("key"), text("value", not_null=True)), pk=("key",)),
+        Seed("meta", lambda: [{"key": "lineage", "value": uuid.uuid4().hex}, {"key": "serial", "value": "0"}]),
+        CreateTable("resources", (
+            text("address", not_null=True), text("deposed", not_null=True, default=""),
+            text("kind", not_null=True), text("provider"), text("status", not_null=True),
+            text("attributes", not_null=True, default="{}"), text("pending"),
+            text("dependencies", not_null=True, default="[]"), text("error"),
+            text("created_at", not_null=True), text("updated_at", not_null=True),
+        ), pk=("address", "deposed")),
+        CreateTable("outputs", (text("name"), text("value", not_null=True),
+                                integer("sensitive", not_null=True, default=0)), pk=("name",)),
+        CreateTable("history", (
+            integer("id"), text("operation", not_null=True), text("plan_hash"), text("summary", not_null=True),
+            text("who"), text("started_at"), text("finished_at"), text("status", not_null=True),
+            text("config_digest"), text("desired_config"),
+        ), pk=("id",)),
+        CreateTable("audit", (integer("id"), text("at", not_null=True), text("event", not_null=True),
+                              text("address"), text("details"), text("who")), pk=("id",)),
+        AppendOnly("audit", "audit log"),
+        CreateTable("locks", (integer("slot"), text("id", not_null=True), text("who"), integer("pid"),
+                              text("host"), text("operation", not_null=True), text("since", not_null=True)),
+                    pk=("slot",)),
+        SingleRow("locks", "slot", 1),
+    )),
+    Migration("m002_drift_and_alerts", "Drift run history, per-replica request activity (idle detection) and "
+              "alert de-duplication. None of these is resource state: writing them never bumps the serial.", (
+        CreateTable("drift_runs", (
+            integer("id"), text("started_at", not_null=True), text("finished_at"), real("duration_s"),
+            integer("exit_code", not_null=True), text("counts", not_null=True), text("findings", not_null=True),
+            integer("checked"), text("who"),
+        ), pk=("id",)),
+        CreateTable("drift_activity", (text("address"), text("instance_id"), real("requests"),
+                                       real("changed_at", not_null=True), real("seen_at", not_null=True)),
+                    pk=("address",)),
+        CreateTable("alerts", (
+            text("topic"), text("fingerprint"), text("kind"), text("address"), text("summary"),
+            text("first_seen", not_null=True), text("last_seen", not_null=True), text("notified_at"),
+            text("cleared_at"), text("clear_notified_at"),
+        ), pk=("topic", "fingerprint")),
+    )),
+    Migration("m003_rollouts", "Rolled-back rollouts: the planner refuses to retry the same desired replicas "
+              "of a fleet. Not resource state: writing it never bumps the serial.", (
+        CreateTable("rollbacks", (integer("id"), text("fleet", not_null=True), text("fingerprint", not_null=True),
+                                  text("reason", not_null=True), text("evidence"), text("at", not_null=True)),
+                    pk=("id",)),
+        CreateIndex("rollbacks", ("fleet", "fingerprint")),
+    )),
+    Migration("m004_lock_start_time", "The lock holder's process start time: a pid reused by another program "
+              "is told apart.", (
+        AddColumn("locks", real("pid_started")),
+    )),
+)
 
 
 def known_names() -> list[str]:
     """Names of the migrations this build knows, in order."""
-    return [m.name for m in migrations._migrations]
+    return [m.name for m in MIGRATIONS]
+
+
+def newer_error(applied: list[str], where: object, *, what: str = "state file") -> StateError | None:
+    """The refusal of a state whose applied migrations include some this build does not know."""
+    unknown = [name for name in applied if name not in set(known_names())]
+    if not unknown:
+        return None
+    return StateError(f"{what} {where} was written by a newer infraplan "
+                      f"(unknown schema migrations: {', '.join(unknown)}); upgrade infraplan to use it")
+
+
+# -- SQLite (through sqlite-utils' migrations, as state files have always been) --
+
+_sqlite_set: Migrations | None = None
+
+
+def _sqlite_migrations() -> Migrations:
+    global _sqlite_set
+    if _sqlite_set is None:
+        from infraplan.state import _import_sqlite_utils_without_dataframes
+
+        _import_sqlite_utils_without_dataframes()
+        from sqlite_utils.migrations import Migrations
+
+        found = Migrations(MIGRATION_SET)
+        for m in MIGRATIONS:
+            found(name=m.name)(_sqlite_step(m))
+        _sqlite_set = found
+    return _sqlite_set
+
+
+def _sqlite_step(migration: Migration) -> Callable[[Database], None]:
+    def run(db: Database) -> None:
+        def existing(table: str) -> set[str]:
+            return {r[1] for r in db.conn.execute(f'PRAGMA table_info("{table}")').fetchall()}
+
+        for sql, params in migration.render(Dialect.SQLITE, existing):
+            db.conn.execute(sql, params)
+
+    run.__doc__ = migration.doc
+    return run
 
 
 def applied_names(db: Database) -> list[str]:
     """Names of this set's migrations recorded in `db` (read-only)."""
-    return [m.name for m in migrations.applied(db)]
+    return [m.name for m in _sqlite_migrations().applied(db)]
 
 
 def check_not_newer(db: Database, path: object) -> list[str]:
@@ -167,20 +153,50 @@ def check_not_newer(db: Database, path: object) -> list[str]:
     Returns the applied names.
     """
     applied = applied_names(db)
-    unknown = [name for name in applied if name not in set(known_names())]
-    if unknown:
-        raise StateError(
-            f"state file {path} was written by a newer infraplan "
-            f"(unknown schema migrations: {', '.join(unknown)}); upgrade infraplan to use it"
-        )
+    error = newer_error(applied, path)
+    if error:
+        raise error
     return applied
 
 
 def pending_names(db: Database) -> list[str]:
     """Names of migrations not yet applied to `db`."""
-    return [m.name for m in migrations.pending(db)]
+    return [m.name for m in _sqlite_migrations().pending(db)]
 
 
 def apply(db: Database) -> None:
     """Apply pending migrations (idempotent). The caller owns the transaction."""
-    migrations.apply(db)
+    _sqlite_migrations().apply(db)
+
+
+# -- PostgreSQL (`conn` executes `?`-placeholder SQL; the caller owns the transaction) --
+
+def pg_ensure_table(conn: Any) -> None:
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {PG_MIGRATIONS_TABLE} ("
+                 "id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, migration_set text NOT NULL, "
+                 "name text NOT NULL, applied_at text NOT NULL, UNIQUE (migration_set, name))")
+
+
+def pg_applied_names(conn: Any, has_table: bool) -> list[str]:
+    """Names of the applied migrations, in order ([] when the bookkeeping table is absent)."""
+    if not has_table:
+        return []
+    rows = conn.execute(f"SELECT name FROM {PG_MIGRATIONS_TABLE} WHERE migration_set = ? ORDER BY id",
+                        [MIGRATION_SET]).fetchall()
+    return [r[0] for r in rows]
+
+
+def pg_apply(conn: Any, existing: Callable[[str], set[str]]) -> list[str]:
+    """Apply the migrations not yet recorded; returns their names."""
+    pg_ensure_table(conn)
+    done = set(pg_applied_names(conn, True))
+    applied = []
+    for m in MIGRATIONS:
+        if m.name in done:
+            continue
+        for sql, params in m.render(Dialect.POSTGRES, existing):
+            conn.execute(sql, params)
+        conn.execute(f"INSERT INTO {PG_MIGRATIONS_TABLE} (migration_set, name, applied_at) VALUES (?, ?, ?)",
+                     [MIGRATION_SET, m.name, str(datetime.datetime.now(datetime.timezone.utc))])
+        applied.append(m.name)
+    return applied
