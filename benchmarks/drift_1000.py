@@ -91,12 +91,12 @@ def start_hosts(n: int, hosts: int) -> tuple[list[subprocess.Popen], list[tuple[
 def write_state(project: Path, replicas) -> None:
     """Record the replicas as an apply of the config would (same attributes)."""
     from infraplan.plan.expand import expand
-    from infraplan.state import StateStore
+    from infraplan.state import open_store
     from infraplan.workspace import Workspace
 
     ws = Workspace(project)
     desired = expand(ws.config)
-    with StateStore(ws.state_path) as store, store.batch():
+    with open_store(ws.state) as store, store.batch():
         for addr, d in desired.items():
             if d.kind != "replica":
                 continue

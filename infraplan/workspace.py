@@ -21,6 +21,8 @@ from infraplan.plan.planner import PlanOptions, make_plan
 from infraplan.providers.registry import ProviderSet
 from infraplan.models.actions import Action
 from infraplan.models.kinds import ResourceKind
+from infraplan.state.api import StateLocation
+from infraplan.state.backends import open_store
 
 STATE_FILE = "infraplan.db"
 
@@ -30,22 +32,45 @@ def default_state_path(config_path: Path) -> Path:
     return base / STATE_FILE
 
 
-class Workspace:
-    """A config path, its variables and its state file."""
+def locate_state(config_path: Path, state: str | Path | StateLocation | None = None) -> StateLocation:
+    """The state a config uses: `state` if given, else its `backend:` block, else infraplan.db beside it."""
+    from infraplan.config.backend import read_backend
 
-    def __init__(self, config_path: str | Path = ".", *, state_path: str | Path | None = None,
+    if state:
+        return StateLocation.parse(state)
+    backend = read_backend(config_path)
+    if backend is not None:
+        base = config_path if config_path.is_dir() else config_path.parent
+        return StateLocation.parse(backend.target(base))
+    return StateLocation.parse(default_state_path(config_path))
+
+
+class Workspace:
+    """A config path, its variables and its state (a file, or a PostgreSQL database)."""
+
+    def __init__(self, config_path: str | Path = ".", *, state_path: str | Path | StateLocation | None = None,
                  var_args: Sequence[str] = (), var_files: Sequence[str] = (),
                  env: Mapping[str, str] | None = None, notify: Callable[[str], None] | None = None):
         self.config_path = Path(config_path)
         #: where one-line notices go (a broken stale lock); the CLI prints them on stderr
         self.notify = notify or (lambda message: None)
-        self.state_path = Path(state_path) if state_path else default_state_path(self.config_path)
+        #: where the state is: `state_path` if given, else the config's `backend:` block, else the default file
+        self.state = locate_state(self.config_path, state_path)
         self.var_args = list(var_args)
         self.var_files = list(var_files)
         self.env = dict(os.environ if env is None else env)
         self._config = None
 
     # -- config and state ------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        """The state file (an SQLite state only; see `state`)."""
+        return self.state.path
+
+    @property
+    def project_dir(self) -> Path:
+        return self.config_path if self.config_path.is_dir() else self.config_path.parent
+
     @property
     def config(self):
         if self._config is None:
@@ -57,27 +82,23 @@ class Workspace:
 
     def store(self):
         """The state, opened for writing; the config's secrets are sealed in it (util.secrets)."""
-        from infraplan.state import StateStore
+        return open_store(self.state, secrets=self.config.sensitive_values)
 
-        return StateStore(self.state_path, secrets=self.config.sensitive_values)
+    def readonly_store(self, *, secrets: bool = False):
+        """The state, for reading only (a missing state reads as empty and is not created)."""
+        return open_store(self.state, readonly=True, secrets=self.config.sensitive_values if secrets else ())
 
     def snapshot(self):
         """A consistent read of the state; a missing state file reads as empty (and is not created)."""
-        from infraplan.state import StateStore
-
-        return StateStore.open_readonly(self.state_path, secrets=self.config.sensitive_values).snapshot()
+        with self.readonly_store(secrets=True) as store:
+            return store.snapshot()
 
     def providers(self, config=None) -> ProviderSet:
         blocks = config.providers if config is not None else {}
-        project = self.config_path if self.config_path.is_dir() else self.config_path.parent
-        from infraplan.state import StateStore
-
-        ro = StateStore.open_readonly(self.state_path)
-        try:
+        project = self.project_dir.resolve()
+        with self.readonly_store() as ro:
             lineage = ro.lineage or ""
-        finally:
-            ro.close()
-        return ProviderSet(blocks, project_dir=project.resolve(), state_path=self.state_path.resolve(),
+        return ProviderSet(blocks, project_dir=project, state_path=self.state.runtime_id(project).resolve(),
                            lineage=lineage)
 
     # -- plan ------------------------------------------------------------------
@@ -105,7 +126,6 @@ class Workspace:
         """A version whose rollout was rolled back is not rolled out again by a plain apply."""
         from infraplan.errors import PlanError
         from infraplan.rollout import fingerprint
-        from infraplan.state import StateStore
 
         replaced = {}
         for c in plan.changes:
@@ -114,9 +134,9 @@ class Workspace:
                 replaced[c.fleet] = c.after
         if not replaced:
             return
-        store = StateStore.open_readonly(self.state_path)
-        for fleet, after in replaced.items():
-            hit = store.rolled_back(fleet, fingerprint(after))
+        with self.readonly_store() as store:
+            hits = {fleet: store.rolled_back(fleet, fingerprint(after)) for fleet, after in replaced.items()}
+        for fleet, hit in hits.items():
             if hit:
                 raise PlanError(
                     f"{fleet}: this version was rolled back at {hit['at']} ({hit['reason']}); change the "
@@ -151,9 +171,7 @@ class Workspace:
 
     def check_saved_plan(self, saved: Plan, options: PlanOptions) -> Plan:
         """Re-plan and refuse if anything differs from the saved plan (state, config or world)."""
-        from infraplan.state import StateStore
-
-        snap = StateStore.open_readonly(self.state_path, secrets=self.config.sensitive_values).snapshot()
+        snap = self.snapshot()
         if saved.lineage and snap.lineage and saved.lineage != snap.lineage:
             raise StalePlanError(
                 f"the saved plan belongs to another state (lineage {saved.lineage[:8]}, state has {snap.lineage[:8]})")
@@ -180,16 +198,15 @@ class Workspace:
         from infraplan.state.lock import RUNNING
 
         op = operation or ("destroy" if plan.destroy else "apply")
-        store = self.store()
         config = self.config
         started = utc_now()
         t0 = time.monotonic()
-        with store.lock(op, who=who(), on_broken=self._notice_broken):
+        with self.store() as store, store.lock(op, who=who(), on_broken=self._notice_broken):
             if store.serial != plan.serial or (plan.lineage and store.lineage != plan.lineage):
                 raise StalePlanError(
                     f"the state changed while planning (serial {plan.serial} -> {store.serial}); run the command again")
             if store.serial and any(c.action != Action.NOOP for c in plan.changes):
-                store.write_backup()  # the state before this run (infraplan.db.backup), for `state check`
+                store.write_backup()  # the state before this run (infraplan.db.backup; SQLite only), for `state check`
             plan_hash = plan.digest()
             snapshot = self.history_snapshot(plan)
             # the row is there from the start: a run killed before its end is closed as
@@ -239,13 +256,8 @@ class Workspace:
 
     def current_lock(self):
         """The state lock held now, if any (reads only; a missing state file has none)."""
-        from infraplan.state import StateStore
-
-        store = StateStore.open_readonly(self.state_path)
-        try:
+        with self.readonly_store() as store:
             return store.current_lock()
-        finally:
-            store.close()
 
     def refuse_if_locked(self) -> None:
         """Before planning a change: LockError at once when a live run holds the lock; a stale

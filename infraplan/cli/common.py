@@ -12,8 +12,12 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from infraplan.state.api import StateLocation
 
 
 def fail(message: str, code: int = 1, diagnostics: list | None = None) -> None:
@@ -57,12 +61,13 @@ def handle_errors(fn):
 
 
 def config_options(fn):
-    """--var, --var-file and --state (see `resolve_state_path`)."""
+    """--var, --var-file and --state (see `resolve_state`)."""
     fn = click.option("--var", "var_args", multiple=True, metavar="NAME=VALUE", help="Set a variable.")(fn)
     fn = click.option("--var-file", "var_files", multiple=True, type=click.Path(),
                       help="A YAML/JSON file of variable values.")(fn)
     fn = click.option("--state", "state_path", type=click.Path(), default=None,
-                      help=f"State file (default: ${STATE_ENV}, else infraplan.db beside the config).")(fn)
+                      help=f"State file or postgresql:// URL (default: ${STATE_ENV}, else the config's "
+                      "backend block, else infraplan.db beside the config).")(fn)
     return fn
 
 
@@ -75,7 +80,7 @@ def open_workspace(path, state_path, var_args, var_files):
         from infraplan.errors import ConfigError
 
         raise ConfigError([Diagnostic(f"configuration path {path} does not exist")])
-    return Workspace(path, state_path=resolve_state_path(state_path, path), var_args=var_args, var_files=var_files,
+    return Workspace(path, state_path=explicit_state(state_path), var_args=var_args, var_files=var_files,
                      notify=notice)
 
 
@@ -101,42 +106,46 @@ class LogLevel(str, Enum):
         return {LogLevel.DEBUG: logging.DEBUG, LogLevel.INFO: logging.INFO, LogLevel.WARN: logging.WARNING}[self]
 
 
-def resolve_state_path(state_path: str | Path | None, config_path: str | Path | None = None, *,
-                       recorded: str | None = None) -> Path:
-    """The one state-path rule: --state, else $INFRAPLAN_STATE, else infraplan.db beside the config.
+def explicit_state(state: str | Path | StateLocation | None, *, recorded: str | None = None) -> StateLocation | None:
+    """The state named for this run: --state, else $INFRAPLAN_STATE, else `recorded` (the state a saved
+    plan was made against); None when none is named (the config's `backend:` block or the default decides)."""
+    from infraplan.state.api import StateLocation
 
-    Commands without a config PATH argument pass `config_path=None`: the default is then
-    ./infraplan.db in the current directory. `recorded` (the state a saved plan was made
-    against) replaces the default.
+    for given in (state, os.environ.get(STATE_ENV), recorded):
+        if given:
+            return StateLocation.parse(given)
+    return None
+
+
+def resolve_state(state: str | Path | None, config_path: str | Path | None = None, *,
+                  recorded: str | None = None) -> StateLocation:
+    """The one state rule: --state, else $INFRAPLAN_STATE, else (a saved plan's state,) else the config's
+    `backend:` block, else infraplan.db beside the config.
+
+    Commands without a config PATH argument pass `config_path=None`: the config in the current
+    directory is read for its `backend:` block, and the default is ./infraplan.db.
     """
-    from infraplan.workspace import STATE_FILE, default_state_path
+    from infraplan.workspace import locate_state
 
-    if state_path:
-        return Path(state_path)
-    env = os.environ.get(STATE_ENV)
-    if env:
-        return Path(env)
-    if recorded:
-        return Path(recorded)
-    if config_path is None:
-        return Path(STATE_FILE)
-    return default_state_path(Path(config_path))
+    return locate_state(Path(config_path) if config_path is not None else Path("."),
+                        explicit_state(state, recorded=recorded))
 
 
-def existing_state(state_path: str | Path | None) -> Path:
-    """The state path of a command without a config PATH; an error (nothing created) when no file is there."""
+def existing_state(state: str | Path | None) -> StateLocation:
+    """The state of a command without a config PATH; an error (nothing created) when no file is there."""
     from infraplan.errors import InfraplanError
 
-    path = resolve_state_path(state_path)
-    if not path.exists():
-        raise InfraplanError(f"no state at {path}")
-    return path
+    location = resolve_state(state)
+    if not location.exists():
+        raise InfraplanError(f"no state at {location}")
+    return location
 
 
 def state_option(fn):
     """--state for commands without a config PATH argument."""
     return click.option("--state", "state_path", type=click.Path(), default=None,
-                        help=f"State file (default: ${STATE_ENV}, else ./infraplan.db).")(fn)
+                        help=f"State file or postgresql:// URL (default: ${STATE_ENV}, else the backend block "
+                        "of the config here, else ./infraplan.db).")(fn)
 
 
 class _StderrHandler(logging.StreamHandler):

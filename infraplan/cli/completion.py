@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from infraplan.cli.common import resolve_state_path
+from infraplan.cli.common import resolve_state
 
 
 def complete_address(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
@@ -17,16 +17,16 @@ def complete_address(ctx: click.Context, _param: click.Parameter, incomplete: st
     completions (a shell completing a word must never print a traceback).
     """
     try:
-        from infraplan.state import StateStore
+        from infraplan.state import open_store
 
         config = ctx.params.get("path")
         if "path" in ctx.params and ctx.args and not ctx.args[0].startswith("-"):
             # completing an option's value stops click's parse: the PATH typed before it is left in args
             config = ctx.args[0]
-        path = resolve_state_path(ctx.params.get("state_path"), config)
-        if not path.is_file():
+        location = resolve_state(ctx.params.get("state_path"), config)
+        if location.is_file and not location.path.is_file():
             return []
-        with StateStore.open_readonly(path, busy_timeout=0.2) as store:
+        with open_store(location, readonly=True, busy_timeout=0.2) as store:
             addresses = {r.address for r in store.resources(include_deposed=False)}
         return sorted(a for a in addresses if a.startswith(incomplete))
     except Exception:  # noqa: BLE001 - completion is best effort by design

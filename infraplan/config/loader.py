@@ -33,6 +33,7 @@ from infraplan.config.expressions import (
     unescape,
     walk_strings,
 )
+from infraplan.config.backend import validate_backend
 from infraplan.config.variables import resolve_variables, sensitive_strings
 from infraplan.util.secrets import named_secrets
 from infraplan.config.yaml_positions import PathT, Positions, format_path, load_yaml, parse_path
@@ -42,6 +43,7 @@ from infraplan.util.gc_pause import no_cyclic_gc
 from infraplan.models.config import (
     MAX_FOR_EACH,
     AlertBlock,
+    BackendBlock,
     ConfigFile,
     FleetBlock,
     ModelBlock,
@@ -124,6 +126,7 @@ class Config:
     variable_blocks: dict[str, VariableBlock] = field(default_factory=dict)
     alerts: dict[str, AlertBlock] = field(default_factory=dict)  # name -> block; `url` is sensitive
     routers: dict[str, ResourceConfig] = field(default_factory=dict)  # ``router.NAME`` -> router
+    backend: BackendBlock | None = None  # where the state lives, if the config says
     warnings: list[Diagnostic] = field(default_factory=list)
     _index: _Index = field(default_factory=_Index, repr=False, compare=False)
 
@@ -238,6 +241,8 @@ class _Loader:
         self.sensitive_paths: set[str] = set()
         self.fleet_keys: dict[str, Any] = {}  # name -> list of for_each keys | None | INVALID
         self.fleet_replicas: dict[str, int] = {}
+        self.backend: BackendBlock | None = None
+        self.backend_at: Location | None = None
 
     # -- diagnostics -----------------------------------------------------
     def error(self, summary: str, path: PathT = (), *, key: bool = False, location: Location | None = None,
@@ -330,6 +335,9 @@ class _Loader:
                            path=(kind,))
                 continue
             self.index.top.setdefault(kind, pos)
+            if kind == "backend":
+                self._backend(blocks, pos)
+                continue
             if blocks is None:
                 continue
             if not isinstance(blocks, dict):
@@ -352,6 +360,18 @@ class _Loader:
                                location=here, path=path)
                 self.index.owner[path] = pos
                 self.raw[kind][bname] = {} if raw is None and kind != "locals" else raw
+
+    def _backend(self, raw: Any, pos: Positions) -> None:
+        block, diags = validate_backend(raw, pos)
+        self.add(diags)
+        here = pos.key_at(("backend",))
+        if block is None:
+            return
+        if self.backend is not None:
+            self.error(f"backend is defined twice: at {self.backend_at} and at {here}", location=here,
+                       path=("backend",))
+            return
+        self.backend, self.backend_at = block, here
 
     def _variables(self) -> dict[str, Any]:
         self.decls: dict[str, VariableBlock] = {}
@@ -721,5 +741,6 @@ class _Loader:
             variable_blocks=self.decls,
             alerts=alerts,
             routers=routers,
+            backend=self.backend,
             _index=self.index,
         )

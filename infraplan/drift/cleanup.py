@@ -60,10 +60,9 @@ class CleanupPlan:
 def plan_cleanup(ws, settings: DriftSettings, *, finders: list | None = None, include_idle: bool = False) -> CleanupPlan:
     """List orphans (and idle replicas when asked) now; nothing is changed."""
     from infraplan.plan.expand import expand
-    from infraplan.state import StateStore
 
     config = ws.config
-    ro = StateStore.open_readonly(ws.state_path, secrets=config.sensitive_values)
+    ro = ws.readonly_store(secrets=True)
     try:
         snapshot = ro.snapshot()
         activity = ro.drift_activity()

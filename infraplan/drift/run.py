@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from infraplan.drift.detect import detect
@@ -14,14 +13,13 @@ from infraplan.errors import StateError
 def run_drift(ws, settings: DriftSettings | None = None, *, finders: list | None = None,
               alert_urls: list[str] | None = None, record: bool = True) -> DriftReport:
     """Detect drift for a Workspace, record the run and send alerts. Takes no lock; writes no resource state."""
-    from infraplan.state import StateStore
     from infraplan.util.identity import who
 
-    if not Path(ws.state_path).exists():
-        raise StateError(f"no state at {ws.state_path}: nothing has been applied yet (run `infraplan apply`)")
+    if not ws.state.exists():
+        raise StateError(f"no state at {ws.state}: nothing has been applied yet (run `infraplan apply`)")
     config = ws.config
     s = settings or settings_from_config(config)
-    store = StateStore(ws.state_path, secrets=config.sensitive_values)  # opens (and upgrades the schema), no lock
+    store = ws.store()  # opens (and upgrades the schema), no lock
     try:
         snapshot = store.snapshot()
         providers = ws.providers(config)
@@ -29,7 +27,7 @@ def run_drift(ws, settings: DriftSettings | None = None, *, finders: list | None
             report, activity = detect(config, snapshot, providers, s, activity=store.drift_activity(), finders=finders)
         finally:
             providers.close()
-        report.state["path"] = str(Path(ws.state_path).resolve())
+        report.state["path"] = str(ws.state.path.resolve()) if ws.state.is_file else ws.state.display
         if record:
             if watches_idle(s):
                 store.set_drift_activity(activity)

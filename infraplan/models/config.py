@@ -427,6 +427,29 @@ class OutputBlock(StrictModel):
     sensitive: bool = Field(False, description="Redact the value in output.")
 
 
+class BackendBlock(StrictModel):
+    """Where the state lives; `--state` and `$INFRAPLAN_STATE` override it. Read before variables:
+    its values are written as they are, without `${...}`."""
+
+    url: str | None = Field(None, description="A `postgresql://user@host:port/database` URL: one state a team "
+                            "shares. Keep the password out of the file: libpq reads `PGPASSWORD` and `~/.pgpass`.")
+    path: str | None = Field(None, description="An SQLite state file, relative to the config directory "
+                             "(the default is `infraplan.db` there).")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"(?i)postgres(ql)?://", v):
+            raise ValueError("url must be a postgresql:// URL (an SQLite file is given as `path`)")
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> "BackendBlock":
+        if (self.url is None) == (self.path is None):
+            raise ValueError("give exactly one of `url` (PostgreSQL) and `path` (an SQLite file)")
+        return self
+
+
 class ConfigFile(StrictModel):
     """One configuration file; a directory's files are merged."""
 
@@ -438,3 +461,5 @@ class ConfigFile(StrictModel):
     router: dict[str, RouterBlock] = Field(default_factory=dict, description="Routers in front of fleets.")
     output: dict[str, OutputBlock] = Field(default_factory=dict, description="Outputs.")
     alert: dict[str, AlertBlock] = Field(default_factory=dict, description="Alert destinations (Apprise URLs).")
+    backend: BackendBlock | None = Field(None, description="Where the state lives: an SQLite file (the default, "
+                                         "`infraplan.db` beside the config) or a PostgreSQL database.")

@@ -32,7 +32,7 @@ class RolloutFailed(ApplyError):
 class RolloutContext:
     """Everything a strategy needs; built by the executor for one fleet."""
 
-    store: Any                      # infraplan.state.StateStore (thread-safe)
+    store: Any                      # an infraplan.state.Store (thread-safe)
     provider: Any                   # the fleet's Provider
     fleet: str                      # e.g. "fleet.chat"
     spec: Any                       # infraplan.models.config.RolloutBlock

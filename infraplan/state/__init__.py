@@ -1,4 +1,5 @@
-"""Project state: resources, outputs, history, audit log and the state lock, in SQLite."""
+"""Project state: resources, outputs, history, audit log and the state lock, in an SQLite file
+(the default) or a PostgreSQL database; `open_store` picks by location (see `state.api`)."""
 
 import sys as _sys
 
@@ -28,21 +29,24 @@ def _import_sqlite_utils_without_dataframes() -> None:
 # a plan against a missing state file never pays for it
 
 from infraplan.state.lock import LockInfo, default_who, utc_now
-from infraplan.state.store import (
-    AuditEntry,
-    HistoryEntry,
-    ResourceRecord,
-    StateSnapshot,
-    StateStore,
-)
+from infraplan.state.api import BackendKind, StateLocation, Store
+from infraplan.state.backends import open_store
+from infraplan.state.records import AuditEntry, HistoryEntry, ResourceRecord, StateSnapshot
+from infraplan.state.store import StateStore
+
+# the PostgreSQL store (infraplan.state.postgres) is imported when a postgresql:// state is opened
 
 __all__ = [
     "AuditEntry",
+    "BackendKind",
     "HistoryEntry",
     "LockInfo",
     "ResourceRecord",
+    "StateLocation",
     "StateSnapshot",
     "StateStore",
+    "Store",
     "default_who",
+    "open_store",
     "utc_now",
 ]

@@ -75,6 +75,14 @@ class StateLocation:
         """For messages: the path, or the URL with its password replaced by ***."""
         return self.target if self.is_file else redact_url(self.target)
 
+    @property
+    def without_password(self) -> str:
+        """The path, or the URL with any password left out (to record in a saved plan: libpq finds the
+        password in PGPASSWORD or ~/.pgpass, or --state gives it again)."""
+        if self.is_file:
+            return self.target
+        return redact_url(self.target).replace(":***@", "@")
+
     def exists(self) -> bool:
         """A file that is there; a database is taken to exist (opening it says if it does not)."""
         return self.path.exists() if self.is_file else True

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from infraplan.cli.commands.plan import plan_options
-from infraplan.cli.common import config_options, fail, handle_errors, open_workspace, resolve_state_path
+from infraplan.cli.common import config_options, explicit_state, fail, handle_errors, open_workspace
 from infraplan.cli.completion import complete_address
 from infraplan.cli.options import color_option, emit_json, json_option
 from infraplan.cli.signals import stops_cleanly
@@ -76,7 +76,7 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
         from infraplan.plan.planfile import load_plan
 
         saved, opts = load_plan(path)  # a clean error for a corrupt or foreign file
-        state = resolve_state_path(state_path, saved.config_path, recorded=opts.state or None)
+        state = explicit_state(state_path, recorded=opts.state or None)
         ws = open_workspace(saved.config_path, state,
                         list(opts.var_args) + list(var_args), list(opts.var_files) + list(var_files))
         ws.refuse_if_locked()  # before planning: a running apply is named at once

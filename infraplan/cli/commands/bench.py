@@ -22,19 +22,17 @@ _ROWS = (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2e", "E2E latenc
 
 def _resolve(url: str, state_path: str) -> str:
     """An http(s) URL as given; anything else is a state address with an `endpoint`."""
-    from pathlib import Path
-
-    from infraplan.cli.common import resolve_state_path
+    from infraplan.cli.common import resolve_state
     from infraplan.errors import InfraplanError
 
     if url.startswith(("http://", "https://")):
         return url
-    state_path = resolve_state_path(state_path)
-    if not Path(state_path).exists():
+    state_path = resolve_state(state_path)
+    if not state_path.exists():
         raise InfraplanError(f"{url!r} is not an http(s) URL and there is no state file {state_path} to look it up in")
-    from infraplan.state import StateStore
+    from infraplan.state import open_store
 
-    with StateStore.open_readonly(state_path) as store:
+    with open_store(state_path, readonly=True) as store:
         rec = store.get(url)
     if rec is None:
         raise InfraplanError(f"no resource {url} in {state_path}")

@@ -14,7 +14,7 @@ import click
 from infraplan.cli.common import config_options  # noqa: E402
 from infraplan.cli.common import handle_errors as _handle  # noqa: E402
 from infraplan.cli.common import open_workspace as _workspace  # noqa: E402
-from infraplan.cli.common import resolve_state_path  # noqa: E402
+from infraplan.cli.common import resolve_state  # noqa: E402
 from infraplan.cli.options import color_option, console, emit_json, json_option, to_json  # noqa: E402
 
 
@@ -162,7 +162,7 @@ def _save_plan(ws, report, out: str, parallelism: int, quiet: bool) -> None:
 
     plan = plan_from_report(ws, report, parallelism)
     kept, withheld = public_var_args(ws.var_args, sensitive_variables(ws.config))
-    save_plan(plan, out, ApplyOptions(var_args=kept, var_files=list(ws.var_files), state=str(ws.state_path),
+    save_plan(plan, out, ApplyOptions(var_args=kept, var_files=list(ws.var_files), state=ws.state.without_password,
                                       withheld_vars=withheld))
     if not quiet:
         click.echo("")
@@ -174,13 +174,14 @@ def _history(path, state_path, limit, as_json) -> None:
     from dataclasses import asdict
 
     from infraplan.drift import KINDS
-    from infraplan.state import StateStore
+    from infraplan.state import open_store
     from infraplan.errors import InfraplanError
 
-    sp = resolve_state_path(state_path, path)
+    sp = resolve_state(state_path, path)
     if not sp.exists():
         raise InfraplanError(f"no state at {sp}")
-    runs = StateStore.open_readonly(sp).drift_runs(limit=limit)
+    with open_store(sp, readonly=True) as store:
+        runs = store.drift_runs(limit=limit)
     if as_json:
         emit_json([asdict(r) for r in runs])
         return

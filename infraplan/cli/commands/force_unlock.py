@@ -19,13 +19,13 @@ from infraplan.cli.options import color_option, emit_json, json_option
 @handle_errors
 def force_unlock(lock_id, state_path, force, as_json):
     """Break a stale state lock (audited)."""
-    from infraplan.state import StateStore
+    from infraplan.state import open_store
 
-    store = StateStore(existing_state(state_path))
-    held = store.current_lock()
-    if held is not None and held.id == lock_id and not force and not held.holder_gone():
-        _confirm(held)
-    info = store.force_unlock(lock_id)
+    with open_store(existing_state(state_path)) as store:
+        held = store.current_lock()
+        if held is not None and held.id == lock_id and not force and not held.holder_gone():
+            _confirm(held)
+        info = store.force_unlock(lock_id)
     if as_json:
         emit_json({"unlocked": True, "lock": info})
     else:

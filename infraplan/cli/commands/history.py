@@ -18,9 +18,10 @@ def history(state_path, limit, as_json):
     """Show past applies and destroys."""
     from dataclasses import asdict
 
-    from infraplan.state import StateStore
+    from infraplan.state import open_store
 
-    rows = [asdict(h) for h in StateStore.open_readonly(existing_state(state_path)).history(limit=limit)]
+    with open_store(existing_state(state_path), readonly=True) as store:
+        rows = [asdict(h) for h in store.history(limit=limit)]
     if as_json:
         emit_json(rows)
         return

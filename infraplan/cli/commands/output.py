@@ -26,11 +26,12 @@ from infraplan.cli.options import color_option, emit_json, json_option, to_json
 def output(name, state_path, as_json, raw, config_path, var_args, var_files):
     """Show outputs from the state. Sensitive ones read "(sensitive value)" unless asked for
     by name with --raw, as in Terraform."""
-    from infraplan.state import StateStore
+    from infraplan.state import open_store
     from infraplan.util.redact import redact_outputs
 
-    path = existing_state(state_path)
-    snap = StateStore.open_readonly(path).snapshot()
+    location = existing_state(state_path)
+    with open_store(location, readonly=True) as store:
+        snap = store.snapshot()
     shown = redact_outputs(snap.outputs, snap.sensitive_outputs)
     if raw and not name:
         fail("--raw needs an output NAME (infraplan output NAME --raw)")
@@ -39,7 +40,7 @@ def output(name, state_path, as_json, raw, config_path, var_args, var_files):
             fail(f"no output named {name!r} (have: {', '.join(sorted(snap.outputs)) or 'none'})")
         v = shown[name]
         if raw and name in snap.sensitive_outputs:
-            v = _sensitive_value(name, path, config_path, var_args, var_files)
+            v = _sensitive_value(name, location, config_path, var_args, var_files)
         if raw and isinstance(v, str):
             click.echo(v)
         else:
@@ -56,12 +57,12 @@ def _sensitive_value(name, state_path, config_path, var_args, var_files):
     """A sensitive output worked out again from the config and its variables over the state."""
     from pathlib import Path
 
-    from infraplan.state import StateStore
+    from infraplan.state import open_store
     from infraplan.workspace import Workspace
 
     ws = Workspace(config_path, state_path=state_path, var_args=var_args, var_files=var_files)
     if not Path(config_path).exists() or name not in ws.config.outputs:
         fail(f"output {name!r} is sensitive and the state keeps no secret: run this where its config is "
              f"(or pass --config PATH) with its sensitive variables (--var)")
-    with StateStore.open_readonly(state_path, secrets=ws.config.sensitive_values) as store:
+    with open_store(ws.state, readonly=True, secrets=ws.config.sensitive_values) as store:
         return ws.compute_outputs(store)[name]

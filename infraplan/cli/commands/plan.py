@@ -74,7 +74,7 @@ def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, 
         kept, withheld = public_var_args(var_args, sensitive_variables(ws.config))
         save_plan(the_plan, out, ApplyOptions(
             refresh=refresh, targets=list(targets), replace=list(replace), destroy=destroy, var_args=kept,
-            var_files=list(var_files), state=str(ws.state_path), refresh_only=refresh_only, force=force,
+            var_files=list(var_files), state=ws.state.without_password, refresh_only=refresh_only, force=force,
             withheld_vars=withheld))
         if not as_json:
             click.echo(f"\nSaved the plan to {out}. To carry it out exactly, run: {apply_hint(out, withheld)}")

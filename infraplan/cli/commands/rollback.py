@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from infraplan.cli.commands.apply import approve
-from infraplan.cli.common import fail, handle_errors, notice, resolve_state_path
+from infraplan.cli.common import fail, handle_errors, notice, resolve_state
 from infraplan.cli.options import color_option, json_option
 from infraplan.cli.signals import stops_cleanly
 from infraplan.cli.views.progress import finish, progress
@@ -35,16 +35,16 @@ def rollback(obj, path, to_id, state_path, var_args, parallelism, auto_approve, 
 
     from infraplan.cli.views.plan import render_plan
     from infraplan.plan.planner import PlanOptions
-    from infraplan.state import StateStore
+    from infraplan.state import open_store
     from infraplan.workspace import Workspace
 
-    state = resolve_state_path(state_path, path)
+    state = resolve_state(state_path, path)
     if not state.exists():
         from infraplan.errors import InfraplanError
 
         raise InfraplanError(f"no state at {state}")
-    store = StateStore.open_readonly(state)
-    entry = rollback_target(store.history(), to_id)
+    with open_store(state, readonly=True) as store:
+        entry = rollback_target(store.history(), to_id)
     snap = entry.desired_config
     if snap.get("masked_files"):
         from infraplan.errors import InfraplanError

@@ -30,7 +30,7 @@ class ShowFormat(StrEnum):
 def show(obj, planfile, state_path, as_json, view):
     """Show a saved plan, or the resources in state."""
     from infraplan.cli.views.plan import render_plan
-    from infraplan.state import StateStore
+    from infraplan.state import open_store
     from infraplan.util.redact import redact, redact_outputs
 
     if ShowFormat(view) == ShowFormat.TERRAFORM and not (as_json and planfile):
@@ -48,7 +48,8 @@ def show(obj, planfile, state_path, as_json, view):
         else:
             render_plan(saved, obj.console())
         return
-    snap = StateStore.open_readonly(existing_state(state_path)).snapshot()
+    with open_store(existing_state(state_path), readonly=True) as store:
+        snap = store.snapshot()
     if as_json:
         emit_json({"lineage": snap.lineage, "serial": snap.serial, "outputs": redact_outputs(snap.outputs, snap.sensitive_outputs),
                    "resources": [redact({"address": r.address, "deposed": r.deposed, "kind": r.kind,

@@ -25,9 +25,10 @@ def state():
 @handle_errors
 def state_list(state_path, as_json):
     """List resource addresses in state."""
-    from infraplan.state import StateStore
+    from infraplan.state import open_store
 
-    resources = StateStore.open_readonly(existing_state(state_path)).snapshot().resources
+    with open_store(existing_state(state_path), readonly=True) as store:
+        resources = store.snapshot().resources
     if as_json:
         emit_json([{"address": r.address, "deposed": r.deposed, "status": r.status} for r in resources])
         return
@@ -45,10 +46,11 @@ def state_list(state_path, as_json):
 @handle_errors
 def state_show(address, state_path):
     """Show one resource's attributes."""
-    from infraplan.state import StateStore
+    from infraplan.state import open_store
     from infraplan.util.redact import redact
 
-    rec = StateStore.open_readonly(existing_state(state_path)).get(address)
+    with open_store(existing_state(state_path), readonly=True) as store:
+        rec = store.get(address)
     if rec is None:
         fail(f"no resource {address} in state")
     emit_json({"address": rec.address, "kind": rec.kind, "provider": rec.provider,
@@ -65,13 +67,12 @@ def state_show(address, state_path):
 @handle_errors
 def state_rm(addresses, state_path, as_json):
     """Forget resources (the real servers keep running)."""
-    from infraplan.state import StateStore
+    from infraplan.state import open_store
     from infraplan.state.lock import broken_notice
     from infraplan.util.identity import who
 
     addresses = list(dict.fromkeys(addresses))  # each once, in the order given
-    store = StateStore(existing_state(state_path))
-    with store.lock("state rm", who=who(), on_broken=lambda info: notice(broken_notice(info))):
+    with open_store(existing_state(state_path)) as store, store.lock("state rm", who=who(), on_broken=lambda info: notice(broken_notice(info))):
         missing = [a for a in addresses if store.get(a) is None]
         if missing:  # all or nothing: check every address before removing one
             known = [r.address for r in store.snapshot().resources]
@@ -99,12 +100,13 @@ def state_rm(addresses, state_path, as_json):
 @handle_errors
 def state_mv(src, dst, state_path, as_json):
     """Rename a resource in state (and its replicas)."""
-    from infraplan.state import StateStore
+    from infraplan.state import open_store
     from infraplan.state.lock import broken_notice
     from infraplan.util.identity import who
 
     path = existing_state(state_path)
-    rec = StateStore.open_readonly(path).get(src)  # checked before the lock: a refusal writes nothing
+    with open_store(path, readonly=True) as ro:
+        rec = ro.get(src)  # checked before the lock: a refusal writes nothing
     src_kind = ResourceKind(rec.kind) if rec is not None else ResourceKind.of_address(src)
     dst_kind = ResourceKind.of_address(dst)
     if dst_kind is None:
@@ -113,8 +115,7 @@ def state_mv(src, dst, state_path, as_json):
     if src_kind is not None and dst_kind != src_kind:
         fail(f"cannot move {src} to {dst}: a {src_kind} cannot become a {dst_kind} "
              "(state mv renames a resource, it does not change its kind)")
-    store = StateStore(path)
-    with store.lock("state mv", who=who(), on_broken=lambda info: notice(broken_notice(info))):
+    with open_store(path) as store, store.lock("state mv", who=who(), on_broken=lambda info: notice(broken_notice(info))):
         store.write_backup()
         moved = store.move(src, dst)
         store.audit("state-mv", address=src, details={"to": dst}, who=who())
@@ -135,7 +136,13 @@ def state_check(state_path, as_json):
     from infraplan.state.backup import backup_path
     from infraplan.state.integrity import check_file, damaged_error
 
-    path = existing_state(state_path)
+    location = existing_state(state_path)
+    if not location.is_file:
+        from infraplan.errors import StateError
+
+        raise StateError(f"state check scans a state file (SQLite) page by page; {location} is a PostgreSQL "
+                         "database, whose server checks its own pages and keeps its own backups")
+    path = location.path
     report = check_file(path)
     backup = check_file(backup_path(path))
     if as_json:

@@ -12,13 +12,12 @@ from infraplan.cli.options import color_option, emit_json, json_option
 def _mark(address: str, state_path, *, tainted: bool) -> None:
     """Taint or untaint `address` under the state lock, audited."""
     from infraplan.errors import StateError
-    from infraplan.state import StateStore
+    from infraplan.state import open_store
     from infraplan.state.lock import broken_notice
     from infraplan.util.identity import who
 
-    store = StateStore(existing_state(state_path))
     verb = "taint" if tainted else "untaint"
-    with store.lock(verb, who=who(), on_broken=lambda info: notice(broken_notice(info))):
+    with open_store(existing_state(state_path)) as store, store.lock(verb, who=who(), on_broken=lambda info: notice(broken_notice(info))):
         rec = store.get(address)
         if rec is None:
             raise StateError(f"no resource {address} in state")
