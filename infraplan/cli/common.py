@@ -160,7 +160,7 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-_LOGGERS = ("infraplan", "infraplan_providers")
+_LOGGERS = ("infraplan", "infraplan_providers", "psycopg")  # psycopg: the state pool (PostgreSQL)
 _handler = _StderrHandler()
 _handler.setFormatter(logging.Formatter(LOG_FORMAT))
 

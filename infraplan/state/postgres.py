@@ -23,6 +23,7 @@ are SQLite's (a database server has its own backups and checksums).
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
 import zlib
 from collections.abc import Iterable
@@ -37,6 +38,10 @@ from infraplan.state import migrations as _migrations
 from infraplan.state.api import BackendKind, StateLocation, url_secrets
 from infraplan.state.lock import LockInfo
 from infraplan.state.sql_store import SqlStore
+
+# the pool logs each failed reconnect as a warning; infraplan reports the failure itself, once
+# (INFRAPLAN_LOG still shows them: the CLI gives the psycopg logger its handler)
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 #: seconds to wait for a connection (a server that does not answer)
 CONNECT_TIMEOUT_S = 5
@@ -133,7 +138,8 @@ def _pool(location: StateLocation) -> ConnectionPool:
         except psycopg.Error as e:
             raise StateUnreachable(f"cannot connect to the state database {location.display}: "
                                    f"{_reason(e, secrets)}") from None
-        pool = ConnectionPool(url, min_size=1, max_size=POOL_MAX, open=False, name="infraplan-state",
+        # min_size 0: no connection is kept open, or re-made in the background, for a store nobody uses
+        pool = ConnectionPool(url, min_size=0, max_size=POOL_MAX, open=False, name="infraplan-state",
                               kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
                               reset=_reset, check=ConnectionPool.check_connection, timeout=CONNECT_TIMEOUT_S)
         try:
@@ -144,6 +150,15 @@ def _pool(location: StateLocation) -> ConnectionPool:
                                    f"no connection within {CONNECT_TIMEOUT_S} s") from None
         _pools[url] = pool
         return pool
+
+
+def close_pool(location: StateLocation | str) -> None:
+    """Close this process's connections to `location` (before its database is dropped)."""
+    url = StateLocation.parse(location).target
+    with _pools_lock:
+        pool = _pools.pop(url, None)
+    if pool is not None:
+        pool.close(timeout=1)
 
 
 @atexit.register

@@ -10,4 +10,5 @@
     fake_preload  loads fake_sky into a skypilot plugin worker (INFRAPLAN_PLUGIN_PRELOAD)
     plugins       a plugin virtualenv that is this venv (the `plugin_venv` fixture)
     golden_state  the script that makes the golden tests' state files
+    postgres      a throwaway PostgreSQL database per test (the `postgres_url` and `state_location` fixtures)
 """

@@ -67,3 +67,24 @@ def plugin_venv(tmp_path, monkeypatch):
 
     install.root = root  # type: ignore[attr-defined]
     return install
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL database for this test (helpers.postgres); skipped, saying where it
+    looked, when no server answers."""
+    from helpers import postgres
+
+    if postgres.admin_url() is None:
+        pytest.skip(postgres.skip_reason())
+    with postgres.throwaway_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_location(request, tmp_path):
+    """A fresh state's location on each backend: an SQLite file, then a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "state.db")
+    else:
+        yield request.getfixturevalue("postgres_url")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from infraplan.errors import ApplyError
-from infraplan.state import StateStore
+from infraplan.state import open_store
 from infraplan.workspace import Workspace
 from infraplan_providers.null.provider import NullProvider
 
@@ -30,14 +30,14 @@ fleet:
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Workspace:
+def ws(tmp_path: Path, state_location: str) -> Workspace:
     (tmp_path / "main.yaml").write_text(CONFIG)
-    return Workspace(tmp_path, env={})
+    return Workspace(tmp_path, state_path=state_location, env={})
 
 
 def durable(ws: Workspace) -> dict[str, str]:
     """address -> status as another process would read it now (committed writes only)."""
-    store = StateStore.open_readonly(ws.state_path)
+    store = open_store(ws.state, readonly=True)
     try:
         return {r.address: r.status for r in store.resources(include_deposed=False)}
     finally:
@@ -98,7 +98,7 @@ def test_interrupt_starts_nothing_more_and_leaves_no_intent_open(ws, monkeypatch
     monkeypatch.setattr(NullProvider, "create", counted_create)
     with pytest.raises(ApplyError, match="interrupted"):
         ws.apply(ws.plan(), parallelism=PARALLELISM, on_event=on_event)
-    store = StateStore.open_readonly(ws.state_path)
+    store = open_store(ws.state, readonly=True)
     replicas = {r.address: r for r in store.resources() if r.kind == "replica"}
     store.close()
     assert 0 < len(called) < FLEETS * REPLICAS

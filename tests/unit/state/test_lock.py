@@ -1,4 +1,5 @@
-"""Tests of the state lock, across real processes."""
+"""Tests of the state lock, across real processes; those taking `state_location` run on both backends
+(on PostgreSQL the row comes with a session advisory lock: tests/unit/state/test_postgres.py has the rest)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import psutil
 import pytest
 
 from infraplan.errors import LockError, StateError
-from infraplan.state import LockInfo, StateStore, default_who
+from infraplan.state import LockInfo, StateStore, default_who, open_store
 from infraplan.state.lock import HolderState, broken_notice
 from infraplan.util.identity import hostname
 from helpers.paths import REPO
@@ -24,8 +25,8 @@ from helpers.timing import within
 
 HOLDER = """
     import json, os, signal, sys
-    from infraplan.state import StateStore
-    s = StateStore({path!r})
+    from infraplan.state import open_store
+    s = open_store({path!r})
     with s.lock("apply", who="alice") as info:
         print(json.dumps(info.as_dict()), flush=True)
         if {die!r}:
@@ -44,7 +45,7 @@ def path(tmp_path: Path) -> Path:
 def spawn():
     procs: list[subprocess.Popen] = []
 
-    def start(path: Path, *, die: bool = False) -> tuple[subprocess.Popen, dict]:
+    def start(path: Path | str, *, die: bool = False) -> tuple[subprocess.Popen, dict]:
         env = {**os.environ,
                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
         code = textwrap.dedent(HOLDER).format(path=str(path), die=die)
@@ -65,9 +66,9 @@ def spawn():
             stream.close()
 
 
-def test_second_process_fails_at_once_naming_the_holder(path: Path, spawn):
-    proc, held = spawn(path)
-    with StateStore(path) as s:
+def test_second_process_fails_at_once_naming_the_holder(state_location: str, spawn):
+    proc, held = spawn(state_location)
+    with open_store(state_location) as s:
         start = time.monotonic()
         with pytest.raises(LockError) as exc:
             with s.lock("plan"):
@@ -93,11 +94,11 @@ def test_second_process_fails_at_once_naming_the_holder(path: Path, spawn):
         assert s.current_lock() is None
 
 
-def test_dead_holder_is_broken_automatically_audited_and_announced(path: Path, spawn):
-    proc, held = spawn(path, die=True)
+def test_dead_holder_is_broken_automatically_audited_and_announced(state_location: str, spawn):
+    proc, held = spawn(state_location, die=True)
     assert proc.wait(10) == -signal.SIGKILL
     assert held["pid_started"] is not None  # recorded, to tell a reused pid apart
-    with StateStore(path) as s:
+    with open_store(state_location) as s:
         run = s.add_history(operation="apply", plan_hash=None, summary={}, started_at="t0", finished_at=None,
                             status="running", config_digest=None)
         serial = s.serial
@@ -146,8 +147,8 @@ def test_a_live_or_remote_holder_is_never_broken(path: Path):
         assert s.current_lock().id == "far"
 
 
-def test_force_unlock_requires_the_matching_id(path: Path):
-    with StateStore(path) as s:
+def test_force_unlock_requires_the_matching_id(state_location: str):
+    with open_store(state_location) as s:
         with pytest.raises(LockError, match="not locked"):
             s.force_unlock("abc")
         with s.lock("apply") as info:
@@ -159,6 +160,8 @@ def test_force_unlock_requires_the_matching_id(path: Path):
 
 
 def test_release_leaves_a_lock_that_is_no_longer_ours(path: Path):
+    """SQLite: a force-unlocked lock can be taken by another store while its first holder still runs
+    (PostgreSQL ends the first holder's session instead: test_postgres.py)."""
     with StateStore(path) as a, StateStore(path) as b:
         theirs = None
         with a.lock("apply") as mine:
@@ -172,19 +175,25 @@ def test_release_leaves_a_lock_that_is_no_longer_ours(path: Path):
         assert a.current_lock() is None
 
 
-def test_in_process_second_acquirer_and_single_row(path: Path):
-    with StateStore(path) as a, StateStore(path) as b:
+def test_in_process_second_acquirer_and_single_row(state_location: str):
+    with open_store(state_location) as a, open_store(state_location) as b:
         with a.lock("apply"):
             with pytest.raises(LockError, match=f"pid {os.getpid()}"):
                 with b.lock("apply"):
                     pass
-        with pytest.raises(Exception, match="single row"):
-            a.db.execute("INSERT INTO locks (slot, id, operation, since) VALUES (2, 'x', 'y', 'z')")
+            with pytest.raises(LockError, match=f"pid {os.getpid()}"):  # nor the holder itself, twice
+                with a.lock("apply"):
+                    pass
+        with pytest.raises(StateError, match="single_row|single row"):
+            with a._transaction() as conn:
+                conn.execute("INSERT INTO locks (slot, id, operation, since) VALUES (2, 'x', 'y', 'z')")
         assert a.current_lock() is None
+        with b.lock("apply"):  # both released
+            pass
 
 
-def test_lock_defaults_and_no_serial_bump(path: Path):
-    with StateStore(path) as s:
+def test_lock_defaults_and_no_serial_bump(state_location: str):
+    with open_store(state_location) as s:
         with s.lock("apply") as info:
             assert info.who == default_who()
             assert info.host in info.who
@@ -194,9 +203,9 @@ def test_lock_defaults_and_no_serial_bump(path: Path):
         assert "@" in default_who()
 
 
-def test_a_run_that_released_its_lock_without_closing_its_history_row_is_closed(path: Path):
+def test_a_run_that_released_its_lock_without_closing_its_history_row_is_closed(state_location: str):
     """A second SIGTERM while an apply writes its end: the lock goes, the row stays "running"."""
-    with StateStore(path) as s:
+    with open_store(state_location) as s:
         left = s.add_history(operation="apply", plan_hash=None, summary={}, started_at="t0", finished_at=None,
                              status="running", config_digest=None)
         with s.lock("apply"):

@@ -1,4 +1,5 @@
-"""Tests of the SQLite state store: semantics, durability, schema handling."""
+"""Tests of the state store: semantics, durability, schema handling; those taking `store` or
+`state_location` run on both backends (an SQLite file, a throwaway PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from infraplan.errors import StateDamaged, StateError
-from infraplan.state import StateStore, default_who, migrations
+from infraplan.state import StateStore, Store, default_who, migrations, open_store
 from helpers.paths import REPO
 from helpers.timing import within
 
@@ -29,10 +30,34 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(path: Path):
-    s = StateStore(path)
+def store(state_location: str):
+    s = open_store(state_location)
     yield s
     s.close()
+
+
+def raw_connection(location: str):
+    """A DB-API connection of the backend's own driver, bypassing the store."""
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        return psycopg.connect(location)
+    return sqlite3.connect(location)
+
+
+def driver_error(location: str) -> type[Exception]:
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        return psycopg.Error
+    return sqlite3.DatabaseError
+
+
+def applied_migrations(store: Store) -> list[str]:
+    if isinstance(store, StateStore):
+        return migrations.applied_names(store.db)
+    with store._read() as conn:
+        return [r[0] for r in conn.execute(f"SELECT name FROM {migrations.PG_MIGRATIONS_TABLE}").fetchall()]
 
 
 def run_child(code: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -41,7 +66,7 @@ def run_child(code: str, timeout: float = 30) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
-def create(store: StateStore, address: str, attrs: dict | None = None, deps=()) -> None:
+def create(store: Store, address: str, attrs: dict | None = None, deps=()) -> None:
     attrs = attrs if attrs is not None else {"port": 1}
     store.record_intent(address, action="create", kind="replica", provider="local",
                         attributes=attrs, dependencies=deps)
@@ -51,28 +76,29 @@ def create(store: StateStore, address: str, attrs: dict | None = None, deps=()) 
 # -- opening, meta, schema ---------------------------------------------------
 
 
-def test_new_state_has_lineage_serial_zero_and_wal(store: StateStore, path: Path):
+def test_new_state_has_lineage_and_serial_zero(store: Store):
     assert re.fullmatch(r"[0-9a-f]{32}", store.lineage)
     assert store.serial == 0
-    assert store.db.journal_mode == "wal"
-    assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+
+
+def test_new_state_file_is_in_wal_mode(path: Path):
+    with StateStore(path) as store:
+        assert store.db.journal_mode == "wal"
+        assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] > 0
     assert path.exists()
 
 
-def test_reopen_keeps_lineage_and_migrations_are_idempotent(path: Path):
-    with StateStore(path) as s:
+def test_reopen_keeps_lineage_and_migrations_are_idempotent(state_location: str):
+    with open_store(state_location) as s:
         lineage = s.lineage
         create(s, "model.m")
         serial = s.serial
     for _ in range(2):
-        with StateStore(path) as s:
+        with open_store(state_location) as s:
             assert s.lineage == lineage
             assert s.serial == serial
             assert s.get("model.m").status == "ready"
-            rows = s.db.execute(
-                "SELECT name FROM _sqlite_migrations WHERE migration_set = 'infraplan'"
-            ).fetchall()
-            assert len(rows) == len(set(rows)) == len(migrations.known_names())
+            assert applied_migrations(s) == migrations.known_names()
 
 
 def test_two_states_have_different_lineages(tmp_path: Path):
@@ -107,7 +133,7 @@ def test_path_is_a_directory(tmp_path: Path):
 # -- serial --------------------------------------------------------------------
 
 
-def test_every_changing_write_bumps_serial_once(store: StateStore):
+def test_every_changing_write_bumps_serial_once(store: Store):
     steps = [
         lambda: store.record_intent("fleet.f[0]", action="create", kind="replica",
                                     provider="local", attributes={"port": 1}),
@@ -126,7 +152,7 @@ def test_every_changing_write_bumps_serial_once(store: StateStore):
         assert store.serial == i
 
 
-def test_non_resource_writes_and_noops_do_not_bump(store: StateStore):
+def test_non_resource_writes_and_noops_do_not_bump(store: Store):
     store.set_outputs({"a": 1}, {"a"})
     serial = store.serial
     store.set_outputs({"a": 1}, {"a"})  # identical
@@ -141,7 +167,7 @@ def test_non_resource_writes_and_noops_do_not_bump(store: StateStore):
     assert store.serial == serial + 1
 
 
-def test_failed_write_changes_nothing(store: StateStore):
+def test_failed_write_changes_nothing(store: Store):
     create(store, "model.m")
     before = store.snapshot()
     with pytest.raises(StateError, match="not in state"):
@@ -153,21 +179,21 @@ def test_failed_write_changes_nothing(store: StateStore):
     assert store.snapshot() == before
 
 
-def test_batch_is_one_transaction_and_one_bump(store: StateStore, path: Path):
+def test_batch_is_one_transaction_and_one_bump(store: Store, state_location: str):
     with store.batch():
         for i in range(3):
             create(store, f"fleet.f[{i}]")
         # Visible inside the batch, invisible to another connection until commit.
         assert len(store.resources()) == 3
-        with StateStore.open_readonly(path) as other:
+        with open_store(state_location, readonly=True) as other:
             assert other.resources() == []
             assert other.serial == 0
     assert store.serial == 1
-    with StateStore.open_readonly(path) as other:
+    with open_store(state_location, readonly=True) as other:
         assert len(other.resources()) == 3
 
 
-def test_batch_rolls_back_on_error(store: StateStore):
+def test_batch_rolls_back_on_error(store: Store):
     create(store, "model.m")
     with pytest.raises(RuntimeError):
         with store.batch():
@@ -177,7 +203,7 @@ def test_batch_rolls_back_on_error(store: StateStore):
     assert store.serial == 2
 
 
-def test_error_caught_inside_batch_only_undoes_that_call(store: StateStore):
+def test_error_caught_inside_batch_only_undoes_that_call(store: Store):
     with store.batch():
         create(store, "model.m")
         with pytest.raises(StateError):
@@ -188,7 +214,7 @@ def test_error_caught_inside_batch_only_undoes_that_call(store: StateStore):
 # -- resources -----------------------------------------------------------------
 
 
-def test_create_intent_then_result(store: StateStore):
+def test_create_intent_then_result(store: Store):
     store.record_intent("fleet.f[0]", action="create", kind="replica", provider="local",
                         attributes={"port": 8001, "token": "t"}, dependencies=["model.m"])
     r = store.get("fleet.f[0]")
@@ -208,7 +234,7 @@ def test_create_intent_then_result(store: StateStore):
     assert r.dependencies == ["model.m"]
 
 
-def test_update_intent_keeps_old_attributes_until_result(store: StateStore):
+def test_update_intent_keeps_old_attributes_until_result(store: Store):
     create(store, "fleet.f[0]", {"port": 1, "args": ["a"]}, deps=["model.m"])
     store.record_intent("fleet.f[0]", action="update", kind="replica", provider="local",
                         attributes={"port": 1, "args": ["b"]}, dependencies=["model.n"])
@@ -223,7 +249,7 @@ def test_update_intent_keeps_old_attributes_until_result(store: StateStore):
     assert r.dependencies == ["model.n"]  # taken from the intent
 
 
-def test_record_result_explicit_dependencies_and_status(store: StateStore):
+def test_record_result_explicit_dependencies_and_status(store: Store):
     create(store, "fleet.f[0]", deps=["a"])
     created_at = store.get("fleet.f[0]").created_at
     store.record_intent("fleet.f[0]", action="update", kind="replica", provider="local", attributes={"x": 0})
@@ -239,7 +265,7 @@ def test_record_result_explicit_dependencies_and_status(store: StateStore):
         store.record_result("fleet.f[0]", attributes={}, status="weird")
 
 
-def test_delete_intent_then_remove(store: StateStore):
+def test_delete_intent_then_remove(store: Store):
     create(store, "model.m", {"name": "m"})
     store.record_intent("model.m", action="delete", kind="model", provider=None,
                         attributes={})
@@ -253,7 +279,7 @@ def test_delete_intent_then_remove(store: StateStore):
         store.remove("model.m")
 
 
-def test_intent_validation(store: StateStore):
+def test_intent_validation(store: Store):
     with pytest.raises(StateError, match="not in state"):
         store.record_intent("model.m", action="update", kind="model", provider=None,
                             attributes={})
@@ -263,7 +289,7 @@ def test_intent_validation(store: StateStore):
     assert store.serial == 0
 
 
-def test_failure_keeps_attributes_and_pending(store: StateStore):
+def test_failure_keeps_attributes_and_pending(store: Store):
     create(store, "fleet.f[0]", {"port": 1})
     store.record_intent("fleet.f[0]", action="update", kind="replica", provider="local",
                         attributes={"port": 2})
@@ -278,7 +304,7 @@ def test_failure_keeps_attributes_and_pending(store: StateStore):
     assert (r.status, r.error, r.pending) == ("ready", None, None)
 
 
-def test_depose_keeps_old_object_beside_new(store: StateStore):
+def test_depose_keeps_old_object_beside_new(store: Store):
     create(store, "fleet.f[0]", {"port": 1})
     key = store.depose("fleet.f[0]")
     assert re.fullmatch(r"[0-9a-f]{8}", key)
@@ -299,7 +325,7 @@ def test_depose_keeps_old_object_beside_new(store: StateStore):
         store.depose("fleet.nope")
 
 
-def test_move_renames_address_children_and_dependencies(store: StateStore):
+def test_move_renames_address_children_and_dependencies(store: Store):
     create(store, "fleet.a")
     create(store, "fleet.a[0]", deps=["fleet.a"])
     create(store, "fleet.a[1]", deps=["fleet.a"])
@@ -314,7 +340,7 @@ def test_move_renames_address_children_and_dependencies(store: StateStore):
     assert store.get("fleet.z").dependencies == ["fleet.ab", "fleet.b"]
 
 
-def test_move_errors(store: StateStore):
+def test_move_errors(store: Store):
     create(store, "fleet.a")
     create(store, "fleet.b[0]")
     with pytest.raises(StateError, match="not in state"):
@@ -324,7 +350,7 @@ def test_move_errors(store: StateStore):
     assert store.get("fleet.a") is not None
 
 
-def test_taint_untaint(store: StateStore):
+def test_taint_untaint(store: Store):
     create(store, "fleet.f[0]")
     store.taint("fleet.f[0]")
     assert store.get("fleet.f[0]").status == "tainted"
@@ -336,14 +362,15 @@ def test_taint_untaint(store: StateStore):
         store.taint("fleet.nope")
 
 
-def test_json_columns_are_stored_with_sorted_keys(store: StateStore):
+def test_json_columns_are_stored_with_sorted_keys(store: Store):
     create(store, "model.m", {"b": 1, "a": {"d": 2, "c": 3}})
-    raw = store.db.execute("SELECT attributes FROM resources").fetchone()[0]
+    with store._read() as conn:
+        raw = conn.execute("SELECT attributes FROM resources").fetchone()[0]
     assert raw == json.dumps({"a": {"c": 3, "d": 2}, "b": 1}, sort_keys=True)
     assert raw.index('"a"') < raw.index('"b"')
 
 
-def test_outputs(store: StateStore):
+def test_outputs(store: Store):
     assert store.outputs() == {}
     store.set_outputs({"url": "http://127.0.0.1:9", "token": "s3cret", "n": [1, 2]},
                       sensitive={"token", "unknown"})
@@ -357,7 +384,7 @@ def test_outputs(store: StateStore):
 # -- snapshot ------------------------------------------------------------------
 
 
-def test_snapshot_contents(store: StateStore):
+def test_snapshot_contents(store: Store):
     create(store, "model.m")
     key = store.depose("model.m")
     create(store, "model.m")
@@ -370,15 +397,15 @@ def test_snapshot_contents(store: StateStore):
     assert [r.deposed for r in snap.deposed()] == [key]
 
 
-def test_snapshot_is_consistent_under_concurrent_writes(path: Path):
+def test_snapshot_is_consistent_under_concurrent_writes(state_location: str):
     """Each write adds one resource and one serial, so a torn read would show it."""
-    StateStore(path).close()
+    open_store(state_location).close()
     stop = threading.Event()
     errors: list[BaseException] = []
 
     def writer():
         try:
-            with StateStore(path) as w:
+            with open_store(state_location) as w:
                 i = 0
                 while not stop.is_set():
                     w.record_intent(f"fleet.f[{i}]", action="create", kind="replica",
@@ -391,7 +418,7 @@ def test_snapshot_is_consistent_under_concurrent_writes(path: Path):
     t.start()
     try:
         seen = set()
-        with StateStore.open_readonly(path) as reader:
+        with open_store(state_location, readonly=True) as reader:
             deadline = time.monotonic() + 0.5
             while time.monotonic() < deadline:
                 snap = reader.snapshot()
@@ -404,15 +431,14 @@ def test_snapshot_is_consistent_under_concurrent_writes(path: Path):
     assert len(seen) > 1  # the writer really ran during the reads
 
 
-def test_snapshot_of_10000_resources_is_fast(store: StateStore):
+def test_snapshot_of_10000_resources_is_fast(store: Store):
     now = "2026-01-01T00:00:00Z"
-    store.db.table("resources").insert_all(
-        {"address": f"fleet.f[{i}]", "deposed": "", "kind": "replica", "provider": "local",
-         "status": "ready", "attributes": json.dumps({"port": i, "args": ["--x"] * 4}),
-         "pending": None, "dependencies": '["model.m"]', "error": None,
-         "created_at": now, "updated_at": now}
-        for i in range(10_000)
-    )
+    with store._transaction(bump_serial=False) as conn:
+        conn.executemany(
+            "INSERT INTO resources (address, deposed, kind, provider, status, attributes, pending, dependencies, "
+            "error, created_at, updated_at) VALUES (?, '', 'replica', 'local', 'ready', ?, NULL, '[\"model.m\"]', "
+            "NULL, ?, ?)",
+            [(f"fleet.f[{i}]", json.dumps({"port": i, "args": ["--x"] * 4}), now, now) for i in range(10_000)])
     start = time.perf_counter()
     snap = store.snapshot()
     elapsed = time.perf_counter() - start
@@ -420,7 +446,7 @@ def test_snapshot_of_10000_resources_is_fast(store: StateStore):
     assert elapsed < within(1.0)  # the speed target (well under 0.3 s) is benchmarks/' business
 
 
-def test_store_is_usable_from_another_thread(store: StateStore):
+def test_store_is_usable_from_another_thread(store: Store):
     t = threading.Thread(target=create, args=(store, "model.m"))
     t.start()
     t.join(10)
@@ -445,9 +471,9 @@ def test_readonly_missing_state_is_empty_and_creates_nothing(tmp_path: Path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_readonly_reads_existing_state_and_refuses_writes(store: StateStore, path: Path):
+def test_readonly_reads_existing_state_and_refuses_writes(store: Store, state_location: str):
     create(store, "model.m")
-    with StateStore.open_readonly(path) as ro:
+    with open_store(state_location, readonly=True) as ro:
         assert ro.lineage == store.lineage
         assert ro.get("model.m").status == "ready"
         with pytest.raises(StateError, match="read-only"):
@@ -460,7 +486,7 @@ def test_readonly_reads_existing_state_and_refuses_writes(store: StateStore, pat
 # -- history and audit -----------------------------------------------------------
 
 
-def test_history_newest_first_with_desired_config(store: StateStore):
+def test_history_newest_first_with_desired_config(store: Store):
     first = store.add_history(operation="apply", plan_hash="h1", summary={"add": 2},
                               who="alice@h", started_at="2026-01-01T00:00:00Z",
                               finished_at="2026-01-01T00:01:00Z", status="ok",
@@ -479,7 +505,7 @@ def test_history_newest_first_with_desired_config(store: StateStore):
     assert store.get_history(9999) is None
 
 
-def test_audit_log_is_append_only(store: StateStore, path: Path):
+def test_audit_log_is_append_only(store: Store, state_location: str):
     store.audit("taint", address="fleet.f[0]", details={"why": "test"}, who="bob@h")
     store.audit("state-rm", address="model.m")
     log = store.audit_log()
@@ -488,13 +514,12 @@ def test_audit_log_is_append_only(store: StateStore, path: Path):
     assert log[0].who == default_who() and log[0].at.endswith("Z")
     assert len(store.audit_log(limit=1)) == 1
 
-    raw = sqlite3.connect(path)
+    raw = raw_connection(state_location)
     try:
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            raw.execute("UPDATE audit SET event = 'forged'")
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            raw.execute("DELETE FROM audit")
-        raw.rollback()
+        for forge in ("UPDATE audit SET event = 'forged'", "DELETE FROM audit"):
+            with pytest.raises(driver_error(state_location), match="append-only"):
+                raw.execute(forge)
+            raw.rollback()
     finally:
         raw.close()
     assert [e.event for e in store.audit_log()] == ["state-rm", "taint"]
@@ -503,18 +528,18 @@ def test_audit_log_is_append_only(store: StateStore, path: Path):
 # -- durability ------------------------------------------------------------------
 
 
-def test_intent_survives_kill_9_of_the_writer(path: Path):
+def test_intent_survives_kill_9_of_the_writer(state_location: str):
     proc = run_child(f"""
         import os, signal
-        from infraplan.state import StateStore
-        s = StateStore({str(path)!r})
+        from infraplan.state import open_store
+        s = open_store({state_location!r})
         s.record_intent("fleet.f[0]", action="create", kind="replica", provider="local",
                         attributes={{"port": 8123}})
         os.kill(os.getpid(), signal.SIGKILL)
         s.record_result("fleet.f[0]", attributes={{"port": 8123, "pid": 1}})
     """)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    with StateStore(path) as s:
+    with open_store(state_location) as s:
         r = s.get("fleet.f[0]")
         assert r is not None
         assert r.status == "creating"
@@ -523,9 +548,9 @@ def test_intent_survives_kill_9_of_the_writer(path: Path):
         assert s.serial == 1
 
 
-def test_closed_store_raises_state_error(path: Path):
-    for s in (StateStore(path), StateStore.open_readonly(path),
-              StateStore.open_readonly(path.with_name("missing.db"))):
+def test_closed_store_raises_state_error(state_location: str, tmp_path: Path):
+    for s in (open_store(state_location), open_store(state_location, readonly=True),
+              StateStore.open_readonly(tmp_path / "missing.db")):
         s.close()
         s.close()  # idempotent
         with pytest.raises(StateError, match="closed"):
@@ -534,7 +559,7 @@ def test_closed_store_raises_state_error(path: Path):
             s.audit("x")
 
 
-def test_undone_write_inside_batch_does_not_bump(store: StateStore):
+def test_undone_write_inside_batch_does_not_bump(store: Store):
     create(store, "model.m")
     serial = store.serial
     with store.batch():
