@@ -1,7 +1,7 @@
 """A small portable schema language: the steps migrations are written in, each rendered as
 SQLite or PostgreSQL statements, so one migration history builds the same tables on both.
 
-Types map as TEXT -> text, INTEGER -> bigint, REAL (SQLite's FLOAT) -> double precision.
+Types map as TEXT -> text, INTEGER -> bigint, REAL -> double precision.
 A table whose primary key is a single INTEGER column named `id` gets its ids from the
 database (SQLite's rowid, a PostgreSQL identity column).
 """
@@ -30,7 +30,7 @@ class ColumnType(StrEnum):
 
 #: how each portable type is spelt (SQLite's names are those sqlite-utils gave older state files)
 TYPE_NAMES: dict[Dialect, dict[ColumnType, str]] = {
-    Dialect.SQLITE: {ColumnType.TEXT: "TEXT", ColumnType.INTEGER: "INTEGER", ColumnType.REAL: "FLOAT"},
+    Dialect.SQLITE: {ColumnType.TEXT: "TEXT", ColumnType.INTEGER: "INTEGER", ColumnType.REAL: "REAL"},
     Dialect.POSTGRES: {ColumnType.TEXT: "text", ColumnType.INTEGER: "bigint", ColumnType.REAL: "double precision"},
 }
 
