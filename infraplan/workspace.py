@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infraplan.errors import ApplyError, StalePlanError
 from infraplan.util.identity import who
@@ -21,8 +21,9 @@ from infraplan.plan.planner import PlanOptions, make_plan
 from infraplan.providers.registry import ProviderSet
 from infraplan.models.actions import Action
 from infraplan.models.kinds import ResourceKind
-from infraplan.state.api import StateLocation
-from infraplan.state.backends import open_store
+
+if TYPE_CHECKING:  # the state package is imported when a state is first opened
+    from infraplan.state.api import StateLocation, Store
 
 STATE_FILE = "infraplan.db"
 
@@ -35,6 +36,7 @@ def default_state_path(config_path: Path) -> Path:
 def locate_state(config_path: Path, state: str | Path | StateLocation | None = None) -> StateLocation:
     """The state a config uses: `state` if given, else its `backend:` block, else infraplan.db beside it."""
     from infraplan.config.backend import read_backend
+    from infraplan.state.api import StateLocation
 
     if state:
         return StateLocation.parse(state)
@@ -80,12 +82,16 @@ class Workspace:
                                        var_files=self.var_files, env=self.env)
         return self._config
 
-    def store(self):
+    def store(self) -> Store:
         """The state, opened for writing; the config's secrets are sealed in it (util.secrets)."""
+        from infraplan.state.backends import open_store
+
         return open_store(self.state, secrets=self.config.sensitive_values)
 
-    def readonly_store(self, *, secrets: bool = False):
+    def readonly_store(self, *, secrets: bool = False) -> Store:
         """The state, for reading only (a missing state reads as empty and is not created)."""
+        from infraplan.state.backends import open_store
+
         return open_store(self.state, readonly=True, secrets=self.config.sensitive_values if secrets else ())
 
     def snapshot(self):

@@ -83,9 +83,12 @@ def read_backend(config_path: str | Path) -> Backend | None:
     for file in _files(given):
         name = str(given / file.name) if given.is_dir() else str(given)
         try:
-            value, pos, errors = load_yaml(file.read_bytes(), name)
+            data = file.read_bytes()
         except OSError:
             continue
+        if b"backend" not in data:  # most files: not worth parsing twice
+            continue
+        value, pos, errors = load_yaml(data, name)
         if errors or not isinstance(value, dict) or "backend" not in value:
             continue
         block, problems = validate_backend(value["backend"], pos)
