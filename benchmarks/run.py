@@ -3,13 +3,17 @@
     python benchmarks/run.py --sizes 100,1000 --json results.json
     python benchmarks/run.py --sizes 1000 --steps plan,apply,noop_plan --json out.json
     python benchmarks/run.py --sizes 100 --steps makespan --latency-ms 50 --parallelism 10,50
+    python benchmarks/run.py --sizes 1000 --steps plan,apply,noop_plan --state postgresql://me@127.0.0.1/bench
 
 Every step is one `infraplan` process. Its wall time is measured with
 `time.perf_counter` around it, and its CPU time (user + system) and peak RSS come
 from the rusage of that one child (`os.wait4`; the same figures as
 `getrusage(RUSAGE_CHILDREN)` deltas, but peak RSS of this child rather than the
 largest child so far). The output is one record per (size, step), written as JSON
-and printed as a table with the machine described.
+and printed as a table with the machine described. With `--state URL` the size steps run
+twice, on an SQLite file and then on that PostgreSQL database (each size in a schema of its
+own, dropped after), and the records say which (`backend`), with the ratio of PostgreSQL's
+wall time to SQLite's.
 
 infraplan is measured as installed: its packages are byte-compiled first, as pip does
 at install time (`--no-compile` removes their cached bytecode instead, and the steps
@@ -19,6 +23,7 @@ run with PYTHONDONTWRITEBYTECODE=1, so each one compiles them from source).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -212,39 +217,53 @@ class Runner:
             finally:
                 self._cleanup(d)
 
-    def size(self, n: int, steps: set[str], *, has_drift: bool) -> None:
-        """The per-size steps on a fresh directory; unselected prerequisites run unrecorded."""
+    def size(self, n: int, steps: set[str], *, has_drift: bool, state: str | None = None) -> None:
+        """The per-size steps on a fresh directory; unselected prerequisites run unrecorded. With
+        `state` (a PostgreSQL URL), against a fresh schema of that database instead of a file."""
         d = self._workdir(f"n{n}")
+        saved_env = self.env
         try:
-            counts = generate.generate(n, d)
-            self._log(f"n={n}: {counts['resources']} resources in {d}")
-            needs_apply = bool(steps & {"noop_plan", "bump_plan", "bump_apply", "drift", "destroy"})
-            extra = {"resources": counts["resources"]}
-            if "plan" in steps:
-                self.record(n, "plan", self.run(["plan"], d, "plan"), **extra)
-            if "apply" in steps or needs_apply:
-                m = self.run(["apply", "--auto-approve"], d, "apply")
-                if "apply" in steps:
-                    self.record(n, "apply", m, **extra)
-            if "noop_plan" in steps:
-                m = self.run(["plan", "--detailed-exitcode"], d, "noop_plan")
-                self.record(n, "noop_plan", m, **extra)
-            if steps & {"bump_plan", "bump_apply"}:
-                generate.bump(d, BUMPED_VERSION)
-                if "bump_plan" in steps:
-                    self.record(n, "bump_plan", self.run(["plan"], d, "bump_plan"), **extra)
-                if "bump_apply" in steps:
-                    self.record(n, "bump_apply", self.run(["apply", "--auto-approve"], d, "bump_apply"), **extra)
-            if "drift" in steps:
-                if has_drift:
-                    m = self.run(["drift"], d, "drift", ok=(0, 2))  # 2: drift found, a result
-                    self.record(n, "drift", m, drifted=m.returncode == 2, **extra)
+            with contextlib.ExitStack() as stack:
+                extra: dict[str, Any] = {}
+                if state is not None:
+                    url = stack.enter_context(fresh_schema(state, f"infraplan_bench_n{n}"))
+                    self.env = {**(saved_env or {}), "INFRAPLAN_STATE": url}
+                    extra["backend"] = "postgres"
                 else:
-                    self.record(n, "drift", None, skipped=True, note="skipped: `infraplan drift` does not exist yet")
-            if "destroy" in steps:
-                self.record(n, "destroy", self.run(["destroy", "--auto-approve"], d, "destroy"), **extra)
+                    extra["backend"] = "sqlite"
+                self._size_steps(n, steps, d, extra, has_drift=has_drift)
         finally:
+            self.env = saved_env
             self._cleanup(d)
+
+    def _size_steps(self, n: int, steps: set[str], d: Path, extra: dict[str, Any], *, has_drift: bool) -> None:
+        counts = generate.generate(n, d)
+        self._log(f"n={n}: {counts['resources']} resources in {d} ({extra['backend']} state)")
+        needs_apply = bool(steps & {"noop_plan", "bump_plan", "bump_apply", "drift", "destroy"})
+        extra = {"resources": counts["resources"], **extra}
+        if "plan" in steps:
+            self.record(n, "plan", self.run(["plan"], d, "plan"), **extra)
+        if "apply" in steps or needs_apply:
+            m = self.run(["apply", "--auto-approve"], d, "apply")
+            if "apply" in steps:
+                self.record(n, "apply", m, **extra)
+        if "noop_plan" in steps:
+            m = self.run(["plan", "--detailed-exitcode"], d, "noop_plan")
+            self.record(n, "noop_plan", m, **extra)
+        if steps & {"bump_plan", "bump_apply"}:
+            generate.bump(d, BUMPED_VERSION)
+            if "bump_plan" in steps:
+                self.record(n, "bump_plan", self.run(["plan"], d, "bump_plan"), **extra)
+            if "bump_apply" in steps:
+                self.record(n, "bump_apply", self.run(["apply", "--auto-approve"], d, "bump_apply"), **extra)
+        if "drift" in steps:
+            if has_drift:
+                m = self.run(["drift"], d, "drift", ok=(0, 2))  # 2: drift found, a result
+                self.record(n, "drift", m, drifted=m.returncode == 2, **extra)
+            else:
+                self.record(n, "drift", None, skipped=True, note="skipped: `infraplan drift` does not exist yet")
+        if "destroy" in steps:
+            self.record(n, "destroy", self.run(["destroy", "--auto-approve"], d, "destroy"), **extra)
 
     def makespan(self, n: int, latency_ms: float, parallelism: list[int]) -> None:
         """Apply from empty state with `latency_ms` per provider call at each parallelism."""
@@ -264,6 +283,32 @@ class Runner:
                 )
             finally:
                 self._cleanup(d)
+
+
+@contextlib.contextmanager
+def fresh_schema(url: str, name: str):
+    """`url` with its search path set to a new, empty schema `name` (dropped afterwards)."""
+    import psycopg
+    from urllib.parse import quote
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        conn.execute(f'CREATE SCHEMA "{name}"')
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options={quote(f'-csearch_path={name}', safe='')}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def backend_ratios(records: list[dict[str, Any]]) -> None:
+    """Give each PostgreSQL record the ratio of its wall time to the SQLite record of the same (n, step)."""
+    lite = {(r["n"], r["step"]): r["wall_s"] for r in records if r.get("backend") == "sqlite"}
+    for r in records:
+        base = lite.get((r["n"], r["step"]))
+        if r.get("backend") == "postgres" and base and r["wall_s"] is not None:
+            r["ratio_to_sqlite"] = round(r["wall_s"] / base, 2)
 
 
 def ideal_makespan(ops: int, chain: int, latency_s: float, parallelism: int) -> float:
@@ -291,13 +336,18 @@ def print_table(records: list[dict[str, Any]], info: dict[str, Any]) -> None:
 
     t = Table(title=f"infraplan benchmarks: {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM, "
                     f"Python {info['python']}")
-    for col in ("n", "step", "wall s", "cpu s", "peak RSS MB", "ratio to ideal", "note"):
-        t.add_column(col, justify="left" if col in ("step", "note") else "right")
+    backends = any("backend" in r and r["backend"] == "postgres" for r in records)
+    cols = ("n", "step") + (("state", ) if backends else ()) + ("wall s", "cpu s", "peak RSS MB", "ratio to ideal") \
+        + (("ratio to SQLite",) if backends else ()) + ("note",)
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("step", "state", "note") else "right")
     for r in records:
         def f(v, fmt="{:.3f}"):
             return "" if v is None else fmt.format(v)
-        t.add_row(str(r["n"]), r["step"], f(r["wall_s"]), f(r["cpu_s"]), f(r["peak_rss_mb"], "{:.1f}"),
-                  f(r.get("ratio_to_ideal"), "{:.2f}"), r.get("note", ""))
+        row = [str(r["n"]), r["step"]] + ([r.get("backend", "")] if backends else []) + [
+            f(r["wall_s"]), f(r["cpu_s"]), f(r["peak_rss_mb"], "{:.1f}"), f(r.get("ratio_to_ideal"), "{:.2f}")]
+        row += [f(r.get("ratio_to_sqlite"), "{:.2f}")] if backends else []
+        t.add_row(*row, r.get("note", ""))
     Console(width=160).print(t)
 
 
@@ -329,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="measure infraplan compiled from source on every step (default: byte-compiled first, as installed)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directories")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--state", help="a postgresql:// URL: run the size steps on it too, beside SQLite "
+                   "(each size in a fresh schema of that database, dropped after)")
     a = p.parse_args(argv)
 
     cmd = infraplan_command(a.infraplan)
@@ -338,7 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs: list[tuple[int, Any]] = [(0, lambda: runner.startup(a.steps))]
     if a.steps & set(SIZE_STEPS):
         drift = "drift" in a.steps and has_command(cmd, "drift", runner.env)
-        jobs += [(n, lambda n=n: runner.size(n, a.steps, has_drift=drift)) for n in a.sizes]
+        for n in a.sizes:
+            jobs.append((n, lambda n=n: runner.size(n, a.steps, has_drift=drift)))
+            if a.state:
+                jobs.append((n, lambda n=n: runner.size(n, a.steps, has_drift=drift, state=a.state)))
     if "makespan" in a.steps:
         jobs.append((a.makespan_n, lambda: runner.makespan(a.makespan_n, a.latency_ms, a.parallelism)))
     status = 0
@@ -352,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 1
+    backend_ratios(runner.records)
     if a.json_out:
         a.json_out.write_text(json.dumps({"machine": info, "command": cmd, "records": runner.records}, indent=2) + "\n")
     print_table(runner.records, info)
