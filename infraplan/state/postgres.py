@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 import zlib
 from collections.abc import Iterable
 from typing import Any
@@ -33,7 +34,7 @@ import psycopg
 from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from infraplan.errors import StateError, StateUnreachable
+from infraplan.errors import StateDamaged, StateError, StateUnreachable
 from infraplan.state import migrations as _migrations
 from infraplan.state.api import BackendKind, StateLocation, url_secrets
 from infraplan.state.lock import LockInfo
@@ -47,6 +48,8 @@ logging.getLogger("psycopg").addHandler(logging.NullHandler())
 CONNECT_TIMEOUT_S = 5
 #: connections one process keeps per URL (a store uses one at a time; the lock pins one)
 POOL_MAX = 8
+#: seconds `force-unlock` waits for the session it ended to be gone
+END_SESSION_WAIT_S = 3.0
 #: the first key of every infraplan advisory lock (ASCII "infp"), the second names what is locked
 LOCK_CLASS = 0x696E6670
 #: the second key of the lock taken while migrating the schema
@@ -279,6 +282,11 @@ class PostgresStore(SqlStore):
                                     "what was recorded before stays recorded: run `infraplan plan` once it is back")
         return StateError(f"cannot {doing} state {self.location}: {reason}")
 
+    def _undecodable(self, exc: Exception) -> StateError:
+        what = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        return StateDamaged(f"state is damaged at {self.location}: a row cannot be read as infraplan wrote it "
+                            f"({what}); was it edited by hand?", path=self.location.display, problems=[what])
+
     # -- the lock's database half ------------------------------------------
 
     def _take_session_lock(self) -> bool:
@@ -324,11 +332,21 @@ class PostgresStore(SqlStore):
         session, so it can write nothing more, and its lock is free."""
         pids = [r[0] for r in conn.execute(self._HOLDERS + " AND pid <> pg_backend_pid()",
                                            [LOCK_CLASS, self._lock_key]).fetchall()]
+        ended = []
         for pid in pids:
             conn.execute("SAVEPOINT end_holder")
             try:
-                conn.execute("SELECT pg_terminate_backend(?)", [pid])
+                if conn.execute("SELECT pg_terminate_backend(?)", [pid]).fetchone()[0]:
+                    ended.append(pid)
                 conn.execute("RELEASE end_holder")
             except psycopg.Error:  # not allowed to: the lock frees when that session ends
                 conn.execute("ROLLBACK TO end_holder")
                 conn.execute("RELEASE end_holder")
+        # the signal is sent at once, the session ends a moment later: wait for it, so the next
+        # taker finds the lock free
+        deadline = time.monotonic() + END_SESSION_WAIT_S
+        while ended and time.monotonic() < deadline:
+            held = {r[0] for r in conn.execute(self._HOLDERS, [LOCK_CLASS, self._lock_key]).fetchall()}
+            if not held & set(ended):
+                break
+            time.sleep(0.02)

@@ -126,6 +126,11 @@ class SqlStore:
     def _raise_if_damaged(self) -> None:
         """Raise StateDamaged if decoding a row just failed because the state is damaged."""
 
+    def _undecodable(self, exc: Exception) -> StateError | None:
+        """The error for a row a read could not decode, where `_raise_if_damaged` has no scan to say
+        more; None leaves `exc` as it is."""
+        return None
+
     def _annotate_lock(self, conn: Connection, info: LockInfo) -> LockInfo:
         """`info` as read from the lock row, with what the backend knows of its holder."""
         return info
@@ -275,6 +280,9 @@ class SqlStore:
                 self._raise_if_damaged()
                 if isinstance(e, self.DB_ERROR):
                     raise self._db_error(e, "read") from e
+                damaged = self._undecodable(e)
+                if damaged is not None:
+                    raise damaged from None
                 raise
             finally:
                 self._disconnect(conn)

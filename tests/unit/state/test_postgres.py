@@ -14,7 +14,7 @@ import time
 import psycopg
 import pytest
 
-from infraplan.errors import LockError, StateError, StateUnreachable
+from infraplan.errors import LockError, StateDamaged, StateError, StateUnreachable
 from infraplan.state import BackendKind, StateLocation, open_store
 from infraplan.state.api import redact_url
 from infraplan.state.lock import HolderState, broken_notice
@@ -185,3 +185,14 @@ def test_force_unlock_ends_the_holders_session_so_it_writes_nothing_more(postgre
         proc.wait(10)
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             stream.close()
+
+
+def test_a_row_edited_into_something_infraplan_cannot_read_is_one_line(postgres_url: str):
+    with open_store(postgres_url) as s:
+        s.put("model.m", kind="model", attributes={"v": 1})
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE resources SET attributes = '{not json' WHERE address = 'model.m'")
+    with open_store(postgres_url, readonly=True) as s, pytest.raises(StateDamaged) as exc:
+        s.snapshot()
+    assert str(exc.value).startswith(f"state is damaged at {postgres_url}: a row cannot be read as infraplan wrote it")
+    assert "\n" not in str(exc.value)
