@@ -48,7 +48,7 @@ class SkyPilotProvider(ListsInstances, RunsServices, Provider):
     settings_model = SkyPilotSettings
     # SkyPilot 0.14 pins click<8.2 and cannot share infraplan's environment (sqlite-utils 4 needs
     # click>=8.3.1): `infraplan plugins install skypilot` gives it a virtualenv of its own
-    plugin_requirements = ("skypilot==0.14.*", "tenacity>=8.2")
+    plugin_requirements = ("skypilot==0.14.*", "tenacity>=8.2", "google-re2>=1.1")
     updatable = frozenset({"labels"})
     computed = frozenset({"cluster_name", "endpoint", "cloud_chosen", "region_chosen", "instance_type_chosen",
                           "status", "service_version"}) | smg.ROUTER_COMPUTED
