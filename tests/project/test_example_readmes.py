@@ -71,3 +71,5 @@ def test_the_multicloud_readme_plans_offline_with_the_prices_it_quotes(tmp_path)
     readme = (REPO / "examples" / "multicloud" / "README.md").read_text()
     controller = re.search(r"SkyServe controller: \.\.\. (\$\d+\.\d\d/h)", readme).group(1)
     assert "SkyServe controller: one per SkyPilot user" in first.stdout and controller in first.stdout
+    if "GPU-fit arithmetic" in readme:  # shown in the text plan, not only in --json
+        assert "fit: total:" in first.stdout and "GiB per H100" in first.stdout, first.stdout

@@ -253,6 +253,9 @@ def cost_lines(plan: Plan) -> list[_Segments]:
         if cs:
             t.append(f"      canary service ({cs['replicas']} replicas of the new version) while the canary runs: "
                      f"+{money(cs['extra_hourly'])}/h\n")
+        fit = c.cost.get("fit") or {}
+        for line in fit.get("lines") or []:  # the arithmetic of the fit check, as --json carries it
+            t.append(f"      fit: {line}\n", style="dim")
         for i, f in enumerate((c.cost.get("unit") or {}).get("failover") or []):
             where = "/".join(str(f[k]) for k in ("cloud", "region") if f.get(k))
             spot = " spot" if f.get("use_spot") else ""
