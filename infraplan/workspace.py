@@ -43,6 +43,7 @@ class Workspace:
         self.var_args = list(var_args)
         self.var_files = list(var_files)
         self.env = dict(os.environ if env is None else env)
+        self.policy_paths: list[str] = []  # --policy files or folders, beside policies/ (infraplan.policy.rego)
         self._config = None
 
     # -- config and state ------------------------------------------------------
@@ -93,7 +94,30 @@ class Workspace:
             self._refuse_rolled_back(plan)
         plan.secrets = frozenset(config.sensitive_values)
         plan.desired_config = self._desired_snapshot(plan)
+        self._judge(plan)
         return plan
+
+    def _judge(self, plan: Plan) -> None:
+        """The config's Rego policies on the plan: `warn` joins its warnings, any `deny` stops it."""
+        from infraplan.diagnostics import Diagnostic
+        from infraplan.errors import PlanError
+        from infraplan.policy.rego import PolicyError, evaluate, find_modules
+
+        try:
+            modules = find_modules(Path(str(self.config.root)), self.policy_paths)
+            if not modules:
+                return
+            from infraplan.plan.terraform_json import terraform_plan
+
+            denies, warns = evaluate(modules, terraform_plan(plan))
+        except PolicyError as exc:
+            raise PlanError(exc.diagnostics[0].one_line(), exc.diagnostics) from None
+        names = ", ".join(str(m.path) for m in modules)
+        for msg in warns:
+            plan.diagnostics.append(Diagnostic(f"policy: {msg}", severity="warning", path=names).to_json())
+        if denies:
+            diags = [Diagnostic(f"policy denies the plan: {msg}", path=names) for msg in denies]
+            raise PlanError(diags[0].one_line(), diags)
 
     def _desired_snapshot(self, plan: Plan) -> dict[str, Any]:
         from infraplan.util.redact import redact
@@ -319,6 +343,12 @@ def validate(config_path: str | Path, *, var_args: Sequence[str] = (), var_files
     if config is None:
         return None, diags
     diags = [*diags, *check_providers(config)]
+    from infraplan.policy.rego import PolicyError, check, find_modules
+
+    try:
+        check(find_modules(Path(str(config.root))))  # a policy that does not parse: located
+    except PolicyError as exc:
+        diags = [*diags, *exc.diagnostics]
     if any(d.severity == "error" for d in diags):
         return None, diags
     return config, diags

@@ -25,6 +25,7 @@ from infraplan.cli.commands.history import history
 from infraplan.cli.commands.output import output
 from infraplan.cli.commands.plan import plan
 from infraplan.cli.commands.plugins import plugins
+from infraplan.cli.commands.policy import policy
 from infraplan.cli.commands.providers import providers_cmd
 from infraplan.cli.commands.rollback import rollback
 from infraplan.cli.commands.schema import schema
@@ -58,7 +59,7 @@ def cli(ctx):
 
 
 for command in (validate, plan, apply, destroy, rollback, output, show, graph, schema, providers_cmd, history,
-                force_unlock, state, taint, untaint, drift, cleanup, bench, plugins):
+                force_unlock, state, taint, untaint, drift, cleanup, bench, plugins, policy):
     cli.add_command(command)
 
 
