@@ -35,8 +35,11 @@ class Workspace:
 
     def __init__(self, config_path: str | Path = ".", *, state_path: str | Path | None = None,
                  var_args: Sequence[str] = (), var_files: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None, notify: Callable[[str], None] | None = None):
+                 env: Mapping[str, str] | None = None, notify: Callable[[str], None] | None = None,
+                 config_origin: str | None = None):
         self.config_path = Path(config_path)
+        #: where the config files really come from when `config_path` holds copies (rollback)
+        self.config_origin = config_origin
         #: where one-line notices go (a broken stale lock); the CLI prints them on stderr
         self.notify = notify or (lambda message: None)
         self.state_path = Path(state_path) if state_path else default_state_path(self.config_path)
@@ -52,7 +55,7 @@ class Workspace:
             from infraplan.config import load_config
 
             self._config = load_config(self.config_path, var_args=self.var_args,
-                                       var_files=self.var_files, env=self.env)
+                                       var_files=self.var_files, env=self.env, origin=self.config_origin)
         return self._config
 
     def store(self):

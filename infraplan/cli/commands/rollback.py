@@ -44,7 +44,9 @@ def rollback(obj, path, to_id, state_path, var_args, parallelism, auto_approve, 
 
         raise InfraplanError(f"no state at {state}")
     store = StateStore.open_readonly(state)
-    entry = rollback_target(store.history(), to_id)
+    history = store.history()
+    entry = rollback_target(history, to_id)
+    newest = applied_configs(history)[0]
     snap = entry.desired_config
     if snap.get("masked_files"):
         from infraplan.errors import InfraplanError
@@ -57,7 +59,8 @@ def rollback(obj, path, to_id, state_path, var_args, parallelism, auto_approve, 
         for name, text in snap["files"].items():
             (Path(tmp) / name).write_text(text)
         stored = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in snap["variables"].items()]
-        ws = Workspace(tmp, state_path=state, var_args=stored + list(var_args), notify=notice)
+        ws = Workspace(tmp, state_path=state, var_args=stored + list(var_args), notify=notice,
+                       config_origin=f"as of history #{entry.id}")
         ws.refuse_if_locked()
         if not as_json:
             click.echo(f"Rolling back to the config of history #{entry.id} ({entry.finished_at}, "
@@ -72,15 +75,42 @@ def rollback(obj, path, to_id, state_path, var_args, parallelism, auto_approve, 
         result = ws.apply(the_plan, parallelism=parallelism, on_event=progress(obj.console(), as_json), operation="rollback")
         finish(obj.console(), ws, result, as_json, the_plan)
         if not as_json:
-            click.echo("\nNote: your config files still describe the newer version; fix them before the next apply.")
+            click.echo("\n" + config_files_note(path, entry, newest))
+
+
+def config_files_note(path: str, entry, newest) -> str:
+    """What the config files at `path` mean for the next apply, now that history #entry is applied
+    again: they are that config, the newer one (`newest`), or something else."""
+    from infraplan.config.files import differing_files
+
+    where = "the current directory" if path in (".", "./") else path
+    if not differing_files(path, entry.desired_config["files"]):
+        before, after = newest.desired_config.get("variables") or {}, entry.desired_config.get("variables") or {}
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        if newest.id != entry.id and changed:
+            return (f"Note: the config files in {where} are those of history #{entry.id}; the newer version "
+                    f"(history #{newest.id}) came from other variable values ({', '.join(changed)}): leave them "
+                    "out of the next apply to keep this version.")
+        return f"The config files in {where} are those of history #{entry.id}: the next apply keeps this version."
+    if newest.id != entry.id and not differing_files(path, newest.desired_config["files"]):
+        return (f"Note: the config files in {where} still describe the newer version (history #{newest.id}): the "
+                f"next apply rolls it out again; change them to history #{entry.id}'s first.")
+    names = ", ".join(differing_files(path, entry.desired_config["files"]))
+    return (f"Note: the config files in {where} differ from history #{entry.id} ({names}): the next apply plans "
+            "from them, not from this version.")
+
+
+def applied_configs(history) -> list:
+    """The history entries (newest first) whose config was applied in full and stored."""
+    return [h for h in history if h.status == "ok" and h.operation in ("apply", "rollback")
+            and (h.desired_config or {}).get("files")]
 
 
 def rollback_target(history, to_id):
     """The history entry to go back to: #to_id, else the newest applied config that differs from the current one."""
     from infraplan.errors import InfraplanError
 
-    applied = [h for h in history if h.status == "ok" and h.operation in ("apply", "rollback")
-               and (h.desired_config or {}).get("files")]
+    applied = applied_configs(history)
     if to_id is not None:
         for h in applied:
             if h.id == to_id:

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
+from infraplan.diagnostics import location_text
 from infraplan.plan.model import Change, Plan
 from infraplan.util.redact import REDACTED, redact
 
@@ -182,7 +183,7 @@ def render_plan(plan: Plan, console: Console | PlainConsole, *, show_noop: bool 
             say(_styled(f"  ! {r}", "yellow"))
         for d in warnings:
             loc = d.get("location")
-            where = f"{loc['file']}:{loc['line']}:{loc['col']}: " if loc else ""
+            where = f"{location_text(loc)}: " if loc else ""
             say(_styled(f"  ! {where}{d['summary']}", "yellow"))
         console.print()
     visible = [c for c in plan.changes if c.action != "noop" or show_noop]
