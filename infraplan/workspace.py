@@ -325,3 +325,78 @@ def validate(config_path: str | Path, *, var_args: Sequence[str] = (), var_files
     if any(d.severity == "error" for d in diags):
         return None, diags
     return config, diags
+
+
+class StateOnlyWorkspace(Workspace):
+    """A state file without its config: enough to destroy everything the state holds
+    (`infraplan destroy --state-only`). Each state row names its provider (block name and
+    type); a provider block's settings are not in state, so providers run with defaults,
+    and the plan says so where the last stored config gave that block settings."""
+
+    def __init__(self, state_path: str | Path, *, notify: Callable[[str], None] | None = None):
+        state_path = Path(state_path)
+        super().__init__(state_path.parent, state_path=state_path, env={}, notify=notify)
+        #: (provider block name, type) whose settings were (or may have been) set, and are unknown here
+        self.unknown_settings: list[tuple[str, str]] = []
+
+    @property
+    def config(self):
+        if self._config is None:
+            self._config = self._config_from_state()
+        return self._config
+
+    def _config_from_state(self):
+        from infraplan.config import Config
+        from infraplan.models.config import ProviderBlock
+        from infraplan.state import StateStore
+
+        store = StateStore.open_readonly(self.state_path)
+        try:
+            resources, history = store.snapshot().resources, store.history()
+        finally:
+            store.close()
+        types: dict[str, str] = {}
+        for r in resources:  # replica and router rows carry their provider's type; fleet rows only its name
+            ptype = (r.attributes or {}).get("provider_type")
+            if r.provider and (ptype or r.provider not in types):
+                types[r.provider] = ptype or r.provider
+        stored = _stored_provider_settings(history)
+        for key, ptype in sorted(types.items()):
+            # no stored config to tell: a block of another name than its type surely existed
+            if (stored.get(key) if stored is not None else key != ptype):
+                self.unknown_settings.append((key, ptype))
+        return Config(root=self.config_path, files=[], variables={}, sensitive_values=set(), sensitive_paths=set(),
+                      locals={}, providers={k: ProviderBlock(type=t) for k, t in types.items()}, models={},
+                      fleets={}, outputs={}, digest="")
+
+    def plan(self, options: PlanOptions | None = None) -> Plan:
+        """The destroy plan of everything in state (`options.destroy` is implied)."""
+        from dataclasses import replace
+
+        from infraplan.diagnostics import Diagnostic
+
+        plan = super().plan(replace(options or PlanOptions(), destroy=True))
+        plan.diagnostics.extend(
+            Diagnostic(f"provider {key} ({ptype}): provider settings are not in state; defaults used",
+                       severity="warning", path=f"provider.{key}").to_json()
+            for key, ptype in self.unknown_settings)
+        return plan
+
+
+def _stored_provider_settings(history) -> dict[str, bool] | None:
+    """Whether each provider block of the newest config stored in the history had settings
+    (None: no stored config to tell)."""
+    from infraplan.config import load_yaml
+
+    for entry in history:
+        files = (entry.desired_config or {}).get("files")
+        if not files:
+            continue
+        out: dict[str, bool] = {}
+        for name, text in files.items():
+            value, _pos, _diags = load_yaml(text, name)
+            blocks = value.get("provider") if isinstance(value, dict) else None
+            for key, block in (blocks or {}).items() if isinstance(blocks, dict) else ():
+                out[str(key)] = bool(isinstance(block, dict) and block.get("settings"))
+        return out
+    return None
