@@ -22,8 +22,9 @@ from infraplan.cli.views.progress import finish, progress
               help="State file (default: $INFRAPLAN_STATE, else infraplan.db beside the config).")
 @click.option("--var", "var_args", multiple=True, metavar="NAME=VALUE",
               help="Values for sensitive variables (they are never stored in history).")
-@click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--auto-approve", is_flag=True)
+@click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="Concurrent provider calls.")
+@click.option("--auto-approve", is_flag=True, help="Skip the interactive approval.")
 @json_option("One JSON event per line.")
 @color_option
 @click.pass_obj
