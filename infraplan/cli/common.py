@@ -49,10 +49,10 @@ def handle_errors(fn):
             # one error is said once, on its own located line; several get a count after them
             fail(message, diagnostics=[d.to_json() for d in exc.diagnostics], quiet=n == 1)
         except PlanError as exc:
-            for d in exc.diagnostics[1:]:
-                if d.severity == "error":
-                    click.echo(d.one_line(), err=True)
-            fail(exc.one_line())
+            said = [d.one_line() for d in exc.diagnostics if d.severity == "error"]
+            for line in said:
+                click.echo(line, err=True)
+            fail(exc.one_line(), quiet=exc.one_line() in said)  # the first error is the message: said once
         except InfraplanError as exc:
             fail(exc.one_line(), exc.exit_code)
 

@@ -613,6 +613,7 @@ class _Loader:
                            base + ("model",))
                 continue
             self._check_server_args(block, base)
+            self._check_engine_chosen(block, base)
             if isinstance(block.replicas, int):
                 self.fleet_replicas[name] = block.replicas
             address = f"fleet.{name}" if key is None else f"fleet.{name}[{json.dumps(key)}]"
@@ -620,6 +621,17 @@ class _Loader:
             results.append(ResourceConfig(address, "fleet", name, key, block, deps | {block.model},
                                           self.index.locate(base, key=True)))
         return results
+
+    def _check_engine_chosen(self, block: FleetBlock, base: PathT) -> None:
+        """A fleet that does not say which engine it runs gets the simulator: say so (one that
+        writes `engine.type: sim` chose it, and hears nothing)."""
+        if "type" in block.engine.model_fields_set:
+            return
+        where = base + ("engine",) if "engine" in block.model_fields_set else base
+        self.error(f"fleet.{base[1]} runs the sim engine, not inference: engine.type is not set", where, key=True,
+                   severity="warning",
+                   detail="the sim is infraplan's SGLang API simulator (deterministic text, real HTTP and metrics); "
+                          "set engine.type to sglang to serve the model, or to sim to say the simulator is meant")
 
     def _check_server_args(self, block: FleetBlock, base: PathT) -> None:
         """`engine.args` against the snapshot of the pinned (else the newest) SGLang release's parser:
@@ -635,7 +647,7 @@ class _Loader:
         for arg, message in validate_args(args, version):
             self.error(message, base + ("engine", "args", arg), key=True)
         for arg, message in deprecated_args(args, version):
-            self.error(message, base + ("engine", "args", arg), key=True, severity="warning")
+            self.error(f"{arg} is {message}", base + ("engine", "args", arg), key=True, severity="warning")
 
     def _instances(self, fe: Any, path: PathT) -> list[tuple[Any, Any]] | None:
         """``(key, each.value)`` pairs of a for_each value, or None after reporting an error."""

@@ -10,7 +10,7 @@ import click
 from infraplan.cli.commands.plan import plan_options
 from infraplan.cli.common import config_options, fail, handle_errors, open_workspace, resolve_state_path
 from infraplan.cli.completion import complete_address
-from infraplan.cli.options import color_option, emit_json, json_option
+from infraplan.cli.options import color_option, compact_warnings, compact_warnings_option, emit_json, json_option
 from infraplan.cli.signals import stops_cleanly
 from infraplan.cli.views.progress import finish, progress
 
@@ -61,6 +61,7 @@ def _refuse_planning_options(plan_file: str, *, targets, replace, refresh_only: 
 @click.option("--auto-approve", is_flag=True, help="Skip the interactive approval.")
 @json_option("One JSON event per line.")
 @color_option
+@compact_warnings_option
 @click.option("--refresh-only", is_flag=True, help="Only accept what refresh found into state; no infrastructure changes (audited).")
 @click.pass_obj
 @handle_errors
@@ -102,7 +103,7 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
             the_plan = ws.plan(PlanOptions(refresh=refresh, targets=targets, replace=replace, parallelism=parallelism,
                                            force=force))
         if not as_json:
-            render_plan(the_plan, obj.console())
+            render_plan(the_plan, obj.console(), compact_warnings=compact_warnings())
         if not the_plan.has_changes and not any(c.action == "refresh" for c in the_plan.changes):
             if as_json:
                 emit_json({"type": "summary", "done": 0, "failed": 0, "skipped": 0}, indent=None)
@@ -134,6 +135,7 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
 @click.option("--auto-approve", is_flag=True, help="Skip the interactive approval.")
 @json_option("One JSON event per line.")
 @color_option
+@compact_warnings_option
 @click.pass_obj
 @handle_errors
 @stops_cleanly
@@ -160,7 +162,7 @@ def destroy(obj, path, state_path, var_args, var_files, targets, parallelism, re
     ws.refuse_if_locked()
     the_plan = ws.plan(PlanOptions(destroy=True, targets=targets, parallelism=parallelism, refresh=refresh))
     if not as_json:
-        render_plan(the_plan, obj.console())
+        render_plan(the_plan, obj.console(), compact_warnings=compact_warnings())
     if not the_plan.has_changes:
         return
     if not approve(obj.console(), the_plan, auto_approve, "destroy"):

@@ -9,7 +9,7 @@ import click
 
 from infraplan.cli.commands.apply import approve
 from infraplan.cli.common import fail, handle_errors, notice, resolve_state_path
-from infraplan.cli.options import color_option, json_option
+from infraplan.cli.options import color_option, compact_warnings, compact_warnings_option, json_option
 from infraplan.cli.signals import stops_cleanly
 from infraplan.cli.views.progress import finish, progress
 
@@ -27,6 +27,7 @@ from infraplan.cli.views.progress import finish, progress
 @click.option("--auto-approve", is_flag=True, help="Skip the interactive approval.")
 @json_option("One JSON event per line.")
 @color_option
+@compact_warnings_option
 @click.pass_obj
 @handle_errors
 @stops_cleanly
@@ -68,7 +69,7 @@ def rollback(obj, path, to_id, state_path, var_args, parallelism, auto_approve, 
                        f"plan {str(entry.plan_hash)[:12]}).\n")
         the_plan = ws.plan(PlanOptions(parallelism=parallelism))
         if not as_json:
-            render_plan(the_plan, obj.console())
+            render_plan(the_plan, obj.console(), compact_warnings=compact_warnings())
         if not the_plan.has_changes:
             return
         if not approve(obj.console(), the_plan, auto_approve, "roll back"):

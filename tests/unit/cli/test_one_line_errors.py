@@ -55,3 +55,18 @@ def test_a_multi_line_message_from_below_is_said_in_one(capsys):
         fail("the SDK said:\n  quota exceeded\n")
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("Error: the SDK said:") and line.endswith("quota exceeded")
+
+
+def test_a_plan_error_after_warnings_is_said_once(here, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sglang" else real(name, *a))
+    (here / "sg").mkdir()
+    (here / "sg" / "main.yaml").write_text(SMALL_CONFIG.replace("type: sim", "type: sglang")
+                                           .replace("    replicas:", "    accelerators: H100:1\n    replicas:"))
+    result = run("plan", "sg", "--refresh=false", "--var", "replicas=1")
+    assert result.exit_code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.endswith("error: engine sglang needs SGLang installed: pip install 'infraplan[sglang]' "
+                         "(at fleet.chat.engine.type)")

@@ -74,5 +74,5 @@ def test_rollback_warnings_name_the_file_as_stored_in_history(cfg):
     result = run("rollback", str(cfg), "--auto-approve")
     assert result.exit_code == 0, result.output
     # the deprecated arg's warning, located in the stored main.yaml, never in a temporary copy
-    assert "! main.yaml:18:9 (as of history #1): deprecated in SGLang" in result.stdout, result.output
+    assert "! main.yaml:18:9 (as of history #1): enable_dp_attention is deprecated in SGLang" in result.stdout, result.output
     assert "infraplan-rollback-" not in result.output
