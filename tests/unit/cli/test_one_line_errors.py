@@ -48,15 +48,6 @@ def test_several_config_errors_are_one_line_each_then_a_count(here):
     assert lines[-1] == "Error: configuration has 2 errors; nothing was planned or applied"
 
 
-def test_a_multi_line_message_from_below_is_said_in_one(capsys):
-    from infraplan.cli.common import fail
-
-    with pytest.raises(SystemExit):
-        fail("the SDK said:\n  quota exceeded\n")
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("Error: the SDK said:") and line.endswith("quota exceeded")
-
-
 def test_a_plan_error_after_warnings_is_said_once(here, monkeypatch):
     import importlib.util
 
