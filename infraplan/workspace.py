@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -338,6 +339,7 @@ class StateOnlyWorkspace(Workspace):
         super().__init__(state_path.parent, state_path=state_path, env={}, notify=notify)
         #: (provider block name, type) whose settings were (or may have been) set, and are unknown here
         self.unknown_settings: list[tuple[str, str]] = []
+        self.stored: _StoredConfig | None = None
 
     @property
     def config(self):
@@ -360,10 +362,10 @@ class StateOnlyWorkspace(Workspace):
             ptype = (r.attributes or {}).get("provider_type")
             if r.provider and (ptype or r.provider not in types):
                 types[r.provider] = ptype or r.provider
-        stored = _stored_provider_settings(history)
+        self.stored = _stored_config(history)
         for key, ptype in sorted(types.items()):
             # no stored config to tell: a block of another name than its type surely existed
-            if (stored.get(key) if stored is not None else key != ptype):
+            if (self.stored.provider_settings.get(key) if self.stored is not None else key != ptype):
                 self.unknown_settings.append((key, ptype))
         return Config(root=self.config_path, files=[], variables={}, sensitive_values=set(), sensitive_paths=set(),
                       locals={}, providers={k: ProviderBlock(type=t) for k, t in types.items()}, models={},
@@ -375,7 +377,17 @@ class StateOnlyWorkspace(Workspace):
 
         from infraplan.diagnostics import Diagnostic
 
+        from infraplan.errors import PlanError
+
         plan = super().plan(replace(options or PlanOptions(), destroy=True))
+        protected = self.stored.protected if self.stored is not None else set()
+        for c in plan.changes:
+            fleet = c.address if c.kind == ResourceKind.FLEET else c.fleet
+            if c.action == Action.DELETE and fleet in protected:
+                raise PlanError(
+                    f"{c.address}: {fleet} has lifecycle.prevent_destroy set in the last applied config "
+                    f"(history #{self.stored.history_id}), so --state-only does not destroy it; destroy "
+                    f"with that config (without prevent_destroy), or forget it: infraplan state rm {c.address}")
         plan.diagnostics.extend(
             Diagnostic(f"provider {key} ({ptype}): provider settings are not in state; defaults used",
                        severity="warning", path=f"provider.{key}").to_json()
@@ -383,20 +395,39 @@ class StateOnlyWorkspace(Workspace):
         return plan
 
 
-def _stored_provider_settings(history) -> dict[str, bool] | None:
-    """Whether each provider block of the newest config stored in the history had settings
-    (None: no stored config to tell)."""
+@dataclass
+class _StoredConfig:
+    """What `destroy --state-only` reads from the newest config stored in the history."""
+
+    history_id: int
+    #: provider block name -> whether the block set any settings
+    provider_settings: dict[str, bool] = field(default_factory=dict)
+    #: fleets (``fleet.NAME``) whose lifecycle.prevent_destroy was not plainly false
+    protected: set[str] = field(default_factory=set)
+
+
+def _stored_config(history) -> _StoredConfig | None:
+    """The newest config stored in the history, read as YAML (its variables are not needed, and
+    a value written as an expression counts as set); None when none is stored."""
     from infraplan.config import load_yaml
 
     for entry in history:
         files = (entry.desired_config or {}).get("files")
         if not files:
             continue
-        out: dict[str, bool] = {}
+        out = _StoredConfig(entry.id)
         for name, text in files.items():
             value, _pos, _diags = load_yaml(text, name)
-            blocks = value.get("provider") if isinstance(value, dict) else None
-            for key, block in (blocks or {}).items() if isinstance(blocks, dict) else ():
-                out[str(key)] = bool(isinstance(block, dict) and block.get("settings"))
+            if not isinstance(value, dict):
+                continue
+            for key, block in _mapping(value.get("provider")).items():
+                out.provider_settings[str(key)] = bool(_mapping(block).get("settings"))
+            for key, block in _mapping(value.get("fleet")).items():
+                if _mapping(_mapping(block).get("lifecycle")).get("prevent_destroy") not in (None, False, "false"):
+                    out.protected.add(f"fleet.{key}")
         return out
     return None
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
