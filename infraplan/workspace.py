@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,11 @@ class Workspace:
 
     def __init__(self, config_path: str | Path = ".", *, state_path: str | Path | None = None,
                  var_args: Sequence[str] = (), var_files: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None, notify: Callable[[str], None] | None = None):
+                 env: Mapping[str, str] | None = None, notify: Callable[[str], None] | None = None,
+                 config_origin: str | None = None):
         self.config_path = Path(config_path)
+        #: where the config files really come from when `config_path` holds copies (rollback)
+        self.config_origin = config_origin
         #: where one-line notices go (a broken stale lock); the CLI prints them on stderr
         self.notify = notify or (lambda message: None)
         self.state_path = Path(state_path) if state_path else default_state_path(self.config_path)
@@ -53,7 +57,7 @@ class Workspace:
             from infraplan.config import load_config
 
             self._config = load_config(self.config_path, var_args=self.var_args,
-                                       var_files=self.var_files, env=self.env)
+                                       var_files=self.var_files, env=self.env, origin=self.config_origin)
         return self._config
 
     def store(self):
@@ -352,3 +356,108 @@ def validate(config_path: str | Path, *, var_args: Sequence[str] = (), var_files
     if any(d.severity == "error" for d in diags):
         return None, diags
     return config, diags
+
+
+class StateOnlyWorkspace(Workspace):
+    """A state file without its config: enough to destroy everything the state holds
+    (`infraplan destroy --state-only`). Each state row names its provider (block name and
+    type); a provider block's settings are not in state, so providers run with defaults,
+    and the plan says so where the last stored config gave that block settings."""
+
+    def __init__(self, state_path: str | Path, *, notify: Callable[[str], None] | None = None):
+        state_path = Path(state_path)
+        super().__init__(state_path.parent, state_path=state_path, env={}, notify=notify)
+        #: (provider block name, type) whose settings were (or may have been) set, and are unknown here
+        self.unknown_settings: list[tuple[str, str]] = []
+        self.stored: _StoredConfig | None = None
+
+    @property
+    def config(self):
+        if self._config is None:
+            self._config = self._config_from_state()
+        return self._config
+
+    def _config_from_state(self):
+        from infraplan.config import Config
+        from infraplan.models.config import ProviderBlock
+        from infraplan.state import StateStore
+
+        store = StateStore.open_readonly(self.state_path)
+        try:
+            resources, history = store.snapshot().resources, store.history()
+        finally:
+            store.close()
+        types: dict[str, str] = {}
+        for r in resources:  # replica and router rows carry their provider's type; fleet rows only its name
+            ptype = (r.attributes or {}).get("provider_type")
+            if r.provider and (ptype or r.provider not in types):
+                types[r.provider] = ptype or r.provider
+        self.stored = _stored_config(history)
+        for key, ptype in sorted(types.items()):
+            # no stored config to tell: a block of another name than its type surely existed
+            if (self.stored.provider_settings.get(key) if self.stored is not None else key != ptype):
+                self.unknown_settings.append((key, ptype))
+        return Config(root=self.config_path, files=[], variables={}, sensitive_values=set(), sensitive_paths=set(),
+                      locals={}, providers={k: ProviderBlock(type=t) for k, t in types.items()}, models={},
+                      fleets={}, outputs={}, digest="")
+
+    def plan(self, options: PlanOptions | None = None) -> Plan:
+        """The destroy plan of everything in state (`options.destroy` is implied)."""
+        from dataclasses import replace
+
+        from infraplan.diagnostics import Diagnostic
+
+        from infraplan.errors import PlanError
+
+        plan = super().plan(replace(options or PlanOptions(), destroy=True))
+        protected = self.stored.protected if self.stored is not None else set()
+        for c in plan.changes:
+            fleet = c.address if c.kind == ResourceKind.FLEET else c.fleet
+            if c.action == Action.DELETE and fleet in protected:
+                raise PlanError(
+                    f"{c.address}: {fleet} has lifecycle.prevent_destroy set in the last applied config "
+                    f"(history #{self.stored.history_id}), so --state-only does not destroy it; destroy "
+                    f"with that config (without prevent_destroy), or forget it: infraplan state rm {c.address}")
+        plan.diagnostics.extend(
+            Diagnostic(f"provider {key} ({ptype}): provider settings are not in state; defaults used",
+                       severity="warning", path=f"provider.{key}").to_json()
+            for key, ptype in self.unknown_settings)
+        return plan
+
+
+@dataclass
+class _StoredConfig:
+    """What `destroy --state-only` reads from the newest config stored in the history."""
+
+    history_id: int
+    #: provider block name -> whether the block set any settings
+    provider_settings: dict[str, bool] = field(default_factory=dict)
+    #: fleets (``fleet.NAME``) whose lifecycle.prevent_destroy was not plainly false
+    protected: set[str] = field(default_factory=set)
+
+
+def _stored_config(history) -> _StoredConfig | None:
+    """The newest config stored in the history, read as YAML (its variables are not needed, and
+    a value written as an expression counts as set); None when none is stored."""
+    from infraplan.config import load_yaml
+
+    for entry in history:
+        files = (entry.desired_config or {}).get("files")
+        if not files:
+            continue
+        out = _StoredConfig(entry.id)
+        for name, text in files.items():
+            value, _pos, _diags = load_yaml(text, name)
+            if not isinstance(value, dict):
+                continue
+            for key, block in _mapping(value.get("provider")).items():
+                out.provider_settings[str(key)] = bool(_mapping(block).get("settings"))
+            for key, block in _mapping(value.get("fleet")).items():
+                if _mapping(_mapping(block).get("lifecycle")).get("prevent_destroy") not in (None, False, "false"):
+                    out.protected.add(f"fleet.{key}")
+        return out
+    return None
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}

@@ -73,6 +73,7 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
         observations = refresh(snapshot.resources, providers, parallelism=opts.parallelism) if opts.refresh else {}
 
     ctx = _Ctx(state=current, secrets=frozenset(config.sensitive_values))
+    ctx.diagnostics.extend(config.warnings)  # the loader's (deprecated args, undeclared variable values)
     ctx.diagnostics.extend(settings_diags)
     for key, obs in observations.items():
         if obs.error:

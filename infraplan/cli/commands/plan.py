@@ -8,7 +8,7 @@ import click
 
 from infraplan.cli.common import config_options, handle_errors, open_workspace
 from infraplan.cli.completion import complete_address
-from infraplan.cli.options import color_option, emit_json, json_option
+from infraplan.cli.options import color_option, compact_warnings, compact_warnings_option, emit_json, json_option
 from infraplan.util.gc_pause import no_cyclic_gc
 
 
@@ -37,6 +37,7 @@ def plan_options(fn):
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 no changes, 1 error, 2 changes.")
 @json_option("Print the plan as JSON (format_version 1.0).")
 @color_option
+@compact_warnings_option
 @click.option("--refresh-only", is_flag=True, help="Only accept what refresh found into state; no infrastructure changes.")
 @click.option("--max-hourly-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
               help="Fail (exit 1, nothing saved) when the planned fleets cost more than USD per hour.")
@@ -66,7 +67,7 @@ def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, 
         if as_json:
             emit_json(the_plan.to_json(), sort_keys=True)
         else:
-            render_plan(the_plan, obj.console(text_only=True))
+            render_plan(the_plan, obj.console(text_only=True), compact_warnings=compact_warnings())
     if max_hourly_cost is not None:
         from infraplan.cost import over_budget
 
