@@ -99,7 +99,19 @@ class Workspace:
         plan.secrets = frozenset(config.sensitive_values)
         plan.desired_config = self._desired_snapshot(plan)
         self._judge(plan)
+        from infraplan.policy.access import AccessAction
+
+        self.authorize(AccessAction.PLAN, [c.address for c in plan.changes if c.action != Action.NOOP])
         return plan
+
+    def authorize(self, action: str, addresses: list[str]) -> None:
+        """The access policy's word on `action` (an `AccessAction` value) over `addresses`
+        (`infraplan.policy.access`): raises AccessDenied, audited, before any lock is taken."""
+        from infraplan.policy.access import AccessAction, enforce
+
+        root = self.config_path if self.config_path.is_dir() else self.config_path.parent
+        enforce(AccessAction(action), addresses, actor=who(), folders=[root, self.state_path.parent],
+                state_path=self.state_path)
 
     def _judge(self, plan: Plan) -> None:
         """The config's Rego policies on the plan: `warn` joins its warnings, any `deny` stops it."""
@@ -207,7 +219,11 @@ class Workspace:
         from infraplan.apply.executor import Executor
         from infraplan.state.lock import RUNNING
 
+        from infraplan.policy.access import AccessAction
+
         op = operation or ("destroy" if plan.destroy else "apply")
+        action = {"destroy": AccessAction.DESTROY, "rollback": AccessAction.ROLLBACK}.get(op, AccessAction.APPLY)
+        self.authorize(action, [c.address for c in plan.changes if c.action != Action.NOOP])
         store = self.store()
         config = self.config
         started = utc_now()

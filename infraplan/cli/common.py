@@ -136,6 +136,16 @@ def existing_state(state_path: str | Path | None) -> Path:
     return path
 
 
+def authorize(action: str, addresses: list[str], state_path) -> None:
+    """The access policy (beside the state) on a command without a config: state edits,
+    force-unlock. Raises AccessDenied, audited, before the lock is taken."""
+    from infraplan.policy.access import AccessAction, enforce
+    from infraplan.util.identity import who
+
+    path = Path(state_path)
+    enforce(AccessAction(action), addresses, actor=who(), folders=[path.parent], state_path=path)
+
+
 def state_option(fn):
     """--state for commands without a config PATH argument."""
     return click.option("--state", "state_path", type=click.Path(), default=None,

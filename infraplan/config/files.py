@@ -6,11 +6,17 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
+#: the access policy beside a config (`infraplan.policy.access`): not part of the config
+ACCESS_POLICY_FILE = "infraplan.policy.yaml"
+
+
 def config_file_paths(path: str | Path) -> list[Path]:
-    """The files a config path stands for: its `*.yaml`/`*.yml` files by name, or the one file."""
+    """The files a config path stands for: its `*.yaml`/`*.yml` files by name (the access
+    policy aside), or the one file."""
     p = Path(path)
     if p.is_dir():
-        return sorted((f for f in p.iterdir() if f.suffix in (".yaml", ".yml") and f.is_file()), key=lambda f: f.name)
+        return sorted((f for f in p.iterdir() if f.suffix in (".yaml", ".yml") and f.is_file()
+                       and f.name != ACCESS_POLICY_FILE), key=lambda f: f.name)
     return [p] if p.is_file() else []
 
 

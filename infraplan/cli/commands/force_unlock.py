@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from infraplan.cli.common import existing_state, handle_errors, state_option
+from infraplan.cli.common import authorize, existing_state, handle_errors, state_option
 from infraplan.cli.options import color_option, emit_json, json_option
 
 
@@ -21,6 +21,7 @@ def force_unlock(lock_id, state_path, force, as_json):
     """Break a stale state lock (audited)."""
     from infraplan.state import StateStore
 
+    authorize("force-unlock", ["*"], existing_state(state_path))
     store = StateStore(existing_state(state_path))
     held = store.current_lock()
     if held is not None and held.id == lock_id and not force and not held.holder_gone():

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from infraplan.cli.common import existing_state, fail, handle_errors, notice, state_option
+from infraplan.cli.common import authorize, existing_state, fail, handle_errors, notice, state_option
 from infraplan.cli.completion import complete_address
 from infraplan.cli.options import color_option, emit_json, json_option
 from infraplan.diagnostics import did_you_mean, short_repr
@@ -70,6 +70,7 @@ def state_rm(addresses, state_path, as_json):
     from infraplan.util.identity import who
 
     addresses = list(dict.fromkeys(addresses))  # each once, in the order given
+    authorize("state-edit", addresses, existing_state(state_path))
     store = StateStore(existing_state(state_path))
     with store.lock("state rm", who=who(), on_broken=lambda info: notice(broken_notice(info))):
         missing = [a for a in addresses if store.get(a) is None]
@@ -104,6 +105,7 @@ def state_mv(src, dst, state_path, as_json):
     from infraplan.util.identity import who
 
     path = existing_state(state_path)
+    authorize("state-edit", [src, dst], path)
     rec = StateStore.open_readonly(path).get(src)  # checked before the lock: a refusal writes nothing
     src_kind = ResourceKind(rec.kind) if rec is not None else ResourceKind.of_address(src)
     dst_kind = ResourceKind.of_address(dst)
