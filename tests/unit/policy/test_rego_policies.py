@@ -31,7 +31,7 @@ fleet:
 @pytest.fixture
 def project(tmp_path):
     (tmp_path / "main.yaml").write_text(CONFIG)
-    shutil.copytree(REPO / "examples" / "policies", tmp_path / "policies")
+    shutil.copytree(REPO / "examples" / "policies" / "policies", tmp_path / "policies")
     return tmp_path
 
 
@@ -85,3 +85,10 @@ def test_a_policy_that_crashes_the_interpreter_is_an_error_not_a_crash(project):
     assert r.exit_code == 1, r.output
     assert "crashed" in r.output or "passed" in r.output  # whichever regopy does, infraplan itself survives
     assert "Traceback" not in r.output
+
+
+def test_the_policies_example_plans_clean_and_its_cases_pass():
+    r = run("plan", str(REPO / "examples" / "policies"), "--refresh=false")
+    assert r.exit_code == 0 and "policy denies" not in r.output, r.output
+    r = run("policy", "test", str(REPO / "examples" / "policies"))
+    assert r.exit_code == 0 and "5 passed, 0 failed" in r.output, r.output
