@@ -1,6 +1,7 @@
 """Run in the skypilot plugin worker (INFRAPLAN_PLUGIN_PRELOAD): the SDK boundary replaced by
 tests/helpers/fake_sky.py, which returns SkyPilot's real types. FAKE_SKY_FAIL=no_capacity makes
-the first request fail as SkyPilot does when no candidate has capacity."""
+the first request fail as SkyPilot does when no candidate has capacity; FAKE_SKY_FAIL=transient
+makes every request fail as when the API server never answers."""
 
 import importlib.util
 import os
@@ -32,12 +33,3 @@ if os.environ.get("FAKE_SKY_FAIL") == "transient":  # the API server never answe
             return sky.exceptions.ApiServerConnectionError("http://127.0.0.1:46580")
 
     FAKE.fail_next = _Always()
-if os.environ.get("FAKE_SKY_CALLS"):  # one line per SDK request, for tests counting them
-    _launch = FAKE.launch
-
-    def _counted_launch(*args, **kwargs):
-        with open(os.environ["FAKE_SKY_CALLS"], "a") as f:
-            f.write("launch\n")
-        return _launch(*args, **kwargs)
-
-    FAKE.launch = _counted_launch
