@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from infraplan.providers.plugin.host import RemoteProvider
-from infraplan.providers.contract import ProviderContext, ReadResult, ResourceKind
-from infraplan_providers.skypilot.client import NoCapacity
+from infraplan.providers.contract import ProviderContext, ResourceKind
 from infraplan_providers.skypilot.provider import SkyPilotProvider
 
 from helpers.paths import HELPERS, REPO
@@ -63,34 +62,6 @@ def _remote(tmp_path) -> RemoteProvider:
     ctx = ProviderContext(project_dir=tmp_path, state_path=tmp_path / "s.db", runtime_dir=tmp_path / "rt",
                           settings={"idle_minutes_to_autostop": 30}, name="sky")
     return RemoteProvider.connect(SkyPilotProvider, ctx, "skypilot")
-
-
-def test_cluster_lifecycle_through_the_plugin_with_the_sdk_faked_there(sky_env, tmp_path, monkeypatch):
-    monkeypatch.setenv("INFRAPLAN_PLUGIN_PRELOAD", str(HELPERS / "fake_preload.py"))
-    p = _remote(tmp_path)
-    try:
-        assert p.hello()["versions"]["skypilot"].startswith("0.14.")
-        out = p.create(ResourceKind.REPLICA, "fleet.chat[1]", dict(ATTRS))
-        assert out["cluster_name"] == "infraplan-chat-1" and out["endpoint"] == "http://3.1.2.3:30000"
-        assert (out["cloud_chosen"], out["instance_type_chosen"]) == ("aws", "p5.48xlarge")
-        got = p.read(ResourceKind.REPLICA, "fleet.chat[1]", out)
-        assert isinstance(got, ReadResult) and got.exists and got.healthy
-        p.delete(ResourceKind.REPLICA, "fleet.chat[1]", out)
-        assert not p.read(ResourceKind.REPLICA, "fleet.chat[1]", out).exists
-    finally:
-        p.close()
-
-
-def test_skypilot_errors_cross_the_process_boundary_as_infraplan_errors(sky_env, tmp_path, monkeypatch):
-    monkeypatch.setenv("INFRAPLAN_PLUGIN_PRELOAD", str(HELPERS / "fake_preload.py"))
-    monkeypatch.setenv("FAKE_SKY_FAIL", "no_capacity")
-    p = _remote(tmp_path)
-    try:
-        with pytest.raises(NoCapacity, match="InsufficientInstanceCapacity") as info:
-            p.create(ResourceKind.REPLICA, "fleet.chat[1]", dict(ATTRS))
-        assert len(info.value.failover_history) == 1
-    finally:
-        p.close()
 
 
 def test_one_retry_owner_a_failing_launch_is_submitted_three_times_not_nine(sky_env, tmp_path, monkeypatch):
@@ -197,22 +168,6 @@ def test_a_skyserve_canary_needs_a_router_and_an_unchanged_replica_count(sky_env
     assert proc.returncode == 1 and "cannot also change its replicas (fleet.chat[2])" in proc.stderr + proc.stdout
     proc = _plan(cfg, state, "--var", "replicas=3")  # the replica change alone is fine
     assert proc.returncode == 0, proc.stderr
-
-
-def test_canary_service_through_the_plugin_with_the_sdk_faked_there(sky_env, tmp_path, monkeypatch):
-    monkeypatch.setenv("INFRAPLAN_PLUGIN_PRELOAD", str(HELPERS / "fake_preload.py"))
-    p = _remote(tmp_path)
-    attrs = dict(ATTRS, index=0, placement="service")
-    try:
-        primary = p.create(REPLICA, "fleet.chat[0]", p.prepare_create(REPLICA, "fleet.chat[0]", attrs))
-        assert p.service_workers("fleet.chat[0]", primary) == ["http://10.0.0.1:30000"]
-        canary = p.create_canary("fleet.chat[0]", dict(attrs, model_revision="r2", canary=True), 2)
-        assert canary["service_name"] == "infraplan-chat-canary"
-        assert canary["workers"] == ["http://10.1.0.1:30000", "http://10.1.0.2:30000"]
-        p.delete(ResourceKind.REPLICA, "fleet.chat[0]", canary)
-        assert not p.read(REPLICA, "fleet.chat[0]", canary).exists and p.read(REPLICA, "fleet.chat[0]", primary).exists
-    finally:
-        p.close()
 
 
 def test_a_router_on_skypilot_runs_smg_and_takes_traffic(sky_env, tmp_path, monkeypatch):
