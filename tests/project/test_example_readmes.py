@@ -15,7 +15,7 @@ from helpers.paths import REPO
 from infraplan.providers.plugin.host import plugin_python
 
 pytestmark = pytest.mark.e2e
-CATALOGS = Path(os.environ.get("INFRAPLAN_SKY_CATALOGS", REPO.parent / "shared" / "catalogs"))
+from helpers.skypilot_plugin import CATALOGS  # noqa: E402 - one rule for where the catalogs are
 
 
 def shell_block(readme: Path) -> list[tuple[str, str]]:
