@@ -153,7 +153,7 @@ class LocalServices:
                  "replica_info": [{"replica_id": r["id"], "name": f"{n}-{r['id']}", "status": ReplicaStatus.READY,
                                    "version": r["version"], "endpoint": f"127.0.0.1:{r['port']}"}
                                   for r in svc["replicas"]]}
-                for n in names if (svc := data.get(n))]
+                for n in (list(data) if names is None else names) if (svc := data.get(n))]
 
 
 class FakeServe:
@@ -191,7 +191,9 @@ class FakeServe:
                 "controller_port": 20001, "load_balancer_port": 30001,
                 "endpoint": f"44.1.2.3:{30000 + len(services) + 1}", "policy": spec.autoscaling_policy_str(),
                 "requested_resources_str": str(task.resources), "load_balancing_policy": spec.load_balancing_policy,
-                "min_replicas": spec.min_replicas}
+                "min_replicas": spec.min_replicas,
+                # what each replica's handle will say it was launched with (labels included)
+                "labels": dict(next(iter(task.resources)).labels or {})}
 
     def up(self, task, service_name, _need_confirmation=False):
         self.owner._enter("serve.up", service=service_name, task=task_summary(task))
@@ -225,7 +227,7 @@ class FakeServe:
 
     def status(self, service_names):
         names = [service_names] if isinstance(service_names, str) else service_names
-        self.owner._enter("serve.status", services=list(names))
+        self.owner._enter("serve.status", services=None if names is None else list(names))
 
         def do():
             if self.owner.controller_down:
@@ -234,10 +236,11 @@ class FakeServe:
                 return self.local.records(names)
             services = self.services
             out = []
-            for n in names:
+            for n in (list(services) if names is None else names):
                 if n not in services:
                     continue
-                rec = services[n]
+                rec = {k: v for k, v in services[n].items() if k != "labels"}
+                handle = SimpleNamespace(launched_resources=sky.Resources(labels=services[n].get("labels") or None))
                 steps = self.script.get(n)
                 status, reps = (steps.pop(0) if len(steps) > 1 else steps[0]) if steps else (
                     ServiceStatus.READY, [ReplicaStatus.READY] * rec["min_replicas"])
@@ -245,7 +248,7 @@ class FakeServe:
                 net = list(services).index(n)  # each service's replicas on their own addresses
                 out.append(dict(rec, status=status, replica_info=[
                     {"replica_id": i + 1, "name": f"{n}-{i + 1}", "status": s, "version": version, "launched_at": 0,
-                     "handle": None, "endpoint": f"10.{net}.0.{i + 1}:30000"} for i, s in enumerate(reps)]))
+                     "handle": handle, "endpoint": f"10.{net}.0.{i + 1}:30000"} for i, s in enumerate(reps)]))
             return out
         return self.owner._req(do)
 

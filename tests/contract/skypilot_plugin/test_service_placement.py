@@ -245,3 +245,45 @@ def test_a_new_update_mode_alone_redeploys_nothing(fleet):
     assert not f.p.plan(REPLICA, out[0], changed).redeploys
     f.p.update(REPLICA, f.addr(0), out[0], changed)
     assert not f.fake.calls("serve.update")  # recorded in state only
+
+
+def test_a_skyserve_service_no_state_records_is_listed_as_an_orphan_and_taken_down(tmp_path, sky_module_env):
+    """A service's replicas carry the state's lineage label (SkyServe keeps them on each replica's
+    handle): `list_instances` finds the service no state records; `delete_instance` is `serve down`."""
+    from infraplan.drift.orphans import orphan_findings
+    from infraplan.providers.contract import ProviderContext
+    from infraplan.state.store import ResourceRecord, StateSnapshot
+    from infraplan_providers.skypilot.provider import SkyPilotProvider
+
+    from helpers.skypilot_plugin import FakeSkyControl
+
+    lineage = "ab" * 16
+    fake = FakeSkyControl(tmp_path, "orphans")
+    ctx = ProviderContext(project_dir=tmp_path, state_path=tmp_path / "s.db", runtime_dir=tmp_path / "rt",
+                          name="sky", settings=SETTINGS, lineage=lineage)
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in {**sky_module_env, **fake.environment()}.items():
+            mp.setenv(k, v)
+        p = RemoteProvider.connect(SkyPilotProvider, ctx, "skypilot")
+    try:
+        kept = Fleet("kept", p, fake)
+        lost = Fleet("lost", p, fake)
+        out = kept.create(1)
+        lost.create(1)  # its state records were lost
+        listed = {i.instance_id: i for i in p.list_instances()}
+        assert set(listed) == {kept.service, lost.service}
+        assert listed[lost.service].detail["kind"] == "skyserve service"
+        assert listed[lost.service].detail["address"]  # the address label names the fleet it was for
+        rec = ResourceRecord("fleet.kept[0]", "", "replica", "sky", "ready", out[0], None, [], None, "t", "t")
+        snap = StateSnapshot(lineage, 3, [rec])
+
+        class One:  # the providers the drift run asks: just this worker
+            def get(self, key):
+                return p
+
+        findings, n, errors = orphan_findings(snap, One(), {"sky"}, [], timeout=60)
+        assert errors == [] and [(f.kind, f.instance_id) for f in findings] == [("orphaned", lost.service)]
+        p.delete_instance(listed[lost.service])
+        assert lost.service not in lost.services() and kept.service in kept.services()
+    finally:
+        p.close()
