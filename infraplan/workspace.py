@@ -259,6 +259,9 @@ class Workspace:
             store.set_outputs(outputs, sensitive={n for n, o in config.outputs.items() if o.sensitive})
             status = "ok" if result.ok else ("interrupted" if result.interrupted else "failed")
             summary = dict(plan.summary(), **result.summary())
+            # what each fleet costs, for `infraplan status`'s measured $ per 1M output tokens
+            summary["hourly_by_fleet"] = {c.address: c.cost["hourly"] for c in plan.changes
+                                          if c.kind == ResourceKind.FLEET and c.cost and c.cost.get("hourly") is not None}
             with store.batch():
                 store.finish_history(history_id, status=status, summary=summary, finished_at=utc_now(),
                                      desired_config=dict(snapshot, serial=store.serial))
