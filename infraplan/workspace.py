@@ -48,6 +48,7 @@ class Workspace:
         self.var_files = list(var_files)
         self.env = dict(os.environ if env is None else env)
         self.policy_paths: list[str] = []  # --policy files or folders, beside policies/ (infraplan.policy.rego)
+        self.accept_lineage = False  # --accept-lineage: another state in this state's place is intended
         self._config = None
 
     # -- config and state ------------------------------------------------------
@@ -89,9 +90,11 @@ class Workspace:
     def plan(self, options: PlanOptions | None = None) -> Plan:
         """Refresh (unless told not to) and plan. Takes no lock and writes nothing."""
         config = self.config
+        snapshot = self.snapshot()
+        self._check_lineage(snapshot.lineage)
         providers = self.providers(config)
         try:
-            plan = make_plan(config, self.snapshot(), providers, options)
+            plan = make_plan(config, snapshot, providers, options)
         finally:
             providers.close()
         if not (options and options.force):
@@ -112,6 +115,52 @@ class Workspace:
         root = self.config_path if self.config_path.is_dir() else self.config_path.parent
         enforce(AccessAction(action), addresses, actor=who(), folders=[root, self.state_path.parent],
                 state_path=self.state_path)
+
+    # -- the state this config was applied to ----------------------------------
+    def _lineages_file(self) -> Path:
+        root = self.config_path if self.config_path.is_dir() else self.config_path.parent
+        return root / ".infraplan" / "lineages.json"
+
+    def _remembered(self) -> dict[str, str]:
+        import json
+
+        try:
+            data = json.loads(self._lineages_file().read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _check_lineage(self, lineage: str | None) -> None:
+        """Another state swapped in under this state's path is refused (unless `accept_lineage`)."""
+        from infraplan.errors import StateError
+
+        remembered = self._remembered().get(str(Path(self.state_path).resolve()))
+        if not (remembered and lineage and lineage != remembered):
+            return
+        if self.accept_lineage:  # said on purpose: this lineage is the one remembered from now on
+            self._remember_lineage(lineage)
+            return
+        raise StateError(
+            f"the state at {self.state_path} has lineage {lineage[:8]}, but this config was last applied to "
+            f"lineage {remembered[:8]} there ({self._lineages_file()}): another state was put in its place; "
+            "if that is intended, run again with --accept-lineage")
+
+    def _remember_lineage(self, lineage: str | None) -> None:
+        import json
+
+        from infraplan.util.files import write_private
+
+        if not lineage:
+            return
+        data = self._remembered()
+        key = str(Path(self.state_path).resolve())
+        if data.get(key) == lineage:
+            return
+        data[key] = lineage
+        try:
+            write_private(self._lineages_file(), json.dumps(data, indent=1, sort_keys=True))
+        except OSError:
+            pass  # a read-only config folder: the check is a safety net, not a requirement
 
     def _judge(self, plan: Plan) -> None:
         """The config's Rego policies on the plan: `warn` joins its warnings, any `deny` stops it."""
@@ -268,6 +317,7 @@ class Workspace:
                 store.audit(op, details={"status": status, "summary": summary, "plan_hash": plan_hash,
                                          "failed": result.failed, "seconds": round(time.monotonic() - t0, 3)},
                             who=who())
+            self._remember_lineage(store.lineage)
         if result.interrupted:
             how = "stopped by SIGTERM" if result.interrupted_by == "SIGTERM" else "interrupted"
             if result.abandoned:

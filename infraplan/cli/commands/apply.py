@@ -67,7 +67,7 @@ def _refuse_planning_options(plan_file: str, *, targets, replace, refresh_only: 
 @handle_errors
 @stops_cleanly
 def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, force, policies,
-          auto_approve, as_json, refresh_only):
+          accept_lineage, auto_approve, as_json, refresh_only):
     """Create, update and destroy resources to match the configuration (or a saved plan FILE)."""
     from infraplan.cli.views.plan import render_plan
     from infraplan.plan.planner import PlanOptions
@@ -80,7 +80,7 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
         state = resolve_state_path(state_path, saved.config_path, recorded=opts.state or None)
         ws = open_workspace(saved.config_path, state,
                         list(opts.var_args) + list(var_args), list(opts.var_files) + list(var_files))
-        ws.policy_paths = list(policies)
+        ws.policy_paths, ws.accept_lineage = list(policies), accept_lineage
         ws.refuse_if_locked()  # before planning: a running apply is named at once
         options = PlanOptions(refresh=bool(opts.refresh), targets=tuple(opts.targets),
                               replace=tuple(opts.replace), destroy=bool(opts.destroy),
@@ -95,7 +95,7 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
         approved = True  # a saved plan was reviewed when it was made
     else:
         ws = open_workspace(path, state_path, var_args, var_files)
-        ws.policy_paths = list(policies)
+        ws.policy_paths, ws.accept_lineage = list(policies), accept_lineage
         ws.refuse_if_locked()
         if refresh_only:
             from infraplan.plan.refresh_only import refresh_only_plan

@@ -25,6 +25,9 @@ def plan_options(fn):
     fn = click.option("--force", is_flag=True, help="Roll out again a version whose rollout was rolled back.")(fn)
     fn = click.option("--policy", "policies", multiple=True, type=click.Path(), metavar="PATH",
                       help="A Rego policy file or folder, judged with those in policies/ beside the config.")(fn)
+    fn = click.option("--accept-lineage", is_flag=True,
+                      help="Accept a state of another lineage where this config's state was (it was replaced "
+                           "on purpose).")(fn)
     return fn
 
 
@@ -43,15 +46,15 @@ def plan_options(fn):
               help="Fail (exit 1, nothing saved) when the planned fleets cost more than USD per hour.")
 @click.pass_obj
 @handle_errors
-def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, force, policies, destroy,
-         out, detailed_exitcode, as_json, refresh_only, max_hourly_cost):
+def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, force, policies,
+         accept_lineage, destroy, out, detailed_exitcode, as_json, refresh_only, max_hourly_cost):
     """Show what apply would change."""
     with no_cyclic_gc():
         from infraplan.cli.views.plan import render_plan
         from infraplan.plan.planner import PlanOptions
 
         ws = open_workspace(path, state_path, var_args, var_files)
-        ws.policy_paths = list(policies)
+        ws.policy_paths, ws.accept_lineage = list(policies), accept_lineage
         held = ws.current_lock()
         if held is not None:
             from infraplan.state.lock import in_progress_notice
