@@ -18,14 +18,27 @@ def printable(text: str) -> str:
 
 @dataclass(frozen=True)
 class Location:
-    """A point in a config file (1-based line and column)."""
+    """A point in a config file (1-based line and column); `note` says where a copied file
+    comes from (``main.yaml:12:3 (as of history #4)``)."""
 
     file: str
     line: int
     col: int
+    note: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
+        return f"{self.file}:{self.line}:{self.col}" + (f" ({self.note})" if self.note else "")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        if d["note"] is None:
+            del d["note"]
+        return d
+
+
+def location_text(loc: dict) -> str:
+    """A location as `to_json` wrote it, in the one-line form (``file:line:col (note)``)."""
+    return str(Location(loc["file"], loc["line"], loc["col"], loc.get("note")))
 
 
 @dataclass
@@ -49,7 +62,7 @@ class Diagnostic:
 
     def to_json(self) -> dict:
         d = asdict(self)
-        d["location"] = asdict(self.location) if self.location else None
+        d["location"] = self.location.to_json() if self.location else None
         return d
 
 

@@ -91,6 +91,10 @@ class PlanError(InfraplanError):
         self.diagnostics = list(diagnostics or [])
 
 
+class AccessDenied(InfraplanError):
+    """The access policy does not let this actor do this (one line naming actor, action, address, rule)."""
+
+
 class ApplyError(InfraplanError):
     """Apply finished with failed resources (or was interrupted)."""
 

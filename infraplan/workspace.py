@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +53,11 @@ class Workspace:
 
     def __init__(self, config_path: str | Path = ".", *, state_path: str | Path | StateLocation | None = None,
                  var_args: Sequence[str] = (), var_files: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None, notify: Callable[[str], None] | None = None):
+                 env: Mapping[str, str] | None = None, notify: Callable[[str], None] | None = None,
+                 config_origin: str | None = None):
         self.config_path = Path(config_path)
+        #: where the config files really come from when `config_path` holds copies (rollback)
+        self.config_origin = config_origin
         #: where one-line notices go (a broken stale lock); the CLI prints them on stderr
         self.notify = notify or (lambda message: None)
         #: where the state is: `state_path` if given, else the config's `backend:` block, else the default file
@@ -61,6 +65,8 @@ class Workspace:
         self.var_args = list(var_args)
         self.var_files = list(var_files)
         self.env = dict(os.environ if env is None else env)
+        self.policy_paths: list[str] = []  # --policy files or folders, beside policies/ (infraplan.policy.rego)
+        self.accept_lineage = False  # --accept-lineage: another state in this state's place is intended
         self._config = None
 
     # -- config and state ------------------------------------------------------
@@ -79,7 +85,7 @@ class Workspace:
             from infraplan.config import load_config
 
             self._config = load_config(self.config_path, var_args=self.var_args,
-                                       var_files=self.var_files, env=self.env)
+                                       var_files=self.var_files, env=self.env, origin=self.config_origin)
         return self._config
 
     def store(self) -> Store:
@@ -111,16 +117,103 @@ class Workspace:
     def plan(self, options: PlanOptions | None = None) -> Plan:
         """Refresh (unless told not to) and plan. Takes no lock and writes nothing."""
         config = self.config
+        snapshot = self.snapshot()
+        self._check_lineage(snapshot.lineage)
         providers = self.providers(config)
         try:
-            plan = make_plan(config, self.snapshot(), providers, options)
+            plan = make_plan(config, snapshot, providers, options)
         finally:
             providers.close()
         if not (options and options.force):
             self._refuse_rolled_back(plan)
         plan.secrets = frozenset(config.sensitive_values)
         plan.desired_config = self._desired_snapshot(plan)
+        self._judge(plan)
+        from infraplan.policy.access import AccessAction
+
+        self.authorize(AccessAction.PLAN, [c.address for c in plan.changes if c.action != Action.NOOP])
         return plan
+
+    def authorize(self, action: str, addresses: list[str]) -> None:
+        """The access policy's word on `action` (an `AccessAction` value) over `addresses`
+        (`infraplan.policy.access`): raises AccessDenied, audited, before any lock is taken."""
+        from infraplan.policy.access import AccessAction, enforce
+
+        root = self.config_path if self.config_path.is_dir() else self.config_path.parent
+        beside_state = [self.state.path.parent] if self.state.is_file else []
+        enforce(AccessAction(action), addresses, actor=who(), folders=[root, *beside_state], state_path=self.state)
+
+    # -- the state this config was applied to ----------------------------------
+    def _lineages_file(self) -> Path:
+        root = self.config_path if self.config_path.is_dir() else self.config_path.parent
+        return root / ".infraplan" / "lineages.json"
+
+    def _remembered(self) -> dict[str, str]:
+        import json
+
+        try:
+            data = json.loads(self._lineages_file().read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _check_lineage(self, lineage: str | None) -> None:
+        """Another state swapped in under this state's path is refused (unless `accept_lineage`)."""
+        from infraplan.errors import StateError
+
+        remembered = self._remembered().get(self._lineage_key())
+        if not (remembered and lineage and lineage != remembered):
+            return
+        if self.accept_lineage:  # said on purpose: this lineage is the one remembered from now on
+            self._remember_lineage(lineage)
+            return
+        raise StateError(
+            f"the state at {self.state} has lineage {lineage[:8]}, but this config was last applied to "
+            f"lineage {remembered[:8]} there ({self._lineages_file()}): another state was put in its place; "
+            "if that is intended, run again with --accept-lineage")
+
+    def _lineage_key(self) -> str:
+        """The state as lineages.json names it: the file's absolute path, or the URL without its password."""
+        return str(self.state.path.resolve()) if self.state.is_file else self.state.without_password
+
+    def _remember_lineage(self, lineage: str | None) -> None:
+        import json
+
+        from infraplan.util.files import write_private
+
+        if not lineage:
+            return
+        data = self._remembered()
+        key = self._lineage_key()
+        if data.get(key) == lineage:
+            return
+        data[key] = lineage
+        try:
+            write_private(self._lineages_file(), json.dumps(data, indent=1, sort_keys=True))
+        except OSError:
+            pass  # a read-only config folder: the check is a safety net, not a requirement
+
+    def _judge(self, plan: Plan) -> None:
+        """The config's Rego policies on the plan: `warn` joins its warnings, any `deny` stops it."""
+        from infraplan.diagnostics import Diagnostic
+        from infraplan.errors import PlanError
+        from infraplan.policy.rego import PolicyError, evaluate, find_modules
+
+        try:
+            modules = find_modules(Path(str(self.config.root)), self.policy_paths)
+            if not modules:
+                return
+            from infraplan.plan.terraform_json import terraform_plan
+
+            denies, warns = evaluate(modules, terraform_plan(plan))
+        except PolicyError as exc:
+            raise PlanError(exc.diagnostics[0].one_line(), exc.diagnostics) from None
+        names = ", ".join(str(m.path) for m in modules)
+        for msg in warns:
+            plan.diagnostics.append(Diagnostic(f"policy: {msg}", severity="warning", path=names).to_json())
+        if denies:
+            diags = [Diagnostic(f"policy denies the plan: {msg}", path=names) for msg in denies]
+            raise PlanError(diags[0].one_line(), diags)
 
     def _desired_snapshot(self, plan: Plan) -> dict[str, Any]:
         from infraplan.util.redact import redact
@@ -203,7 +296,11 @@ class Workspace:
         from infraplan.apply.executor import Executor
         from infraplan.state.lock import RUNNING
 
+        from infraplan.policy.access import AccessAction
+
         op = operation or ("destroy" if plan.destroy else "apply")
+        action = {"destroy": AccessAction.DESTROY, "rollback": AccessAction.ROLLBACK}.get(op, AccessAction.APPLY)
+        self.authorize(action, [c.address for c in plan.changes if c.action != Action.NOOP])
         config = self.config
         started = utc_now()
         t0 = time.monotonic()
@@ -238,12 +335,16 @@ class Workspace:
             store.set_outputs(outputs, sensitive={n for n, o in config.outputs.items() if o.sensitive})
             status = "ok" if result.ok else ("interrupted" if result.interrupted else "failed")
             summary = dict(plan.summary(), **result.summary())
+            # what each fleet costs, for `infraplan status`'s measured $ per 1M output tokens
+            summary["hourly_by_fleet"] = {c.address: c.cost["hourly"] for c in plan.changes
+                                          if c.kind == ResourceKind.FLEET and c.cost and c.cost.get("hourly") is not None}
             with store.batch():
                 store.finish_history(history_id, status=status, summary=summary, finished_at=utc_now(),
                                      desired_config=dict(snapshot, serial=store.serial))
                 store.audit(op, details={"status": status, "summary": summary, "plan_hash": plan_hash,
                                          "failed": result.failed, "seconds": round(time.monotonic() - t0, 3)},
                             who=who())
+            self._remember_lineage(store.lineage)
         if result.interrupted:
             how = "stopped by SIGTERM" if result.interrupted_by == "SIGTERM" else "interrupted"
             if result.abandoned:
@@ -337,6 +438,116 @@ def validate(config_path: str | Path, *, var_args: Sequence[str] = (), var_files
     if config is None:
         return None, diags
     diags = [*diags, *check_providers(config)]
+    from infraplan.policy.rego import PolicyError, check, find_modules
+
+    try:
+        check(find_modules(Path(str(config.root))))  # a policy that does not parse: located
+    except PolicyError as exc:
+        diags = [*diags, *exc.diagnostics]
     if any(d.severity == "error" for d in diags):
         return None, diags
     return config, diags
+
+
+class StateOnlyWorkspace(Workspace):
+    """A state file without its config: enough to destroy everything the state holds
+    (`infraplan destroy --state-only`). Each state row names its provider (block name and
+    type); a provider block's settings are not in state, so providers run with defaults,
+    and the plan says so where the last stored config gave that block settings."""
+
+    def __init__(self, state_path: str | Path | StateLocation, *, notify: Callable[[str], None] | None = None):
+        from infraplan.state.api import StateLocation
+
+        location = StateLocation.parse(state_path)
+        super().__init__(location.path.parent if location.is_file else Path("."), state_path=location, env={},
+                         notify=notify)
+        #: (provider block name, type) whose settings were (or may have been) set, and are unknown here
+        self.unknown_settings: list[tuple[str, str]] = []
+        self.stored: _StoredConfig | None = None
+
+    @property
+    def config(self):
+        if self._config is None:
+            self._config = self._config_from_state()
+        return self._config
+
+    def _config_from_state(self):
+        from infraplan.config import Config
+        from infraplan.models.config import ProviderBlock
+
+        with self.readonly_store() as store:
+            resources, history = store.snapshot().resources, store.history()
+        types: dict[str, str] = {}
+        for r in resources:  # replica and router rows carry their provider's type; fleet rows only its name
+            ptype = (r.attributes or {}).get("provider_type")
+            if r.provider and (ptype or r.provider not in types):
+                types[r.provider] = ptype or r.provider
+        self.stored = _stored_config(history)
+        for key, ptype in sorted(types.items()):
+            # no stored config to tell: a block of another name than its type surely existed
+            if (self.stored.provider_settings.get(key) if self.stored is not None else key != ptype):
+                self.unknown_settings.append((key, ptype))
+        return Config(root=self.config_path, files=[], variables={}, sensitive_values=set(), sensitive_paths=set(),
+                      locals={}, providers={k: ProviderBlock(type=t) for k, t in types.items()}, models={},
+                      fleets={}, outputs={}, digest="")
+
+    def plan(self, options: PlanOptions | None = None) -> Plan:
+        """The destroy plan of everything in state (`options.destroy` is implied)."""
+        from dataclasses import replace
+
+        from infraplan.diagnostics import Diagnostic
+
+        from infraplan.errors import PlanError
+
+        plan = super().plan(replace(options or PlanOptions(), destroy=True))
+        protected = self.stored.protected if self.stored is not None else set()
+        for c in plan.changes:
+            fleet = c.address if c.kind == ResourceKind.FLEET else c.fleet
+            if c.action == Action.DELETE and fleet in protected:
+                raise PlanError(
+                    f"{c.address}: {fleet} has lifecycle.prevent_destroy set in the last applied config "
+                    f"(history #{self.stored.history_id}), so --state-only does not destroy it; destroy "
+                    f"with that config (without prevent_destroy), or forget it: infraplan state rm {c.address}")
+        plan.diagnostics.extend(
+            Diagnostic(f"provider {key} ({ptype}): provider settings are not in state; defaults used",
+                       severity="warning", path=f"provider.{key}").to_json()
+            for key, ptype in self.unknown_settings)
+        return plan
+
+
+@dataclass
+class _StoredConfig:
+    """What `destroy --state-only` reads from the newest config stored in the history."""
+
+    history_id: int
+    #: provider block name -> whether the block set any settings
+    provider_settings: dict[str, bool] = field(default_factory=dict)
+    #: fleets (``fleet.NAME``) whose lifecycle.prevent_destroy was not plainly false
+    protected: set[str] = field(default_factory=set)
+
+
+def _stored_config(history) -> _StoredConfig | None:
+    """The newest config stored in the history, read as YAML (its variables are not needed, and
+    a value written as an expression counts as set); None when none is stored."""
+    from infraplan.config import load_yaml
+
+    for entry in history:
+        files = (entry.desired_config or {}).get("files")
+        if not files:
+            continue
+        out = _StoredConfig(entry.id)
+        for name, text in files.items():
+            value, _pos, _diags = load_yaml(text, name)
+            if not isinstance(value, dict):
+                continue
+            for key, block in _mapping(value.get("provider")).items():
+                out.provider_settings[str(key)] = bool(_mapping(block).get("settings"))
+            for key, block in _mapping(value.get("fleet")).items():
+                if _mapping(_mapping(block).get("lifecycle")).get("prevent_destroy") not in (None, False, "false"):
+                    out.protected.add(f"fleet.{key}")
+        return out
+    return None
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}

@@ -20,12 +20,14 @@ if TYPE_CHECKING:
     from infraplan.state.api import StateLocation
 
 
-def fail(message: str, code: int = 1, diagnostics: list | None = None) -> None:
-    """Print `Error: message` to stderr and exit; with --json also `{"error", "exit_code"}` on stdout."""
+def fail(message: str, code: int = 1, diagnostics: list | None = None, *, quiet: bool = False) -> None:
+    """Print `Error: message` to stderr (not when `quiet`: it was said already) and exit; with
+    --json also `{"error", "exit_code"}` on stdout."""
     from infraplan.cli.options import emit_json, json_requested
     from infraplan.diagnostics import printable
 
-    click.echo(f"Error: {printable(message)}", err=True)
+    if not quiet:
+        click.echo(f"Error: {printable(message)}", err=True)
     if json_requested():
         body: dict = {"error": message, "exit_code": code}
         if diagnostics:
@@ -47,13 +49,14 @@ def handle_errors(fn):
             for d in exc.diagnostics:
                 click.echo(d.one_line(), err=True)
             n = sum(1 for d in exc.diagnostics if d.severity == "error")
-            fail(f"configuration has {n} error{'s' if n != 1 else ''}; nothing was planned or applied",
-                 diagnostics=[d.to_json() for d in exc.diagnostics])
+            message = f"configuration has {n} error{'s' if n != 1 else ''}; nothing was planned or applied"
+            # one error is said once, on its own located line; several get a count after them
+            fail(message, diagnostics=[d.to_json() for d in exc.diagnostics], quiet=n == 1)
         except PlanError as exc:
-            for d in exc.diagnostics[1:]:
-                if d.severity == "error":
-                    click.echo(d.one_line(), err=True)
-            fail(exc.one_line())
+            said = [d.one_line() for d in exc.diagnostics if d.severity == "error"]
+            for line in said:
+                click.echo(line, err=True)
+            fail(exc.one_line(), quiet=exc.one_line() in said)  # the first error is the message: said once
         except InfraplanError as exc:
             fail(exc.one_line(), exc.exit_code)
 
@@ -141,6 +144,20 @@ def existing_state(state: str | Path | None) -> StateLocation:
     return location
 
 
+def authorize(action: str, addresses: list[str], state_path) -> None:
+    """The access policy (beside the state) on a command without a config: state edits,
+    force-unlock. Raises AccessDenied, audited, before the lock is taken."""
+    from infraplan.policy.access import AccessAction, enforce
+    from infraplan.util.identity import who
+
+    from infraplan.state.api import StateLocation
+
+    location = StateLocation.parse(state_path)
+    # a policy sits beside a state file; beside the config here for a database
+    folder = location.path.parent if location.is_file else Path(".")
+    enforce(AccessAction(action), addresses, actor=who(), folders=[folder], state_path=location)
+
+
 def state_option(fn):
     """--state for commands without a config PATH argument."""
     return click.option("--state", "state_path", type=click.Path(), default=None,
@@ -195,8 +212,21 @@ class UsageExitsOne:
         try:
             return super().make_context(*args, **kwargs)  # type: ignore[misc]
         except click.UsageError as exc:
-            exc.exit_code = 1
-            raise
+            raise OneLineUsageError.of(exc) from None
+
+
+class OneLineUsageError(click.UsageError):
+    """A usage error said in one line, as every error is (click's own takes four), exit 1."""
+
+    exit_code = 1
+
+    @classmethod
+    def of(cls, exc: click.UsageError) -> OneLineUsageError:
+        return exc if isinstance(exc, cls) else cls(exc.format_message(), exc.ctx)
+
+    def show(self, file=None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"Error: {self.format_message()}{hint}", file=file, err=file is None)
 
 
 class Cli(UsageExitsOne, click.Group):
@@ -214,10 +244,9 @@ class Cli(UsageExitsOne, click.Group):
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
-            exc.exit_code = 1
             options = typed[:typed.index("--")] if "--" in typed else typed
             if "--json" in options:  # the flag was typed but never parsed: answer in JSON all the same
                 from infraplan.cli.options import emit_json
 
                 emit_json({"error": exc.format_message().splitlines()[0], "exit_code": 1})
-            raise
+            raise OneLineUsageError.of(exc) from None

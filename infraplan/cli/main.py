@@ -25,11 +25,13 @@ from infraplan.cli.commands.history import history
 from infraplan.cli.commands.output import output
 from infraplan.cli.commands.plan import plan
 from infraplan.cli.commands.plugins import plugins
+from infraplan.cli.commands.policy import policy
 from infraplan.cli.commands.providers import providers_cmd
 from infraplan.cli.commands.rollback import rollback
 from infraplan.cli.commands.schema import schema
 from infraplan.cli.commands.show import show
 from infraplan.cli.commands.state import state
+from infraplan.cli.commands.status import status
 from infraplan.cli.commands.taint import taint, untaint
 from infraplan.cli.commands.validate import validate
 from infraplan.cli.common import LOG_ENV, Cli, configure_logging, handle_errors
@@ -58,7 +60,7 @@ def cli(ctx):
 
 
 for command in (validate, plan, apply, destroy, rollback, output, show, graph, schema, providers_cmd, history,
-                force_unlock, state, taint, untaint, drift, cleanup, bench, plugins):
+                force_unlock, state, status, taint, untaint, drift, cleanup, bench, plugins, policy):
     cli.add_command(command)
 
 

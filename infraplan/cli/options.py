@@ -1,5 +1,5 @@
-"""The options every printing command shares (--json, --no-color), the one JSON writer,
-and the console they colour.
+"""The options every printing command shares (--json, --no-color; --compact-warnings where a
+plan is shown), the one JSON writer, and the console they colour.
 
 Both flags are recorded in `click.Context.meta`, which nested contexts share, so the root's
 `infraplan --no-color plan` and the command's `infraplan plan --no-color` mean the same.
@@ -19,6 +19,7 @@ import click
 
 _JSON_KEY = "infraplan.json"
 _NO_COLOR_KEY = "infraplan.no_color"
+_COMPACT_KEY = "infraplan.compact_warnings"
 
 
 def _encode(value: Any) -> Any:
@@ -80,6 +81,17 @@ def color_option(fn):
     """--no-color: no ANSI colour (also NO_COLOR=1; off anyway when not a TTY)."""
     return click.option("--no-color", "no_color", is_flag=True, expose_value=False, callback=_remember(_NO_COLOR_KEY),
                         help="No colour (also NO_COLOR=1; off anyway when not a TTY).")(fn)
+
+
+def compact_warnings_option(fn):
+    """--compact-warnings (as Terraform's): warnings as their summaries, one line each."""
+    return click.option("--compact-warnings", is_flag=True, expose_value=False, callback=_remember(_COMPACT_KEY),
+                        help="Show warnings in a compact form: one line each, the summary only.")(fn)
+
+
+def compact_warnings() -> bool:
+    """Whether the running command was given --compact-warnings."""
+    return bool(_meta().get(_COMPACT_KEY))
 
 
 def console(*, stderr: bool = False, text_only: bool = False):

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -34,6 +34,7 @@ from infraplan.config.expressions import (
     walk_strings,
 )
 from infraplan.config.backend import validate_backend
+from infraplan.config.files import config_file_paths
 from infraplan.config.variables import resolve_variables, sensitive_strings
 from infraplan.util.secrets import named_secrets
 from infraplan.config.yaml_positions import PathT, Positions, format_path, load_yaml, parse_path
@@ -149,13 +150,16 @@ def validate_config(
     var_args: Sequence[str] = (),
     var_files: Sequence[str | Path] = (),
     env: Mapping[str, str] | None = None,
+    origin: str | None = None,
 ) -> tuple[Config | None, list[Diagnostic]]:
     """Load and check a config; never raises for config problems.
 
     Returns ``(config, diagnostics)``; `config` is None when any diagnostic is
-    an error.  Warnings come back either way.
+    an error.  Warnings come back either way. `origin` says where the files really come
+    from when `path` holds copies (``"as of history #4"``): diagnostics then name each
+    file by its own name, with that note, never by the copy's path.
     """
-    loader = _Loader(path, var_args, var_files, env)
+    loader = _Loader(path, var_args, var_files, env, origin)
     with no_cyclic_gc():
         config = loader.run()
     diags = sorted(loader.diags, key=_diag_order)
@@ -179,9 +183,10 @@ def load_config(
     var_args: Sequence[str] = (),
     var_files: Sequence[str | Path] = (),
     env: Mapping[str, str] | None = None,
+    origin: str | None = None,
 ) -> Config:
-    """Load a config or raise `ConfigError` with every diagnostic."""
-    config, diags = validate_config(path, var_args=var_args, var_files=var_files, env=env)
+    """Load a config or raise `ConfigError` with every diagnostic (`origin`: see `validate_config`)."""
+    config, diags = validate_config(path, var_args=var_args, var_files=var_files, env=env, origin=origin)
     if config is None:
         raise ConfigError(diags)
     return config
@@ -220,8 +225,10 @@ def _short(value: Any) -> str:
 
 
 class _Loader:
-    def __init__(self, path: str | Path, var_args: Sequence[str], var_files: Sequence[str | Path], env: Mapping[str, str] | None):
+    def __init__(self, path: str | Path, var_args: Sequence[str], var_files: Sequence[str | Path],
+                 env: Mapping[str, str] | None, origin: str | None = None):
         self.given = str(path)
+        self.origin = origin
         self.path = Path(path)
         self.var_args = list(var_args)
         self.var_files = list(var_files)
@@ -302,12 +309,12 @@ class _Loader:
     def _config_files(self) -> list[tuple[Path, str]]:
         p = self.path
         if p.is_dir():
-            files = sorted((f for f in p.iterdir() if f.suffix in (".yaml", ".yml") and f.is_file()), key=lambda f: f.name)
+            files = config_file_paths(p)
             if not files:
                 self.error(f"no *.yaml or *.yml files in {self.given}")
-            return [(f, str(Path(self.given) / f.name)) for f in files]
+            return [(f, f.name if self.origin else str(Path(self.given) / f.name)) for f in files]
         if p.is_file():
-            return [(p, self.given)]
+            return [(p, p.name if self.origin else self.given)]
         self.error(f"config path {self.given} does not exist")
         return []
 
@@ -315,11 +322,16 @@ class _Loader:
         try:
             data = file.read_bytes()
         except OSError as e:
-            self.error(f"cannot read {name}: {e.strerror or e}", location=Location(name, 1, 1))
+            self.error(f"cannot read {name}: {e.strerror or e}", location=Location(name, 1, 1, self.origin))
             return
         self.files.append(file)
         self.hash.update(f"\0file\0{file.name}\0{len(data)}\0".encode() + data)
         value, pos, diags = load_yaml(data, name)
+        if self.origin:
+            pos.note = self.origin
+            for d in diags:
+                if d.location is not None:
+                    d.location = replace(d.location, note=self.origin)
         self.add(diags)
         if value is None:
             return
@@ -621,6 +633,7 @@ class _Loader:
                            base + ("model",))
                 continue
             self._check_server_args(block, base)
+            self._check_engine_chosen(block, base)
             if isinstance(block.replicas, int):
                 self.fleet_replicas[name] = block.replicas
             address = f"fleet.{name}" if key is None else f"fleet.{name}[{json.dumps(key)}]"
@@ -628,6 +641,17 @@ class _Loader:
             results.append(ResourceConfig(address, "fleet", name, key, block, deps | {block.model},
                                           self.index.locate(base, key=True)))
         return results
+
+    def _check_engine_chosen(self, block: FleetBlock, base: PathT) -> None:
+        """A fleet that does not say which engine it runs gets the simulator: say so (one that
+        writes `engine.type: sim` chose it, and hears nothing)."""
+        if "type" in block.engine.model_fields_set:
+            return
+        where = base + ("engine",) if "engine" in block.model_fields_set else base
+        self.error(f"fleet.{base[1]} runs the sim engine, not inference: engine.type is not set", where, key=True,
+                   severity="warning",
+                   detail="the sim is infraplan's SGLang API simulator (deterministic text, real HTTP and metrics); "
+                          "set engine.type to sglang to serve the model, or to sim to say the simulator is meant")
 
     def _check_server_args(self, block: FleetBlock, base: PathT) -> None:
         """`engine.args` against the snapshot of the pinned (else the newest) SGLang release's parser:
@@ -643,7 +667,7 @@ class _Loader:
         for arg, message in validate_args(args, version):
             self.error(message, base + ("engine", "args", arg), key=True)
         for arg, message in deprecated_args(args, version):
-            self.error(message, base + ("engine", "args", arg), key=True, severity="warning")
+            self.error(f"{arg} is {message}", base + ("engine", "args", arg), key=True, severity="warning")
 
     def _instances(self, fe: Any, path: PathT) -> list[tuple[Any, Any]] | None:
         """``(key, each.value)`` pairs of a for_each value, or None after reporting an error."""

@@ -99,9 +99,11 @@ class Positions:
     file: str
     keys: dict[PathT, tuple[int, int]] = field(default_factory=dict)
     values: dict[PathT, tuple[int, int]] = field(default_factory=dict)
+    #: where the file really comes from, when it is a copy (`Location.note`)
+    note: str | None = None
 
     def _at(self, lc: tuple[int, int] | None) -> Location | None:
-        return Location(self.file, lc[0], lc[1]) if lc is not None else None
+        return Location(self.file, lc[0], lc[1], self.note) if lc is not None else None
 
     def key_at(self, path: PathT) -> Location | None:
         return self._at(self.keys.get(path))

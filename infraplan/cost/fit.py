@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infraplan.util.units import human_count
+
 GIB = 2**30
 TIGHT = 0.90
 DEFAULT_MEM_FRACTION = 0.88  # SGLang's static share on large GPUs; the rest is overhead
@@ -174,7 +176,7 @@ def check_fit(model: dict[str, Any], args: dict[str, Any], accelerators: str | N
     wbytes = DTYPE_BYTES[dtype]
     weights = params * wbytes / (tp * pp) / GIB
     res.weights_gib = weights
-    res.lines.append(f"weights: {params:.4g} params x {wbytes:g} B ({dtype}) / {tp * pp} GPU(s) = {weights:.2f} GiB")
+    res.lines.append(f"weights: {human_count(params)} params x {wbytes:g} B ({dtype}) / {tp * pp} GPU(s) = {weights:.2f} GiB")
 
     kv = 0.0
     ctx_len = _arg(args, "context_length") or arch.max_context

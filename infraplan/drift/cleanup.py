@@ -87,6 +87,7 @@ def execute_cleanup(ws, todo: CleanupPlan) -> CleanupPlan:
     from infraplan.plan.model import Change, Plan
     from infraplan.util.identity import who
 
+    ws.authorize("cleanup", [i.address for i in todo.items])
     store = ws.store()
     try:
         orphans = [i for i in todo.items if i.kind == "orphaned"]

@@ -180,15 +180,19 @@ def make_driver(spec: str, env: dict[str, str] | None = None) -> Any:
 # -- across providers and finders ---------------------------------------------------------
 
 
+#: the attributes that name a real object a provider lists (a SkyServe service by its name)
+_ID_KEYS = ("instance_id", "cluster_name", "node_id", "service_name")
+
+
 def known_ids(snapshot) -> set[str]:
     """Every instance id / cluster name recorded in state (deposed and in-flight objects too)."""
     known = set()
     for rec in snapshot.resources:
         a = rec.attributes or {}
-        known.update(str(a[k]) for k in ("instance_id", "cluster_name", "node_id") if a.get(k))
+        known.update(str(a[k]) for k in _ID_KEYS if a.get(k))
     for rec in snapshot.resources:  # an in-flight create's intended identity
         pend = (rec.pending or {}).get("attributes") or {}
-        known.update(str(pend[k]) for k in ("instance_id", "cluster_name", "node_id") if pend.get(k))
+        known.update(str(pend[k]) for k in _ID_KEYS if pend.get(k))
     return known
 
 

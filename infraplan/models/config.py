@@ -390,6 +390,77 @@ class RouterRetries(StrictModel):
         return self
 
 
+class RouterCircuitBreaker(StrictModel):
+    """smg's per-worker circuit breaker: a worker failing this often is ejected, then tried again."""
+
+    enabled: bool = Field(True, description="`false`: smg's `--disable-circuit-breaker`.")
+    failure_threshold: int | None = Field(None, ge=1, description="Failures that open a worker's circuit "
+                                          "(`--cb-failure-threshold`, smg default 10).")
+    success_threshold: int | None = Field(None, ge=1, description="Successes in half-open state that close it "
+                                          "again (`--cb-success-threshold`, smg default 3).")
+    open_duration: Duration | None = Field(None, description="How long a circuit stays open before a worker is "
+                                           "tried again (`--cb-timeout-duration-secs`, smg default 60s).")
+    window: Duration | None = Field(None, description="Sliding window the failures are counted in "
+                                    "(`--cb-window-duration-secs`, smg default 120s).")
+
+    @model_validator(mode="after")
+    def _tuning_needs_the_breaker(self) -> RouterCircuitBreaker:
+        tuned = [k for k in type(self).model_fields if k != "enabled" and getattr(self, k) is not None]
+        if not self.enabled and tuned:
+            raise ValueError(f"{', '.join(tuned)} has no effect with `enabled: false`")
+        return self
+
+
+class RouterTimeouts(StrictModel):
+    """How long smg waits (smg has no separate connect timeout: a refused connection fails at once)."""
+
+    request: Duration | None = Field(None, description="Longest a request may take, streaming included "
+                                     "(`--request-timeout-secs`, smg default 30m).")
+    worker_startup: Duration | None = Field(None, description="Longest a worker may take to be registered "
+                                            "(`--worker-startup-timeout-secs`, smg default 30m).")
+    idle_connection: Duration | None = Field(None, description="Idle keep-alive connections to workers are "
+                                             "closed after this (`--idle-connection-timeout-secs`).")
+
+
+class RouterRateLimit(StrictModel):
+    """Load shedding: admitted requests keep their latency, the excess is answered 429 at once."""
+
+    max_concurrent_requests: int | None = Field(None, ge=1, description="Requests served at once "
+                                                "(`--max-concurrent-requests`; smg derives one by default).")
+    queue_size: int | None = Field(None, ge=0, description="Requests waiting beyond that; 0 answers 429 at once "
+                                   "(`--queue-size`, smg default 100).")
+    queue_timeout: Duration | None = Field(None, description="Longest a request waits in the queue "
+                                           "(`--queue-timeout-secs`, smg default 60s).")
+    tokens_per_second: float | None = Field(None, gt=0, description="Sustained admission rate in requests per "
+                                            "second (`--rate-limit-tokens-per-second`).")
+
+
+class RouterHealthCheck(StrictModel):
+    """smg's own probes of its workers (SGLang's `/health` runs a one-token generation)."""
+
+    enabled: bool = Field(True, description="`false`: smg's `--disable-health-check`.")
+    interval: Duration | None = Field(None, description="Between probes (`--health-check-interval-secs`, "
+                                      "smg default 60s).")
+    timeout: Duration | None = Field(None, description="Per probe (`--health-check-timeout-secs`, smg default 5s).")
+    failure_threshold: int | None = Field(None, ge=1, description="Failed probes before a worker is marked "
+                                          "unhealthy (`--health-failure-threshold`, smg default 3).")
+    success_threshold: int | None = Field(None, ge=1, description="Passed probes before it is healthy again "
+                                          "(`--health-success-threshold`, smg default 2).")
+    endpoint: str | None = Field(None, pattern=r"^/[\w./-]*$", max_length=200, description="Route probed "
+                                 "(`--health-check-endpoint`, smg default `/health`).")
+
+    @model_validator(mode="after")
+    def _tuning_needs_the_check(self) -> RouterHealthCheck:
+        tuned = [k for k in type(self).model_fields if k != "enabled" and getattr(self, k) is not None]
+        if not self.enabled and tuned:
+            raise ValueError(f"{', '.join(tuned)} has no effect with `enabled: false`")
+        return self
+
+
+#: a router's blocks that are smg launch flags (`infraplan.serving.smg.LAUNCH_ATTRS` maps them)
+ROUTER_LAUNCH_BLOCKS = ("retries", "circuit_breaker", "timeouts", "rate_limit", "health_check")
+
+
 class RouterBlock(StrictModel):
     """A router in front of fleets: one endpoint whose workers are the fleets' replicas."""
 
@@ -405,6 +476,15 @@ class RouterBlock(StrictModel):
     retries: RouterRetries = Field(
         default_factory=RouterRetries, description="Retries of failed requests on another worker; a change "
         "restarts the router (they are launch arguments).")
+    circuit_breaker: RouterCircuitBreaker = Field(
+        default_factory=RouterCircuitBreaker, description="Ejecting a failing worker (smg's circuit breaker); a "
+        "change restarts the router.")
+    timeouts: RouterTimeouts = Field(default_factory=RouterTimeouts, description="smg's timeouts; a change "
+                                     "restarts the router.")
+    rate_limit: RouterRateLimit = Field(default_factory=RouterRateLimit, description="Load shedding (smg's "
+                                        "admission limits); a change restarts the router.")
+    health_check: RouterHealthCheck = Field(default_factory=RouterHealthCheck, description="smg's probes of its "
+                                            "workers; a change restarts the router.")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels of the router.")
     description: str | None = Field(None, description="Free text.")
 

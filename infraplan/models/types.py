@@ -8,39 +8,11 @@ the config is loaded so a bad value is reported at its `file:line:col`.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import AfterValidator, WithJsonSchema
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_GRAMMAR = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_MESSAGE = "must be a positive duration such as `90s`, `30m`, `2h`, `1d` or `1h30m`"
-
-
-class DurationError(ValueError):
-    """A value that is not a duration."""
-
-
-def parse_duration(value: str | int | float) -> float:
-    """``"90s"`` / ``"15m"`` / ``"2h"`` / ``"1d"`` / ``"1h30m"`` -> seconds (> 0).
-
-    A number (int or float, not a string) means seconds. Raises `DurationError`
-    (a `ValueError`) with one message for every bad value.
-    """
-    if isinstance(value, bool):
-        raise DurationError(_MESSAGE)
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = str(value).strip()
-        if len(text) > 64 or not _GRAMMAR.fullmatch(text):
-            raise DurationError(_MESSAGE)
-        seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
-    if not 0 < seconds < float("inf"):
-        raise DurationError(_MESSAGE)
-    return seconds
+from infraplan.util.durations import DurationError, parse_duration  # noqa: F401 - part of this module API
 
 
 def _check(value: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infraplan.models.kinds import ResourceKind
+from infraplan.models.config import ROUTER_LAUNCH_BLOCKS
 
 MODEL_ATTRS = ("source", "revision", "served_name", "parameters", "dtype", "owner", "compliance", "architecture")
 
@@ -152,9 +153,10 @@ def router_resource(config, addr: str, rc, block_instances: dict[str, list[str]]
     keys = [_fleet_api_key(config, f) for f in fleets]
     if any(k is not None for k in keys):  # absent without keys, as in states written before the field
         attrs["worker_api_keys"] = keys
-    retries = rb.retries.model_dump(mode="json", exclude_defaults=True)
-    if retries:  # absent when smg's defaults are kept, as in states written before the field existed
-        attrs["retries"] = retries
+    for name in ROUTER_LAUNCH_BLOCKS:
+        block = getattr(rb, name).model_dump(mode="json", exclude_defaults=True)
+        if block:  # absent when smg's defaults are kept, as in states written before the field existed
+            attrs[name] = block
     return DesiredResource(
         address=addr, kind=ResourceKind.ROUTER, provider=rb.provider,
         provider_type=(pblock.type if pblock and pblock.type else rb.provider),

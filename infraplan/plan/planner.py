@@ -73,6 +73,7 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
         observations = refresh(snapshot.resources, providers, parallelism=opts.parallelism) if opts.refresh else {}
 
     ctx = _Ctx(state=current, secrets=frozenset(config.sensitive_values))
+    ctx.diagnostics.extend(config.warnings)  # the loader's (deprecated args, undeclared variable values)
     ctx.diagnostics.extend(settings_diags)
     for key, obs in observations.items():
         if obs.error:
@@ -141,7 +142,8 @@ def make_plan(config, snapshot, providers: ProviderSet, options: PlanOptions | N
             change.reasons.append(REASON_REPLACE_REQUESTED)
         ctx.add(addr, change)
 
-    _check_prevent_destroy(desired, current, ctx)
+    # the config's lifecycle rules hold for `destroy` (which desires nothing) and scale-downs too
+    _check_prevent_destroy(expand(config) if opts.destroy else desired, current, ctx)
     _mark_risks(ctx, desired)
     _plan_rollouts(ctx, desired)
     from infraplan.cost import price_plan  # one estimate per fleet, and the GPU-fit check
@@ -438,22 +440,21 @@ def _locate(diags: list[Diagnostic], d: DesiredResource) -> list[Diagnostic]:
     return diags
 
 
-def _check_prevent_destroy(desired, current, ctx: _Ctx) -> None:
+def _check_prevent_destroy(configured, current, ctx: _Ctx) -> None:
+    """An error for each destroy or replacement of a resource whose config sets
+    `lifecycle.prevent_destroy` (a removed replica: its fleet's)."""
     for c in ctx.changes.values():
         if c.action not in (Action.DELETE, Action.REPLACE) or c.deposed:
             continue
-        d = desired.get(c.address) or desired.get(c.fleet or "")
-        lifecycle = d.lifecycle if d else None
-        if lifecycle is None and c.address not in desired:
-            rec = current.get(c.address)
-            lifecycle_prevent = bool(rec and (rec.attributes or {}).get("prevent_destroy"))
-        else:
-            lifecycle_prevent = bool(lifecycle and lifecycle.prevent_destroy)
-        if lifecycle_prevent:
-            ctx.diagnostics.append(Diagnostic(
-                f"{c.address} has lifecycle.prevent_destroy set, but the plan would {'destroy' if c.action == 'delete' else 'replace'} it",
-                location=d.location if d else None, path=c.address,
-                detail="; ".join(c.reasons)))
+        d = configured.get(c.address) or configured.get(c.fleet or "")
+        if d is None or not (d.lifecycle and d.lifecycle.prevent_destroy):
+            continue
+        what = "destroy" if c.action == Action.DELETE else "replace"
+        why = "; ".join(c.reasons)
+        ctx.diagnostics.append(Diagnostic(
+            f"{c.address} has lifecycle.prevent_destroy set, but the plan would {what} it"
+            + (f" ({why})" if why else "") + "; remove prevent_destroy from the config first",
+            location=d.location, path=f"{d.fleet or d.address}.lifecycle.prevent_destroy", detail=why))
 
 
 def _mark_risks(ctx: _Ctx, desired) -> None:

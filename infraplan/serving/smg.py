@@ -3,6 +3,7 @@ and its launch flags (smg 1.13)."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any
@@ -16,6 +17,25 @@ RETRY_FLAGS = {"max_retries": "--retry-max-retries", "initial_backoff_ms": "--re
                "max_backoff_ms": "--retry-max-backoff-ms", "backoff_multiplier": "--retry-backoff-multiplier",
                "jitter_factor": "--retry-jitter-factor"}
 SYNC_TIMEOUT_S = 30.0
+#: a router's fault-isolation blocks (config key -> {field: smg flag}); durations go as whole seconds
+ISOLATION_FLAGS: dict[str, dict[str, str]] = {
+    "circuit_breaker": {"failure_threshold": "--cb-failure-threshold", "success_threshold": "--cb-success-threshold",
+                        "open_duration": "--cb-timeout-duration-secs", "window": "--cb-window-duration-secs"},
+    "timeouts": {"request": "--request-timeout-secs", "worker_startup": "--worker-startup-timeout-secs",
+                 "idle_connection": "--idle-connection-timeout-secs"},
+    "rate_limit": {"max_concurrent_requests": "--max-concurrent-requests", "queue_size": "--queue-size",
+                   "queue_timeout": "--queue-timeout-secs", "tokens_per_second": "--rate-limit-tokens-per-second"},
+    "health_check": {"interval": "--health-check-interval-secs", "timeout": "--health-check-timeout-secs",
+                     "failure_threshold": "--health-failure-threshold",
+                     "success_threshold": "--health-success-threshold", "endpoint": "--health-check-endpoint"},
+}
+ISOLATION_BLOCKS = tuple(ISOLATION_FLAGS)
+#: `enabled: false` of a block -> its smg flag
+DISABLE_FLAGS = {"circuit_breaker": "--disable-circuit-breaker", "health_check": "--disable-health-check"}
+#: a router's attributes that are smg launch flags: a change starts a new smg
+LAUNCH_ATTRS = ("retries", *ISOLATION_BLOCKS)
+_DURATIONS = {"open_duration", "window", "request", "worker_startup", "idle_connection", "queue_timeout",
+              "interval", "timeout"}
 
 
 def flatten(worker_sets: Any) -> list[str]:
@@ -38,6 +58,29 @@ def retry_args(retries: dict[str, Any] | None) -> list[str]:
         if retries.get(key) is not None:
             out += [flag, str(retries[key])]
     return out
+
+
+def isolation_args(attributes: dict[str, Any]) -> list[str]:
+    """smg launch flags for a router's circuit_breaker, timeouts, rate_limit and health_check."""
+    from infraplan.util.durations import parse_duration
+
+    out: list[str] = []
+    for block, flags in ISOLATION_FLAGS.items():
+        values = attributes.get(block) or {}
+        if values.get("enabled") is False:
+            out.append(DISABLE_FLAGS[block])
+            continue
+        for key, flag in flags.items():
+            v = values.get(key)
+            if v is None:
+                continue
+            out += [flag, str(math.ceil(parse_duration(v))) if key in _DURATIONS else str(v)]
+    return out
+
+
+def launch_args(attributes: dict[str, Any]) -> list[str]:
+    """Every smg launch flag a router's attributes ask for beyond host, ports and policy."""
+    return [*retry_args(attributes.get("retries")), *isolation_args(attributes)]
 
 
 #: `worker_keys` entry for workers not listed in the router's worker sets (a canary's, during a rollout):

@@ -10,7 +10,6 @@ says what is wrong without quoting the cell, which may hold anything.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -70,8 +69,9 @@ def _text(raw: Any) -> tuple[str | None, str | None]:
         return None, f"not UTF-8 text (byte {e.start})"
 
 
-def text(*, nullable: bool = False, choices: frozenset[str] | None = None, pattern: str | None = None,
+def text(*, nullable: bool = False, choices: frozenset[str] | None = None, whole_number: bool = False,
          nonempty: bool = False) -> Check:
+    """UTF-8 text (one of `choices`, the digits of a whole number, not empty, as asked)."""
     def check(kind: str, raw: Any) -> str | None:
         if kind == "null":
             return None if nullable else "missing (null)"
@@ -84,13 +84,14 @@ def text(*, nullable: bool = False, choices: frozenset[str] | None = None, patte
             return "empty"
         if choices is not None and value not in choices:
             return f"not one of {', '.join(sorted(choices))}"
-        if pattern is not None and not re.fullmatch(pattern, value):
-            return "not a whole number" if pattern == r"\d+" else "malformed"
+        if whole_number and not (value.isascii() and value.isdigit()):
+            return "not a whole number"
         return None
     return check
 
 
 def integer(*, nullable: bool = False, choices: frozenset[int] | None = None) -> Check:
+    """An SQLite integer (one of `choices`)."""
     def check(kind: str, raw: Any) -> str | None:
         if kind == "null":
             return None if nullable else "missing (null)"
@@ -103,6 +104,7 @@ def integer(*, nullable: bool = False, choices: frozenset[int] | None = None) ->
 
 
 def number(*, nullable: bool = False) -> Check:
+    """An SQLite integer or real."""
     def check(kind: str, raw: Any) -> str | None:
         if kind == "null":
             return None if nullable else "missing (null)"
@@ -132,7 +134,7 @@ def json_value(shape: type | None = None, *, nullable: bool = False, items: type
         if shape is not None and not isinstance(doc, shape):
             return f"not {_JSON_TYPES[shape]}"
         if items is not None and not all(isinstance(x, items) for x in doc):
-            return "a list holding something other than strings"
+            return f"a list holding something other than {items.__name__} values"
         return None
     return check
 
@@ -197,7 +199,7 @@ TABLES = (
         "evidence": json_value(dict, nullable=True), "at": text(),
     }, "m003_rollouts"),
 )
-_META_CHECKS = {"lineage": text(nonempty=True), "serial": text(pattern=r"\d+")}
+_META_CHECKS = {"lineage": text(nonempty=True), "serial": text(whole_number=True)}
 
 
 def _shown(raw: Any) -> str:

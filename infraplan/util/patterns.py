@@ -9,8 +9,7 @@ uses RE2 too). RE2 has no backreferences (`\\1`) and no lookaround (`(?=`, `(?!`
 from __future__ import annotations
 
 import functools
-
-import re2
+from typing import Any
 
 SYNTAX_HINT = "RE2 syntax is accepted (https://github.com/google/re2/wiki/Syntax): no backreferences or lookaround"
 #: RE2's memory budget for one compiled pattern; a pattern needing more is refused, not slow
@@ -21,16 +20,25 @@ class PatternError(ValueError):
     """A pattern RE2 cannot compile; the message says why and which syntax is accepted."""
 
 
-def _options() -> re2.Options:
-    options = re2.Options()
+def _re2() -> Any:
+    # imported on first use: a provider plugin's own virtualenv imports the config models
+    # without ever compiling a user's pattern, and may not have google-re2
+    import re2
+
+    return re2
+
+
+def _options() -> Any:
+    options = _re2().Options()
     options.log_errors = False  # RE2 would print its own error line to stderr
     options.max_mem = MAX_PATTERN_MEMORY
     return options
 
 
 @functools.lru_cache(maxsize=512)
-def compile_pattern(pattern: str) -> re2._Regexp:
-    """The compiled pattern; raises PatternError for anything RE2 refuses."""
+def compile_pattern(pattern: str) -> Any:
+    """The compiled pattern (an RE2 regexp); raises PatternError for anything RE2 refuses."""
+    re2 = _re2()
     try:
         return re2.compile(pattern, _options())
     except re2.error as exc:

@@ -173,17 +173,15 @@ class LocalProvider(ListsInstances, Provider):
         diags: list[Diagnostic] = []
         if desired.get("engine") == "sglang" and not _sglang_installed():
             diags.append(Diagnostic(summary=SGLANG_MISSING, path=f"{fleet}.engine.type"))
-        if desired.get("engine") == "sim":
-            diags.append(Diagnostic(
-                summary=f"{fleet} runs the sim engine: infraplan's SGLang API simulator (deterministic text, "
-                        "real HTTP and metrics), not inference",
-                severity="warning", path=f"{fleet}.engine.type"))
-        if desired.get("accelerators"):
+        # the simulator uses no GPU: its accelerators only feed the fit check and cost, as meant
+        if desired.get("accelerators") and desired.get("engine") != "sim":
             diags.append(
                 Diagnostic(
-                    summary=f"accelerators {desired['accelerators']} are recorded but not allocated by the local provider",
+                    summary=f"accelerators {desired['accelerators']} are not allocated by the local provider",
                     severity="warning",
                     path=f"{fleet}.accelerators",
+                    detail="the server sees every GPU of this machine; the accelerators count for the fit check "
+                           "and cost only",
                 )
             )
         for key in ("region", "cloud"):

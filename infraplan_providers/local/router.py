@@ -45,7 +45,7 @@ from infraplan.diagnostics import Diagnostic
 from infraplan.errors import ProviderError
 from infraplan.providers.contract import ProviderPlan, ReadResult
 from infraplan.providers.smg_router import observe
-from infraplan.serving.smg import SmgClient, flatten, retry_args  # noqa: F401  (flatten: re-exported)
+from infraplan.serving.smg import LAUNCH_ATTRS, SmgClient, flatten, launch_args  # noqa: F401  (flatten: re-exported)
 from infraplan_providers.local import process
 
 SMG_MISSING = "the router needs smg: pip install 'infraplan[router]'"
@@ -73,8 +73,7 @@ def plan(prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
     if prior is not None:
         if prior.get("policy") != desired.get("policy"):
             replace.append("policy")
-        if (prior.get("retries") or {}) != (desired.get("retries") or {}):  # absent: smg's defaults
-            replace.append("retries")
+        replace += [k for k in LAUNCH_ATTRS if (prior.get(k) or {}) != (desired.get(k) or {})]  # absent: defaults
         if desired.get("port") is not None and desired.get("port") != prior.get("port"):
             replace.append("port")
         if not replace:  # same process: keep its identity, chosen port and observed workers
@@ -90,10 +89,11 @@ def plan(prior: dict[str, Any] | None, desired: dict[str, Any]) -> ProviderPlan:
 
 
 def argv(python: str, host: str, port: int, metrics_port: int, policy: str,
-         retries: dict[str, Any] | None = None) -> list[str]:
+         attributes: dict[str, Any] | None = None) -> list[str]:
+    """`smg launch` on this machine, with the router's retry and fault-isolation flags."""
     return [python, "-m", "smg", "launch", "--host", host, "--port", str(port),
             "--prometheus-host", host, "--prometheus-port", str(metrics_port), "--policy", policy,
-            *retry_args(retries)]
+            *launch_args(attributes or {})]
 
 
 def prepare_create(settings: Any, runtime_dir: Path, address: str, attributes: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +140,7 @@ def create(settings: Any, runtime_dir: Path, env_extra: dict[str, str], address:
     # SPT_NOENV: setproctitle must leave the environment (and so the instance id) readable
     env = {**os.environ, **env_extra, process.INSTANCE_ENV: attrs["instance_id"], "SPT_NOENV": "1"}
     cmd = argv(settings.python, settings.host, port, int(attrs["metrics_port"]), attrs.get("policy") or "cache_aware",
-               attrs.get("retries"))
+               attrs)
     try:
         popen = process.spawn_detached(cmd, log_path, env=env, cwd=Path(runtime_dir))
     except OSError as exc:

@@ -247,6 +247,25 @@ class SkyClient:
             }
         return None
 
+    def services(self) -> list[dict[str, Any]]:
+        """Every SkyServe service of this SkyPilot user, with the labels its replicas were launched
+        with (a service record has none of its own; each replica's handle keeps its resources')."""
+        try:
+            records = self._call("serve.status", None)
+        except ResourceNotFound:  # no controller: no services
+            return []
+        out = []
+        for r in records or []:
+            labels: dict[str, str] = {}
+            for ri in r.get("replica_info") or []:
+                res = getattr(ri.get("handle"), "launched_resources", None)
+                if res is not None and res.labels:
+                    labels = dict(res.labels)
+                    break
+            out.append({"name": r["name"], "status": map_status(SERVICE_STATUS, r["status"]), "labels": labels,
+                        "replicas": len(r.get("replica_info") or [])})
+        return out
+
     def serve_down(self, service_name: str) -> None:
         """Tear the service down; a service already gone is success."""
         if self.serve_status(service_name) is None:

@@ -48,7 +48,7 @@ class SkyPilotProvider(ListsInstances, RunsServices, Provider):
     settings_model = SkyPilotSettings
     # SkyPilot 0.14 pins click<8.2 and cannot share infraplan's environment (sqlite-utils 4 needs
     # click>=8.3.1): `infraplan plugins install skypilot` gives it a virtualenv of its own
-    plugin_requirements = ("skypilot==0.14.*", "tenacity>=8.2")
+    plugin_requirements = ("skypilot==0.14.*", "tenacity>=8.2", "google-re2>=1.1")
     updatable = frozenset({"labels"})
     computed = frozenset({"cluster_name", "endpoint", "cloud_chosen", "region_chosen", "instance_type_chosen",
                           "status", "service_version"}) | smg.ROUTER_COMPUTED
@@ -229,14 +229,23 @@ class SkyPilotProvider(ListsInstances, RunsServices, Provider):
         if not self.context.lineage:
             return []
         mine = label_value(self.context.lineage)
-        return [Instance(instance_id=c["name"], provider=self.context.name or self.name, name=c["name"],
-                         detail={"status": c["status"], "address": c["labels"].get(ADDRESS_LABEL), "cloud": c["cloud"],
-                                 "region": c["region"], "instance_type": c["instance_type"]})
-                for c in self.client.clusters() if c["labels"].get(LINEAGE_LABEL) == mine]
+        provider = self.context.name or self.name
+        out = [Instance(instance_id=c["name"], provider=provider, name=c["name"],
+                        detail={"status": c["status"], "address": c["labels"].get(ADDRESS_LABEL), "cloud": c["cloud"],
+                                "region": c["region"], "instance_type": c["instance_type"]})
+               for c in self.client.clusters() if c["labels"].get(LINEAGE_LABEL) == mine]
+        out += [Instance(instance_id=s["name"], provider=provider, name=s["name"],
+                         detail={"status": s["status"], "address": s["labels"].get(ADDRESS_LABEL),
+                                 "kind": "skyserve service", "replicas": s["replicas"]})
+                for s in self.client.services() if s["labels"].get(LINEAGE_LABEL) == mine]
+        return out
 
     def delete_instance(self, instance: Instance) -> None:
-        """`sky down` of a listed cluster (already gone is success)."""
-        self.client.down(instance.instance_id)
+        """`sky down` of a listed cluster, `sky serve down` of a listed service (already gone is success)."""
+        if instance.detail.get("kind") == "skyserve service":
+            self.client.serve_down(instance.instance_id)
+        else:
+            self.client.down(instance.instance_id)
 
     # -- apply time (service placement) ---------------------------------------
     def prepare_create(self, kind: ResourceKind, address: str, attributes: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ A `router:` block whose provider is a skypilot block is one SkyPilot cluster
 (``<prefix>-router-NAME``: `router_cpus` vCPUs at `router_infra`, the router port
 opened) whose setup installs ``smg==smg_version`` and whose run command is
 ``smg launch --host 0.0.0.0 --port PORT --policy POLICY`` with the retry flags of the
-local router (`infraplan.serving.smg.retry_args`). The workers are the
+local router (`infraplan.serving.smg.launch_args`: retries, circuit breaker, timeouts, rate limit, health check). The workers are the
 fleets' endpoints, registered from this machine through smg's ``/workers`` API at the
 endpoint SkyPilot reports for the port, exactly as for the local router, and rollouts
 drive it the same way (`infraplan.rollout.traffic.RouterSwitch`).
@@ -34,7 +34,7 @@ from .settings import SkyPilotSettings
 #: Attributes the provider writes for a router.
 ROUTER_COMPUTED = frozenset({"cluster_name", "endpoint", "status", "workers", "cloud_chosen", "region_chosen",
                              "instance_type_chosen", "admin_key_env", "api_key_env"})
-ROUTER_REPLACES = ("policy", "retries", "port")
+ROUTER_REPLACES = ("policy", "port", "retries", "circuit_breaker", "timeouts", "rate_limit", "health_check")
 
 
 def cluster_name(address: str, settings: SkyPilotSettings) -> str:
@@ -89,10 +89,10 @@ def admin_key(settings: SkyPilotSettings) -> str | None:
 
 def run_command(attributes: dict[str, Any], settings: SkyPilotSettings) -> str:
     """``smg launch`` on all interfaces, with the router's policy and retry flags (and the control-plane key)."""
-    from infraplan.serving.smg import retry_args
+    from infraplan.serving.smg import launch_args
 
     argv = ["smg", "launch", "--host", "0.0.0.0", "--port", str(port_of(attributes, settings)),
-            "--policy", attributes.get("policy") or "cache_aware", *retry_args(attributes.get("retries"))]
+            "--policy", attributes.get("policy") or "cache_aware", *launch_args(attributes)]
     cmd = shlex.join(argv)
     if api_key(settings):
         # a SkyPilot secret too: the task holds the variable's name, the VM its value

@@ -414,9 +414,12 @@ def test_plan_engine_args_and_sim_changes(provider):
 
 
 def test_plan_diagnostics(provider, monkeypatch):
-    plan = provider.plan(ResourceKind.REPLICA, None, attrs(accelerators="H100:1"))
+    plan = provider.plan(ResourceKind.REPLICA, None, attrs(accelerators="H100:1", engine="sglang"))
     warn = [d for d in plan.diagnostics if d.severity == "warning"]
     assert any("not allocated" in d.summary and d.path == "fleet.chat.accelerators" for d in warn)
+    # the simulator uses no GPU: its accelerators feed the fit check and cost, as meant, with no warning
+    plan = provider.plan(ResourceKind.REPLICA, None, attrs(accelerators="H100:1"))
+    assert [d for d in plan.diagnostics if d.severity == "warning"] == []
 
     import infraplan_providers.local.provider as mod
 

@@ -8,6 +8,7 @@
     fake_server   a non-SGLang HTTP server script (drift's "not an SGLang server" case)
     fake_sky      SkyPilot's SDK faked at the narrow client boundary, returning SkyPilot's real types
     fake_preload  loads fake_sky into a skypilot plugin worker (INFRAPLAN_PLUGIN_PRELOAD)
+    skypilot_plugin  the shared catalogs, SkyPilot's environment, faked plugin workers, a plugin interpreter
     plugins       a plugin virtualenv that is this venv (the `plugin_venv` fixture)
     golden_state  the script that makes the golden tests' state files
     postgres      a throwaway PostgreSQL database per test (the `postgres_url` and `state_location` fixtures)

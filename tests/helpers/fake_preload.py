@@ -1,6 +1,7 @@
 """Run in the skypilot plugin worker (INFRAPLAN_PLUGIN_PRELOAD): the SDK boundary replaced by
-tests/helpers/fake_sky.py, which returns SkyPilot's real types. FAKE_SKY_FAIL=no_capacity makes
-the first request fail as SkyPilot does when no candidate has capacity."""
+tests/helpers/fake_sky.py, which returns SkyPilot's real types (a test steers it through the files
+that file describes). FAKE_SKY_FAIL=transient makes every request fail as when the API server
+never answers."""
 
 import importlib.util
 import os
@@ -18,10 +19,6 @@ sys.modules[_spec.name] = _mod
 _spec.loader.exec_module(_mod)
 
 FAKE = _mod.FakeSky()
-if os.environ.get("FAKE_SKY_FAIL") == "no_capacity":
-    history = [sky.exceptions.ResourcesUnavailableError("AWS us-east-1: InsufficientInstanceCapacity")]
-    FAKE.fail_next = [sky.exceptions.ResourcesUnavailableError(
-        "Failed to provision all possible launchable resources.", failover_history=history)]
 client.sdk = lambda: FAKE
 if os.environ.get("FAKE_SKY_FAIL") == "transient":  # the API server never answers
     class _Always(list):
@@ -32,12 +29,3 @@ if os.environ.get("FAKE_SKY_FAIL") == "transient":  # the API server never answe
             return sky.exceptions.ApiServerConnectionError("http://127.0.0.1:46580")
 
     FAKE.fail_next = _Always()
-if os.environ.get("FAKE_SKY_CALLS"):  # one line per SDK request, for tests counting them
-    _launch = FAKE.launch
-
-    def _counted_launch(*args, **kwargs):
-        with open(os.environ["FAKE_SKY_CALLS"], "a") as f:
-            f.write("launch\n")
-        return _launch(*args, **kwargs)
-
-    FAKE.launch = _counted_launch

@@ -7,10 +7,18 @@ machine (setup skipped; ``FAKE_SKY_PATH`` first on PATH; envs and secrets in its
 environment) and its endpoints are on 127.0.0.1: enough for CPU tasks such as a router.
 With ``FAKE_SKY_STATE=FILE`` as well, SkyServe services run here too (`LocalServices`), and
 clusters and services are kept in files so that every infraplan command (each starts its own
-plugin worker) sees what the last one left."""
+plugin worker) sees what the last one left.
+
+A test in another process (the plugin worker runs the fake) sees and steers it through files:
+``FAKE_SKY_CALLS`` gets one JSON line per SDK call (the task sent summed up by `task_summary`),
+``FAKE_SKY_CONTROL`` is read at each SDK call for commands (`FakeSky._apply_control`: fail the
+next requests, stop a cluster, script service statuses, take the controller down, reset), and
+``FAKE_SKY_SERVICES`` keeps the in-memory services in a file that the workers of one test
+share (each worker stands for one run of infraplan)."""
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import json
 import os
@@ -145,91 +153,153 @@ class LocalServices:
                  "replica_info": [{"replica_id": r["id"], "name": f"{n}-{r['id']}", "status": ReplicaStatus.READY,
                                    "version": r["version"], "endpoint": f"127.0.0.1:{r['port']}"}
                                   for r in svc["replicas"]]}
-                for n in names if (svc := data.get(n))]
+                for n in (list(data) if names is None else names) if (svc := data.get(n))]
 
 
 class FakeServe:
-    """`sky.serve`: up, update, status, down over in-memory service records (or `LocalServices`)."""
+    """`sky.serve`: up, update, status, down over service records kept in memory, in the JSON
+    file ``FAKE_SKY_SERVICES`` names (shared by the workers of one test: each is a run of
+    infraplan), or as real processes (`LocalServices`)."""
 
     UpdateMode = UpdateMode
 
     def __init__(self, owner: "FakeSky"):
         self.owner = owner
         self.local = LocalServices(os.environ["FAKE_SKY_STATE"]) if os.environ.get("FAKE_SKY_STATE") else None
-        self.services: dict[str, dict] = {}
+        shared = os.environ.get("FAKE_SKY_SERVICES")
+        self.file = Path(shared) if shared else None
+        self._services: dict[str, dict] = {}
         # scripted (ServiceStatus, [ReplicaStatus, ...]) per status call, per service; the last one sticks
         self.script: dict[str, list[tuple]] = {}
 
-    def _record(self, name: str, task, version: int) -> dict:
+    @property
+    def services(self) -> dict[str, dict]:
+        """The service records (JSON-able: statuses are made SkyPilot's enums when read)."""
+        if self.file is not None:
+            return json.loads(self.file.read_text()) if self.file.exists() else {}
+        return self._services
+
+    def _save(self, services: dict[str, dict]) -> None:
+        if self.file is not None:
+            self.file.write_text(json.dumps(services))
+        else:
+            self._services = services
+
+    def _record(self, name: str, task, version: int, services: dict) -> dict:
         spec = task.service
         return {"name": name, "active_versions": [version], "controller_job_id": 1, "uptime": 0,
-                "status": ServiceStatus.CONTROLLER_INIT, "controller_port": 20001, "load_balancer_port": 30001,
-                "endpoint": f"44.1.2.3:{30000 + len(self.services) + 1}", "policy": spec.autoscaling_policy_str(),
+                "controller_port": 20001, "load_balancer_port": 30001,
+                "endpoint": f"44.1.2.3:{30000 + len(services) + 1}", "policy": spec.autoscaling_policy_str(),
                 "requested_resources_str": str(task.resources), "load_balancing_policy": spec.load_balancing_policy,
-                "replica_info": [], "task": task, "spec": spec}
+                "min_replicas": spec.min_replicas,
+                # what each replica's handle will say it was launched with (labels included)
+                "labels": dict(next(iter(task.resources)).labels or {})}
 
     def up(self, task, service_name, _need_confirmation=False):
-        self.owner.calls.append(("serve.up", service_name, task))
+        self.owner._enter("serve.up", service=service_name, task=task_summary(task))
 
         def do():
             if self.local:
                 return service_name, self.local.up(service_name, task)
-            if service_name in self.services:
+            services = self.services
+            if service_name in services:
                 raise ValueError(f"Service {service_name!r} already exists.")
-            self.services[service_name] = self._record(service_name, task, 1)
-            return service_name, self.services[service_name]["endpoint"]
+            services[service_name] = self._record(service_name, task, 1, services)
+            self._save(services)
+            return service_name, services[service_name]["endpoint"]
         return self.owner._req(do)
 
     def update(self, task, service_name, mode, _need_confirmation=False):
-        self.owner.calls.append(("serve.update", service_name, task, mode))
+        self.owner._enter("serve.update", service=service_name, task=task_summary(task), mode=enum_name(mode))
 
         def do():
             if self.local:
                 return self.local.update(service_name, task)
-            if service_name not in self.services:
+            services = self.services
+            if service_name not in services:
                 raise RuntimeError(f"Service {service_name!r} does not exist.")
-            old = self.services[service_name]
-            new = self._record(service_name, task, old["active_versions"][-1] + 1)
+            old = services[service_name]
+            new = self._record(service_name, task, old["active_versions"][-1] + 1, services)
             new["endpoint"] = old["endpoint"]
-            self.services[service_name] = new
+            services[service_name] = new
+            self._save(services)
         return self.owner._req(do)
 
     def status(self, service_names):
         names = [service_names] if isinstance(service_names, str) else service_names
-        self.owner.calls.append(("serve.status", tuple(names)))
+        self.owner._enter("serve.status", services=None if names is None else list(names))
 
         def do():
             if self.owner.controller_down:
                 raise sky.exceptions.ClusterNotUpError("Sky serve controller is not up.")
             if self.local:
                 return self.local.records(names)
+            services = self.services
             out = []
-            for n in names:
-                if n not in self.services:
+            for n in (list(services) if names is None else names):
+                if n not in services:
                     continue
-                rec = self.services[n]
+                rec = {k: v for k, v in services[n].items() if k != "labels"}
+                handle = SimpleNamespace(launched_resources=sky.Resources(labels=services[n].get("labels") or None))
                 steps = self.script.get(n)
                 status, reps = (steps.pop(0) if len(steps) > 1 else steps[0]) if steps else (
-                    ServiceStatus.READY, [ReplicaStatus.READY] * rec["spec"].min_replicas)
+                    ServiceStatus.READY, [ReplicaStatus.READY] * rec["min_replicas"])
                 version = rec["active_versions"][-1]
-                net = list(self.services).index(n)  # each service's replicas on their own addresses
-                rec.update(status=status, replica_info=[
+                net = list(services).index(n)  # each service's replicas on their own addresses
+                out.append(dict(rec, status=status, replica_info=[
                     {"replica_id": i + 1, "name": f"{n}-{i + 1}", "status": s, "version": version, "launched_at": 0,
-                     "handle": None, "endpoint": f"10.{net}.0.{i + 1}:30000"} for i, s in enumerate(reps)])
-                out.append({k: v for k, v in rec.items() if k not in ("task", "spec")})
+                     "handle": handle, "endpoint": f"10.{net}.0.{i + 1}:30000"} for i, s in enumerate(reps)]))
             return out
         return self.owner._req(do)
 
     def down(self, service_names, all=False, purge=False):  # noqa: A002 - SkyPilot's own name
         names = [service_names] if isinstance(service_names, str) else service_names
-        self.owner.calls.append(("serve.down", tuple(names)))
+        self.owner._enter("serve.down", services=list(names))
 
         def do():
+            services = self.services
             for n in names:
-                self.services.pop(n, None)
+                services.pop(n, None)
                 if self.local:
                     self.local.down(n)
+            self._save(services)
         return self.owner._req(do)
+
+
+def enum_name(value) -> str:
+    """``Class.MEMBER`` of an enum member, so a log shows that SkyPilot's own enum was passed."""
+    return f"{type(value).__module__}.{type(value).__qualname__}.{value.name}" if hasattr(value, "name") \
+        else repr(value)
+
+
+def task_summary(task) -> dict:
+    """What the provider sent in a `sky.Task`, as JSON for the call log (secret names, never values)."""
+    listed = isinstance(task.resources, list)
+    resources = task.resources if listed else list(task.resources)
+    out = {"class": f"{type(task).__module__}.{type(task).__qualname__}", "name": task.name, "run": task.run,
+           "setup": task.setup, "envs": dict(task.envs or {}), "secrets": sorted(task.secrets or {}),
+           "ordered": listed,
+           "resources": [{"cloud": str(r.cloud) if r.cloud else None, "region": r.region, "use_spot": r.use_spot,
+                          "accelerators": r.accelerators, "instance_type": r.instance_type,
+                          "disk_size": r.disk_size, "ports": r.ports, "labels": r.labels} for r in resources]}
+    spec = task.service
+    if spec is not None:
+        out["service"] = {"class": f"{type(spec).__module__}.{type(spec).__qualname__}",
+                          "readiness_path": spec.readiness_path, "initial_delay_seconds": spec.initial_delay_seconds,
+                          "min_replicas": spec.min_replicas, "max_replicas": spec.max_replicas,
+                          "target_qps_per_replica": spec.target_qps_per_replica,
+                          "load_balancing_policy": spec.load_balancing_policy,
+                          "dynamic_ondemand_fallback": spec.dynamic_ondemand_fallback,
+                          "policy": spec.autoscaling_policy_str()}
+    return out
+
+
+def _error(spec: dict) -> BaseException:
+    """A SkyPilot exception (or a builtin one) from a control command's ``{"error", "message"}``."""
+    cls = getattr(sky.exceptions, spec["error"], None) or getattr(builtins, spec["error"])
+    if "failover_history" in spec:
+        return cls(spec["message"], failover_history=[_error(h) for h in spec["failover_history"]])
+    return cls(spec["message"])
 
 
 class FakeSky:
@@ -241,14 +311,56 @@ class FakeSky:
     def __init__(self):
         self.clusters: dict[str, StatusResponse] = {}
         self.results: dict[str, object] = {}
-        self.calls: list[tuple] = []
+        self.calls: list[dict] = []
         self.fail_next: list[BaseException] = []
+        self.fail_on: dict[str, list[BaseException]] = {}  # SDK call -> its next requests' errors
         self.controller_down = False
+        self.log = Path(os.environ["FAKE_SKY_CALLS"]) if os.environ.get("FAKE_SKY_CALLS") else None
+        self.control = Path(os.environ["FAKE_SKY_CONTROL"]) if os.environ.get("FAKE_SKY_CONTROL") else None
         self.procs: dict[str, subprocess.Popen] = {}  # FAKE_SKY_RUN_LOCAL: cluster -> its run command
         state = os.environ.get("FAKE_SKY_STATE")
         self.kept = Path(state).with_suffix(".clusters.json") if state else None  # clusters across processes
         self.serve = FakeServe(self)
         self._ids = itertools.count()
+
+    def _enter(self, call: str, **fields) -> None:
+        """At every SDK call: apply the test's control commands, then log the call."""
+        self._apply_control()
+        if self.fail_on.get(call):  # the client resolves each request right after making it
+            self.fail_next.insert(0, self.fail_on[call].pop(0))
+        entry = {"call": call, **fields}
+        self.calls.append(entry)
+        if self.log is not None:
+            with open(self.log, "a") as f:
+                f.write(json.dumps(entry, default=str) + "\n")
+
+    def _apply_control(self) -> None:
+        """Commands a test appended to ``FAKE_SKY_CONTROL`` (JSON lines), in order, each once."""
+        if self.control is None or not self.control.exists():
+            return
+        lines = self.control.read_text().splitlines()
+        self.control.write_text("")
+        for line in lines:
+            cmd = json.loads(line)
+            if cmd.get("reset"):  # a new test: nothing launched, scripted or failing (shared files are the test's)
+                self.clusters.clear()
+                self.calls.clear()
+                self.fail_next = []
+                self.fail_on.clear()
+                self.controller_down = False
+                self.serve.script.clear()
+                self.serve._services = {}
+            for e in cmd.get("fail_next", []):  # with "on": the next request of that SDK call only
+                (self.fail_on.setdefault(e["on"], []) if "on" in e else self.fail_next).append(_error(e))
+            if "cluster_status" in cmd:
+                name, status = cmd["cluster_status"]
+                self.clusters[name].status = sky.ClusterStatus[status]
+            if "controller_down" in cmd:
+                self.controller_down = bool(cmd["controller_down"])
+            for name, steps in (cmd.get("script") or {}).items():
+                self.serve.script[name] = [(ServiceStatus[st], [ReplicaStatus[r] for r in reps]) for st, reps in steps]
+            if cmd.get("drop_services"):
+                self.serve._save({})
 
     def _req(self, result) -> str:
         rid = f"req-{next(self._ids)}"
@@ -265,7 +377,8 @@ class FakeSky:
     get = stream_and_get = _resolve
 
     def launch(self, task, cluster_name, idle_minutes_to_autostop=None, **kw):
-        self.calls.append(("launch", cluster_name, idle_minutes_to_autostop, task))
+        self._enter("launch", cluster=cluster_name, idle_minutes_to_autostop=idle_minutes_to_autostop,
+                    task=task_summary(task))
 
         def up():
             if os.environ.get("FAKE_SKY_RUN_LOCAL") == "1":
@@ -294,7 +407,7 @@ class FakeSky:
     def status(self, cluster_names=None, refresh=sky.StatusRefreshMode.NONE, all_users=False):
         """`sky.status`: the named clusters, or all of them when no names are given."""
         names = cluster_names
-        self.calls.append(("status", None if names is None else tuple(names), refresh))
+        self._enter("status", clusters=names, refresh=enum_name(refresh))
         if self.kept:
             for n, c in self._kept().items():
                 self.clusters.setdefault(n, _status(n, SimpleNamespace(cloud=c["cloud"], region=c["region"],
@@ -305,10 +418,11 @@ class FakeSky:
     def api_status(self, request_ids=None, all_status=False, limit=None, fields=None, cluster_name=None):
         """`sky.api_status`: this fake resolves every request when it is waited for, so none is
         ever left running (a list of SkyPilot's own RequestPayload, empty)."""
-        self.calls.append(("api_status", cluster_name))
+        self._enter("api_status", cluster=cluster_name)
         return []
 
     def endpoints(self, cluster, port=None):
+        self._enter("endpoints", cluster=cluster, port=port)
         host = "127.0.0.1" if os.environ.get("FAKE_SKY_RUN_LOCAL") == "1" else "3.1.2.3"
         return self._req({port: f"{host}:{port}"})
 
@@ -323,7 +437,7 @@ class FakeSky:
                                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def down(self, name):
-        self.calls.append(("down", name))
+        self._enter("down", cluster=name)
 
         def gone():
             kept = self._kept()

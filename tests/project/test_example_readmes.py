@@ -15,7 +15,7 @@ from helpers.paths import REPO
 from infraplan.providers.plugin.host import plugin_python
 
 pytestmark = pytest.mark.e2e
-CATALOGS = Path(os.environ.get("INFRAPLAN_SKY_CATALOGS", REPO.parent / "shared" / "catalogs"))
+from helpers.skypilot_plugin import CATALOGS  # noqa: E402 - one rule for where the catalogs are
 
 
 def shell_block(readme: Path) -> list[tuple[str, str]]:
@@ -71,3 +71,5 @@ def test_the_multicloud_readme_plans_offline_with_the_prices_it_quotes(tmp_path)
     readme = (REPO / "examples" / "multicloud" / "README.md").read_text()
     controller = re.search(r"SkyServe controller: \.\.\. (\$\d+\.\d\d/h)", readme).group(1)
     assert "SkyServe controller: one per SkyPilot user" in first.stdout and controller in first.stdout
+    if "GPU-fit arithmetic" in readme:  # shown in the text plan, not only in --json
+        assert "fit: total:" in first.stdout and "GiB per H100" in first.stdout, first.stdout

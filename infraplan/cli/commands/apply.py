@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from infraplan.cli.commands.plan import plan_options
-from infraplan.cli.common import config_options, explicit_state, fail, handle_errors, open_workspace
+from infraplan.cli.common import config_options, explicit_state, fail, handle_errors, open_workspace, resolve_state
 from infraplan.cli.completion import complete_address
-from infraplan.cli.options import color_option, emit_json, json_option
+from infraplan.cli.options import color_option, compact_warnings, compact_warnings_option, emit_json, json_option
 from infraplan.cli.signals import stops_cleanly
 from infraplan.cli.views.progress import finish, progress
 
@@ -61,12 +61,13 @@ def _refuse_planning_options(plan_file: str, *, targets, replace, refresh_only: 
 @click.option("--auto-approve", is_flag=True, help="Skip the interactive approval.")
 @json_option("One JSON event per line.")
 @color_option
+@compact_warnings_option
 @click.option("--refresh-only", is_flag=True, help="Only accept what refresh found into state; no infrastructure changes (audited).")
 @click.pass_obj
 @handle_errors
 @stops_cleanly
-def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, force, auto_approve,
-          as_json, refresh_only):
+def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, force, policies,
+          accept_lineage, auto_approve, as_json, refresh_only):
     """Create, update and destroy resources to match the configuration (or a saved plan FILE)."""
     from infraplan.cli.views.plan import render_plan
     from infraplan.plan.planner import PlanOptions
@@ -79,6 +80,7 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
         state = explicit_state(state_path, recorded=opts.state or None)
         ws = open_workspace(saved.config_path, state,
                         list(opts.var_args) + list(var_args), list(opts.var_files) + list(var_files))
+        ws.policy_paths, ws.accept_lineage = list(policies), accept_lineage
         ws.refuse_if_locked()  # before planning: a running apply is named at once
         options = PlanOptions(refresh=bool(opts.refresh), targets=tuple(opts.targets),
                               replace=tuple(opts.replace), destroy=bool(opts.destroy),
@@ -93,6 +95,7 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
         approved = True  # a saved plan was reviewed when it was made
     else:
         ws = open_workspace(path, state_path, var_args, var_files)
+        ws.policy_paths, ws.accept_lineage = list(policies), accept_lineage
         ws.refuse_if_locked()
         if refresh_only:
             from infraplan.plan.refresh_only import refresh_only_plan
@@ -102,7 +105,7 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
             the_plan = ws.plan(PlanOptions(refresh=refresh, targets=targets, replace=replace, parallelism=parallelism,
                                            force=force))
         if not as_json:
-            render_plan(the_plan, obj.console())
+            render_plan(the_plan, obj.console(), compact_warnings=compact_warnings())
         if not the_plan.has_changes and not any(c.action == "refresh" for c in the_plan.changes):
             if as_json:
                 emit_json({"type": "summary", "done": 0, "failed": 0, "skipped": 0}, indent=None)
@@ -122,25 +125,46 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
 @click.command()
 @click.argument("path", default=".", type=click.Path())
 @config_options
-@click.option("--target", "targets", multiple=True, metavar="ADDR", shell_complete=complete_address)
-@click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--refresh", type=click.BOOL, default=True)
-@click.option("--auto-approve", is_flag=True)
+@click.option("--target", "targets", multiple=True, metavar="ADDR", shell_complete=complete_address,
+              help="Destroy only ADDR and what depends on it.")
+@click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="Concurrent provider calls.")
+@click.option("--refresh", type=click.BOOL, default=True, show_default=True,
+              help="Ask providers what really runs before planning (--refresh=false to skip).")
+@click.option("--state-only", is_flag=True,
+              help="Plan from the state alone: no config files or variables needed; each resource's provider "
+                   "(as recorded in state) runs with default settings.")
+@click.option("--auto-approve", is_flag=True, help="Skip the interactive approval.")
 @json_option("One JSON event per line.")
 @color_option
+@compact_warnings_option
 @click.pass_obj
 @handle_errors
 @stops_cleanly
-def destroy(obj, path, state_path, var_args, var_files, targets, parallelism, refresh, auto_approve, as_json):
+def destroy(obj, path, state_path, var_args, var_files, targets, parallelism, refresh, state_only, auto_approve,
+            as_json):
     """Destroy everything this state manages."""
     from infraplan.cli.views.plan import render_plan
     from infraplan.plan.planner import PlanOptions
 
-    ws = open_workspace(path, state_path, var_args, var_files)
+    if state_only:
+        if var_args or var_files:
+            raise click.UsageError("--state-only takes no --var or --var-file: nothing is read from the config")
+        from infraplan.cli.common import notice
+        from infraplan.workspace import StateOnlyWorkspace
+
+        state = resolve_state(state_path, path)
+        if not state.exists():
+            from infraplan.errors import InfraplanError
+
+            raise InfraplanError(f"no state at {state}")
+        ws = StateOnlyWorkspace(state, notify=notice)
+    else:
+        ws = open_workspace(path, state_path, var_args, var_files)
     ws.refuse_if_locked()
     the_plan = ws.plan(PlanOptions(destroy=True, targets=targets, parallelism=parallelism, refresh=refresh))
     if not as_json:
-        render_plan(the_plan, obj.console())
+        render_plan(the_plan, obj.console(), compact_warnings=compact_warnings())
     if not the_plan.has_changes:
         return
     if not approve(obj.console(), the_plan, auto_approve, "destroy"):

@@ -86,8 +86,10 @@ class _BenchCommand(UsageExitsOne, click.Command):
 @click.option("--duration", default=None, metavar="DURATION",
               help="Stop sending after this long (30s, 2m) [30s unless --requests is given].")
 @click.option("--requests", "num_requests", type=click.IntRange(1), default=None, help="Stop after this many requests.")
-@click.option("--prompt-tokens", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--output-tokens", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--prompt-tokens", type=click.IntRange(1), default=128, show_default=True,
+              help="Prompt length of each request, in tokens.")
+@click.option("--output-tokens", type=click.IntRange(1), default=64, show_default=True,
+              help="Tokens to generate per request (max_tokens).")
 @click.option("--api", type=click.Choice(list(APIS)), default="openai-chat", show_default=True,
               help="Route: /v1/chat/completions, /v1/completions or SGLang's /generate.")
 @click.option("--model", default=None, help="Model name to send [the first of /v1/models].")
@@ -95,7 +97,7 @@ class _BenchCommand(UsageExitsOne, click.Command):
               help="Seconds one request may take in total.")
 @click.option("--api-key", envvar="INFRAPLAN_BENCH_API_KEY", default=None,
               help="Bearer token (also INFRAPLAN_BENCH_API_KEY).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the generated prompts and request timing.")
 @click.option("--state", "state_path", type=click.Path(), default=None,
               help="State file to look up a fleet address given as URL [$INFRAPLAN_STATE, else ./infraplan.db].")
 @json_option("Print the result as JSON (format_version 1).")

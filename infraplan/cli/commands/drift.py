@@ -15,7 +15,8 @@ from infraplan.cli.common import config_options  # noqa: E402
 from infraplan.cli.common import handle_errors as _handle  # noqa: E402
 from infraplan.cli.common import open_workspace as _workspace  # noqa: E402
 from infraplan.cli.common import resolve_state  # noqa: E402
-from infraplan.cli.options import color_option, console, emit_json, json_option, to_json  # noqa: E402
+from infraplan.cli.options import (  # noqa: E402
+    color_option, compact_warnings, compact_warnings_option, console, emit_json, json_option, to_json)
 
 
 def _common(fn):
@@ -115,6 +116,7 @@ def render_report(report) -> str:
 @_common
 @json_option("Print the report as JSON (format_version 1.0).")
 @color_option
+@compact_warnings_option
 @click.option("--alert", "alerts", multiple=True, metavar="URL", envvar="INFRAPLAN_ALERT_URLS",
               help="Apprise URL to alert when drift appears or clears (repeatable; also INFRAPLAN_ALERT_URLS).")
 @click.option("--retries", type=click.IntRange(1, 10), default=None, help="Tries of a failing health probe [2].")
@@ -166,7 +168,7 @@ def _save_plan(ws, report, out: str, parallelism: int, quiet: bool) -> None:
                                       withheld_vars=withheld))
     if not quiet:
         click.echo("")
-        render_plan(plan, console(text_only=True))
+        render_plan(plan, console(text_only=True), compact_warnings=compact_warnings())
         click.echo(f"\nSaved the plan to {out}. Review it, then run: {apply_hint(out, withheld)}")
 
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from infraplan.cli.common import existing_state, handle_errors, state_option
+from infraplan.cli.common import authorize, existing_state, handle_errors, state_option
 from infraplan.cli.options import color_option, emit_json, json_option
 
 
@@ -21,7 +21,9 @@ def force_unlock(lock_id, state_path, force, as_json):
     """Break a stale state lock (audited)."""
     from infraplan.state import open_store
 
-    with open_store(existing_state(state_path)) as store:
+    location = existing_state(state_path)
+    authorize("force-unlock", ["*"], location)
+    with open_store(location) as store:
         held = store.current_lock()
         if held is not None and held.id == lock_id and not force and not held.holder_gone():
             _confirm(held)

@@ -10,7 +10,7 @@ from infraplan.cli.options import color_option, emit_json, json_option
 
 @click.command()
 @state_option
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, help="Show at most this many runs, newest first.")
 @json_option("The history rows as JSON.")
 @color_option
 @handle_errors

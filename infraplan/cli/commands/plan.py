@@ -8,7 +8,7 @@ import click
 
 from infraplan.cli.common import config_options, handle_errors, open_workspace
 from infraplan.cli.completion import complete_address
-from infraplan.cli.options import color_option, emit_json, json_option
+from infraplan.cli.options import color_option, compact_warnings, compact_warnings_option, emit_json, json_option
 from infraplan.util.gc_pause import no_cyclic_gc
 
 
@@ -23,6 +23,11 @@ def plan_options(fn):
     fn = click.option("--parallelism", default=10, show_default=True, type=click.IntRange(1, 1000),
                       help="Concurrent provider calls.")(fn)
     fn = click.option("--force", is_flag=True, help="Roll out again a version whose rollout was rolled back.")(fn)
+    fn = click.option("--policy", "policies", multiple=True, type=click.Path(), metavar="PATH",
+                      help="A Rego policy file or folder, judged with those in policies/ beside the config.")(fn)
+    fn = click.option("--accept-lineage", is_flag=True,
+                      help="Accept a state of another lineage where this config's state was (it was replaced "
+                           "on purpose).")(fn)
     return fn
 
 
@@ -35,19 +40,21 @@ def plan_options(fn):
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 no changes, 1 error, 2 changes.")
 @json_option("Print the plan as JSON (format_version 1.0).")
 @color_option
+@compact_warnings_option
 @click.option("--refresh-only", is_flag=True, help="Only accept what refresh found into state; no infrastructure changes.")
 @click.option("--max-hourly-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
               help="Fail (exit 1, nothing saved) when the planned fleets cost more than USD per hour.")
 @click.pass_obj
 @handle_errors
-def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, force, destroy, out,
-         detailed_exitcode, as_json, refresh_only, max_hourly_cost):
+def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, parallelism, force, policies,
+         accept_lineage, destroy, out, detailed_exitcode, as_json, refresh_only, max_hourly_cost):
     """Show what apply would change."""
     with no_cyclic_gc():
         from infraplan.cli.views.plan import render_plan
         from infraplan.plan.planner import PlanOptions
 
         ws = open_workspace(path, state_path, var_args, var_files)
+        ws.policy_paths, ws.accept_lineage = list(policies), accept_lineage
         held = ws.current_lock()
         if held is not None:
             from infraplan.state.lock import in_progress_notice
@@ -63,7 +70,7 @@ def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, 
         if as_json:
             emit_json(the_plan.to_json(), sort_keys=True)
         else:
-            render_plan(the_plan, obj.console(text_only=True))
+            render_plan(the_plan, obj.console(text_only=True), compact_warnings=compact_warnings())
     if max_hourly_cost is not None:
         from infraplan.cost import over_budget
 

@@ -7,7 +7,7 @@ from enum import StrEnum
 import click
 
 from infraplan.cli.common import existing_state, handle_errors, state_option
-from infraplan.cli.options import color_option, emit_json, json_option
+from infraplan.cli.options import color_option, compact_warnings, compact_warnings_option, emit_json, json_option
 
 
 class ShowFormat(StrEnum):
@@ -25,6 +25,7 @@ class ShowFormat(StrEnum):
               show_default=True, help="The JSON of a saved plan: infraplan's own, or shaped like "
               "`terraform show -json` (needs --json and PLANFILE).")
 @color_option
+@compact_warnings_option
 @click.pass_obj
 @handle_errors
 def show(obj, planfile, state_path, as_json, view):
@@ -46,7 +47,7 @@ def show(obj, planfile, state_path, as_json, view):
         elif as_json:
             emit_json(saved.to_json(), sort_keys=True)
         else:
-            render_plan(saved, obj.console())
+            render_plan(saved, obj.console(), compact_warnings=compact_warnings())
         return
     with open_store(existing_state(state_path), readonly=True) as store:
         snap = store.snapshot()

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from infraplan.cli.common import existing_state, fail, handle_errors, notice, state_option
+from infraplan.cli.common import authorize, existing_state, fail, handle_errors, notice, state_option
 from infraplan.cli.completion import complete_address
 from infraplan.cli.options import color_option, emit_json, json_option
 from infraplan.diagnostics import did_you_mean, short_repr
@@ -72,7 +72,9 @@ def state_rm(addresses, state_path, as_json):
     from infraplan.util.identity import who
 
     addresses = list(dict.fromkeys(addresses))  # each once, in the order given
-    with open_store(existing_state(state_path)) as store, store.lock("state rm", who=who(), on_broken=lambda info: notice(broken_notice(info))):
+    location = existing_state(state_path)
+    authorize("state-edit", addresses, location)
+    with open_store(location) as store, store.lock("state rm", who=who(), on_broken=lambda info: notice(broken_notice(info))):
         missing = [a for a in addresses if store.get(a) is None]
         if missing:  # all or nothing: check every address before removing one
             known = [r.address for r in store.snapshot().resources]
@@ -105,6 +107,7 @@ def state_mv(src, dst, state_path, as_json):
     from infraplan.util.identity import who
 
     path = existing_state(state_path)
+    authorize("state-edit", [src, dst], path)
     with open_store(path, readonly=True) as ro:
         rec = ro.get(src)  # checked before the lock: a refusal writes nothing
     src_kind = ResourceKind(rec.kind) if rec is not None else ResourceKind.of_address(src)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from infraplan.cli.common import existing_state, handle_errors, notice, state_option
+from infraplan.cli.common import authorize, existing_state, handle_errors, notice, state_option
 from infraplan.cli.completion import complete_address
 from infraplan.cli.options import color_option, emit_json, json_option
 
@@ -16,8 +16,10 @@ def _mark(address: str, state_path, *, tainted: bool) -> None:
     from infraplan.state.lock import broken_notice
     from infraplan.util.identity import who
 
+    location = existing_state(state_path)
+    authorize("state-edit", [address], location)
     verb = "taint" if tainted else "untaint"
-    with open_store(existing_state(state_path)) as store, store.lock(verb, who=who(), on_broken=lambda info: notice(broken_notice(info))):
+    with open_store(location) as store, store.lock(verb, who=who(), on_broken=lambda info: notice(broken_notice(info))):
         rec = store.get(address)
         if rec is None:
             raise StateError(f"no resource {address} in state")

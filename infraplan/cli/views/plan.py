@@ -7,8 +7,11 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
+from infraplan.diagnostics import location_text
 from infraplan.plan.model import Change, Plan
 from infraplan.util.redact import REDACTED, redact
+from infraplan.util.time import iso_utc
+from infraplan.util.units import human_count
 
 SYMBOL = {"create": "+", "update": "~", "delete": "-", "replace": "-/+", "refresh": "~", "noop": " "}
 STYLE = {"create": "green", "update": "yellow", "delete": "red", "replace": "magenta", "refresh": "cyan", "noop": "dim"}
@@ -113,9 +116,21 @@ def render_change(c: Change, secrets: frozenset[str] = frozenset()) -> Text:
     return _change_segments(c, secrets).to_text()
 
 
+def shown_value(key: str, value: Any) -> str:
+    """An attribute's value as the plan shows it: JSON, except a parameter count (``8.03B``) and
+    a POSIX timestamp in a ``*_at`` field (``"2026-01-01T00:00:00Z"``)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and key == "parameters":
+        return human_count(value)
+    if number and key.endswith("_at") and value > 0:
+        return fmt(iso_utc(value))
+    return fmt(value)
+
+
 def _change_segments(c: Change, secrets: frozenset[str]) -> _Segments:
     def show(key: str, value: Any) -> str:
-        return fmt(redact(value, secrets, key=key.split(".")[-1]))
+        name = key.split(".")[-1]
+        return shown_value(name, redact(value, secrets, key=name))
 
     t = _Segments()
     style = STYLE[c.action]
@@ -166,24 +181,44 @@ def _change_segments(c: Change, secrets: frozenset[str]) -> _Segments:
     return t
 
 
-def render_plan(plan: Plan, console: Console | PlainConsole, *, show_noop: bool = False) -> None:
-    """Print the plan: warnings and risks first, then each change, then the summary line."""
+def warning_lines(plan: Plan, *, compact: bool = False) -> list[str]:
+    """The plan's warnings (serving-capacity risks first), each `! where: summary` and, below it,
+    its detail. `compact` (Terraform's -compact-warnings): one line per warning, the summary
+    only, the same summary said once with a count."""
     warnings = [d for d in plan.diagnostics if d.get("severity") == "warning"]  # each once (Diagnostics)
-    risks = [(c.address, r) for c in plan.changes for r in c.risks if "serving capacity" in r]
+    risks = [r for c in plan.changes for r in c.risks if "serving capacity" in r]
+    lines: list[str] = []
+    if compact:
+        seen: dict[str, int] = {}
+        for summary in risks + [d["summary"] for d in warnings]:
+            seen[summary] = seen.get(summary, 0) + 1
+        lines = [f"  ! {summary}" + (f" (x{n})" if n > 1 else "") for summary, n in seen.items()]
+        if any(d.get("detail") or d.get("location") for d in warnings):
+            lines.append("  (run without --compact-warnings for where and why)")
+        return lines
+    lines = [f"  ! {r}" for r in risks]
+    for d in warnings:
+        loc = d.get("location")
+        lines.append(f"  ! {location_text(loc) + ': ' if loc else ''}{d['summary']}")
+        if d.get("detail"):
+            lines.append(f"      {d['detail']}")
+    return lines
+
+
+def render_plan(plan: Plan, console: Console | PlainConsole, *, show_noop: bool = False,
+                compact_warnings: bool = False) -> None:
+    """Print the plan: warnings and risks first, then each change, then the summary line."""
     colour = console.is_terminal and not console.no_color
     plain = isinstance(console, PlainConsole)
 
     def say(t: _Segments) -> None:
         console.print(t if plain else t.to_text())
 
-    if risks or warnings:
+    warned = warning_lines(plan, compact=compact_warnings)
+    if warned:
         say(_styled("Warnings:", "bold yellow"))
-        for addr, r in risks:
-            say(_styled(f"  ! {r}", "yellow"))
-        for d in warnings:
-            loc = d.get("location")
-            where = f"{loc['file']}:{loc['line']}:{loc['col']}: " if loc else ""
-            say(_styled(f"  ! {where}{d['summary']}", "yellow"))
+        for line in warned:
+            say(_styled(line, "yellow"))
         console.print()
     visible = [c for c in plan.changes if c.action != "noop" or show_noop]
     if not plan.has_changes and not any(c.action == "refresh" for c in plan.changes):
@@ -253,6 +288,9 @@ def cost_lines(plan: Plan) -> list[_Segments]:
         if cs:
             t.append(f"      canary service ({cs['replicas']} replicas of the new version) while the canary runs: "
                      f"+{money(cs['extra_hourly'])}/h\n")
+        fit = c.cost.get("fit") or {}
+        for line in fit.get("lines") or []:  # the arithmetic of the fit check, as --json carries it
+            t.append(f"      fit: {line}\n", style="dim")
         for i, f in enumerate((c.cost.get("unit") or {}).get("failover") or []):
             where = "/".join(str(f[k]) for k in ("cloud", "region") if f.get(k))
             spot = " spot" if f.get("use_spot") else ""

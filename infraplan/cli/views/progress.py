@@ -27,10 +27,8 @@ def progress(console, as_json: bool):
             emit_json({"@timestamp": _t.time(), **ev}, indent=None)
             return
         if ev["type"] == "rollout":
-            details = {k: v for k, v in ev.items() if k not in ("type", "fleet", "step", "at", "evidence")}
-            extra = " ".join(f"{k}={v}" for k, v in details.items())
             style = "red" if ev.get("passed") is False or ev.get("step") == "rollback" else None
-            say(f"{ev['fleet']}: rollout {ev.get('step')}" + (f" ({extra})" if extra else ""), style)
+            say(rollout_line(ev), style)
             return
         if ev["type"] == "interrupt":
             say(interrupt_line(ev), "bold yellow", now=True)
@@ -42,7 +40,7 @@ def progress(console, as_json: bool):
             return
         key = f"{ev['op']}:{ev['address']}"
         label = {"create": "Creating", "update": "Updating", "delete": "Destroying", "write": "Recording",
-                 "forget": "Forgetting"}.get(ev["op"], ev["op"])
+                 "forget": "Forgetting", "rollout": "Rolling out"}.get(ev["op"], ev["op"])
         old = " (old)" if ev.get("deposed") or (ev["op"] == "delete" and ev.get("action") == "replace") else ""
         if ev["type"] == "start":
             starts[key] = _t.monotonic()
@@ -62,6 +60,32 @@ def progress(console, as_json: bool):
             say(f"{ev['address']}{old}: interrupted (not started)", "yellow")
 
     return on_event
+
+
+def _replicas(n: int) -> str:
+    return f"{n} replica" + ("" if n == 1 else "s")
+
+
+def rollout_line(ev: dict) -> str:
+    """One rollout step as a sentence: ``fleet.chat: rolling rollout started: 2 replicas to replace.``"""
+    fleet, step = ev["fleet"], str(ev.get("step"))
+    detail = ev.get("detail")
+    if step == "start":
+        todo = [f"{_replicas(len(ev[k]))} to {verb}" for k, verb in (("replace", "replace"), ("create", "add"),
+                                                                        ("delete", "remove")) if ev.get(k)]
+        return f"{fleet}: {ev.get('strategy')} rollout started" + (f": {', '.join(todo)}." if todo else ".")
+    if step == "done":
+        return f"{fleet}: rollout complete."
+    if step == "rollback":
+        return f"{fleet}: rollout rolled back: {ev.get('reason')}"
+    if step == "alert-failed":
+        return f"{fleet}: rollout alert not sent: {ev.get('error')}"
+    if step.startswith("gate:"):
+        return f"{fleet}: check {step[5:]} {'passed' if ev.get('passed') else 'failed'}."
+    line = f"{fleet}: rollout {step.replace('-', ' ')}" + (f": {detail}" if detail else "")
+    if step == "batch" and ev.get("serving") is not None:
+        line += f"; {_replicas(ev['serving'])} serving"
+    return line + "."
 
 
 def interrupt_line(ev: dict) -> str:

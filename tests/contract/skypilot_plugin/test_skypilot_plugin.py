@@ -15,34 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from infraplan.providers.plugin.host import RemoteProvider, plugin_python, plugin_root
-from infraplan.providers.contract import ProviderContext, ReadResult, ResourceKind
-from infraplan_providers.skypilot.client import NoCapacity
+from infraplan.providers.plugin.host import RemoteProvider
+from infraplan.providers.contract import ProviderContext, ResourceKind
 from infraplan_providers.skypilot.provider import SkyPilotProvider
 
 from helpers.paths import HELPERS, REPO
+from helpers.skypilot_plugin import NEEDS_PLUGIN
 
 ROOT = REPO
-CATALOGS = Path(os.environ.get("INFRAPLAN_SKY_CATALOGS", ROOT.parent / "shared" / "catalogs"))
 
-pytestmark = [
-    pytest.mark.skipif(plugin_python("skypilot") is None,
-                       reason="skypilot plugin not installed (infraplan plugins install skypilot)"),
-    pytest.mark.skipif(not (CATALOGS / "v8").is_dir(), reason=f"shared SkyPilot catalogs not at {CATALOGS}"),
-]
-
-
-@pytest.fixture
-def sky_env(tmp_path, monkeypatch):
-    """What the catalogs' README asks for, in the environment the plugin process inherits."""
-    runtime = tmp_path / "sky-runtime"
-    shutil.copytree(CATALOGS / "v8", runtime / ".sky" / "catalogs" / "v8")
-    (runtime / "home").mkdir()
-    monkeypatch.setenv("INFRAPLAN_PLUGIN_DIR", str(plugin_root()))  # fixed before HOME moves
-    monkeypatch.setenv("SKY_RUNTIME_DIR", str(runtime))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("HOME", str(runtime / "home"))
-    return runtime
+pytestmark = NEEDS_PLUGIN
 
 
 def test_multicloud_example_plans_through_the_plugin_with_real_prices(sky_env, tmp_path):
@@ -82,34 +64,6 @@ def _remote(tmp_path) -> RemoteProvider:
     return RemoteProvider.connect(SkyPilotProvider, ctx, "skypilot")
 
 
-def test_cluster_lifecycle_through_the_plugin_with_the_sdk_faked_there(sky_env, tmp_path, monkeypatch):
-    monkeypatch.setenv("INFRAPLAN_PLUGIN_PRELOAD", str(HELPERS / "fake_preload.py"))
-    p = _remote(tmp_path)
-    try:
-        assert p.hello()["versions"]["skypilot"].startswith("0.14.")
-        out = p.create(ResourceKind.REPLICA, "fleet.chat[1]", dict(ATTRS))
-        assert out["cluster_name"] == "infraplan-chat-1" and out["endpoint"] == "http://3.1.2.3:30000"
-        assert (out["cloud_chosen"], out["instance_type_chosen"]) == ("aws", "p5.48xlarge")
-        got = p.read(ResourceKind.REPLICA, "fleet.chat[1]", out)
-        assert isinstance(got, ReadResult) and got.exists and got.healthy
-        p.delete(ResourceKind.REPLICA, "fleet.chat[1]", out)
-        assert not p.read(ResourceKind.REPLICA, "fleet.chat[1]", out).exists
-    finally:
-        p.close()
-
-
-def test_skypilot_errors_cross_the_process_boundary_as_infraplan_errors(sky_env, tmp_path, monkeypatch):
-    monkeypatch.setenv("INFRAPLAN_PLUGIN_PRELOAD", str(HELPERS / "fake_preload.py"))
-    monkeypatch.setenv("FAKE_SKY_FAIL", "no_capacity")
-    p = _remote(tmp_path)
-    try:
-        with pytest.raises(NoCapacity, match="InsufficientInstanceCapacity") as info:
-            p.create(ResourceKind.REPLICA, "fleet.chat[1]", dict(ATTRS))
-        assert len(info.value.failover_history) == 1
-    finally:
-        p.close()
-
-
 def test_one_retry_owner_a_failing_launch_is_submitted_three_times_not_nine(sky_env, tmp_path, monkeypatch):
     """The SkyPilot client raises a transient error once; the engine's executor retries (3 attempts)."""
     import tenacity
@@ -117,7 +71,11 @@ def test_one_retry_owner_a_failing_launch_is_submitted_three_times_not_nine(sky_
     from infraplan.apply.executor import Executor
     from infraplan.errors import TransientProviderError
 
-    calls = tmp_path / "calls.txt"
+    calls = tmp_path / "calls.jsonl"
+
+    def launches() -> int:
+        return sum(json.loads(line)["call"] == "launch" for line in calls.read_text().splitlines())
+
     monkeypatch.setenv("INFRAPLAN_PLUGIN_PRELOAD", str(HELPERS / "fake_preload.py"))
     monkeypatch.setenv("FAKE_SKY_FAIL", "transient")
     monkeypatch.setenv("FAKE_SKY_CALLS", str(calls))
@@ -126,11 +84,11 @@ def test_one_retry_owner_a_failing_launch_is_submitted_three_times_not_nine(sky_
     try:
         with pytest.raises(TransientProviderError, match="ApiServerConnectionError"):
             p.create(ResourceKind.REPLICA, "fleet.chat[1]", dict(ATTRS))
-        assert calls.read_text().splitlines() == ["launch"]  # the client alone: one request
+        assert launches() == 1  # the client alone: one request
         calls.unlink()
         with pytest.raises(TransientProviderError):
             Executor(store=None, providers=None)._call(("create", p, REPLICA, "fleet.chat[1]", dict(ATTRS)))
-        assert calls.read_text().splitlines() == ["launch"] * 3
+        assert launches() == 3
     finally:
         p.close()
 
@@ -210,22 +168,6 @@ def test_a_skyserve_canary_needs_a_router_and_an_unchanged_replica_count(sky_env
     assert proc.returncode == 1 and "cannot also change its replicas (fleet.chat[2])" in proc.stderr + proc.stdout
     proc = _plan(cfg, state, "--var", "replicas=3")  # the replica change alone is fine
     assert proc.returncode == 0, proc.stderr
-
-
-def test_canary_service_through_the_plugin_with_the_sdk_faked_there(sky_env, tmp_path, monkeypatch):
-    monkeypatch.setenv("INFRAPLAN_PLUGIN_PRELOAD", str(HELPERS / "fake_preload.py"))
-    p = _remote(tmp_path)
-    attrs = dict(ATTRS, index=0, placement="service")
-    try:
-        primary = p.create(REPLICA, "fleet.chat[0]", p.prepare_create(REPLICA, "fleet.chat[0]", attrs))
-        assert p.service_workers("fleet.chat[0]", primary) == ["http://10.0.0.1:30000"]
-        canary = p.create_canary("fleet.chat[0]", dict(attrs, model_revision="r2", canary=True), 2)
-        assert canary["service_name"] == "infraplan-chat-canary"
-        assert canary["workers"] == ["http://10.1.0.1:30000", "http://10.1.0.2:30000"]
-        p.delete(ResourceKind.REPLICA, "fleet.chat[0]", canary)
-        assert not p.read(REPLICA, "fleet.chat[0]", canary).exists and p.read(REPLICA, "fleet.chat[0]", primary).exists
-    finally:
-        p.close()
 
 
 def test_a_router_on_skypilot_runs_smg_and_takes_traffic(sky_env, tmp_path, monkeypatch):
@@ -512,84 +454,7 @@ def test_a_skyserve_fleet_without_a_rollout_block_says_skyserves_own_mode_and_on
     assert not any(c["rolls_out"] for c in labels_only["changes"])
 
 
-def test_runpod_gpu_memory_is_read_in_gb_not_as_a_thousandth(sky_env):
-    """SkyPilot reports RunPod's H100 as 0.078 GiB; the fit check then refused models that fit."""
-    code = ("import json; from infraplan_providers.skypilot.pricing import gpu_memory; "
-            "print(json.dumps([gpu_memory('runpod', {'H100': 8}), gpu_memory('aws', {'H100': 8})]))")
-    proc = subprocess.run([str(plugin_python("skypilot")), "-c", code], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    runpod, aws = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert runpod == pytest.approx(80.0) and aws == pytest.approx(80.0)
-
-
-def test_skyserve_spot_with_fallback_passes_skyservices_own_validation(sky_env):
-    """`sky serve up` refuses a mixed spot/on-demand list ("Resources must either all use spot or
-    none use spot"); SkyServe's answer is `dynamic_ondemand_fallback` in its replica policy."""
-    code = """
-import json
-from infraplan_providers.skypilot.service import make_service_task
-from infraplan_providers.skypilot.settings import SkyPilotSettings
-attrs = {"placement": "service", "accelerators": "H100:8", "use_spot": True, "spot_fallback": True,
-         "failover": ["aws/us-east-1", "gcp"], "model_source": "hf://org/m", "engine": "sglang", "args": {}}
-task = make_service_task("chat", attrs, SkyPilotSettings(), 2)
-print(json.dumps({"spots": sorted({r.use_spot for r in task.resources}),
-                  "fallback": task.service.dynamic_ondemand_fallback, "min": task.service.min_replicas}))
-"""
-    proc = subprocess.run([str(plugin_python("skypilot")), "-c", code], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"spots": [True], "fallback": True, "min": 2}
-
-
 LINEAGE = "5f1c0d2e9a7b4c3d8e6f0a1b2c3d4e5f"
-
-
-def test_clusters_routers_and_services_carry_project_labels_that_skypilot_accepts(sky_env):
-    """The tasks the provider builds carry `infraplan-lineage` and a label-safe `infraplan-address` on
-    every resource candidate, and SkyPilot's own validation (`Resources.validate`, each cloud's label
-    rules) accepts them, even for an address no cloud would take as it is."""
-    code = f"""
-import json
-from pathlib import Path
-from sky.utils import registry
-from infraplan.providers.contract import ProviderContext
-from infraplan_providers.skypilot import router
-from infraplan_providers.skypilot.provider import SkyPilotProvider
-from infraplan_providers.skypilot.service import make_service_task
-from infraplan_providers.skypilot.translate import make_task
-p = SkyPilotProvider(ProviderContext(project_dir=Path("."), state_path=Path("s.db"), runtime_dir=Path("."),
-                                     lineage="{LINEAGE}"))
-odd = 'fleet.Chat["us-east/1"][12]' + "x" * 80
-attrs = {{"fleet": "fleet.chat", "index": 1, "accelerators": "H100:8", "failover": ["aws/us-east-1", "gcp"],
-          "model_source": "hf://org/m", "args": {{}}}}
-tasks = {{"cluster": make_task("c", attrs, p.settings, labels=p.labels("fleet.chat[1]")),
-          "odd": make_task("c", attrs, p.settings, labels=p.labels(odd)),
-          "router": router.make_task("router.front", {{}}, p.settings.model_copy(update={{"router_infra": "aws"}}),
-                                     labels=p.labels("router.front")),
-          "service": make_service_task("s", dict(attrs, placement="service"), p.settings, 2,
-                                       labels=p.labels("fleet.chat"))}}
-out = {{}}
-for kind, task in tasks.items():
-    for r in task.resources:
-        r.validate()  # SkyPilot's own checks, labels included, for the candidate's cloud
-    labels = [r.labels for r in task.resources]
-    rules = {{str(c): all(c.is_label_valid(k, v)[0] for r in task.resources for k, v in r.labels.items())
-             for c in registry.CLOUD_REGISTRY.values()}}
-    out[kind] = {{"labels": labels, "every_cloud": all(rules.values())}}
-print(json.dumps(out))
-"""
-    proc = subprocess.run([str(plugin_python("skypilot")), "-c", code], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    mine = {"infraplan-lineage": LINEAGE}
-    assert out["cluster"]["labels"] == [dict(mine, **{"infraplan-address": "fleet-chat-1"})] * 2
-    assert out["router"]["labels"] == [dict(mine, **{"infraplan-address": "router-front"})]
-    assert out["service"]["labels"] == [dict(mine, **{"infraplan-address": "fleet-chat"})] * 2
-    odd = out["odd"]["labels"][0]["infraplan-address"]
-    assert odd.startswith("fleet-chat-us-east-1-12-xxx") and len(odd) <= 63 and odd[-1].isalnum()
-    assert all(v["every_cloud"] for v in out.values()), out
 
 
 def test_drift_finds_an_orphaned_skypilot_cluster_through_the_plugin(sky_env, tmp_path, monkeypatch):
@@ -627,19 +492,3 @@ def test_drift_finds_an_orphaned_skypilot_cluster_through_the_plugin(sky_env, tm
         assert [i.instance_id for i in sky.list_instances()] == ["infraplan-chat-1"]
     finally:
         providers.close()
-
-
-def test_what_the_in_flight_check_reads_is_skypilots_own_request_api():
-    """`SkyClient.in_flight` asks `sky.api_status(cluster_name=...)` and reads `request_id`, `name`,
-    `status` and `cluster_name` of its RequestPayloads: check those against the real SDK."""
-    code = (
-        "import inspect, json, sky\n"
-        "from sky.server.requests import payloads, requests\n"
-        "print(json.dumps({'params': list(inspect.signature(sky.api_status).parameters),\n"
-        "  'fields': list(payloads.RequestPayload.model_fields),\n"
-        "  'status': [s.value for s in requests.RequestStatus]}))\n")
-    out = subprocess.run([str(plugin_python("skypilot")), "-c", code], capture_output=True, text=True, check=True)
-    got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert "cluster_name" in got["params"]
-    assert {"request_id", "name", "status", "cluster_name"} <= set(got["fields"])
-    assert {"PENDING", "RUNNING"} <= set(got["status"])

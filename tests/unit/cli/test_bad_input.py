@@ -113,9 +113,10 @@ def test_bad_input(case, command, seeded_case):
     errors = ERROR_LINE.findall(out)
     if "error_count" in expect:
         assert len(errors) == expect["error_count"], out
-    if command != "validate":
-        n = len(errors)
-        assert f"Error: configuration has {n} error{'s' if n != 1 else ''}; nothing was planned or applied" in out
+    if command != "validate" and len(errors) > 1:
+        assert f"Error: configuration has {len(errors)} errors; nothing was planned or applied" in out
+    elif command != "validate":  # one error is said once
+        assert "Error: configuration has" not in out
 
     assert fingerprint(db) == before, "the state file changed"
     assert children() <= procs, "a process was started"

@@ -63,3 +63,28 @@ def test_state_mv_within_a_kind_still_works(project):
     db = project / "infraplan.db"
     assert run("state", "mv", "model.llama", "model.llama2", "--state", str(db)).exit_code == 0
     assert _addresses(db) == ["fleet.chat", "model.llama2"]
+
+
+def test_a_state_of_another_lineage_swapped_in_is_refused_until_accepted(tmp_path):
+    """The lineage a config last applied to is remembered beside it (.infraplan/lineages.json);
+    another state put in its place is noticed on the next plan (#18 item 18)."""
+    from helpers.cli import SMALL_CONFIG, run
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "main.yaml").write_text(SMALL_CONFIG)
+        assert run("apply", str(d), "--auto-approve").exit_code == 0
+    assert (a / ".infraplan" / "lineages.json").stat().st_mode & 0o077 == 0
+    import sqlite3
+
+    src, dst = sqlite3.connect(b / "infraplan.db"), sqlite3.connect(a / "infraplan.db")
+    src.backup(dst)  # another project's state, put under a's path (through SQLite, WAL and all)
+    src.close()
+    dst.close()
+    r = run("plan", str(a))
+    assert r.exit_code == 1 and "another state was put in its place" in r.output and "--accept-lineage" in r.output
+    assert run("apply", str(a), "--auto-approve").exit_code == 1
+    assert run("plan", str(a), "--accept-lineage").exit_code == 0
+    assert run("apply", str(a), "--auto-approve", "--accept-lineage").exit_code == 0
+    assert run("plan", str(a)).exit_code == 0  # accepted: the new lineage is the one remembered

@@ -400,3 +400,10 @@ def test_literal_dollar_escape_survives_loading(cfg):
     labels = c.fleets["fleet.f"].block.labels
     assert not any(has_deferred(v) for v in labels.values())
     assert resolve_deferred(labels, lambda ref: pytest.fail("no references expected")) == {"tpl": "${not_a_ref}", "v": "${x}"}
+
+
+def test_a_service_fleets_rollout_strategy_becomes_skyserves_update_mode():
+    fb = FleetBlock.model_validate({"model": "model.m", "placement": "service", "rollout": {"strategy": "blue_green"}})
+    assert fb.provider_attributes()["service"]["update_mode"] == "blue_green"
+    plain = FleetBlock.model_validate({"model": "model.m", "placement": "cluster", "rollout": {"strategy": "blue_green"}})
+    assert "service" not in plain.provider_attributes()

@@ -144,14 +144,16 @@ def test_missing_smg_is_a_plan_time_error(monkeypatch):
 
 
 def test_router_retries_map_to_smg_launch_flags(tmp_path):
+    from infraplan.serving.smg import retry_args
+
     base = ["py", "-m", "smg", "launch", "--host", "h", "--port", "1", "--prometheus-host", "h",
             "--prometheus-port", "2", "--policy", "round_robin"]
     assert smg_router.argv("py", "h", 1, 2, "round_robin") == base  # smg's defaults: retries on
     assert smg_router.argv("py", "h", 1, 2, "round_robin", {}) == base
-    assert smg_router.argv("py", "h", 1, 2, "round_robin", {"enabled": False}) == base + ["--disable-retries"]
+    assert smg_router.argv("py", "h", 1, 2, "round_robin", {"retries": {"enabled": False}}) == base + ["--disable-retries"]
     tuned = {"max_retries": 3, "initial_backoff_ms": 10, "max_backoff_ms": 200, "backoff_multiplier": 2.0,
              "jitter_factor": 0.0}
-    assert smg_router.retry_args(tuned) == [
+    assert retry_args(tuned) == [
         "--retry-max-retries", "3", "--retry-initial-backoff-ms", "10", "--retry-max-backoff-ms", "200",
         "--retry-backoff-multiplier", "2.0", "--retry-jitter-factor", "0.0"]
 
@@ -165,7 +167,7 @@ def test_router_retries_map_to_smg_launch_flags(tmp_path):
     assert retries("{enabled: true}") is None
     assert retries("{enabled: false}") == {"enabled": False}
     assert retries("{max_retries: 2, jitter_factor: 0}") == {"max_retries": 2, "jitter_factor": 0.0}
-    assert smg_router.retry_args(retries("{max_retries: 2}")) == ["--retry-max-retries", "2"]
+    assert retry_args(retries("{max_retries: 2}")) == ["--retry-max-retries", "2"]
 
 
 @pytest.mark.parametrize("block, message", [
@@ -201,3 +203,32 @@ def test_fleet_endpoints_list_a_shared_service_endpoint_once():
         ex._remember(f"fleet.s[{i}]", {"fleet": "fleet.s", "index": i, "endpoint": "http://44.1.2.3:30001"})
     assert ex._fleet_endpoints("fleet.s") == {"endpoints": ["http://44.1.2.3:30001"],
                                               "endpoint": "http://44.1.2.3:30001"}
+
+
+def test_router_fault_isolation_maps_to_smg_flags_and_a_change_relaunches_it(tmp_path):
+    """circuit_breaker, timeouts, rate_limit and health_check become smg 1.13's own launch flags
+    (durations in whole seconds); only what differs from smg's defaults reaches the attributes."""
+    from infraplan.models.config import ROUTER_LAUNCH_BLOCKS
+    from infraplan.serving.smg import LAUNCH_ATTRS, launch_args
+
+    assert LAUNCH_ATTRS == ROUTER_LAUNCH_BLOCKS
+    block = ("circuit_breaker: {failure_threshold: 3, open_duration: 90s}, timeouts: {request: 2m}, "
+             "rate_limit: {max_concurrent_requests: 8, queue_size: 0}, "
+             "health_check: {interval: 5s, endpoint: /health_generate}")
+    config, diags = load(tmp_path, BASE.replace("policy: round_robin", f"policy: round_robin, {block}"))
+    assert config is not None, [d.one_line() for d in diags]
+    attrs = expand(config)["router.gw"].attributes
+    assert attrs["circuit_breaker"] == {"failure_threshold": 3, "open_duration": "90s"}
+    assert launch_args(attrs) == [
+        "--cb-failure-threshold", "3", "--cb-timeout-duration-secs", "90", "--request-timeout-secs", "120",
+        "--max-concurrent-requests", "8", "--queue-size", "0", "--health-check-interval-secs", "5",
+        "--health-check-endpoint", "/health_generate"]
+    assert launch_args({"circuit_breaker": {"enabled": False}, "health_check": {"enabled": False}}) == [
+        "--disable-circuit-breaker", "--disable-health-check"]
+    plain = expand(load(tmp_path, BASE)[0])["router.gw"].attributes
+    assert not set(ROUTER_LAUNCH_BLOCKS) & set(plain)  # smg's defaults: nothing recorded
+    pplan = smg_router.plan(dict(plain, instance_id="x", port=1), attrs)
+    assert set(pplan.requires_replace) == {"circuit_breaker", "timeouts", "rate_limit", "health_check"}
+    bad, diags = load(tmp_path, BASE.replace("policy: round_robin", "policy: round_robin, "
+                                             "circuit_breaker: {enabled: false, failure_threshold: 2}"))
+    assert bad is None and any("has no effect with `enabled: false`" in d.one_line() for d in diags)

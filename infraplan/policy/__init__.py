@@ -1,0 +1,1 @@
+"""Policy as code: Rego modules judged against each plan (`rego`)."""

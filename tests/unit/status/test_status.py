@@ -1,0 +1,86 @@
+"""`infraplan status`: figures from real simulator /metrics over a window, unreadable replicas
+said as such (never zeros), measured $ per 1M output tokens, Prometheus exposition."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from helpers.cli import run
+from infraplan.serving.sim import SimConfig, make_server
+from infraplan.state import StateStore
+from infraplan.status.collect import collect, prometheus_text
+
+
+@pytest.fixture
+def sims():
+    servers = [make_server(SimConfig(model_path="org/tiny", served_model_name="tiny", port=0, ttft_ms=20, tpot_ms=5,
+                                     health_delay_s=0)) for _ in range(2)]
+    for s in servers:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    yield [f"http://127.0.0.1:{s.server_address[1]}" for s in servers]
+    for s in servers:
+        s.shutdown()
+
+
+def _state(path, urls):
+    with StateStore(path) as store:
+        store.put("fleet.chat", kind="fleet", attributes={"replicas": len(urls)})
+        for i, u in enumerate(urls):
+            store.put(f"fleet.chat[{i}]", kind="replica", attributes={"fleet": "fleet.chat", "endpoint": u})
+        store.add_history(operation="apply", plan_hash="x", summary={"hourly_by_fleet": {"fleet.chat": 9.0}},
+                          who="t", started_at="t", finished_at="t", status="ok", config_digest="d",
+                          desired_config={})
+
+
+def _load(url: str, stop: threading.Event) -> None:
+    with httpx.Client(timeout=10, trust_env=False) as c:
+        while not stop.is_set():
+            c.post(f"{url}/v1/chat/completions", json={"model": "tiny", "max_tokens": 20,
+                                                       "messages": [{"role": "user", "content": "hi"}]})
+
+
+def test_figures_under_load_and_an_unreadable_replica(tmp_path, sims):
+    db = tmp_path / "s.db"
+    _state(db, [*sims, "http://127.0.0.1:9"])  # the third replica answers nothing
+    stop = threading.Event()
+    threads = [threading.Thread(target=_load, args=(u, stop), daemon=True) for u in sims]
+    for t in threads:
+        t.start()
+    try:
+        snap = StateStore.open_readonly(db).snapshot()
+        report = collect(snap, {"fleet.chat": 9.0}, window_s=1.5)
+    finally:
+        stop.set()
+    (fleet,) = report.fleets
+    f = fleet.figures
+    assert f["requests_per_s"] > 2 and f["output_tokens_per_s"] > 40
+    assert 20 <= f["ttft_p50_ms"] <= 20 * 3 and 5 <= f["tpot_p50_ms"] <= 5 * 3  # what the sim was told
+    assert f["error_rate"] == 0 and f["running"] is not None and f["kv_cache_usage"] is not None
+    bad = [r for r in fleet.replicas if not r.readable]
+    assert [r.address for r in bad] == ["fleet.chat[2]"] and bad[0].error and bad[0].figures == {}
+    assert fleet.unreadable == 1
+    assert fleet.usd_per_1m_output_tokens == pytest.approx(9.0 / (f["output_tokens_per_s"] * 3600) * 1e6, rel=1e-3)
+    families = {fam.name: fam for fam in text_string_to_metric_families(prometheus_text(report))}
+    ups = {s.labels["replica"]: s.value for s in families["infraplan_replica_up"].samples}
+    assert ups == {"fleet.chat[0]": 1.0, "fleet.chat[1]": 1.0, "fleet.chat[2]": 0.0}
+    assert "infraplan_fleet_ttft_p50_ms" in families and "infraplan_fleet_usd_per_1m_output_tokens" in families
+
+
+def test_the_cli_says_unreadable_and_prints_json(tmp_path, sims):
+    db = tmp_path / "s.db"
+    _state(db, [sims[0], "http://127.0.0.1:9"])
+    r = run("status", "--state", str(db), "--window", "0.2s")
+    assert r.exit_code == 0, r.output
+    assert "fleet.chat[1]: unreadable (" in r.output and "1 of 2 replicas unreadable" in r.output
+    assert "$9.00/h" in r.output
+    r = run("status", "--state", str(db), "--window", "0.2s", "--json")
+    doc = json.loads(r.output)
+    assert doc["format_version"] == "1.0" and doc["fleets"][0]["unreadable"] == 1
+    assert run("status", "--state", str(tmp_path / "none.db")).exit_code == 1
+    r = run("status", "--state", str(db), "--window", "soon")
+    assert r.exit_code == 1 and "--window soon" in r.output
