@@ -72,12 +72,10 @@ def plugin_venv(tmp_path, monkeypatch):
 @pytest.fixture
 def postgres_url():
     """A throwaway PostgreSQL database for this test (helpers.postgres); skipped, saying where it
-    looked, when no server answers (failed under CI, INFRAPLAN_CI=1, where one always runs)."""
+    looked, when no server answers (a skip CI fails: helpers.ci_skips)."""
     from helpers import postgres
 
     if postgres.admin_url() is None:
-        if os.environ.get("INFRAPLAN_CI") == "1":
-            pytest.fail(postgres.skip_reason())
         pytest.skip(postgres.skip_reason())
     with postgres.throwaway_database() as url:
         yield url
