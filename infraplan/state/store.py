@@ -105,6 +105,15 @@ class StateStore(SqlStore):
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             self.db = db
             applied = _migrations.check_not_newer(db, self.path)
+            if not applied:
+                foreign = [r[0] for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+                    "AND name != '_sqlite_migrations' ORDER BY name")]
+                if foreign:  # another program's database: never extended with infraplan's tables
+                    shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+                    raise StateError(f"state file {self.path} is an SQLite database of another program (tables: "
+                                     f"{shown}); infraplan keeps its state in a file of its own: give another "
+                                     "path with --state")
             if applied:
                 # before anything is written (even the lock): a damaged state is refused by every command
                 damage = integrity.scan(conn, applied)

@@ -88,3 +88,29 @@ def test_a_state_of_another_lineage_swapped_in_is_refused_until_accepted(tmp_pat
     assert run("plan", str(a), "--accept-lineage").exit_code == 0
     assert run("apply", str(a), "--auto-approve", "--accept-lineage").exit_code == 0
     assert run("plan", str(a)).exit_code == 0  # accepted: the new lineage is the one remembered
+
+
+def test_a_foreign_sqlite_file_given_as_state_is_refused_and_left_alone(tmp_path):
+    """--state naming another program's SQLite database: refused in one line, never extended
+    with infraplan's tables (#18 item 18)."""
+    import hashlib
+    import sqlite3
+
+    from helpers.cli import SMALL_CONFIG, run
+
+    (tmp_path / "main.yaml").write_text(SMALL_CONFIG)
+    db = tmp_path / "customers.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE customers (id INTEGER, name TEXT)")
+    conn.execute("INSERT INTO customers VALUES (1, 'ada')")
+    conn.commit()
+    conn.close()
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    for args in (("plan", str(tmp_path)), ("apply", str(tmp_path), "--auto-approve"), ("show",), ("state", "list")):
+        r = run(*args, "--state", str(db))
+        assert r.exit_code == 1, (args, r.output)
+        assert "an SQLite database of another program (tables: customers)" in r.output, (args, r.output)
+        assert "Traceback" not in r.output
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    tables = {row[0] for row in sqlite3.connect(db).execute("SELECT name FROM sqlite_master")}
+    assert tables == {"customers"}

@@ -443,7 +443,8 @@ def test_snapshot_of_10000_resources_is_fast(store: Store):
     snap = store.snapshot()
     elapsed = time.perf_counter() - start
     assert len(snap.resources) == 10_000
-    assert elapsed < within(1.0)  # the speed target (well under 0.3 s) is benchmarks/' business
+    # a bound against a hang, not the speed target (benchmarks/); a server round trip costs more
+    assert elapsed < within(3.0 if type(store).__name__ == "PostgresStore" else 1.0)
 
 
 def test_store_is_usable_from_another_thread(store: Store):
