@@ -563,7 +563,7 @@ async def _run(cfg: BenchConfig, api_key: str | None, stop: threading.Event | No
     base, url = endpoint_url(cfg.url, cfg.api)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     # one connection per slot, kept alive; the per-request bound is asyncio.timeout in _one
-    connector = aiohttp.TCPConnector(limit=cfg.concurrency + 1, limit_per_host=0)
+    connector = aiohttp.TCPConnector(limit=cfg.concurrency + 1)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(cfg.timeout_s, 10.0))
     started_at = utc_now()
     async with aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout) as session:
