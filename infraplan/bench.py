@@ -27,10 +27,17 @@ Every request streams (SSE); times are `time.perf_counter()`:
   ITL); an empty sample is `None` here where SGLang reports 0.
 
 Load shape: at most `concurrency` requests in flight. Without `rate` each free slot sends at
-once (a closed loop, SGLang's `--request-rate inf --max-concurrency N`); with `rate` requests
-arrive at exponential (Poisson, SGLang's default) or fixed intervals and wait for a slot.
-Sending stops at `duration_s` or `num_requests`, whichever comes first; requests in flight then
-finish, each bounded by `timeout_s`, so a run always ends by `duration_s + timeout_s`.
+once (a closed loop, SGLang's `--request-rate inf --max-concurrency N`, 8 slots by default);
+with `rate` requests arrive at exponential (Poisson, SGLang's default) or fixed intervals
+whatever the server does (an open loop, bounded by `MAX_CONCURRENCY` unless a concurrency is
+given, then arrivals wait for a slot). `warmup` requests go first, closed loop, and are not
+counted. Sending stops at `duration_s` or `num_requests`, whichever comes first; requests in
+flight then finish, each bounded by `timeout_s`, so a run always ends by `duration_s + timeout_s`.
+
+The client is aiohttp (as SGLang's bench_serving), one keep-alive connection per slot, so that
+the client is not what is measured: it reports its own CPU (process CPU per request, and the
+event loop's share of one core), and warns when that share passes `SATURATED_CORE_SHARE`,
+since past it the client's own delays are in the latencies.
 
 Prompts are `prompt_tokens` seeded filler words (a word is a token for infraplan's simulator,
 roughly one for real tokenizers), distinct per request so a prefix cache does not flatter the
@@ -46,14 +53,14 @@ import random
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from infraplan.util.time import utc_now
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
 from infraplan.errors import InfraplanError
-from infraplan.serving.http import Failure, failure
+from infraplan.serving.http import Failure, aiohttp_failure
+from infraplan.util.time import utc_now
 
 FORMAT_VERSION = 1
 API_ROUTES = {
@@ -66,6 +73,9 @@ DEFAULT_DURATION_S = 30.0
 MAX_REQUESTS = 1_000_000  # hard caps: a run always terminates
 MAX_DURATION_S = 24 * 3600.0
 MAX_CONCURRENCY = 4096
+DEFAULT_CONCURRENCY = 8  # closed loop; an open loop (a rate) is bounded by MAX_CONCURRENCY only
+#: the share of one core the client's event loop may use before its own delays show in the figures
+SATURATED_CORE_SHARE = 0.8
 PERCENTILES = (50, 90, 95, 99)
 _WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
           "november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
@@ -114,6 +124,46 @@ class BenchConfig:
     output_tokens: int
     timeout_s: float
     seed: int
+    warmup_requests: int = 0
+
+    @property
+    def mode(self) -> str:
+        """`open-loop` (requests arrive at `rate`, whatever the server does) or `closed-loop`."""
+        return "open-loop" if self.rate else "closed-loop"
+
+
+@dataclass(frozen=True)
+class ClientUsage:
+    """What the load generator itself cost during the measured part of a run."""
+
+    cpu_s: float  # process CPU (user + system)
+    loop_cpu_s: float  # CPU of the thread running the event loop, which can use one core at most
+    duration_s: float
+    requests: int
+
+    @property
+    def cpu_ms_per_request(self) -> float | None:
+        return self.cpu_s * 1000 / self.requests if self.requests else None
+
+    @property
+    def core_share(self) -> float:
+        """The event loop's CPU over the run's wall time: 1.0 is one core busy all along."""
+        return self.loop_cpu_s / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def saturated(self) -> bool:
+        return self.core_share > SATURATED_CORE_SHARE
+
+    def warning(self) -> str | None:
+        """One line when the client was near saturation (its own delays are in the latencies)."""
+        if not self.saturated:
+            return None
+        return (f"the bench client used {self.core_share:.0%} of one core: its own delays are in these figures "
+                f"(lower the concurrency or rate, or run more clients)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cpu_s": self.cpu_s, "loop_cpu_s": self.loop_cpu_s, "cpu_ms_per_request": self.cpu_ms_per_request,
+                "core_share": self.core_share, "saturated": self.saturated}
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -150,6 +200,8 @@ class BenchResult:
     duration_s: float
     started_at: str
     model: str | None = None
+    client: ClientUsage | None = None
+    warmup_failed: int = 0
 
     @property
     def completed(self) -> list[RequestRecord]:
@@ -197,6 +249,7 @@ class BenchResult:
             "definitions": "sglang bench_serving",
             "started_at": self.started_at,
             "config": asdict(self.config),
+            "mode": self.config.mode,
             "model": self.model,
             "duration_s": self.duration_s,
             "requests": {"sent": len(self.records), "completed": len(ok), "failed": len(self.failed)},
@@ -204,6 +257,9 @@ class BenchResult:
             "tokens": {"input": sum(r.prompt_tokens for r in ok), "output": sum(r.output_tokens for r in ok)},
             "throughput": self.throughput(),
             "latency_ms": self.latency_ms(),
+            "warmup": {"requests": self.config.warmup_requests, "failed": self.warmup_failed},
+            "client": self.client.to_dict() if self.client else None,
+            "warnings": [w for w in (self.client.warning() if self.client else None,) if w],
         }
         if include_records:
             doc["records"] = [{**asdict(r), "tpot_s": r.tpot_s} for r in self.records]
@@ -214,14 +270,17 @@ class BenchResult:
 
             {"format_version": 1, "tool": "infraplan bench", "definitions": "sglang bench_serving",
              "started_at": ISO-8601 UTC, "config": {url, api, model, concurrency, rate, arrival,
-             duration_s, num_requests, prompt_tokens, output_tokens, timeout_s, seed},
-             "model": served model used, "duration_s": float,
+             duration_s, num_requests, prompt_tokens, output_tokens, timeout_s, seed, warmup_requests},
+             "mode": "closed-loop" | "open-loop", "model": served model used, "duration_s": float,
              "requests": {"sent", "completed", "failed"}, "failures": {reason: count},
              "tokens": {"input", "output"},
              "throughput": {"requests_per_s", "input_tokens_per_s", "output_tokens_per_s",
                             "total_tokens_per_s", "concurrency"},
              "latency_ms": {"ttft"|"tpot"|"itl"|"e2e": {"count", "mean", "std", "median",
                             "p90", "p95", "p99", "max"}},      # null when no sample
+             "warmup": {"requests", "failed"},                  # warm-up requests, not counted above
+             "client": {"cpu_s", "loop_cpu_s", "cpu_ms_per_request", "core_share", "saturated"},
+             "warnings": [str],                                 # e.g. the client near saturation
              "records": [{index, start_s, success, error, status, ttft_s, e2e_s, itl_s,
                           prompt_tokens, output_tokens, tpot_s}]}   # with include_records
 
@@ -283,104 +342,133 @@ def _payload(api: str, model: str | None, prompt: str, max_tokens: int) -> dict[
     return body
 
 
+_JSON_BODY = {"Content-Type": "application/json"}
 _FAILURE_TEXT = {Failure.TIMEOUT: "timeout ({})", Failure.REFUSED: "connect error",
                  Failure.BROKEN: "broken stream ({})", Failure.OTHER: "http error ({})"}
 
 
-async def _one(client: httpx.AsyncClient, api: str, url: str, payload: dict[str, Any],
+async def _one(session: aiohttp.ClientSession, api: str, url: str, body: bytes,
                rec: RequestRecord, t0: float, timeout_s: float) -> None:
     """Send one streaming request and fill `rec` (never raises for request failures)."""
     st = time.perf_counter()
     rec.start_s = st - t0
     try:
         async with asyncio.timeout(timeout_s):
-            await _stream(client, api, url, payload, rec, st)
+            await _stream(session, api, url, body, rec, st)
+    except aiohttp.ClientError as e:  # before TimeoutError: aiohttp's own timeouts are both
+        rec.error = _FAILURE_TEXT[aiohttp_failure(e)].format(type(e).__name__)
     except TimeoutError:
         rec.error = f"timeout after {timeout_s:g}s"
-    except httpx.HTTPError as e:
-        rec.error = _FAILURE_TEXT[failure(e)].format(type(e).__name__)
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
         rec.error = f"bad response ({type(e).__name__})"
 
 
-async def _stream(client: httpx.AsyncClient, api: str, url: str, payload: dict[str, Any],
-                  rec: RequestRecord, st: float) -> None:
-    text_chunks = 0
-    usage_out: int | None = None
-    usage_in: int | None = None
-    done = False
-    last = st
-    prev_tokens = 0  # /generate: completion_tokens at the previous text chunk
-    async with client.stream("POST", url, json=payload) as resp:
-        rec.status = resp.status_code
-        if resp.status_code != 200:
-            await resp.aread()
-            rec.error = f"HTTP {resp.status_code}"
-            return
-        async for line in resp.aiter_lines():
-            line = line.strip()
-            if not line:
-                continue
-            now = time.perf_counter()
-            rec.e2e_s = now - st
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                done = True
-                continue
-            chunk = json.loads(data)
-            if isinstance(chunk, dict) and chunk.get("error"):
-                err = chunk["error"]
-                rec.error = "error event: " + str(err.get("message") if isinstance(err, dict) else err)[:200]
-                return
-            if api == "sglang-generate":
-                meta = chunk.get("meta_info") or {}
-                usage_in = meta.get("prompt_tokens", usage_in)
-                if not chunk.get("text"):
-                    continue
-                n = int(meta.get("completion_tokens") or prev_tokens + 1)
-                new = n - prev_tokens
-                if rec.ttft_s is None:
-                    rec.ttft_s = now - st
-                elif new <= 0:
-                    continue
-                else:
-                    rec.itl_s.extend([(now - last) / new] * new)
-                last, prev_tokens, usage_out = now, n, n
-                text_chunks += 1
-                continue
-            usage = chunk.get("usage") or {}
-            usage_out = usage.get("completion_tokens", usage_out)
-            usage_in = usage.get("prompt_tokens", usage_in)
-            choices = chunk.get("choices") or []
-            if not choices:
-                continue
-            c0 = choices[0]
-            text = (c0.get("delta") or {}).get("content") if api == "openai-chat" else c0.get("text")
-            if not text:
-                continue
+class _Reading:
+    """One streamed response as it is read, line by line (SSE ``data:`` lines)."""
+
+    def __init__(self, api: str, rec: RequestRecord, st: float):
+        self.rec, self.st, self.last = rec, st, st
+        self.generate, self.chat = api == "sglang-generate", api == "openai-chat"
+        self.text_chunks = 0
+        self.usage_out: int | None = None
+        self.usage_in: int | None = None
+        self.prev_tokens = 0  # /generate: completion_tokens at the previous text chunk
+        self.done = False
+
+    def line(self, line: bytes, now: float) -> bool:
+        """Take one line received at `now`; False when the stream carried an error event."""
+        line = line.strip()
+        if not line:
+            return True
+        rec = self.rec
+        rec.e2e_s = now - self.st
+        if not line.startswith(b"data:"):
+            return True
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            self.done = True
+            return True
+        chunk = json.loads(data)
+        if isinstance(chunk, dict) and chunk.get("error"):
+            err = chunk["error"]
+            rec.error = "error event: " + str(err.get("message") if isinstance(err, dict) else err)[:200]
+            return False
+        if self.generate:
+            meta = chunk.get("meta_info") or {}
+            self.usage_in = meta.get("prompt_tokens", self.usage_in)
+            if not chunk.get("text"):
+                return True
+            n = int(meta.get("completion_tokens") or self.prev_tokens + 1)
+            new = n - self.prev_tokens
             if rec.ttft_s is None:
-                rec.ttft_s = now - st
+                rec.ttft_s = now - self.st
+            elif new <= 0:
+                return True
             else:
-                rec.itl_s.append(now - last)
-            last = now
-            text_chunks += 1
-    if not done:
-        rec.error = "broken stream (no [DONE])"
-        return
-    if rec.ttft_s is None:
-        rec.error = "no tokens streamed"
-        return
-    rec.output_tokens = int(usage_out) if usage_out is not None else text_chunks
-    if usage_in is not None:
-        rec.prompt_tokens = int(usage_in)
-    rec.success = True
+                rec.itl_s.extend([(now - self.last) / new] * new)
+            self.last, self.prev_tokens, self.usage_out = now, n, n
+            self.text_chunks += 1
+            return True
+        usage = chunk.get("usage") or {}
+        self.usage_out = usage.get("completion_tokens", self.usage_out)
+        self.usage_in = usage.get("prompt_tokens", self.usage_in)
+        choices = chunk.get("choices") or []
+        if not choices:
+            return True
+        c0 = choices[0]
+        text = (c0.get("delta") or {}).get("content") if self.chat else c0.get("text")
+        if not text:
+            return True
+        if rec.ttft_s is None:
+            rec.ttft_s = now - self.st
+        else:
+            rec.itl_s.append(now - self.last)
+        self.last = now
+        self.text_chunks += 1
+        return True
+
+    def finish(self) -> None:
+        """The stream ended: the request succeeded if it ended with [DONE] after some text."""
+        rec = self.rec
+        if not self.done:
+            rec.error = "broken stream (no [DONE])"
+            return
+        if rec.ttft_s is None:
+            rec.error = "no tokens streamed"
+            return
+        rec.output_tokens = int(self.usage_out) if self.usage_out is not None else self.text_chunks
+        if self.usage_in is not None:
+            rec.prompt_tokens = int(self.usage_in)
+        rec.success = True
+
+
+async def _stream(session: aiohttp.ClientSession, api: str, url: str, body: bytes,
+                  rec: RequestRecord, st: float) -> None:
+    reading = _Reading(api, rec, st)
+    async with session.post(url, data=body, headers=_JSON_BODY) as resp:
+        rec.status = resp.status
+        if resp.status != 200:
+            await resp.read()
+            rec.error = f"HTTP {resp.status}"
+            return
+        # whatever arrived at once, split into lines here: a server sends an event per write,
+        # so this is one wake-up per event rather than one per line
+        tail = b""
+        async for data in resp.content.iter_any():
+            now = time.perf_counter()
+            *lines, tail = (tail + data).split(b"\n")
+            for line in lines:
+                if not reading.line(line, now):
+                    return
+        if tail and not reading.line(tail, time.perf_counter()):
+            return
+    reading.finish()
 
 
 # -- the run -----------------------------------------------------------------------------------
 def _check(concurrency: int, rate: float | None, arrival: str, duration_s: float | None,
-           num_requests: int | None, prompt_tokens: int, output_tokens: int, timeout_s: float) -> None:
+           num_requests: int | None, prompt_tokens: int, output_tokens: int, timeout_s: float,
+           warmup: int = 0) -> None:
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         raise BenchError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}")
     if rate is not None and not (rate > 0 and math.isfinite(rate)):
@@ -395,91 +483,126 @@ def _check(concurrency: int, rate: float | None, arrival: str, duration_s: float
         raise BenchError("prompt and output tokens must be at least 1")
     if not timeout_s > 0:
         raise BenchError(f"timeout must be above 0, got {timeout_s}")
+    if not 0 <= warmup <= MAX_REQUESTS:
+        raise BenchError(f"warm-up requests must be between 0 and {MAX_REQUESTS}, got {warmup}")
 
 
-async def _preflight(client: httpx.AsyncClient, base: str, url: str, timeout_s: float) -> str | None:
+async def _preflight(session: aiohttp.ClientSession, base: str, url: str, timeout_s: float) -> str | None:
     """Fail fast when nothing answers at `url`; returns the first served model if listed."""
     try:
-        resp = await client.get(base + "/v1/models", timeout=min(timeout_s, 10.0))
-    except httpx.HTTPError as e:
+        async with session.get(base + "/v1/models", timeout=aiohttp.ClientTimeout(total=min(timeout_s, 10.0))) as resp:
+            if resp.status != 200:
+                return None
+            body = await resp.read()
+    except (aiohttp.ClientError, TimeoutError) as e:
         raise BenchError(f"cannot reach {url}: {type(e).__name__}: {e}") from None
-    if resp.status_code == 200:
-        try:
-            return resp.json()["data"][0]["id"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            return None
-    return None
+    try:
+        return json.loads(body)["data"][0]["id"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+class _Load:
+    """Sends a run's requests: each holds one of `concurrency` slots; with `rate`, they also
+    arrive on a schedule (open loop), else each free slot sends at once (closed loop)."""
+
+    def __init__(self, cfg: BenchConfig, session: aiohttp.ClientSession, url: str, model: str | None,
+                 stop: threading.Event | None):
+        self.cfg, self.session, self.url, self.model, self.stop = cfg, session, url, model, stop
+        self.sem = asyncio.Semaphore(cfg.concurrency)
+
+    def _body(self, index: int) -> bytes:
+        cfg = self.cfg
+        prompt = make_prompt(cfg.prompt_tokens, cfg.seed, index)
+        return json.dumps(_payload(cfg.api, self.model, prompt, cfg.output_tokens)).encode()
+
+    async def warm_up(self, n: int) -> list[RequestRecord]:
+        """`n` requests at the run's concurrency, closed loop, before anything is measured."""
+        return await self.send(range(-n, 0), rate=None, deadline=None)  # negative indexes: prompts of their own
+
+    async def send(self, indexes: range, rate: float | None, deadline: float | None) -> list[RequestRecord]:
+        """One request per index, until `deadline` (perf_counter) or `stop`; waits for all to finish."""
+        cfg = self.cfg
+        rng = random.Random(cfg.seed)
+        records: list[RequestRecord] = []
+        tasks: set[asyncio.Task] = set()
+        t0 = next_at = time.perf_counter()
+        end = deadline if deadline is not None else math.inf
+
+        def stopping() -> bool:
+            return time.perf_counter() >= end or (self.stop is not None and self.stop.is_set())
+
+        async def run_one(rec: RequestRecord, body: bytes) -> None:
+            try:
+                await _one(self.session, cfg.api, self.url, body, rec, t0, cfg.timeout_s)
+            finally:
+                self.sem.release()
+
+        for i in indexes:
+            if rate:
+                while (wait := min(next_at, end) - time.perf_counter()) > 0 and not stopping():
+                    await asyncio.sleep(min(wait, 0.1))
+                next_at += rng.expovariate(rate) if cfg.arrival == "poisson" else 1.0 / rate
+            if stopping():
+                break
+            await self.sem.acquire()  # waits at most for one request in flight (<= timeout_s)
+            if stopping():
+                self.sem.release()
+                break
+            rec = RequestRecord(index=i, start_s=time.perf_counter() - t0, prompt_tokens=cfg.prompt_tokens)
+            records.append(rec)
+            task = asyncio.create_task(run_one(rec, self._body(i)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+        return records
 
 
 async def _run(cfg: BenchConfig, api_key: str | None, stop: threading.Event | None) -> BenchResult:
     base, url = endpoint_url(cfg.url, cfg.api)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    limits = httpx.Limits(max_connections=cfg.concurrency + 1, max_keepalive_connections=cfg.concurrency + 1)
-    timeout = httpx.Timeout(cfg.timeout_s, connect=min(cfg.timeout_s, 10.0))
-    cap = cfg.num_requests or MAX_REQUESTS
-    rng = random.Random(cfg.seed)
+    # one connection per slot, kept alive; the per-request bound is asyncio.timeout in _one
+    connector = aiohttp.TCPConnector(limit=cfg.concurrency + 1)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(cfg.timeout_s, 10.0))
     started_at = utc_now()
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout) as client:
-        listed = await _preflight(client, base, url, cfg.timeout_s)
+    async with aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout) as session:
+        listed = await _preflight(session, base, url, cfg.timeout_s)
         model = cfg.model or (listed if cfg.api != "sglang-generate" else None)
-        records: list[RequestRecord] = []
-        tasks: set[asyncio.Task] = set()
-        sem = asyncio.Semaphore(cfg.concurrency)
-        t0 = time.perf_counter()
+        load = _Load(cfg, session, url, model, stop)
+        warm = await load.warm_up(cfg.warmup_requests) if cfg.warmup_requests else []
+        cpu0, loop_cpu0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
         deadline = t0 + (cfg.duration_s or MAX_DURATION_S)
-        next_at = t0
-
-        def stopping() -> bool:
-            return time.perf_counter() >= deadline or (stop is not None and stop.is_set())
-
-        async def run_one(rec: RequestRecord, payload: dict[str, Any]) -> None:
-            try:
-                await _one(client, cfg.api, url, payload, rec, t0, cfg.timeout_s)
-            finally:
-                sem.release()
-
-        for i in range(cap):
-            if cfg.rate:
-                while (wait := min(next_at, deadline) - time.perf_counter()) > 0 and not stopping():
-                    await asyncio.sleep(min(wait, 0.1))
-                gap = rng.expovariate(cfg.rate) if cfg.arrival == "poisson" else 1.0 / cfg.rate
-                next_at += gap
-            if stopping():
-                break
-            await sem.acquire()  # waits at most for one request in flight (<= timeout_s)
-            if stopping():
-                sem.release()
-                break
-            rec = RequestRecord(index=i, start_s=time.perf_counter() - t0,
-                                prompt_tokens=cfg.prompt_tokens)
-            records.append(rec)
-            payload = _payload(cfg.api, model, make_prompt(cfg.prompt_tokens, cfg.seed, i), cfg.output_tokens)
-            task = asyncio.create_task(run_one(rec, payload))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.gather(*tasks)
+        records = await load.send(range(cfg.num_requests or MAX_REQUESTS), cfg.rate, deadline)
         duration = time.perf_counter() - t0
-    return BenchResult(config=cfg, records=records, duration_s=duration, started_at=started_at, model=model)
+        usage = ClientUsage(cpu_s=time.process_time() - cpu0, loop_cpu_s=time.thread_time() - loop_cpu0,
+                            duration_s=duration, requests=len(records))
+    return BenchResult(config=cfg, records=records, duration_s=duration, started_at=started_at, model=model,
+                       client=usage, warmup_failed=sum(1 for r in warm if not r.success))
 
 
-def run_bench(url: str, *, model: str | None = None, concurrency: int = 8, rate: float | None = None,
+def run_bench(url: str, *, model: str | None = None, concurrency: int | None = None, rate: float | None = None,
               arrival: str = "poisson", duration_s: float | None = None, num_requests: int | None = None,
               prompt_tokens: int = 128, output_tokens: int = 64, api: Api = "openai-chat",
-              timeout_s: float = 30.0, api_key: str | None = None, seed: int = 0,
+              timeout_s: float = 30.0, api_key: str | None = None, seed: int = 0, warmup: int = 0,
               stop: threading.Event | None = None) -> BenchResult:
     """Send a bounded streaming load to `url` and measure it (see the module docstring).
 
-    Stops sending at `duration_s` or after `num_requests`, whichever comes first (only
-    `duration_s` of 30 s when neither is given), or when `stop` is set (for running it in a
-    thread as background traffic). Raises BenchError on bad arguments or when nothing answers
-    at `url`; failed requests are counted in the result, not raised.
+    Closed loop without `rate` (`concurrency` requests in flight, 8 by default); open loop with
+    it (Poisson or fixed arrivals, at most `concurrency` in flight, `MAX_CONCURRENCY` by
+    default). `warmup` requests go first and are not counted. Stops sending at `duration_s` or
+    after `num_requests`, whichever comes first (only `duration_s` of 30 s when neither is
+    given), or when `stop` is set (for running it in a thread as background traffic). Raises
+    BenchError on bad arguments or when nothing answers at `url`; failed requests are counted
+    in the result, not raised.
     """
-    _check(concurrency, rate, arrival, duration_s, num_requests, prompt_tokens, output_tokens, timeout_s)
+    if concurrency is None:
+        concurrency = MAX_CONCURRENCY if rate is not None else DEFAULT_CONCURRENCY
+    _check(concurrency, rate, arrival, duration_s, num_requests, prompt_tokens, output_tokens, timeout_s, warmup)
     if duration_s is None and num_requests is None:
         duration_s = DEFAULT_DURATION_S
     endpoint_url(url, api)  # validate before starting a loop
     cfg = BenchConfig(url=url, api=api, model=model, concurrency=concurrency, rate=rate, arrival=arrival,
                       duration_s=duration_s, num_requests=num_requests, prompt_tokens=prompt_tokens,
-                      output_tokens=output_tokens, timeout_s=timeout_s, seed=seed)
+                      output_tokens=output_tokens, timeout_s=timeout_s, seed=seed, warmup_requests=warmup)
     return asyncio.run(_run(cfg, api_key, stop))

@@ -1,4 +1,4 @@
-"""The one mapping from httpx's outcomes to infraplan's errors.
+"""The one mapping from HTTP clients' outcomes to infraplan's errors.
 
 Every client that speaks HTTP to a model server or a router (the SGLang client, the
 smg client, drift's probes, the benchmark, the local provider's readiness wait) turns
@@ -17,7 +17,11 @@ HTTP 429, 5xx                               -                           Transien
 other HTTP 4xx                              -                           ProviderError
 ==========================================  ==========================  ==================
 
-Transient errors are the ones the engine retries (`infraplan.util.retry`).
+Transient errors are the ones the engine retries (`infraplan.util.retry`). The load generator
+(`infraplan.bench`) speaks aiohttp, whose exceptions `aiohttp_failure` sorts the same way:
+ClientConnectorError is REFUSED, any timeout TIMEOUT, a connection dropped or a body cut short
+(ServerDisconnectedError, ClientPayloadError, ClientOSError) or an answer that is not HTTP
+(ClientResponseError) BROKEN, anything else OTHER.
 """
 
 from __future__ import annotations
@@ -45,6 +49,21 @@ def failure(exc: httpx.HTTPError) -> Failure:
     if isinstance(exc, httpx.ConnectError):
         return Failure.REFUSED
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.CloseError)):
+        return Failure.BROKEN
+    return Failure.OTHER
+
+
+def aiohttp_failure(exc: BaseException) -> Failure:
+    """Classify one aiohttp client exception (aiohttp is imported by whoever raised it)."""
+    import aiohttp
+
+    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):  # before the connector: a connect timeout is both
+        return Failure.TIMEOUT
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return Failure.REFUSED
+    # a response that is not HTTP is a ClientResponseError (callers here never raise_for_status)
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError,
+                        aiohttp.ClientResponseError)):
         return Failure.BROKEN
     return Failure.OTHER
 

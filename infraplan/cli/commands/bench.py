@@ -52,8 +52,11 @@ def _render(result, console) -> None:
     d = result.to_dict()
     cfg, req, tp = d["config"], d["requests"], d["throughput"]
     rate = "max" if cfg["rate"] is None else f"{cfg['rate']:g}/s ({cfg['arrival']})"
-    console.print(f"Bench {cfg['url']} api={cfg['api']} model={d['model'] or '-'} "
-                  f"concurrency={cfg['concurrency']} rate={rate} "
+    warm = f" warmup={cfg['warmup_requests']}" if cfg["warmup_requests"] else ""
+    if d["warmup"]["failed"]:
+        warm += f" ({d['warmup']['failed']} failed)"
+    console.print(f"Bench {cfg['url']} api={cfg['api']} model={d['model'] or '-'} {d['mode']} "
+                  f"concurrency={cfg['concurrency']} rate={rate}{warm} "
                   f"prompt={cfg['prompt_tokens']} output={cfg['output_tokens']} tokens")
     console.print(f"Requests: {req['sent']} sent, {req['completed']} completed, {req['failed']} failed "
                   f"in {d['duration_s']:.2f}s")
@@ -69,6 +72,13 @@ def _render(result, console) -> None:
         s = d["latency_ms"][key]
         table.add_row(label, str(s["count"]), *(_ms(s[c]) for c in ("mean", "median", "p90", "p95", "p99", "max")))
     console.print(table)
+    client = d["client"]
+    if client:
+        per = "-" if client["cpu_ms_per_request"] is None else f"{client['cpu_ms_per_request']:.2f}"
+        console.print(f"Client: {client['cpu_s']:.2f} s CPU, {per} ms per request, "
+                      f"event loop at {client['core_share']:.0%} of one core")
+    for warning in d["warnings"]:
+        console.print(f"Warning: {warning}", markup=False)
 
 
 class _BenchCommand(UsageExitsOne, click.Command):
@@ -77,15 +87,19 @@ class _BenchCommand(UsageExitsOne, click.Command):
 
 @click.command(cls=_BenchCommand)
 @click.argument("url", shell_complete=complete_address)
-@click.option("--concurrency", "-c", type=click.IntRange(1, 4096), default=8, show_default=True,
-              help="Requests in flight at most.")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 4096), default=None,
+              help="Requests in flight at most; without --rate, a closed loop of this many [default: 8; "
+                   "4096 with --rate].")
 @click.option("--rate", type=click.FloatRange(0, min_open=True), default=None,
-              help="Arrival rate in requests/s [default: as fast as concurrency allows].")
+              help="Open loop: requests arrive at this rate in requests/s, whatever the server does "
+                   "[default: a closed loop].")
 @click.option("--arrival", type=click.Choice(["poisson", "fixed"]), default="poisson", show_default=True,
               help="Inter-arrival times with --rate.")
 @click.option("--duration", default=None, metavar="DURATION",
               help="Stop sending after this long (30s, 2m) [30s unless --requests is given].")
 @click.option("--requests", "num_requests", type=click.IntRange(1), default=None, help="Stop after this many requests.")
+@click.option("--warmup", type=click.IntRange(0), default=0, show_default=True,
+              help="Requests sent first and not counted (connections opened, caches warm).")
 @click.option("--prompt-tokens", type=click.IntRange(1), default=128, show_default=True,
               help="Prompt length of each request, in tokens.")
 @click.option("--output-tokens", type=click.IntRange(1), default=64, show_default=True,
@@ -103,12 +117,15 @@ class _BenchCommand(UsageExitsOne, click.Command):
 @json_option("Print the result as JSON (format_version 1).")
 @color_option
 @click.option("--records", "include_records", is_flag=True, help="With --json, include every request.")
-def bench(url, concurrency, rate, arrival, duration, num_requests, prompt_tokens, output_tokens,
+def bench(url, concurrency, rate, arrival, duration, num_requests, warmup, prompt_tokens, output_tokens,
           api, model, timeout_s, api_key, seed, state_path, as_json, include_records):
     """Send a bounded load to URL; print TTFT, TPOT, ITL and E2E percentiles and throughput.
 
-    Metrics are defined as in SGLang's bench_serving. URL may be a fleet address in the state
-    (e.g. fleet.chat). Exits 0 when the run completed, whatever the failure count.
+    Metrics are defined as in SGLang's bench_serving. A closed loop by default (--concurrency
+    requests in flight), an open loop with --rate. The client's own CPU is reported, with a
+    warning when it nears one core (then it, not the server, bends the figures). URL may be a
+    fleet address in the state (e.g. fleet.chat). Exits 0 when the run completed, whatever the
+    failure count.
     """
     from infraplan.bench import run_bench
     from infraplan.models.types import parse_duration
@@ -119,7 +136,8 @@ def bench(url, concurrency, rate, arrival, duration, num_requests, prompt_tokens
         target = _resolve(url, state_path)
         result = run_bench(target, model=model, concurrency=concurrency, rate=rate, arrival=arrival,
                            duration_s=duration_s, num_requests=num_requests, prompt_tokens=prompt_tokens,
-                           output_tokens=output_tokens, api=api, timeout_s=timeout_s, api_key=api_key, seed=seed)
+                           output_tokens=output_tokens, api=api, timeout_s=timeout_s, api_key=api_key, seed=seed,
+                           warmup=warmup)
     except InfraplanError as exc:
         fail(exc.one_line())
     if as_json:

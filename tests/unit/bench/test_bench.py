@@ -14,9 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from infraplan.bench import (
+    MAX_CONCURRENCY,
     BenchConfig,
     BenchError,
     BenchResult,
+    ClientUsage,
     RequestRecord,
     endpoint_url,
     percentile,
@@ -66,11 +68,27 @@ def _record(i, ttft, e2e, out, itl=(), ok=True, prompt=10, error=None):
                          prompt_tokens=prompt, output_tokens=out, error=error)
 
 
-def _result(records, duration=2.0):
+def _result(records, duration=2.0, client=None):
     cfg = BenchConfig(url="http://x", api="openai-chat", model=None, concurrency=1, rate=None, arrival="poisson",
                       duration_s=None, num_requests=len(records), prompt_tokens=10, output_tokens=5,
                       timeout_s=1.0, seed=0)
-    return BenchResult(config=cfg, records=records, duration_s=duration, started_at="t")
+    return BenchResult(config=cfg, records=records, duration_s=duration, started_at="t", client=client)
+
+
+def _sim_requests(url: str) -> float:
+    from infraplan.serving.sglang_client import metric_total, parse_metrics
+
+    return metric_total(parse_metrics(httpx.get(url + "/metrics").text), "sglang:num_requests_total")
+
+
+def _peak_in_flight(records) -> int:
+    """The most requests whose [start, start + e2e] overlap."""
+    edges = sorted([(r.start_s, 1) for r in records] + [(r.start_s + r.e2e_s, -1) for r in records])
+    peak = now = 0
+    for _, step in edges:
+        now += step
+        peak = max(peak, now)
+    return peak
 
 
 # -- pure statistics ---------------------------------------------------------------------------
@@ -333,6 +351,68 @@ def test_stop_event_ends_a_background_run(sim):
     t.join(5)
     assert not t.is_alive()
     assert out and out[0].duration_s < within(1.5) and out[0].to_dict()["requests"]["completed"] >= 2
+
+
+def test_warmup_requests_go_first_and_are_not_counted(sim):
+    before = _sim_requests(sim)
+    r = run_bench(sim, concurrency=2, num_requests=3, warmup=4, output_tokens=2, prompt_tokens=4)
+    assert _sim_requests(sim) - before == 7  # all sent to the server
+    d = r.to_dict()
+    assert d["requests"] == {"sent": 3, "completed": 3, "failed": 0} and [x.index for x in r.records] == [0, 1, 2]
+    assert d["warmup"] == {"requests": 4, "failed": 0} and d["config"]["warmup_requests"] == 4
+    assert all(0 <= x.start_s < within(1) for x in r.records)  # measured from after the warm-up
+
+
+def test_a_rate_is_an_open_loop_not_bounded_by_the_closed_loop_default(sim):
+    # 150 ms requests arriving every 10 ms: ~15 in flight, more than the closed loop's 8
+    r = run_bench(sim, rate=100, arrival="fixed", num_requests=30, output_tokens=20, prompt_tokens=4)
+    d = r.to_dict()
+    assert d["mode"] == "open-loop" and d["config"]["concurrency"] == MAX_CONCURRENCY
+    assert d["requests"]["completed"] == 30
+    assert _peak_in_flight(r.records) > 8
+    closed = run_bench(sim, num_requests=16, output_tokens=20, prompt_tokens=4).to_dict()
+    assert closed["mode"] == "closed-loop" and closed["config"]["concurrency"] == 8
+
+
+def test_the_client_reports_its_own_cpu(sim):
+    r = run_bench(sim, concurrency=4, num_requests=12, output_tokens=20, prompt_tokens=4)
+    c = r.to_dict()["client"]
+    assert 0 < c["loop_cpu_s"] <= c["cpu_s"] + 0.05 and c["cpu_ms_per_request"] == pytest.approx(c["cpu_s"] * 1000 / 12)
+    assert 0 < c["core_share"] < 1.5 and c["saturated"] is (c["core_share"] > 0.8)
+
+
+def test_a_saturated_client_is_warned_about():
+    busy = ClientUsage(cpu_s=0.95, loop_cpu_s=0.9, duration_s=1.0, requests=100)
+    idle = ClientUsage(cpu_s=0.2, loop_cpu_s=0.2, duration_s=1.0, requests=100)
+    assert busy.saturated and busy.cpu_ms_per_request == pytest.approx(9.5)
+    assert "90% of one core" in busy.warning() and idle.warning() is None
+    doc = json.loads(_result([_record(0, 0.1, 0.5, 5)], client=busy).to_json())
+    assert doc["client"]["saturated"] is True and doc["warnings"] == [busy.warning()]
+    assert json.loads(_result([_record(0, 0.1, 0.5, 5)], client=idle).to_json())["warnings"] == []
+
+    from rich.console import Console
+
+    from infraplan.cli.commands.bench import _render
+
+    console = Console(record=True, width=200, color_system=None)
+    _render(_result([_record(0, 0.1, 0.5, 5)], client=busy), console)
+    text = console.export_text()
+    assert "Client: 0.95 s CPU, 9.50 ms per request, event loop at 90% of one core" in text
+    assert "Warning: the bench client used 90% of one core" in text
+
+
+def test_cli_warmup_and_rate(sim):
+    runner = CliRunner()
+    res = runner.invoke(cli, ["bench", sim, "--requests", "4", "--rate", "50", "--warmup", "2", "--output-tokens", "3",
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["mode"] == "open-loop" and doc["warmup"] == {"requests": 2, "failed": 0}
+    assert doc["client"]["cpu_ms_per_request"] > 0
+    res = runner.invoke(cli, ["bench", sim, "--requests", "2", "--output-tokens", "3", "--warmup", "1"])
+    assert res.exit_code == 0 and "closed-loop" in res.output and "warmup=1" in res.output
+    assert "Client: " in res.output and "ms per request" in res.output
+    assert runner.invoke(cli, ["bench", sim, "--warmup", "-1"]).exit_code == 1
 
 
 def test_the_cli_offers_exactly_the_library_apis():

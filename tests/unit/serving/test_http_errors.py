@@ -1,16 +1,18 @@
-"""The one httpx-to-infraplan mapping, fed by real httpx failures (a closed port, a silent
-server, a server that answers garbage) rather than hand-built exceptions."""
+"""The one HTTP-client-to-infraplan mapping, fed by real httpx and aiohttp failures (a closed
+port, a silent server, a server that answers garbage) rather than hand-built exceptions."""
 
 from __future__ import annotations
 
 import socket
 import threading
 
+import aiohttp
+import asyncio
 import httpx
 import pytest
 
 from infraplan.errors import ProviderError, ResourceNotFound, TransientProviderError
-from infraplan.serving.http import Failure, failure, status_error, transport_error
+from infraplan.serving.http import Failure, aiohttp_failure, failure, status_error, transport_error
 
 
 def _closed_port() -> int:
@@ -65,6 +67,28 @@ def test_refused_timeout_and_garbage_are_classified_and_transient(server):
     for exc in (refused, timeout, garbage):
         err = transport_error(exc, "GET /health")
         assert isinstance(err, TransientProviderError) and err.args[0].startswith("GET /health: ")
+
+
+def _aiohttp_raised(url: str, timeout: float = 0.3) -> BaseException:
+    async def get() -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_read=timeout, sock_connect=timeout)) as s:
+            async with s.get(url) as resp:
+                await resp.read()
+
+    with pytest.raises((aiohttp.ClientError, TimeoutError)) as info:
+        asyncio.run(get())
+    return info.value
+
+
+def test_aiohttp_failures_sort_like_httpx_ones(server):
+    port, mode = server
+    refused = _aiohttp_raised(f"http://127.0.0.1:{_closed_port()}/health")
+    timeout = _aiohttp_raised(f"http://127.0.0.1:{port}/health")
+    mode[0] = "garbage"
+    garbage = _aiohttp_raised(f"http://127.0.0.1:{port}/health")
+    assert [aiohttp_failure(e) for e in (refused, timeout, garbage)] == [Failure.REFUSED, Failure.TIMEOUT,
+                                                                          Failure.BROKEN]
+    assert aiohttp_failure(_aiohttp_raised("ftp://127.0.0.1/x")) is Failure.OTHER
 
 
 def test_an_unusable_url_is_not_transient():

@@ -1,6 +1,6 @@
 """The simulator answers malformed requests as SGLang 0.5.23 does (http_server.py's
 RequestValidationError and HTTPException handlers, uvicorn's framing error), never by
-dropping the connection, and closes idle connections so they do not hold a thread each."""
+dropping the connection, and closes idle connections so they do not hold the server forever."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import threading
 import time
 
 import httpx
+import psutil
 import pytest
 
 from helpers.timing import within
@@ -124,21 +125,29 @@ def test_a_body_shorter_than_its_content_length_is_400_after_the_idle_timeout(si
         assert s.recv(1) == b""
 
 
-def test_idle_connections_are_closed_and_their_threads_freed(sim):
-    before = threading.active_count()
+def _server_side(sim) -> int:
+    """Established connections whose local end is the simulator's port (both ends live in this process)."""
+    port = sim.server_address[1]
+    return sum(1 for c in psutil.Process().net_connections(kind="tcp")
+               if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
+def test_idle_connections_are_closed_after_the_idle_timeout(sim):
+    t0 = time.monotonic()
     conns = [_connect(sim) for _ in range(20)]
     try:
         deadline = time.monotonic() + 5
-        while threading.active_count() < before + 20 and time.monotonic() < deadline:
+        while _server_side(sim) < 20 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert threading.active_count() >= before + 20  # one thread per open connection
+        assert _server_side(sim) == 20  # accepted, each held open while idle
         for c in conns:  # the server closes each after IDLE_S of silence
             c.settimeout(within(IDLE_S + 2))
             assert c.recv(1) == b""
+        assert time.monotonic() - t0 >= IDLE_S * 0.9
         deadline = time.monotonic() + within(2)
-        while threading.active_count() > before and time.monotonic() < deadline:
+        while _server_side(sim) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert threading.active_count() <= before
+        assert _server_side(sim) == 0
     finally:
         for c in conns:
             c.close()
