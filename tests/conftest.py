@@ -15,6 +15,9 @@ pytest_plugins = ["helpers.fixtures", "helpers.ci_skips"]
 
 RUN_ID = uuid.uuid4().hex
 os.environ["INFRAPLAN_TEST_RUN"] = RUN_ID
+# plugin workers live for one command unless a test asks for a warm one (helpers.fixtures.warm_plugins):
+# a warm worker would outlive the test, and the wire tests read a one-shot worker's stdin/stdout
+os.environ["INFRAPLAN_PLUGIN_KEEP"] = "0"
 
 
 def _our_processes() -> list[psutil.Process]:

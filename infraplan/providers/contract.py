@@ -120,6 +120,13 @@ class Provider:
     def __init__(self, context: ProviderContext):
         self.context = context
 
+    @classmethod
+    def warm_key(cls) -> str:
+        """What a warm plugin worker of this provider depends on beyond its code and environment: files its
+        SDK reads once and keeps (catalogs, its own config). A worker serves only while this is unchanged
+        (another one starts otherwise). Computed here, before every command: cheap (stat, not read)."""
+        return ""
+
     # -- plan time ---------------------------------------------------------
     def validate_settings(self) -> list[Diagnostic]:
         """Check the provider block's settings: one diagnostic per problem, at its config path

@@ -3,19 +3,37 @@
 The optimizer runs in-process over the clouds a fleet names (or the provider's
 `plan_clouds`), whatever credentials this machine has: a plan shows what the fleet
 would cost, `apply` then needs the credentials.
+
+Its answers are kept for the life of the process (in a warm plugin worker: across
+commands), keyed by what they depend on: the candidate resources as SkyPilot is
+asked for them (`translate.candidate_kwargs`), the clouds it may choose from, whether
+a SkyServe controller is priced, and the digest of the catalog and config files
+(`catalogs.fingerprint`). A second plan of the same fleets skips the optimizer; a
+catalog update is a miss.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import math
-from typing import Any
+import threading
+from typing import Any, Callable
 from unittest import mock
 
 from infraplan.errors import ProviderError
 
+from .catalogs import fingerprint
 from .settings import SkyPilotSettings
-from .translate import make_task
+from .translate import candidate_kwargs, make_task
+
+#: estimate key -> estimate, for the life of the process (bounded: oldest first out)
+_CACHE: dict[str, dict[str, Any]] = {}
+_CACHE_SIZE = 1024
+#: one optimizer run at a time: `_pricing_clouds` patches a module attribute, which concurrent runs would undo
+#: in the wrong order (sessions of a warm worker run side by side)
+_OPTIMIZER = threading.Lock()
 
 
 def _clouds(names: list[str]) -> list:
@@ -84,7 +102,31 @@ def gpu_memory(cloud: str, accelerators: dict | None) -> float | None:
     return None
 
 
+def remembered(what: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`compute()`, or its answer from the process's cache when `what` it depends on, and the catalog
+    and config files, are as they were."""
+    key = json.dumps(dict(what, files=fingerprint()), sort_keys=True, default=str)
+    with _OPTIMIZER:
+        if key not in _CACHE:
+            _CACHE[key] = compute()
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.pop(next(iter(_CACHE)))
+        return copy.deepcopy(_CACHE[key])
+
+
+def cache_clear() -> None:
+    with _OPTIMIZER:
+        _CACHE.clear()
+
+
 def estimate(attrs: dict[str, Any], settings: SkyPilotSettings) -> dict[str, Any]:
+    """`optimize`, remembered: keyed by the candidate resources as SkyPilot is asked for them."""
+    what = {"replica": candidate_kwargs(attrs, settings), "plan_clouds": list(settings.plan_clouds),
+            "placement": attrs.get("placement") or settings.placement, "accelerators": attrs.get("accelerators")}
+    return remembered(what, lambda: optimize(attrs, settings))
+
+
+def optimize(attrs: dict[str, Any], settings: SkyPilotSettings) -> dict[str, Any]:
     """Run SkyPilot's optimizer for one replica and price the choice and the fail-over list."""
     import sky
     from sky import sky_logging

@@ -55,6 +55,7 @@ class SkyPilotProvider(ListsInstances, RunsServices, Provider):
 
     def __init__(self, context: ProviderContext, client=None):
         super().__init__(context)
+        _new_request()
         self._settings: SkyPilotSettings | None = None
         self._client = client
         self._estimates: dict[str, dict[str, Any]] = {}
@@ -63,6 +64,13 @@ class SkyPilotProvider(ListsInstances, RunsServices, Provider):
         self._pending: dict[str, set[int]] = {}  # service -> slots prepared, not yet created, this run
         self._targets: dict[str, int] = {}  # service -> replica count last sent, this run
         self._sent: dict[str, dict[str, Any]] = {}  # service -> attributes of the task last sent
+
+    @classmethod
+    def warm_key(cls) -> str:
+        """SkyPilot keeps its catalogs and config as first read: a warm worker serves while they are unchanged."""
+        from .catalogs import fingerprint
+
+        return fingerprint()
 
     @property
     def settings(self) -> SkyPilotSettings:
@@ -380,3 +388,14 @@ class SkyPilotProvider(ListsInstances, RunsServices, Provider):
 def _ready_endpoints(rec: dict[str, Any]) -> list[str]:
     """URLs of a service record's READY replicas."""
     return [r["endpoint"] for r in rec["replicas"] if r["status"] == "running" and r.get("endpoint")]
+
+
+def _new_request() -> None:
+    """Each provider instance is one command (in a warm plugin worker, one session): SkyPilot's
+    request-scoped caches (credentials, identities, workspaces) are cleared as its API server
+    does per request. Nothing to do before SkyPilot is imported."""
+    import sys
+
+    annotations = sys.modules.get("sky.utils.annotations")
+    if annotations is not None:
+        annotations.clear_request_level_cache()

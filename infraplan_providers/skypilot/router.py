@@ -133,13 +133,21 @@ def make_task(address: str, attributes: dict[str, Any], settings: SkyPilotSettin
 
 
 def estimate(attributes: dict[str, Any], settings: SkyPilotSettings) -> dict[str, Any] | None:
-    """The router VM's cheapest offering in SkyPilot's catalogs."""
+    """The router VM's cheapest offering in SkyPilot's catalogs (remembered, as fleets' estimates are)."""
+    from .pricing import remembered
+
+    kwargs = {k: v for k, v in resources_kwargs(attributes, settings).items() if k != "ports"}
+    return remembered({"router": kwargs, "plan_clouds": list(settings.plan_clouds), "cpus": settings.router_cpus},
+                      lambda: _offer(kwargs, settings))
+
+
+def _offer(kwargs: dict[str, Any], settings: SkyPilotSettings) -> dict[str, Any]:
     import sky
     from sky import sky_logging
 
     from .pricing import _pricing_clouds, cheapest_offering
 
-    res = sky.Resources(**{k: v for k, v in resources_kwargs(attributes, settings).items() if k != "ports"})
+    res = sky.Resources(**kwargs)
     names = [str(res.cloud).lower()] if res.cloud else list(settings.plan_clouds)
     with _pricing_clouds(names), sky_logging.silent():
         offer = cheapest_offering(res, names)

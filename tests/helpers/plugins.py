@@ -23,3 +23,18 @@ def install_plugin_venv(root: Path, name: str) -> Path:
             shutil.copy(cfg, target / "pyvenv.cfg")
             (target / "lib").symlink_to(Path(sys.prefix) / "lib")
     return target
+
+
+def mirror_plugin_venv(root: Path, name: str, source: Path) -> Path:
+    """Make ``root/NAME`` stand for the installed plugin virtualenv `source` (same interpreter and packages,
+    by symlink); returns it. What a warm worker writes beside its plugin (its run folder) then stays in `root`."""
+    target = root / name
+    (target / "bin").mkdir(parents=True, exist_ok=True)
+    if not (target / "bin" / "python").exists():
+        (target / "bin" / "python").symlink_to(source / "bin" / "python")
+        shutil.copy(source / "pyvenv.cfg", target / "pyvenv.cfg")
+        (target / "lib").symlink_to(source / "lib")
+        manifest = source / "infraplan-plugin.json"
+        if manifest.exists():
+            shutil.copy(manifest, target / "infraplan-plugin.json")
+    return target

@@ -68,3 +68,88 @@ def list_cmd(as_json):
             line += (f"  plugin: {'installed at ' + r['plugin_path'] if r['plugin_installed'] else 'not installed'}"
                      f" ({', '.join(r['plugin_requirements'])})")
         click.echo(line)
+
+
+def _age(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _mode() -> dict:
+    """Whether plugin workers are kept warm here, and why (for `plugins status`)."""
+    import os
+
+    from infraplan.providers.plugin import warm
+
+    keep = warm.keep_warm()
+    if os.environ.get(warm.KEEP_ENV, "").strip():
+        why = f"{warm.KEEP_ENV}={os.environ[warm.KEEP_ENV].strip()}"
+    elif not warm.supported():
+        why = "warm workers need Linux"
+    else:
+        why = "CI" if warm.in_ci() else "default"
+    return {"keep_warm": keep, "why": why, "idle_timeout_s": warm.idle_timeout_s()}
+
+
+@plugins.command("status")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@json_option("Print as JSON.")
+@color_option
+@_handle
+def status_cmd(names, as_json):
+    """Your warm plugin workers (all plugins, or those NAMEd): pid, age, idle time, sessions.
+
+    A warm worker serves the plugin's calls for many commands over a private socket and stops
+    after INFRAPLAN_PLUGIN_IDLE seconds without one; INFRAPLAN_PLUGIN_KEEP=0 starts a worker per command."""
+    from infraplan.providers.plugin import warm
+
+    mode = _mode()
+    rows = [{"plugin": e.plugin, "socket": str(e.socket), "running": e.status is not None, **(e.status or {})}
+            for e in warm.workers(names or None)]
+    if as_json:
+        emit_json({**mode, "workers": rows})
+        return
+    kept = f"warm, stopped after {_age(mode['idle_timeout_s'])} idle" if mode["keep_warm"] else "one per command"
+    click.echo(f"plugin workers: {kept} ({mode['why']})")
+    if not rows:
+        click.echo("no warm plugin workers running")
+    for r in rows:
+        if not r["running"]:
+            click.echo(f"{r['plugin']:<10} not running: stale socket {r['socket']} (replaced on next use)")
+            continue
+        state = "stopping" if r["stopping"] else f"idle {_age(r['idle_s'])} of {_age(r['idle_timeout_s'])}"
+        if r["open_sessions"]:
+            state = f"busy ({r['open_sessions']} open session{'s' if r['open_sessions'] != 1 else ''})"
+        click.echo(f"{r['plugin']:<10} pid {r['pid']}  up {_age(r['uptime_s'])}  {state}  "
+                   f"{r['sessions_served']} session{'s' if r['sessions_served'] != 1 else ''} served  {r['socket']}")
+
+
+@plugins.command("stop")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--wait", "wait_s", type=float, default=10.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for open sessions to end.")
+@json_option("Print as JSON.")
+@color_option
+@_handle
+def stop_cmd(names, wait_s, as_json):
+    """Stop your warm plugin workers (all plugins, or those NAMEd); each finishes its open sessions first."""
+    from infraplan.providers.plugin import warm
+
+    done = [{"plugin": e.plugin, "socket": str(e.socket), "pid": (e.status or {}).get("pid"), "result": result}
+            for e, result in warm.stop(names or None, wait_s=wait_s)]
+    if as_json:
+        emit_json(done)
+        return
+    if not done:
+        click.echo("no warm plugin workers running")
+    for d in done:
+        if d["result"] == "stale":
+            click.echo(f"{d['plugin']:<10} stale socket removed: {d['socket']}")
+        elif d["result"] == "stopped":
+            click.echo(f"{d['plugin']:<10} pid {d['pid']} stopped")
+        else:
+            click.echo(f"{d['plugin']:<10} pid {d['pid']} stopping: it ends when its open sessions do")

@@ -33,67 +33,32 @@ fails with the install hints).
 from __future__ import annotations
 
 import functools
-import importlib
 import importlib.util
-import itertools
 import json
 import logging
 import os
 import subprocess
 import sys
-import threading
-from concurrent.futures import Future
 from enum import StrEnum
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
 from infraplan.diagnostics import Diagnostic
-from infraplan.errors import InfraplanError, ProviderError, ProviderTimeout, ProviderUnavailable, ReadTimeout
+from infraplan.errors import ProviderError, ProviderUnavailable
 from infraplan.models.config import PluginTimeouts
-from infraplan.models.types import parse_duration
 from infraplan.providers.contract import (Capability, Instance, ListsInstances, Provider, ProviderContext, ProviderPlan,
                                           ReadResult, RunsServices)
-from infraplan.providers.plugin.protocol import (CANCEL, INITIALIZE, JSONRPC, METHODS, PROTOCOL_VERSION, ErrorCode,
-                                                 decode, dumps, encode, encode_error, notification, request)
+from infraplan.providers.plugin import warm
+from infraplan.providers.plugin.channel import (BOOTSTRAP, DEFAULT_TIMEOUT_S, PluginProcess, RpcChannel, decode_error,
+                                                timeouts_s)
+from infraplan.providers.plugin.location import plugin_dir, plugin_python, plugin_root
+from infraplan.providers.plugin.protocol import decode, encode, encode_error
 
-__all__ = ["Placement", "PluginProcess", "RemoteProvider", "decode", "decode_error", "encode", "encode_error", "install",
-           "placement", "plugin_dir", "plugin_python", "remote_class", "runs_in_plugin"]
-
-#: seconds for a method `PluginTimeouts` does not name
-DEFAULT_TIMEOUT_S = 300.0
+__all__ = ["BOOTSTRAP", "DEFAULT_TIMEOUT_S", "Placement", "PluginProcess", "RemoteProvider", "decode", "decode_error",
+           "encode", "encode_error", "install", "placement", "plugin_dir", "plugin_python", "plugin_root", "remote_class",
+           "runs_in_plugin", "timeouts_s"]
 
 log = logging.getLogger(__name__)
-
-BOOTSTRAP = """\
-import importlib.util, json, sys
-spec = json.loads(sys.argv[1])
-for name, path in spec["packages"].items():
-    s = importlib.util.spec_from_file_location(name, path + "/__init__.py", submodule_search_locations=[path])
-    m = importlib.util.module_from_spec(s); sys.modules[name] = m; s.loader.exec_module(m)
-from infraplan.providers.plugin.worker import serve
-serve(spec)
-"""
-
-
-# -- where plugins live ----------------------------------------------------------
-def plugin_root() -> Path:
-    """``$INFRAPLAN_PLUGIN_DIR`` or ``~/.infraplan/plugins``."""
-    return Path(os.environ.get("INFRAPLAN_PLUGIN_DIR") or Path.home() / ".infraplan" / "plugins")
-
-
-def plugin_dir(name: str) -> Path:
-    return plugin_root() / name
-
-
-def plugin_python(name: str) -> Path | None:
-    """The plugin venv's interpreter, if the plugin is installed."""
-    for rel in ("bin/python", "Scripts/python.exe"):
-        p = plugin_dir(name) / rel
-        if p.exists():
-            return p
-    return None
-
 
 def requirements_of(cls: type[Provider]) -> list[str]:
     return list(getattr(cls, "plugin_requirements", ()) or ())
@@ -130,201 +95,6 @@ def runs_in_plugin(cls: type[Provider], type_name: str, isolation: str = "auto")
     return placement(cls, type_name) is Placement.PLUGIN
 
 
-# -- errors from the wire --------------------------------------------------------
-def _outcome(msg: dict[str, Any]) -> str:
-    """`ok`, or `error CODE TYPE` (never the message: it may quote attributes) for the debug log."""
-    if "error" not in msg:
-        return "ok"
-    err = msg["error"] if isinstance(msg["error"], dict) else {}
-    data = err.get("data") if isinstance(err.get("data"), dict) else {}
-    return f"error {err.get('code')} {data.get('type', '')}".rstrip()
-
-
-def decode_error(err: dict[str, Any], plugin: str) -> BaseException:
-    """A JSON-RPC error as an exception here: a provider's infraplan exception as the same class."""
-    data = err.get("data") if isinstance(err.get("data"), dict) else None
-    if err.get("code") != ErrorCode.PROVIDER_ERROR or data is None:
-        return ProviderError(f"{plugin} plugin: {err.get('message', 'error')} (JSON-RPC error {err.get('code')})")
-    module, _, qualname = str(data.get("type", "")).partition(":")
-    if data.get("ours"):
-        try:
-            cls: Any = importlib.import_module(module)
-            for part in qualname.split("."):
-                cls = getattr(cls, part)
-        except Exception:  # noqa: BLE001 - a class only the worker has: fall through
-            cls = None
-        if isinstance(cls, type) and issubclass(cls, InfraplanError):
-            exc = cls.__new__(cls)
-            Exception.__init__(exc, data.get("message", ""))
-            exc.__dict__.update(data.get("attrs") or {})
-            return exc
-        return ProviderError(data.get("message", ""))
-    return ProviderError(f"{plugin} plugin: {qualname or 'error'}: {data.get('message', '')}")
-
-
-def timeouts_s(timeouts: PluginTimeouts | None) -> dict[str, float]:
-    """Seconds per method (the block's `plugin_timeouts`, else the defaults)."""
-    return {method: parse_duration(value) for method, value in (timeouts or PluginTimeouts()).model_dump().items()}
-
-
-# -- the process -----------------------------------------------------------------
-class PluginProcess:
-    """One worker process serving one provider instance; thread-safe `call`, each bounded by its timeout."""
-
-    def __init__(self, name: str, python: Path, spec: dict[str, Any], log_path: Path,
-                 timeouts: dict[str, float] | None = None):
-        self.name = name
-        self.python = python
-        self.spec = spec
-        self.log_path = log_path
-        self.timeouts = timeouts or timeouts_s(None)
-        self._proc: subprocess.Popen | None = None
-        self._pending: dict[int, Future] = {}
-        self._ids = itertools.count(1)
-        self._lock = threading.Lock()
-        self._reader: threading.Thread | None = None
-
-    def _start(self) -> subprocess.Popen:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        try:
-            proc = subprocess.Popen([str(self.python), "-I", "-c", BOOTSTRAP, json.dumps(self.spec)],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env)
-        except OSError as exc:
-            raise ProviderUnavailable(f"cannot start the {self.name} plugin ({self.python}): {exc}") from exc
-        finally:
-            log.close()
-        self._reader = threading.Thread(target=self._read, args=(proc,), name=f"plugin-{self.name}", daemon=True)
-        self._reader.start()
-        return proc
-
-    def _read(self, proc: subprocess.Popen) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(msg, dict):
-                continue
-            with self._lock:
-                fut = self._pending.pop(msg.get("id"), None)  # type: ignore[arg-type]
-            if fut is None:  # a late answer to a call that timed out, or an id-less error
-                continue
-            log.debug("plugin %s: response #%s: %s", self.name, msg.get("id"), _outcome(msg))
-            if msg.get("jsonrpc") != JSONRPC:
-                fut.set_exception(_NotJsonRpc(msg))
-            elif "error" in msg:
-                fut.set_exception(decode_error(msg["error"] if isinstance(msg["error"], dict) else {}, self.name))
-            else:
-                fut.set_result(decode(msg.get("result")))
-        code = proc.wait()
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        if pending:
-            err = ProviderError(f"the {self.name} plugin process exited (code {code}) during a call; "
-                                f"{self._log_tail()}")
-            for fut in pending.values():
-                fut.set_exception(err)
-
-    def _log_tail(self, lines: int = 5) -> str:
-        try:
-            tail = self.log_path.read_text(errors="replace").strip().splitlines()[-lines:]
-        except OSError:
-            tail = []
-        return f"see {self.log_path}" + (": " + " | ".join(tail) if tail else "")
-
-    def _write(self, msg: dict[str, Any]) -> None:
-        """Send one message; the caller holds the lock."""
-        assert self._proc is not None and self._proc.stdin is not None
-        self._proc.stdin.write((dumps(msg) + "\n").encode())
-        self._proc.stdin.flush()
-
-    def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
-        """``method(**params)`` in the worker; past its timeout the call is cancelled and ProviderTimeout raised."""
-        limit = self.timeouts.get(method, DEFAULT_TIMEOUT_S) if timeout is None else timeout
-        fut: Future = Future()
-        with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                if self._proc is not None:
-                    raise ProviderError(f"the {self.name} plugin process is gone; {self._log_tail()}")
-                self._proc = self._start()
-            ident = next(self._ids)
-            self._pending[ident] = fut
-            try:
-                log.debug("plugin %s: request #%d %s", self.name, ident, method)
-                self._write(request(ident, method, params or {}))
-            except (BrokenPipeError, OSError) as exc:
-                self._pending.pop(ident, None)
-                raise ProviderError(f"the {self.name} plugin process is gone ({exc}); {self._log_tail()}") from exc
-        try:
-            return fut.result(timeout=limit)
-        except FutureTimeout:
-            pass
-        with self._lock:
-            answered = self._pending.pop(ident, None) is None
-            if not answered:
-                try:  # the worker stops waiting and drops what the call returns
-                    self._write(notification(CANCEL, {"id": ident}))
-                except (BrokenPipeError, OSError, AssertionError):
-                    pass
-        if answered:  # the answer came in between: use it
-            return fut.result()
-        log.debug("plugin %s: request #%d %s timed out after %gs: cancelled", self.name, ident, method)
-        spec = METHODS.get(method)
-        if spec is None or spec.changes:
-            raise ProviderTimeout(
-                f"the {self.name} plugin did not answer {method} within {limit:g}s; the call was cancelled, but "
-                f"what it did is unknown: run `infraplan plan` to see what exists (limit: plugin_timeouts.{method})")
-        raise ReadTimeout(f"the {self.name} plugin did not answer {method} within {limit:g}s; the call was "
-                          f"cancelled (limit: plugin_timeouts.{method})")
-
-    def initialize(self) -> dict[str, Any]:
-        """Start the worker and shake hands: its ``initialize`` result, once its protocol version is ours."""
-        from infraplan import __version__
-
-        fix = f"reinstall it with `infraplan plugins install {self.name}`"
-        try:
-            info = self.call(INITIALIZE, {"protocolVersion": PROTOCOL_VERSION,
-                                          "clientInfo": {"name": "infraplan", "version": __version__}})
-        except _NotJsonRpc:
-            info = {"protocolVersion": 1}
-        except ProviderTimeout as exc:
-            self.close(timeout=1)
-            raise ProviderUnavailable(f"the {self.name} plugin did not start: {exc}; {self._log_tail()}") from None
-        theirs = info.get("protocolVersion") if isinstance(info, dict) else None
-        if theirs != PROTOCOL_VERSION:
-            self.close(timeout=5)
-            raise ProviderUnavailable(f"the {self.name} plugin speaks plugin protocol version {theirs}, this infraplan "
-                                      f"speaks version {PROTOCOL_VERSION}: {fix}")
-        return info
-
-    @property
-    def started(self) -> bool:
-        """Whether a worker was started (and not closed): closing then says goodbye to it."""
-        return self._proc is not None
-
-    def close(self, timeout: float = 30.0) -> None:
-        with self._lock:
-            proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        try:
-            if proc.stdin:
-                proc.stdin.close()  # EOF: the worker finishes what runs (unless cancelled) and exits
-            proc.wait(timeout=timeout)
-        except (subprocess.TimeoutExpired, OSError):
-            proc.kill()
-            proc.wait()
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-
-
-class _NotJsonRpc(ProviderError):
-    """An answer without ``"jsonrpc": "2.0"``: a worker of protocol version 1."""
-
-
 def worker_spec(cls: type[Provider], context: ProviderContext | None) -> dict[str, Any]:
     """What the worker needs: package directories to load, the class, the context."""
     import infraplan
@@ -352,7 +122,7 @@ class RemoteProvider(Provider):
     plugin exactly when it holds for the provider class.
     """
 
-    def __init__(self, cls: type[Provider], context: ProviderContext, process: PluginProcess,
+    def __init__(self, cls: type[Provider], context: ProviderContext, process: RpcChannel,
                  info: dict[str, Any]):
         super().__init__(context)
         self.cls = cls
@@ -366,16 +136,26 @@ class RemoteProvider(Provider):
 
     @classmethod
     def connect(cls, provider: type[Provider], context: ProviderContext, type_name: str,
-                timeouts: PluginTimeouts | None = None) -> RemoteProvider:
-        """Start `provider`'s plugin worker, shake hands, and stand in for it with its capabilities."""
+                timeouts: PluginTimeouts | None = None, *, keep: bool | None = None) -> RemoteProvider:
+        """Reach `provider`'s plugin worker, shake hands, and stand in for it with its capabilities.
+
+        `keep` (default: `warm.keep_warm`, from the environment): a session with a warm worker
+        (started if none runs), else a one-shot worker process of its own."""
         python = plugin_python(type_name)
         if python is None:
             raise ProviderUnavailable(
                 f"provider {type_name!r} is set to run as a plugin but none is installed: "
                 f"run `infraplan plugins install {type_name}`")
         log_path = Path(context.runtime_dir) / "plugins" / f"{type_name}.log"
-        process = PluginProcess(type_name, python, worker_spec(provider, context), log_path, timeouts_s(timeouts))
+        spec = worker_spec(provider, context)
+        process: RpcChannel
+        if warm.keep_warm() if keep is None else keep:
+            process = warm.WarmSession(type_name, python, spec, provider.warm_key(), timeouts_s(timeouts))
+        else:
+            process = PluginProcess(type_name, python, spec, log_path, timeouts_s(timeouts))
         info = process.initialize()
+        if isinstance(process, warm.WarmSession):
+            _note_warm(log_path, process)
         caps = []
         for name in (info.get("provider") or {}).get("capabilities", []):
             try:
@@ -422,6 +202,19 @@ class RemoteProvider(Provider):
         except ProviderError:
             pass
         self.process.close()
+
+
+def _note_warm(log_path: Path, session: warm.WarmSession) -> None:
+    """Where this run's plugin output went: one line in the log beside the state (a warm worker has its own)."""
+    from datetime import datetime, timezone
+
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} served by the warm plugin worker "
+                    f"pid {session.pid} (its log: {session.log_path})\n")
+    except OSError:
+        pass
 
 
 class _RemoteListsInstances(ListsInstances):
@@ -485,7 +278,7 @@ def check(type_name: str, cls: type[Provider]) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="infraplan-plugin-") as tmp:
         ctx = ProviderContext(project_dir=Path(tmp), state_path=Path(tmp) / "infraplan.db", runtime_dir=Path(tmp))
-        remote = RemoteProvider.connect(cls, ctx, type_name)
+        remote = RemoteProvider.connect(cls, ctx, type_name, keep=False)  # a fresh process: the installed code
         try:
             return remote.hello()
         finally:

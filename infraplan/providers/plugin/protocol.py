@@ -13,6 +13,19 @@ Shared by the host (`host`) and the worker (`worker`)::
         "data": {"type": "infraplan.errors:ProviderError", "attrs": {...}, "ours": true}}}
     -> {"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 4}}   (a notification: no id)
 
+The same messages run over a pipe to a one-shot worker (its stdin/stdout) and over a
+connection to a warm worker (`infraplan.providers.plugin.warm_worker`, a UNIX socket).
+On a connection, `initialize` also names the session's provider and context, which the
+one-shot worker got on its command line::
+
+    -> {..., "method": "initialize", "params": {"protocolVersion": 2, "clientInfo": {...},
+        "session": {"provider": "infraplan_providers.skypilot.provider:SkyPilotProvider",
+                    "context": {"project_dir": "/abs", "state_path": "/abs/s.db", ...}}}}
+
+and a warm worker answers two requests of its own at any time: ``$/status`` (its pid,
+sessions, idle time) and ``$/shutdown`` (stop taking connections, exit once the open
+sessions end).
+
 `initialize` comes first; the host refuses a worker whose ``protocolVersion`` is not
 its own. Params are by name (`METHODS` lists each method's, in call order). The
 contract's dataclasses travel tagged with ``__dc__`` (their class name); provider
@@ -38,6 +51,8 @@ PROTOCOL_VERSION = 2
 JSONRPC = "2.0"
 INITIALIZE = "initialize"
 CANCEL = "$/cancelRequest"
+STATUS = "$/status"  # warm worker only
+SHUTDOWN = "$/shutdown"  # warm worker only
 
 
 class ErrorCode(IntEnum):

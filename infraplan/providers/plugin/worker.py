@@ -27,7 +27,7 @@ import threading
 import traceback
 from importlib import import_module, metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from infraplan.providers.contract import CAPABILITY_MIXINS, Provider, ProviderContext, ResourceKind, capabilities_of
 from infraplan.providers.plugin import protocol
@@ -42,16 +42,22 @@ def _channel():
     return out
 
 
-def _provider(spec: dict[str, Any]) -> Provider:
-    module, _, qualname = spec["provider"].partition(":")
+def make_provider(target: str, c: dict[str, Any] | None) -> Provider:
+    """An instance of the provider class `target` (``module:Qual.Name``) for the context `c` (as `worker_spec` sends it)."""
+    module, _, qualname = target.partition(":")
     cls: Any = import_module(module)
     for part in qualname.split("."):
         cls = getattr(cls, part)
-    c = spec.get("context") or {}
+    c = c or {}
     ctx = ProviderContext(project_dir=Path(c.get("project_dir", ".")), state_path=Path(c.get("state_path", "x.db")),
                           runtime_dir=Path(c.get("runtime_dir", ".")), settings=c.get("settings") or {},
                           name=c.get("name", ""), lineage=c.get("lineage", ""))
     return cls(ctx)
+
+
+def run_preloads(spec: dict[str, Any]) -> None:
+    for path in spec.get("preload", []):  # test seams, e.g. a fake SDK at the boundary
+        runpy.run_path(path, run_name="__infraplan_preload__")
 
 
 def _server_info(spec: dict[str, Any]) -> dict[str, Any]:
@@ -114,70 +120,127 @@ def _invoke(provider: Provider, method: str, params: Any) -> Any:
     return getattr(provider, method)(*args)
 
 
-def serve(spec: dict[str, Any]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    out = _channel()
-    write = threading.Lock()
-    for path in spec.get("preload", []):  # test seams, e.g. a fake SDK at the boundary
-        runpy.run_path(path, run_name="__infraplan_preload__")
-    provider = _provider(spec)
-    calls = _Calls()
-    initialized = False
+Control = Callable[[Any], Any]
 
-    def send(msg: dict[str, Any]) -> None:
-        line = protocol.dumps(msg)
-        with write:
-            out.write(line + "\n")
-            out.flush()
 
-    def answer(ident: Any, method: str, params: Any) -> None:
+class Session:
+    """One JSON-RPC session: one provider instance and its running calls, answered through `send`.
+
+    The one-shot worker has one, over stdin/stdout, its provider made from the process spec
+    before the first message. The warm worker (`warm_worker`) has one per connection, its
+    provider made at ``initialize`` from the request's ``session`` (class and context), so no
+    two connections share an instance. `control` methods (the warm worker's ``$/status``,
+    ``$/shutdown``) are answered before ``initialize`` too.
+    """
+
+    def __init__(self, spec: dict[str, Any], send: Callable[[dict[str, Any]], None], provider: Provider | None = None,
+                 control: dict[str, Control] | None = None):
+        self.spec = spec
+        self.send = send
+        self.provider = provider
+        self.control = control or {}
+        self.calls = _Calls()
+        self.initialized = False
+        self.closed = False  # the host called `close`
+
+    def _answer(self, ident: Any, method: str, params: Any) -> None:
+        assert self.provider is not None
         try:
-            msg = protocol.result(ident, _invoke(provider, method, params))
+            msg = protocol.result(ident, _invoke(self.provider, method, params))
         except ValueError as exc:
             msg = protocol.error(ident, ErrorCode.INVALID_PARAMS, str(exc))
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
             if not getattr(exc, "exit_code", None):
                 traceback.print_exc(file=sys.stderr)
             msg = protocol.error(ident, ErrorCode.PROVIDER_ERROR, str(exc), protocol.encode_error(exc))
-        if calls.finish(ident):
-            send(msg)
+        if method == "close":
+            self.closed = True
+        if self.calls.finish(ident):
+            self.send(msg)
         else:
             print(f"infraplan plugin: {method} (request {ident}) ended after it was cancelled; its outcome "
                   "was dropped", file=sys.stderr, flush=True)
 
-    def served(method: str) -> bool:
+    def _served(self, method: str) -> bool:
         m = protocol.METHODS.get(method)
-        return m is not None and (m.capability is None or isinstance(provider, CAPABILITY_MIXINS[m.capability]))
+        return m is not None and (m.capability is None or isinstance(self.provider, CAPABILITY_MIXINS[m.capability]))
 
-    for line in sys.stdin:
+    def _initialize(self, ident: Any, params: Any) -> None:
+        if self.provider is None:  # a warm worker's connection: the host says which provider, for which context
+            session = params.get("session") if isinstance(params, dict) else None
+            if not isinstance(session, dict) or not isinstance(session.get("provider"), str):
+                self.send(protocol.error(ident, ErrorCode.INVALID_PARAMS, "initialize: a warm worker needs the "
+                                         "session (provider and context)"))
+                return
+            try:
+                self.provider = make_provider(session["provider"], session.get("context"))
+            except BaseException as exc:  # noqa: BLE001 - the host reports it
+                traceback.print_exc(file=sys.stderr)
+                self.send(protocol.error(ident, ErrorCode.PROVIDER_ERROR, str(exc), protocol.encode_error(exc)))
+                return
+        self.initialized = True
+        self.send(protocol.result(ident, {"protocolVersion": protocol.PROTOCOL_VERSION,
+                                          "serverInfo": _server_info(self.spec), "provider": describe(self.provider)}))
+
+    def handle(self, line: str) -> None:
+        """One message from the host."""
         try:
             msg = json.loads(line)
         except ValueError:
-            send(protocol.error(None, ErrorCode.PARSE_ERROR, "not JSON"))
-            continue
-        if not isinstance(msg, dict) or msg.get("jsonrpc") != protocol.JSONRPC or not isinstance(msg.get("method"), str):
-            send(protocol.error(msg.get("id") if isinstance(msg, dict) else None, ErrorCode.INVALID_REQUEST,
-                                "not a JSON-RPC 2.0 request"))
-            continue
+            self.send(protocol.error(None, ErrorCode.PARSE_ERROR, "not JSON"))
+            return
+        if not isinstance(msg, dict) or msg.get("jsonrpc") != protocol.JSONRPC or not isinstance(msg.get("method"),
+                                                                                                  str):
+            self.send(protocol.error(msg.get("id") if isinstance(msg, dict) else None, ErrorCode.INVALID_REQUEST,
+                                     "not a JSON-RPC 2.0 request"))
+            return
         method, ident, params = msg["method"], msg.get("id"), msg.get("params")
         if "id" not in msg:  # a notification: never answered
             if method == protocol.CANCEL and isinstance(params, dict):
-                cancelled = calls.cancel(params.get("id"))
+                cancelled = self.calls.cancel(params.get("id"))
                 if cancelled is not None:
-                    send(protocol.error(params.get("id"), ErrorCode.REQUEST_CANCELLED,
-                                        f"{cancelled} cancelled by the host"))
-            continue
+                    self.send(protocol.error(params.get("id"), ErrorCode.REQUEST_CANCELLED,
+                                             f"{cancelled} cancelled by the host"))
+            return
         if method == protocol.INITIALIZE:
-            initialized = True
-            send(protocol.result(ident, {"protocolVersion": protocol.PROTOCOL_VERSION,
-                                         "serverInfo": _server_info(spec), "provider": describe(provider)}))
-        elif not initialized:
-            send(protocol.error(ident, ErrorCode.NOT_INITIALIZED, f"{method} before initialize"))
-        elif not served(method):
-            send(protocol.error(ident, ErrorCode.METHOD_NOT_FOUND, f"the {provider.name} provider has no method "
-                                f"{method!r}"))
+            self._initialize(ident, params)
+        elif method in self.control:
+            self.send(protocol.result(ident, self.control[method](params)))
+        elif not self.initialized:
+            self.send(protocol.error(ident, ErrorCode.NOT_INITIALIZED, f"{method} before initialize"))
+        elif not self._served(method):
+            assert self.provider is not None
+            self.send(protocol.error(ident, ErrorCode.METHOD_NOT_FOUND, f"the {self.provider.name} provider has no "
+                                     f"method {method!r}"))
         else:
-            calls.start(ident, method)
-            threading.Thread(target=answer, args=(ident, method, params), name=f"plugin-{method}-{ident}",
+            self.calls.start(ident, method)
+            threading.Thread(target=self._answer, args=(ident, method, params), name=f"plugin-{method}-{ident}",
                              daemon=True).start()
-    calls.wait_idle()
+
+    def finish(self) -> None:
+        """The host is gone: wait for the calls still wanted (cancelled ones do not hold it)."""
+        self.calls.wait_idle()
+
+
+def line_sender(out) -> Callable[[dict[str, Any]], None]:
+    """`send` for a text stream: one message a line, whole lines from any thread."""
+    lock = threading.Lock()
+
+    def send(msg: dict[str, Any]) -> None:
+        line = protocol.dumps(msg)
+        with lock:
+            out.write(line + "\n")
+            out.flush()
+
+    return send
+
+
+def serve(spec: dict[str, Any]) -> None:
+    """The one-shot worker: one session over stdin/stdout, for the provider and context in `spec`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out = _channel()
+    run_preloads(spec)
+    session = Session(spec, line_sender(out), make_provider(spec["provider"], spec.get("context")))
+    for line in sys.stdin:
+        session.handle(line)
+    session.finish()
