@@ -88,3 +88,30 @@ def state_location(request, tmp_path):
         yield str(tmp_path / "state.db")
     else:
         yield request.getfixturevalue("postgres_url")
+
+
+def stop_warm_workers() -> list[int]:
+    """Stop every warm plugin worker under the current INFRAPLAN_PLUGIN_DIR (SIGKILL what does not stop): their pids."""
+    from infraplan.providers.plugin import warm
+
+    pids = []
+    for entry, result in warm.stop(wait_s=5):
+        pid = (entry.status or {}).get("pid")
+        if pid:
+            pids.append(pid)
+        if pid and result == "stopping":
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+    return pids
+
+
+@pytest.fixture
+def warm_plugins(plugin_venv, monkeypatch):
+    """`plugin_venv` with warm workers (INFRAPLAN_PLUGIN_KEEP=1, a 60 s idle timeout), all stopped after the test."""
+    monkeypatch.setenv("INFRAPLAN_PLUGIN_KEEP", "1")
+    monkeypatch.setenv("INFRAPLAN_PLUGIN_IDLE", "60")
+    monkeypatch.delenv("CI", raising=False)
+    yield plugin_venv
+    stop_warm_workers()
