@@ -78,3 +78,25 @@ def test_ideal_makespan_formula():
         del sys.modules["bench_run"]
     assert run.ideal_makespan(800, 1, 0.05, 10) == pytest.approx(4.0)  # throughput-bound
     assert run.ideal_makespan(4, 3, 0.05, 50) == pytest.approx(0.15)  # chain-bound
+
+
+@pytest.mark.slow
+def test_warm_plugin_benchmark_compares_warm_plans_with_cold_ones(tmp_path):
+    import os
+
+    from infraplan.providers.plugin.host import plugin_python
+
+    from helpers.paths import REPO
+
+    catalogs = Path(os.environ.get("INFRAPLAN_SKY_CATALOGS", REPO.parent / "shared" / "catalogs"))
+    if plugin_python("skypilot") is None or not (catalogs / "v8").is_dir():
+        pytest.skip("needs the skypilot plugin and the shared catalogs")
+    out = tmp_path / "warm.json"
+    done = subprocess.run([sys.executable, str(BENCH / "warm_plugin.py"), "--runs", "1", "--no-sky",
+                           "--catalogs", str(catalogs), "--json", str(out)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    body = json.loads(out.read_text())
+    assert {r["step"] for r in body["records"]} == {"cold", "warm_start", "warm", "warm_changed"}
+    assert body["summary"]["warm_plans_equal_cold"] is True
+    assert body["summary"]["infraplan_chose"] == "aws p5.48xlarge[Spot] 14.25"

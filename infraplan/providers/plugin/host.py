@@ -6,8 +6,13 @@ plugins, such a provider runs in a separate process, from a virtualenv of its ow
 (``infraplan plugins install NAME``), and the engine talks to it through
 `RemoteProvider`, which has the `Provider` interface::
 
-    engine threads ─ RemoteProvider ─ JSON-RPC 2.0 (stdin/stdout) ─ worker ─ the provider class
-                                                                    (plugin venv: the SDK only)
+    engine threads ─ RemoteProvider ─ JSON-RPC 2.0 ─ worker ─ the provider class
+                                                      (plugin venv: the SDK only)
+
+The channel (`infraplan.providers.plugin.channel`) is a one-shot worker's stdin/stdout
+(`PluginProcess`, a process per command) or a session with a warm worker that outlives
+the command (`infraplan.providers.plugin.warm`: a private UNIX socket, one provider
+instance per connection); `INFRAPLAN_PLUGIN_KEEP` chooses, warm by default except in CI.
 
 The worker loads infraplan's own package directories by path (infraplan is not
 installed in the plugin venv), so both sides normally run the same code; the
@@ -16,11 +21,12 @@ another one. The handshake also reports the provider's capabilities
 (`ListsInstances`, `RunsServices`) and attribute sets: `RemoteProvider.connect`
 returns a subclass with the same capability mixins, forwarding their calls.
 
-Calls are multiplexed: many engine threads may wait on the one process at once.
+Calls are multiplexed: many engine threads may wait on the one worker at once.
 Every call has a time limit (the provider block's `plugin_timeouts`, by method);
 past it the host sends ``$/cancelRequest`` and raises `ProviderTimeout` (for calls
-that change nothing, `ReadTimeout`, which may be retried). The worker's stderr (SDK
-logs, tracebacks) goes to ``RUNTIME_DIR/plugins/NAME.log``. The messages are in
+that change nothing, `ReadTimeout`, which may be retried). A one-shot worker's stderr
+(SDK logs, tracebacks) goes to ``RUNTIME_DIR/plugins/NAME.log``; a warm worker has its own
+log beside its socket, which that file names. The messages are in
 `infraplan.providers.plugin.protocol`.
 
 Which side a provider runs on (`isolation` in its provider block):

@@ -318,9 +318,9 @@ class WarmSession(RpcChannel):
             sock = self._reach()
         except OSError as exc:
             raise ProviderUnavailable(f"cannot reach the warm {self.name} plugin worker at {self.socket_path}: "
-                                      f"{exc}") from exc
+                                      f"{exc}; {_tail(self.log_path)}") from exc
         self._sock = sock
-        return sock.makefile("rb"), lambda: f"warm plugin worker (pid {self.pid or '?'}) closed the connection"
+        return sock.makefile("rb"), lambda: f"warm plugin worker{f' (pid {self.pid})' if self.pid else ''} closed the connection"
 
     def _is_open(self) -> bool:
         return self._sock is not None

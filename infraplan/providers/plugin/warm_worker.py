@@ -189,7 +189,11 @@ def _listen(path: Path) -> tuple[socket.socket, int, int]:
     """Bind and listen at `path` (0600): the socket, its folder's descriptor, the socket file's inode."""
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(_socket_address(path, dir_fd))
+    umask = os.umask(0o077)  # private from the start; the provider's own files keep the user's umask
+    try:
+        listener.bind(_socket_address(path, dir_fd))
+    finally:
+        os.umask(umask)
     os.chmod(path.name, 0o600, dir_fd=dir_fd)
     listener.listen(64)
     return listener, dir_fd, os.stat(path.name, dir_fd=dir_fd).st_ino
@@ -198,7 +202,6 @@ def _listen(path: Path) -> tuple[socket.socket, int, int]:
 def serve_warm(spec: dict[str, Any]) -> None:
     """Entry point of the warm worker process (see the module docstring)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.umask(0o077)
     listener, dir_fd, inode = _listen(Path(spec["socket"]))
     child = os.fork()
     if child:  # the starter's child: say where the worker is and leave it to init
@@ -206,7 +209,13 @@ def serve_warm(spec: dict[str, Any]) -> None:
         os._exit(0)
     os.dup2(2, 1)  # the ready pipe closes; SDK output goes to the log
     sys.stdout = sys.stderr
-    run_preloads(spec)
+    worker = WarmWorker(spec, listener, Path(spec["socket"]), dir_fd, inode)
+    try:
+        run_preloads(spec)
+    except BaseException:  # noqa: BLE001 - the host reads the log's tail
+        traceback.print_exc(file=sys.stderr)
+        worker._unlink()
+        raise SystemExit(1) from None
     print(f"infraplan warm worker {os.getpid()}: serving {spec.get('plugin')} at {spec['socket']} "
           f"(idle timeout {spec.get('idle_s')}s)", file=sys.stderr, flush=True)
-    WarmWorker(spec, listener, Path(spec["socket"]), dir_fd, inode).run()
+    worker.run()

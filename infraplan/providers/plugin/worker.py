@@ -1,10 +1,12 @@
 """The plugin worker: serves one provider instance over JSON-RPC 2.0 (see `infraplan.providers.plugin.protocol`).
 
 Runs inside the plugin's own virtualenv, started by `PluginProcess` with the
-bootstrap that loads infraplan's packages by path. Requests arrive on stdin, one a
-line; `initialize` is answered at once (protocol version, the provider's
+bootstrap that loads infraplan's packages by path. A `Session` is one provider
+instance and its calls; the one-shot worker (`serve`) has one, over its stdin and
+stdout, and the warm worker (`infraplan.providers.plugin.warm_worker`) one per
+connection. Requests arrive one a line; `initialize` is answered at once (protocol version, the provider's
 capabilities), every other request runs on a thread of its own and its response goes
-to the original stdout. Anything else writing to stdout (SDK log streams) is sent to
+back on the same channel (the one-shot worker's original stdout). Anything else writing to stdout (SDK log streams) is sent to
 stderr, so it cannot corrupt the channel. SIGINT is ignored: the engine decides what
 an interrupt means and closes the channel.
 
