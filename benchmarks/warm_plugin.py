@@ -125,8 +125,9 @@ def task_yaml(cfg: Path, plan: dict[str, Any]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=3, help="runs of each step [3]")
-    p.add_argument("--catalogs", type=Path, default=ROOT.parent / "shared" / "catalogs",
-                   help="SkyPilot catalog rows (a folder holding v8/) [../shared/catalogs]")
+    p.add_argument("--catalogs", type=Path,
+                   default=Path(os.environ.get("INFRAPLAN_SKY_CATALOGS") or ROOT.parent / "shared" / "catalogs"),
+                   help="SkyPilot catalog rows (a folder holding v8/) [$INFRAPLAN_SKY_CATALOGS, else ../shared/catalogs]")
     p.add_argument("--json", dest="json_out", type=Path, help="write the records here")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     p.add_argument("--no-sky", action="store_true", help="skip SkyPilot's own dry run")

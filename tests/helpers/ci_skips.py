@@ -35,6 +35,8 @@ ALLOWED = (
     # SGLang itself (the `sglang` extra, with torch) is no test dependency: the committed parser
     # snapshots are checked against the release wheels by the `registry` test instead
     AllowedSkip(None, r"could not import 'sglang\.srt\.server_args'", "SGLang is not installed"),
+    # acting as another user (the warm plugin worker refusing other uids) needs root; the 0600/0700 part runs anyway
+    AllowedSkip(None, r"^needs root to ", "not root"),
 )
 
 

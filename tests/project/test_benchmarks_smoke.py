@@ -82,15 +82,12 @@ def test_ideal_makespan_formula():
 
 @pytest.mark.slow
 def test_warm_plugin_benchmark_compares_warm_plans_with_cold_ones(tmp_path):
-    import os
+    from helpers.skypilot_plugin import CATALOGS as catalogs
+    from helpers.skypilot_plugin import NEEDS_PLUGIN
 
-    from infraplan.providers.plugin.host import plugin_python
-
-    from helpers.paths import REPO
-
-    catalogs = Path(os.environ.get("INFRAPLAN_SKY_CATALOGS", REPO.parent / "shared" / "catalogs"))
-    if plugin_python("skypilot") is None or not (catalogs / "v8").is_dir():
-        pytest.skip("needs the skypilot plugin and the shared catalogs")
+    for mark in NEEDS_PLUGIN:  # their reasons, as every SkyPilot test gives them
+        if mark.args[0]:
+            pytest.skip(mark.kwargs["reason"])
     out = tmp_path / "warm.json"
     done = subprocess.run([sys.executable, str(BENCH / "warm_plugin.py"), "--runs", "1", "--no-sky",
                            "--catalogs", str(catalogs), "--json", str(out)], cwd=tmp_path, capture_output=True,

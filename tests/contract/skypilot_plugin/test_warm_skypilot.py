@@ -18,40 +18,31 @@ import pytest
 from infraplan.models.kinds import ResourceKind
 from infraplan.providers.contract import ProviderContext
 from infraplan.providers.plugin import warm
-from infraplan.providers.plugin.host import RemoteProvider, plugin_dir, plugin_python
+from infraplan.providers.plugin.host import RemoteProvider, plugin_dir
 from infraplan_providers.skypilot.provider import SkyPilotProvider
 
 from helpers.fixtures import stop_warm_workers
 from helpers.paths import REPO
 from helpers.plugins import mirror_plugin_venv
+from helpers.skypilot_plugin import NEEDS_PLUGIN, sky_environment
 
-CATALOGS = Path(os.environ.get("INFRAPLAN_SKY_CATALOGS", REPO.parent / "shared" / "catalogs"))
-
-pytestmark = [
-    pytest.mark.skipif(plugin_python("skypilot") is None,
-                       reason="skypilot plugin not installed (infraplan plugins install skypilot)"),
-    pytest.mark.skipif(not (CATALOGS / "v8").is_dir(), reason=f"shared SkyPilot catalogs not at {CATALOGS}"),
-]
+pytestmark = NEEDS_PLUGIN
 
 
 @pytest.fixture
 def sky_warm(tmp_path, monkeypatch):
-    """The catalogs' environment (as `sky_env`), the plugin mirrored under tmp_path, warm workers on."""
-    installed = plugin_dir("skypilot")  # before HOME moves
-    runtime = tmp_path / "sky-runtime"
-    shutil.copytree(CATALOGS / "v8", runtime / ".sky" / "catalogs" / "v8")
-    (runtime / "home").mkdir()
+    """SkyPilot's environment over the catalogs (`sky_environment`), the plugin mirrored under tmp_path,
+    warm workers on."""
+    env = sky_environment(tmp_path)
     root = tmp_path / "plugins"
-    mirror_plugin_venv(root, "skypilot", installed)
-    monkeypatch.setenv("INFRAPLAN_PLUGIN_DIR", str(root))
-    monkeypatch.setenv("SKY_RUNTIME_DIR", str(runtime))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("HOME", str(runtime / "home"))
+    mirror_plugin_venv(root, "skypilot", plugin_dir("skypilot"))
+    for k, v in dict(env, INFRAPLAN_PLUGIN_DIR=str(root)).items():
+        monkeypatch.setenv(k, v)
     monkeypatch.setenv("INFRAPLAN_PLUGIN_KEEP", "1")
     monkeypatch.setenv("INFRAPLAN_PLUGIN_IDLE", "60")
     monkeypatch.delenv("INFRAPLAN_PLUGIN_PRELOAD", raising=False)
     monkeypatch.chdir(tmp_path)
-    yield runtime
+    yield Path(env["SKY_RUNTIME_DIR"])
     stop_warm_workers()
 
 
