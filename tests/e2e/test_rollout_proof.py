@@ -126,6 +126,7 @@ def record(record_property, name: str, load: Load) -> None:
     print(f"\n[{name}] {load.summary()}")
 
 
+@pytest.mark.slow  # over 10 s of real processes: the test command's second step
 def test_rolling_update_of_4_replicas_fails_no_request(project, record_property):
     project.write("main.yaml", config(4, "strategy: rolling\nmax_surge: 2"))
     project.run("apply", "--auto-approve")
@@ -261,6 +262,7 @@ def roll_out_failing_canary(project, record_property, name: str) -> dict:
     return {"load": load, "canary_url": canary_url, "allowed": allowed, "on_canary": on_canary}
 
 
+@pytest.mark.slow  # over 10 s of real processes: the test command's second step
 def test_canary_that_fails_requests_is_rolled_back_at_its_first_step(project, record_property):
     """smg's retries on (the default): the canary's failures are retried on the old replicas."""
     project.write("main.yaml", config(3, FAILING_CANARY))

@@ -59,6 +59,7 @@ def _destroy():
     return PlanOptions(destroy=True)
 
 
+@pytest.mark.slow  # over 10 s of real processes: the test command's second step
 def test_router_swaps_workers_during_a_rollout_without_failed_requests(project, leftover_routers, leftover_servers):
     ws = Workspace(project)
     result = ws.apply(ws.plan())

@@ -80,6 +80,7 @@ def _smg(policy: str, urls: list[str]):
         time.sleep(0.2)
 
 
+@pytest.mark.slow  # over 10 s of real processes: the test command's second step
 def test_round_robin_gives_each_worker_its_count_share_and_cache_aware_does_not(workers):
     (step,) = plan_steps([25], 1, 3)  # one canary beside three old replicas: the plan says 25%
     assert (step.new, step.old, step.share) == (1, 3, 25.0) and "round_robin" in EVEN_POLICIES

@@ -80,6 +80,7 @@ def on_a_terminal(cmd: str, cwd: Path, env: dict, answer: str) -> subprocess.Com
     return subprocess.CompletedProcess(cmd, proc.returncode, text, "")
 
 
+@pytest.mark.slow  # over 10 s of real processes: the test command's second step
 def test_every_walkthrough_line_runs_and_prints_what_it_says(tmp_path):
     steps = walkthrough()
     assert steps[0][0] == "cd examples/quickstart" and len(steps) >= 8

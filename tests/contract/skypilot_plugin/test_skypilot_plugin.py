@@ -170,6 +170,7 @@ def test_a_skyserve_canary_needs_a_router_and_an_unchanged_replica_count(sky_env
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow  # over 10 s of real processes: the test command's second step
 def test_a_router_on_skypilot_runs_smg_and_takes_traffic(sky_env, tmp_path, monkeypatch):
     """The router VM's run command really runs (here, through the fake's local mode): smg
     with its control plane guarded by the key from the environment, workers registered
