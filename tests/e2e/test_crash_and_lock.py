@@ -8,6 +8,7 @@ import time
 
 import psutil
 import pytest
+from helpers.timing import wait_for
 
 from infraplan.state import StateStore
 from helpers.timing import within
@@ -29,14 +30,6 @@ fleet:
 """
 
 
-def _wait_for(predicate, timeout=30.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not reached in time")
 
 
 def _statuses(state_path):
@@ -72,7 +65,7 @@ def test_kill_9_mid_apply_loses_nothing(project):
     cli = project.popen("apply", "--auto-approve", "--parallelism", "2")
     try:
         # wait until some replica is done and another is mid-create, then kill the CLI hard
-        _wait_for(lambda: "ready" in _statuses(project.state).values()
+        wait_for(lambda: "ready" in _statuses(project.state).values()
                   and "creating" in _statuses(project.state).values())
     finally:
         os.kill(cli.pid, signal.SIGKILL)
@@ -111,7 +104,7 @@ def test_second_apply_fails_at_once_naming_the_holder(project):
     project.write("main.yaml", SLOW_FLEET.format(replicas=1, startup=2.0))
     first = project.popen("apply", "--auto-approve")
     try:
-        _wait_for(lambda: project.state.exists() and StateStore.open_readonly(project.state).current_lock())
+        wait_for(lambda: project.state.exists() and StateStore.open_readonly(project.state).current_lock())
         t0 = time.monotonic()
         second = project.run("apply", "--auto-approve", check=False)
         assert time.monotonic() - t0 < within(10)

@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from helpers.timing import wait_for
 
 from helpers.cli import run
 from helpers.timing import within
@@ -35,14 +36,6 @@ fleet:
 """
 
 
-def _wait_for(predicate, timeout=30.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not reached in time")
 
 
 def _records(state_path) -> dict:
@@ -105,7 +98,7 @@ def test_sigterm_stops_apply_as_ctrl_c_does(project):
     project.write("main.yaml", NULL_FLEET.format(latency=1500))
     cli = project.popen("apply", "--auto-approve", "--parallelism", "2")
     out = Lines(cli)
-    _wait_for(lambda: _creating(project.state))
+    wait_for(lambda: _creating(project.state))
     cli.send_signal(signal.SIGTERM)
     line = out.until("Stopping (SIGTERM)", within(2))
     assert "waiting for 2 running step(s)" in line
@@ -126,7 +119,7 @@ def test_ctrl_c_says_at_once_what_it_waits_for_and_a_second_one_stops_waiting(pr
     project.write("main.yaml", NULL_FLEET.format(latency=8000))
     cli = project.popen("apply", "--auto-approve", "--parallelism", "2")
     out = Lines(cli)
-    _wait_for(lambda: _creating(project.state))
+    wait_for(lambda: _creating(project.state))
     cli.send_signal(signal.SIGINT)
     t0 = time.monotonic()
     line = out.until("Stopping (Ctrl-C)", within(2))
@@ -148,7 +141,7 @@ def test_kill_9_with_null_creates_in_flight_adopts_nothing_it_cannot_prove(proje
     project.write("main.yaml", NULL_FLEET.format(latency=1500))
     cli = project.popen("apply", "--auto-approve", "--parallelism", "2")
     try:
-        _wait_for(lambda: _creating(project.state))
+        wait_for(lambda: _creating(project.state))
     finally:
         os.kill(cli.pid, signal.SIGKILL)
         cli.wait()
@@ -166,7 +159,7 @@ def test_refresh_only_after_kill_9_shows_the_record_going(make_fleet):
     fleet = make_fleet(2)
     pid = fleet.replicas()["fleet.web[1]"]["pid"]
     os.kill(pid, signal.SIGKILL)
-    _wait_for(lambda: fleet.provider().read("replica", "fleet.web[1]", fleet.replicas()["fleet.web[1]"]).exists is False)
+    wait_for(lambda: fleet.provider().read("replica", "fleet.web[1]", fleet.replicas()["fleet.web[1]"]).exists is False)
     shown = run("plan", str(fleet.path), "--refresh-only", "--detailed-exitcode")
     assert shown.exit_code == 2, shown.output
     assert "fleet.web[1] is gone: it will be removed from state" in shown.output

@@ -14,27 +14,19 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
 import pytest
 
 from helpers.net import free_port
-from infraplan.serving.sim import SimConfig, make_server
+from helpers.sims import start_sim
 from infraplan.serving.smg import launch_args
 
 pytest.importorskip("smg")
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # about 12 s each: real smg under load
 
 BODY = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
-
-
-def _sim(**kw) -> tuple[object, str]:
-    s = make_server(SimConfig(model_path="org/tiny", served_model_name="tiny", port=0, ttft_ms=2, tpot_ms=1,
-                              health_delay_s=0, **kw))
-    threading.Thread(target=s.serve_forever, daemon=True).start()
-    return s, f"http://127.0.0.1:{s.server_address[1]}"
 
 
 def _smg(urls: list[str], attrs: dict) -> tuple[subprocess.Popen, str]:
@@ -73,8 +65,8 @@ def _send(endpoint: str, n: int, timeout: float = 10) -> list[tuple[int, float]]
 
 
 def test_the_circuit_breaker_ejects_a_failing_worker_and_client_failures_stop():
-    good = [_sim() for _ in range(2)]
-    bad = _sim(error_rate=1.0)
+    good = [start_sim() for _ in range(2)]
+    bad = start_sim(error_rate=1.0)
     urls = [u for _, u in good] + [bad[1]]
     seen = {}
     try:
@@ -104,7 +96,7 @@ def test_a_hung_worker_costs_at_most_the_request_timeout_and_the_health_check_re
                              "org/tiny", "--served-model-name", "tiny", "--ttft-ms", "2", "--tpot-ms", "1",
                              "--health-delay-s", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    good = _sim()
+    good = start_sim()
     hung_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20

@@ -18,7 +18,7 @@ import pytest
 
 from helpers.net import free_port
 from infraplan.plan.weights import EVEN_POLICIES, plan_steps
-from infraplan.serving.sim import SimConfig, make_server
+from helpers.sims import start_sim
 
 pytest.importorskip("smg")
 pytestmark = pytest.mark.e2e
@@ -50,13 +50,10 @@ def _load(endpoint: str, n: int, threads: int = 4) -> collections.Counter:
 
 @pytest.fixture
 def workers():
-    servers = [make_server(SimConfig(model_path="org/tiny", served_model_name="tiny", port=0, ttft_ms=2, tpot_ms=1,
-                                     health_delay_s=0)) for _ in range(4)]
-    for s in servers:
-        threading.Thread(target=s.serve_forever, daemon=True).start()
-    yield [f"http://127.0.0.1:{s.server_address[1]}" for s in servers]
-    for s in servers:
-        s.shutdown()
+    started = [start_sim() for _ in range(4)]
+    yield [url for _, url in started]
+    for server, _ in started:
+        server.shutdown()
 
 
 def _smg(policy: str, urls: list[str]):

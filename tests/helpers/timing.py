@@ -14,3 +14,16 @@ SLACK = float(os.environ.get("INFRAPLAN_TEST_SLACK", "3"))
 def within(seconds: float) -> float:
     """An upper bound of `seconds`, widened by the slack for loaded machines."""
     return seconds * SLACK
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
+    """Poll `predicate` until it returns something truthy (returned), or fail after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")

@@ -11,20 +11,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers.cli import run
-from infraplan.serving.sim import SimConfig, make_server
+from helpers.sims import start_sim
 from infraplan.state import StateStore
 from infraplan.status.collect import collect, prometheus_text
 
 
 @pytest.fixture
 def sims():
-    servers = [make_server(SimConfig(model_path="org/tiny", served_model_name="tiny", port=0, ttft_ms=20, tpot_ms=5,
-                                     health_delay_s=0)) for _ in range(2)]
-    for s in servers:
-        threading.Thread(target=s.serve_forever, daemon=True).start()
-    yield [f"http://127.0.0.1:{s.server_address[1]}" for s in servers]
-    for s in servers:
-        s.shutdown()
+    started = [start_sim(ttft_ms=20, tpot_ms=5) for _ in range(2)]
+    yield [url for _, url in started]
+    for server, _ in started:
+        server.shutdown()
 
 
 def _state(path, urls):
