@@ -174,7 +174,8 @@ TABLES = (
     TableSpec("audit", ("id",), {
         "id": integer(), "at": text(), "event": text(), "address": text(nullable=True),
         "details": json_value(nullable=True), "who": text(nullable=True),
-    }, "m001_initial"),
+    }, "m001_initial", added={"prev_hash": ("m005_audit_chain", text(nullable=True)),
+                              "hash": ("m005_audit_chain", text(nullable=True))}),
     TableSpec("locks", ("slot",), {
         "slot": integer(choices=frozenset({1})), "id": text(), "who": text(nullable=True),
         "pid": integer(nullable=True), "host": text(nullable=True), "operation": text(), "since": text(),

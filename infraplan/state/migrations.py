@@ -93,6 +93,11 @@ MIGRATIONS: tuple[Migration, ...] = (
               "is told apart.", (
         AddColumn("locks", real("pid_started")),
     )),
+    Migration("m005_audit_chain", "The audit log's hash chain (state.audit_chain): each row's link to the row "
+              "before it and its own hash.", (
+        AddColumn("audit", text("prev_hash")),
+        AddColumn("audit", text("hash")),
+    )),
 )
 
 

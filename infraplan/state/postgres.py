@@ -54,6 +54,8 @@ END_SESSION_WAIT_S = 3.0
 LOCK_CLASS = 0x696E6670
 #: the second key of the lock taken while migrating the schema
 MIGRATION_LOCK = 0
+#: the second key of the lock an audit append holds to its transaction's end (workspace keys are positive)
+AUDIT_LOCK = -1
 DEFAULT_WORKSPACE = "default"
 #: sqlstate classes of a lost or refused connection (08: connection exception, 57P: operator intervention)
 _CONNECTION_STATES = ("08", "57P")
@@ -181,6 +183,12 @@ class PostgresStore(SqlStore):
     """
 
     BEGIN_WRITE = "BEGIN"
+
+    @classmethod
+    def _serialize_audit(cls, conn) -> None:
+        # concurrent appenders queue here until the appending transaction ends: one chain, no fork
+        conn.execute("SELECT pg_advisory_xact_lock(?, ?)", [LOCK_CLASS, AUDIT_LOCK])
+
     # a read sees one snapshot, as a read transaction on SQLite does
     BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
     DB_ERROR = psycopg.Error

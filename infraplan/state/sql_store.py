@@ -669,10 +669,33 @@ class SqlStore:
     @classmethod
     def _audit_row(cls, conn: Connection, event: str, *, address: str | None, details: dict | None,
                    who: str | None) -> int:
-        return cls._insert(conn, "audit", {
-            "at": utc_now(), "event": event, "address": address,
-            "details": None if details is None else dumps(details), "who": who or default_who(),
-        })
+        from infraplan.state.audit_chain import entry_hash
+
+        cls._serialize_audit(conn)
+        last = conn.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+        prev = last[0] if last else None
+        row = {"at": utc_now(), "event": event, "address": address,
+               "details": None if details is None else dumps(details), "who": who or default_who()}
+        row["prev_hash"] = prev
+        row["hash"] = entry_hash(prev, row["at"], event, address, row["details"], row["who"])
+        return cls._insert(conn, "audit", row)
+
+    @classmethod
+    def _serialize_audit(cls, conn: Connection) -> None:
+        """Make this transaction the only one appending to the audit log until it ends (the chain
+        must not fork). A SQLite write transaction already is."""
+
+    def audit_rows(self) -> list[tuple]:
+        """Every audit row as stored, oldest first: (id, at, event, address, details, who, prev_hash, hash)."""
+        with self._read() as conn:
+            if conn is None:
+                return []
+            cols = "id, at, event, address, details, who"
+            if "hash" in self._columns(conn, "audit"):
+                return [tuple(r) for r in conn.execute(
+                    f"SELECT {cols}, prev_hash, hash FROM audit ORDER BY id").fetchall()]
+            # a state from before the chain, read without upgrading it: no row has a hash
+            return [(*r, None, None) for r in conn.execute(f"SELECT {cols} FROM audit ORDER BY id").fetchall()]
 
     def audit(self, event: str, *, address: str | None = None, details: dict | None = None,
               who: str | None = None) -> int:
