@@ -134,6 +134,30 @@ class Workspace:
         self.authorize(AccessAction.PLAN, [c.address for c in plan.changes if c.action != Action.NOOP])
         return plan
 
+    def access_policy(self):
+        """The access policy beside the config (else beside the state), or None."""
+        from infraplan.errors import ConfigError
+        from infraplan.policy.access import AccessError, find_policy
+
+        beside_state = [self.state.path.parent] if self.state.is_file else []
+        try:
+            return find_policy(self.project_dir, *beside_state)
+        except AccessError as exc:
+            raise ConfigError(exc.diagnostics) from None
+
+    def approval_requirements(self, plan: Plan, *, author: str | None = None, digest: str | None = None):
+        """The approval rules that cover `plan`, each with the approvals a saved plan has (by its digest)."""
+        from infraplan.policy.approvals import count_approvals, requirements
+        from infraplan.state.backends import open_store
+
+        policy = self.access_policy()
+        reqs = requirements(policy, plan.to_json())
+        if not reqs or digest is None:
+            return reqs
+        with open_store(self.state, readonly=True) as store:
+            log = store.audit_log()
+        return count_approvals(reqs, policy, log, digest, author or "")
+
     def authorize(self, action: str, addresses: list[str]) -> None:
         """The access policy's word on `action` (an `AccessAction` value) over `addresses`
         (`infraplan.policy.access`): raises AccessDenied, audited, before any lock is taken."""

@@ -16,6 +16,7 @@ import os
 import click
 
 from infraplan import __version__
+from infraplan.cli.commands.approve import approvals, approve
 from infraplan.cli.commands.audit import audit
 from infraplan.cli.commands.apply import apply, destroy
 from infraplan.cli.commands.bench import bench
@@ -61,7 +62,7 @@ def cli(ctx):
 
 
 for command in (validate, plan, apply, destroy, rollback, output, show, graph, schema, providers_cmd, history,
-                force_unlock, state, status, taint, untaint, drift, cleanup, bench, plugins, policy, audit):
+                force_unlock, state, status, taint, untaint, drift, cleanup, bench, plugins, policy, audit, approve, approvals):
     cli.add_command(command)
 
 

@@ -40,6 +40,8 @@ class ApplyOptions:
     force: bool = False
     #: names of sensitive variables whose values were left out (apply needs them again)
     withheld_vars: list[str] = field(default_factory=list)
+    #: who saved the plan: their own approvals do not count (`infraplan.policy.approvals`)
+    author: str = ""
 
 
 def public_var_args(var_args: list[str] | tuple[str, ...], sensitive: set[str]) -> tuple[list[str], list[str]]:

@@ -185,6 +185,7 @@ class ApplyOptionsFile(_Closed):
     refresh_only: bool = False
     force: bool = False
     withheld_vars: list[str] = []
+    author: str = ""
 
 
 class PlanFile(_Closed):

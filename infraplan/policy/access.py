@@ -68,10 +68,24 @@ class Binding(StrictModel):
     addresses: list[str] = Field(default_factory=lambda: [ALL], description="Address patterns (`fleet.prod-*`).")
 
 
+class ApprovalRule(StrictModel):
+    """Changes that need approvals before they are applied, and how many, from others than the author."""
+
+    name: str
+    addresses: list[str] = Field(default_factory=lambda: [ALL], description="Address patterns it covers.")
+    actions: list[str] = Field(default_factory=list, description="Only these change actions (create, update, "
+                               "replace, delete); empty: any change.")
+    workspaces: list[str] = Field(default_factory=lambda: [ALL])
+    min_hourly_increase: float | None = Field(None, ge=0, description="Also (or only, with no address "
+                                              "match) when the plan raises the cost by more than this $/hour.")
+    count: int = Field(1, ge=1, le=20, description="Approvals needed, each from a different actor.")
+
+
 class AccessPolicy(StrictModel):
     groups: dict[str, list[str]] = Field(default_factory=dict)
     roles: dict[str, Role] = Field(default_factory=dict)
     bindings: list[Binding] = Field(default_factory=list)
+    approvals: list[ApprovalRule] = Field(default_factory=list)
 
 
 class AccessError(Exception):

@@ -92,6 +92,12 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
             the_plan = check_saved(ws, saved, parallelism=parallelism)
         else:
             the_plan = ws.check_saved_plan(saved, options)
+            missing = [r for r in ws.approval_requirements(saved, author=opts.author, digest=saved.digest())
+                       if not r.met]
+            if missing:  # bound to this plan's digest: approvals of another plan never count
+                for r in missing[1:]:
+                    click.echo(f"Error: {r.missing_line(opts.author)}", err=True)
+                fail(missing[0].missing_line(opts.author))
         approved = True  # a saved plan was reviewed when it was made
     else:
         ws = open_workspace(path, state_path, var_args, var_files)
@@ -106,6 +112,11 @@ def apply(obj, path, state_path, var_args, var_files, refresh, targets, replace,
                                            force=force))
         if not as_json:
             render_plan(the_plan, obj.console(), compact_warnings=compact_warnings())
+        needs = [] if refresh_only else ws.approval_requirements(the_plan)
+        if needs:
+            rules = ", ".join(f"{r.rule!r} ({r.count} from others than you)" for r in needs)
+            fail(f"this plan needs approvals ({rules}): save it with `infraplan plan --out FILE`, have it "
+                 "approved with `infraplan approve FILE`, then run `infraplan apply FILE`")
         if not the_plan.has_changes and not any(c.action == "refresh" for c in the_plan.changes):
             if as_json:
                 emit_json({"type": "summary", "done": 0, "failed": 0, "skipped": 0}, indent=None)

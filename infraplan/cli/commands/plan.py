@@ -77,12 +77,13 @@ def plan(obj, path, state_path, var_args, var_files, refresh, targets, replace, 
         over_budget(the_plan.cost, max_hourly_cost)
     if out:
         from infraplan.plan.planfile import ApplyOptions, apply_hint, public_var_args, save_plan, sensitive_variables
+        from infraplan.util.identity import who
 
         kept, withheld = public_var_args(var_args, sensitive_variables(ws.config))
         save_plan(the_plan, out, ApplyOptions(
             refresh=refresh, targets=list(targets), replace=list(replace), destroy=destroy, var_args=kept,
             var_files=list(var_files), state=ws.state.without_password, refresh_only=refresh_only, force=force,
-            withheld_vars=withheld))
+            withheld_vars=withheld, author=who()))
         if not as_json:
             click.echo(f"\nSaved the plan to {out}. To carry it out exactly, run: {apply_hint(out, withheld)}")
     if detailed_exitcode and (the_plan.has_changes or (refresh_only and the_plan.changes)):
