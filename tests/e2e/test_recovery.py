@@ -120,6 +120,7 @@ def test_ctrl_c_says_at_once_what_it_waits_for_and_a_second_one_stops_waiting(pr
     cli = project.popen("apply", "--auto-approve", "--parallelism", "2")
     out = Lines(cli)
     wait_for(lambda: _creating(project.state))
+    time.sleep(0.5)  # both intents are recorded before either call starts: let the 8 s calls begin
     cli.send_signal(signal.SIGINT)
     t0 = time.monotonic()
     line = out.until("Stopping (Ctrl-C)", within(2))
