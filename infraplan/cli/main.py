@@ -33,7 +33,7 @@ from infraplan.cli.commands.rollback import rollback
 from infraplan.cli.commands.schema import schema
 from infraplan.cli.commands.show import show
 from infraplan.cli.commands.state import state
-from infraplan.cli.commands.status import status
+from infraplan.cli.commands.status import status, top
 from infraplan.cli.commands.taint import taint, untaint
 from infraplan.cli.commands.validate import validate
 from infraplan.cli.common import LOG_ENV, Cli, configure_logging, handle_errors
@@ -62,7 +62,7 @@ def cli(ctx):
 
 
 for command in (validate, plan, apply, destroy, rollback, output, show, graph, schema, providers_cmd, history,
-                force_unlock, state, status, taint, untaint, drift, cleanup, bench, plugins, policy, audit, approve, approvals):
+                force_unlock, state, status, top, taint, untaint, drift, cleanup, bench, plugins, policy, audit, approve, approvals):
     cli.add_command(command)
 
 

@@ -117,3 +117,18 @@ def _text(report):
     from rich.text import Text
 
     return Text("\n".join(lines(report)))
+
+
+@click.command()
+@click.argument("path", default=".", type=click.Path())
+@click.option("--state", "state_path", type=click.Path(), default=None,
+              help="State file (default: $INFRAPLAN_STATE, else infraplan.db beside the config).")
+@click.option("--fleet", "fleets", multiple=True, metavar="ADDR", help="Only this fleet (fleet.NAME); repeatable.")
+@click.option("--window", default="2s", show_default=True, metavar="DURATION",
+              help="Sliding window, and how often the view refreshes.")
+@color_option
+@click.pass_context
+def top(ctx, path, state_path, fleets, window):
+    """`status --watch`: the fleet's live figures, refreshed every window until Ctrl-C."""
+    ctx.invoke(status, path=path, state_path=state_path, fleets=fleets, window=window, watch=True,
+               prometheus=False, as_json=False)

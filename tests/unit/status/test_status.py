@@ -81,3 +81,21 @@ def test_the_cli_says_unreadable_and_prints_json(tmp_path, sims):
     assert run("status", "--state", str(tmp_path / "none.db")).exit_code == 1
     r = run("status", "--state", str(db), "--window", "soon")
     assert r.exit_code == 1 and "--window soon" in r.output
+
+
+def test_top_refreshes_every_window_until_ctrl_c(tmp_path, sims):
+    """`infraplan top` is `status --watch`: a report per window, and Ctrl-C ends it cleanly."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "s.db"
+    _state(db, sims)
+    proc = subprocess.Popen([sys.executable, "-m", "infraplan", "top", "--state", str(db), "--window", "0.3s"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert out.count("(window ") >= 2 and "fleet.chat[1]:" in out and "Traceback" not in err
