@@ -126,9 +126,10 @@ def _text(report):
 @click.option("--fleet", "fleets", multiple=True, metavar="ADDR", help="Only this fleet (fleet.NAME); repeatable.")
 @click.option("--window", default="2s", show_default=True, metavar="DURATION",
               help="Sliding window, and how often the view refreshes.")
+@json_option("One JSON report per line, each window (as `status --watch --json`).")
 @color_option
 @click.pass_context
-def top(ctx, path, state_path, fleets, window):
+def top(ctx, path, state_path, fleets, window, as_json):
     """`status --watch`: the fleet's live figures, refreshed every window until Ctrl-C."""
     ctx.invoke(status, path=path, state_path=state_path, fleets=fleets, window=window, watch=True,
-               prometheus=False, as_json=False)
+               prometheus=False, as_json=as_json)
