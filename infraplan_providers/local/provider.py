@@ -62,7 +62,9 @@ class LocalSettings(StrictModel):
     """Settings of a `local` provider block."""
 
     host: str = Field("127.0.0.1", description="Loopback address servers listen on.")
-    port_range: str = Field("30000-39999", description="Ports chosen from when a fleet sets none, `LOW-HIGH`.")
+    # below Linux's ephemeral range (32768-60999): an outbound connection's source port cannot take a
+    # server's port between choosing it and binding it
+    port_range: str = Field("20000-29999", description="Ports chosen from when a fleet sets none, `LOW-HIGH`.")
     ready_timeout_s: float = Field(60.0, gt=0, description="Seconds a new server has to answer /ready (or /health).")
     stop_timeout_s: float = Field(5.0, ge=0, description="Seconds between SIGTERM and SIGKILL.")
     python: str = Field(default_factory=lambda: sys.executable, description="Interpreter that runs the servers.")

@@ -158,7 +158,7 @@ def test_create_serves_health_and_model_info(provider):
     a = launch(provider)
     assert a["host"] == "127.0.0.1"
     assert a["endpoint"] == f"http://127.0.0.1:{a['port']}"
-    assert 30000 <= a["port"] <= 39999
+    assert 20000 <= a["port"] <= 29999  # below the ephemeral range: no source port takes it
     assert alive(a["pid"])
     assert abs(psutil.Process(a["pid"]).create_time() - a["started_at"]) < 1
     assert Path(a["log_path"]).is_file()
