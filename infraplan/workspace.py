@@ -139,9 +139,8 @@ class Workspace:
         from infraplan.errors import ConfigError
         from infraplan.policy.access import AccessError, find_policy
 
-        beside_state = [self.state.path.parent] if self.state.is_file else []
         try:
-            return find_policy(self.project_dir, *beside_state)
+            return find_policy(*self._policy_folders())
         except AccessError as exc:
             raise ConfigError(exc.diagnostics) from None
 
@@ -163,9 +162,11 @@ class Workspace:
         (`infraplan.policy.access`): raises AccessDenied, audited, before any lock is taken."""
         from infraplan.policy.access import AccessAction, enforce
 
-        root = self.config_path if self.config_path.is_dir() else self.config_path.parent
-        beside_state = [self.state.path.parent] if self.state.is_file else []
-        enforce(AccessAction(action), addresses, actor=who(), folders=[root, *beside_state], state_path=self.state)
+        enforce(AccessAction(action), addresses, actor=who(), folders=self._policy_folders(), state_path=self.state)
+
+    def _policy_folders(self) -> list[Path]:
+        """Where the access policy is looked for: beside the config, else beside a state file."""
+        return [self.project_dir, *([self.state.path.parent] if self.state.is_file else [])]
 
     # -- the state this config was applied to ----------------------------------
     def _lineages_file(self) -> Path:

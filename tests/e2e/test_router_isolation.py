@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from helpers.net import free_port
-from helpers.sims import start_sim
+from helpers.sims import start_sim, start_smg
 from infraplan.serving.smg import launch_args
 
 pytest.importorskip("smg")
@@ -29,25 +29,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # about 12 s each: real smg un
 BODY = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
 
-def _smg(urls: list[str], attrs: dict) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "smg", "launch", "--host", "127.0.0.1", "--port", str(port),
-           "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port()), "--policy", "round_robin",
-           *launch_args(attrs), "--worker-urls", *urls]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 40
-    while True:
-        try:
-            listed = httpx.get(f"{endpoint}/workers", timeout=1, trust_env=False).json().get("workers", [])
-            if len(listed) == len(urls):
-                return proc, endpoint
-        except (httpx.HTTPError, ValueError):
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"smg did not list {len(urls)} workers ({cmd})")
-        time.sleep(0.2)
+def _smg(urls: list[str], attrs: dict):
+    """smg with the launch flags a router's config blocks give (`launch_args`)."""
+    return start_smg(urls, "round_robin", launch_args(attrs))
 
 
 def _send(endpoint: str, n: int, timeout: float = 10) -> list[tuple[int, float]]:

@@ -8,17 +8,13 @@ worker, which is why the plan warns about a canary behind it (plan.planner._warn
 from __future__ import annotations
 
 import collections
-import subprocess
-import sys
 import threading
-import time
 
 import httpx
 import pytest
 
-from helpers.net import free_port
 from infraplan.plan.weights import EVEN_POLICIES, plan_steps
-from helpers.sims import start_sim
+from helpers.sims import start_sim, start_smg
 
 pytest.importorskip("smg")
 pytestmark = pytest.mark.e2e
@@ -57,24 +53,7 @@ def workers():
 
 
 def _smg(policy: str, urls: list[str]):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "smg", "launch", "--host", "127.0.0.1", "--port", str(port),
-                             "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port()),
-                             "--policy", policy, "--worker-urls", *urls],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 40
-    while True:
-        try:
-            listed = httpx.get(f"{endpoint}/workers", timeout=1, trust_env=False).json()
-            if len(listed.get("workers", [])) == len(urls) and all(w.get("is_healthy", True) for w in listed["workers"]):
-                return proc, endpoint
-        except (httpx.HTTPError, ValueError):
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"smg ({policy}) did not list {len(urls)} workers")
-        time.sleep(0.2)
+    return start_smg(urls, policy, healthy=True)
 
 
 @pytest.mark.slow  # over 10 s of real processes: the test command's second step

@@ -19,6 +19,7 @@ import pytest
 
 from infraplan.state import open_store
 from helpers import postgres
+from helpers.timing import wait_for
 from helpers.net import free_port
 from helpers.paths import REPO
 from helpers.timing import within
@@ -78,16 +79,6 @@ class StateProject:
         return open_store(self.url, readonly=True)
 
 
-def _wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not reached in time")
-
-
 def _one_error_line(stderr: str) -> str:
     errors = [ln for ln in stderr.splitlines() if ln.startswith("Error: ")]
     assert len(errors) == 1 and "Traceback" not in stderr, stderr
@@ -145,7 +136,7 @@ def test_kill_9_of_an_apply_at_random_moments_loses_nothing(tmp_path, state_loca
         n = 3 * round_
         cli = p.popen("apply", "--auto-approve", "--parallelism", "2", "--var", f"replicas={n}")
         # a random moment of the run: from just after it took the lock to about when it ends
-        _wait_for(lambda: cli.poll() is not None or p.store().current_lock(), interval=0.01)
+        wait_for(lambda: cli.poll() is not None or p.store().current_lock(), interval=0.01)
         time.sleep(rng.uniform(0.0, 0.5))
         os.kill(cli.pid, signal.SIGKILL)
         cli.communicate(timeout=10)
@@ -183,7 +174,7 @@ def test_a_second_apply_fails_at_once_naming_the_holder(tmp_path, state_location
     (p.path / "main.yaml").write_text(NULL_FLEET.format(latency_ms=1500))
     first = p.popen("apply", "--auto-approve", "--var", "replicas=1")
     try:
-        lock = _wait_for(lambda: p.store().current_lock())
+        lock = wait_for(lambda: p.store().current_lock())
         t0 = time.monotonic()
         for args in (("apply", "--auto-approve"), ("destroy", "--auto-approve"), ("taint", "model.m")):
             second = p.run(*args, check=False)
@@ -202,7 +193,7 @@ def test_the_database_going_away_mid_apply_is_one_line_and_the_next_apply_recove
     p = StateProject(tmp_path / "proj", postgres_url)
     (p.path / "main.yaml").write_text(NULL_FLEET.format(latency_ms=300))
     cli = p.popen("apply", "--auto-approve", "--parallelism", "1", "--var", "replicas=4")
-    _wait_for(lambda: any(r.status == "ready" for r in p.snapshot().resources if r.kind == "replica"))
+    wait_for(lambda: any(r.status == "ready" for r in p.snapshot().resources if r.kind == "replica"))
     postgres.end_sessions(postgres_url)  # as a server restart would
     out, err = cli.communicate(timeout=60)
     assert cli.returncode == 1, out + err

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import click
 
 from infraplan.cli.common import fail, handle_errors
 from infraplan.cli.options import color_option, emit_json, json_option
+
+def _which_fleets(fn):
+    """PATH, --state and --fleet: which state and fleets `status` and `top` read."""
+    fn = click.option("--fleet", "fleets", multiple=True, metavar="ADDR",
+                      help="Only this fleet (fleet.NAME); repeatable.")(fn)
+    fn = click.option("--state", "state_path", type=click.Path(), default=None,
+                      help="State file (default: $INFRAPLAN_STATE, else infraplan.db beside the config).")(fn)
+    return click.argument("path", default=".", type=click.Path())(fn)
+
 
 COLUMNS = [("requests_per_s", "req/s", "{:.1f}"), ("output_tokens_per_s", "tok/s", "{:.0f}"),
            ("ttft_p50_ms", "TTFT p50", "{:.0f}ms"), ("ttft_p95_ms", "p95", "{:.0f}ms"),
@@ -48,10 +56,7 @@ def render(report, console) -> None:
 
 
 @click.command()
-@click.argument("path", default=".", type=click.Path())
-@click.option("--state", "state_path", type=click.Path(), default=None,
-              help="State file (default: $INFRAPLAN_STATE, else infraplan.db beside the config).")
-@click.option("--fleet", "fleets", multiple=True, metavar="ADDR", help="Only this fleet (fleet.NAME); repeatable.")
+@_which_fleets
 @click.option("--window", default="1s", show_default=True, metavar="DURATION",
               help="Sliding window the figures are measured over (two scrapes this far apart).")
 @click.option("--watch", is_flag=True, help="Refresh every window until Ctrl-C (a live table on a terminal).")
@@ -108,7 +113,6 @@ def status(obj, path, state_path, fleets, window, watch, prometheus, as_json):
                 else:
                     render(report, console)
                 sys.stdout.flush()
-                time.sleep(0)
     except KeyboardInterrupt:
         return
 
@@ -120,10 +124,7 @@ def _text(report):
 
 
 @click.command()
-@click.argument("path", default=".", type=click.Path())
-@click.option("--state", "state_path", type=click.Path(), default=None,
-              help="State file (default: $INFRAPLAN_STATE, else infraplan.db beside the config).")
-@click.option("--fleet", "fleets", multiple=True, metavar="ADDR", help="Only this fleet (fleet.NAME); repeatable.")
+@_which_fleets
 @click.option("--window", default="2s", show_default=True, metavar="DURATION",
               help="Sliding window, and how often the view refreshes.")
 @json_option("One JSON report per line, each window (as `status --watch --json`).")
