@@ -45,6 +45,8 @@ def lines(report) -> list[str]:
         out.append(f"{f.address}: " + (figures(f.figures) if f.figures else "no readable replica") + cost + bad)
         for r in f.replicas:
             out.append(f"  {r.address}: " + (figures(r.figures) if r.readable else f"unreadable ({r.error})"))
+    if not report.fleets:
+        out.append("No replicas in state: nothing is running to measure.")
     out.append(f"(window {report.window_s:g}s, taken {report.taken_at}; quantiles from SGLang's histograms, "
                "bench_serving's definitions)")
     return out

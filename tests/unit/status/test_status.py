@@ -99,3 +99,10 @@ def test_top_refreshes_every_window_until_ctrl_c(tmp_path, sims):
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert out.count("(window ") >= 2 and "fleet.chat[1]:" in out and "Traceback" not in err
+
+
+def test_an_empty_state_says_so(tmp_path):
+    db = tmp_path / "s.db"
+    _state(db, [])
+    r = run("status", "--state", str(db), "--window", "0.1s")
+    assert r.exit_code == 0 and "No replicas in state" in r.output, r.output
